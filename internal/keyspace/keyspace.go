@@ -1,0 +1,113 @@
+// Package keyspace builds every Valkey key chatpipe uses, in one place.
+//
+// The names without a prefix are those of the list-based chat cache that chatpipe replaces, so
+// existing readers of the rings and counters keep working. Scripts receive keys only through
+// KEYS, never build them, so a Valkey Cluster layout (hash tags keeping a script's keys in one
+// slot) only has to change this file.
+package keyspace
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// Kind is the kind of a chat message: public or private.
+type Kind int
+
+const (
+	// Public messages are visible to everybody.
+	Public Kind = iota
+	// Private messages go from one user to another.
+	Private
+)
+
+// String returns the kind's name as written in the `kind` field of a flush-stream entry.
+func (k Kind) String() string {
+	if k == Private {
+		return "private_message"
+	}
+	return "message"
+}
+
+// Kinds lists every kind, public first.
+var Kinds = [...]Kind{Public, Private}
+
+// MaxPrefixLen bounds the configurable key prefix.
+const MaxPrefixLen = 64
+
+// Keys builds key names under an optional prefix.
+type Keys struct {
+	prefix string
+}
+
+// New returns a key builder for prefix, which may be empty.
+// It fails when the prefix is too long or holds whitespace or control characters.
+func New(prefix string) (Keys, error) {
+	if err := ValidatePrefix(prefix); err != nil {
+		return Keys{}, err
+	}
+	return Keys{prefix: prefix}, nil
+}
+
+// ValidatePrefix reports whether prefix may be used as a key prefix.
+func ValidatePrefix(prefix string) error {
+	if len(prefix) > MaxPrefixLen {
+		return fmt.Errorf("longer than %d bytes", MaxPrefixLen)
+	}
+	if strings.IndexFunc(prefix, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		return fmt.Errorf("holds whitespace or control characters")
+	}
+	return nil
+}
+
+// Prefix returns the prefix the keys are built under.
+func (k Keys) Prefix() string { return k.prefix }
+
+// Counter is the id counter (INCR) of a kind.
+func (k Keys) Counter(kind Kind) string {
+	if kind == Private {
+		return k.prefix + "cache_private_message_id"
+	}
+	return k.prefix + "cache_message_id"
+}
+
+// PublicRing is the ring of the last N public messages.
+func (k Keys) PublicRing() string { return k.prefix + "recent_messages" }
+
+// PrivateRing is the ring of a user's last N private messages, sent and received.
+func (k Keys) PrivateRing(userID string) string {
+	return k.prefix + "recent_private_messages:" + userID
+}
+
+// RateLimit is a user's fixed-window counter.
+func (k Keys) RateLimit(userID string) string { return k.prefix + "ratelimit:" + userID }
+
+// RateLimitGCRA is a user's GCRA state (the theoretical arrival time). It is a key of its own
+// so that switching algorithms never reads one algorithm's state as the other's.
+func (k Keys) RateLimitGCRA(userID string) string { return k.prefix + "ratelimit_gcra:" + userID }
+
+// RateSettings is the hash of rate-limit settings shared by every ingest replica.
+func (k Keys) RateSettings() string { return k.prefix + "chatpipe:ratelimit_settings" }
+
+// ClientMsg records the cache id given to a client's retry-safe message. Both ids are
+// length-prefixed so that no two (owner, client id) pairs can share a key whatever they hold.
+func (k Keys) ClientMsg(kind Kind, ownerID, clientMsgID string) string {
+	return k.prefix + "chatpipe:client_msg:" + kind.String() + ":" +
+		strconv.Itoa(len(ownerID)) + ":" + ownerID + ":" + clientMsgID
+}
+
+// Stream is the flush stream of a kind.
+func (k Keys) Stream(kind Kind) string { return k.prefix + "chatpipe:flush:" + kind.String() }
+
+// DeadLetter is the dead-letter stream beside the flush stream of a kind.
+func (k Keys) DeadLetter(kind Kind) string { return k.prefix + "chatpipe:dead:" + kind.String() }
+
+// LegacyFlushList is the flush list of the list-based cache, drained into the stream.
+func (k Keys) LegacyFlushList(kind Kind) string {
+	if kind == Private {
+		return k.prefix + "flush_private_messages"
+	}
+	return k.prefix + "flush_messages"
+}

@@ -1,0 +1,229 @@
+// Package lua holds chatpipe's Valkey operations: the Lua scripts that accept, delete and
+// mirror messages atomically, and the few plain reads and writes around them (recent
+// messages, rate-limit settings).
+//
+// Each script is an embedded .lua file with its contract at the top, called by SHA with a
+// reload on NOSCRIPT. Keys reach scripts only through KEYS, built by package keyspace.
+// Replies are turned into results and sentinel errors here; callers never see raw replies.
+package lua
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+)
+
+var (
+	//go:embed common.lua
+	commonSrc string
+	//go:embed enqueue_public.lua
+	enqueuePublicSrc string
+	//go:embed enqueue_private.lua
+	enqueuePrivateSrc string
+	//go:embed delete.lua
+	deleteSrc string
+	//go:embed mirror.lua
+	mirrorSrc string
+)
+
+// Sentinel errors. Callers compare with errors.Is.
+var (
+	// ErrRateLimited: the user is over the rate limit; see RateLimitedError for the retry time.
+	ErrRateLimited = errors.New("rate limited")
+	// ErrBacklogFull: the flush stream is at its cap; nothing was enqueued.
+	ErrBacklogFull = errors.New("flush backlog full")
+	// ErrNotFound: the cache id was never issued.
+	ErrNotFound = errors.New("message not found")
+	// ErrUnavailable: Valkey could not be reached or did not answer in time. The operation
+	// may or may not have run; a retry with the same client_msg_id is safe.
+	ErrUnavailable = errors.New("valkey unavailable")
+)
+
+// RateLimitedError is returned when a user is over the rate limit. It wraps ErrRateLimited.
+type RateLimitedError struct {
+	// RetryAfter is how long until the user may send again.
+	RetryAfter time.Duration
+}
+
+func (e *RateLimitedError) Error() string {
+	return fmt.Sprintf("rate limited, retry after %s", e.RetryAfter)
+}
+
+// Unwrap makes errors.Is(err, ErrRateLimited) hold.
+func (e *RateLimitedError) Unwrap() error { return ErrRateLimited }
+
+// Algorithm names a rate-limit algorithm.
+type Algorithm string
+
+const (
+	// Fixed is a fixed window: INCR with an EXPIRE on the window's first hit. It is what the
+	// list-based cache used, so its counters carry over.
+	Fixed Algorithm = "fixed"
+	// GCRA is the generic cell rate algorithm: smooth, one key per user, exact retry-after.
+	GCRA Algorithm = "gcra"
+)
+
+// RateLimit is the rate limit shared by every ingest replica.
+type RateLimit struct {
+	Limit         int       `json:"limit"`
+	WindowSeconds int       `json:"window_seconds"`
+	Algorithm     Algorithm `json:"algorithm"`
+}
+
+// Rate-limit bounds, checked by Validate.
+const (
+	MaxLimit         = 1_000_000
+	MaxWindowSeconds = 86_400
+)
+
+// Validate reports the first field of r that is out of range.
+func (r RateLimit) Validate() error {
+	switch {
+	case r.Limit < 1 || r.Limit > MaxLimit:
+		return fmt.Errorf("limit: must be 1..%d", MaxLimit)
+	case r.WindowSeconds < 1 || r.WindowSeconds > MaxWindowSeconds:
+		return fmt.Errorf("window_seconds: must be 1..%d", MaxWindowSeconds)
+	case r.Algorithm != Fixed && r.Algorithm != GCRA:
+		return fmt.Errorf("algorithm: must be %q or %q", Fixed, GCRA)
+	}
+	return nil
+}
+
+// Config configures Scripts. The zero value of each field takes its default.
+type Config struct {
+	// Keys builds key names. Default: no prefix.
+	Keys keyspace.Keys
+	// RecentSize is the size of every ring. Default 500.
+	RecentSize int
+	// BacklogCap is the most entries a flush stream may hold; an enqueue beyond it is
+	// rejected, nothing is trimmed to make room. Default 1 000 000.
+	BacklogCap int64
+	// ClientMsgTTL is how long a client_msg_id is remembered. Default 24h.
+	ClientMsgTTL time.Duration
+	// DefaultRate applies while the shared settings hash has no value. Default 30 per 10 s, fixed.
+	DefaultRate RateLimit
+	// Timeout bounds every Valkey call. Default 1s.
+	Timeout time.Duration
+	// MirrorChunk is the most legacy entries one mirror step moves. Default 1000.
+	MirrorChunk int
+}
+
+func (c *Config) setDefaults() error {
+	if c.RecentSize == 0 {
+		c.RecentSize = 500
+	}
+	if c.BacklogCap == 0 {
+		c.BacklogCap = 1_000_000
+	}
+	if c.ClientMsgTTL == 0 {
+		c.ClientMsgTTL = 24 * time.Hour
+	}
+	if c.DefaultRate == (RateLimit{}) {
+		c.DefaultRate = RateLimit{Limit: 30, WindowSeconds: 10, Algorithm: Fixed}
+	}
+	if c.Timeout == 0 {
+		c.Timeout = time.Second
+	}
+	if c.MirrorChunk == 0 {
+		c.MirrorChunk = 1000
+	}
+	switch {
+	case c.RecentSize < 1:
+		return errors.New("recent size must be at least 1")
+	case c.BacklogCap < 1:
+		return errors.New("backlog cap must be at least 1")
+	case c.ClientMsgTTL < time.Second:
+		return errors.New("client_msg_id TTL must be at least 1s")
+	case c.Timeout < 0:
+		return errors.New("timeout must be positive")
+	case c.MirrorChunk < 1:
+		return errors.New("mirror chunk must be at least 1")
+	}
+	if err := c.DefaultRate.Validate(); err != nil {
+		return fmt.Errorf("default rate limit: %w", err)
+	}
+	return nil
+}
+
+// Scripts runs chatpipe's operations on one Valkey.
+type Scripts struct {
+	c              valkey.Client
+	cfg            Config
+	enqueuePublic  *script
+	enqueuePrivate *script
+	delete         *script
+	mirror         *script
+	// staticArgs are ARGV[2..9] of the enqueue scripts, which do not change per message.
+	staticArgs [kindCount][]string
+}
+
+const kindCount = len(keyspace.Kinds)
+
+// New returns Scripts that run on c.
+func New(c valkey.Client, cfg Config) (*Scripts, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Scripts{
+		c:              c,
+		cfg:            cfg,
+		enqueuePublic:  newScript("enqueue_public", commonSrc, enqueuePublicSrc),
+		enqueuePrivate: newScript("enqueue_private", commonSrc, enqueuePrivateSrc),
+		delete:         newScript("delete", deleteSrc),
+		mirror:         newScript("mirror", mirrorSrc),
+	}
+	for _, k := range keyspace.Kinds {
+		s.staticArgs[k] = []string{
+			strconv.Itoa(cfg.RecentSize),
+			strconv.FormatInt(cfg.BacklogCap, 10),
+			strconv.FormatInt(int64(cfg.ClientMsgTTL/time.Second), 10),
+			"", // ARGV[5], per message
+			strconv.Itoa(cfg.DefaultRate.Limit),
+			strconv.Itoa(cfg.DefaultRate.WindowSeconds),
+			string(cfg.DefaultRate.Algorithm),
+			k.String(),
+		}
+	}
+	return s, nil
+}
+
+// Keys returns the key builder in use.
+func (s *Scripts) Keys() keyspace.Keys { return s.cfg.Keys }
+
+// Load loads every script, so that the first requests need no reload. Optional.
+func (s *Scripts) Load(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	for _, sc := range []*script{s.enqueuePublic, s.enqueuePrivate, s.delete, s.mirror} {
+		if err := sc.load(ctx, s.c); err != nil {
+			return classify(err)
+		}
+	}
+	return nil
+}
+
+// Ping checks that Valkey answers within the timeout.
+func (s *Scripts) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	return classify(s.c.Do(ctx, s.c.B().Ping().Build()).Error())
+}
+
+// classify wraps errors that are not replies from Valkey (connection refused, reset, timeout)
+// in ErrUnavailable, the one class a caller answers with "retry later".
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if verr, ok := valkey.IsValkeyErr(err); ok && !(verr.IsLoading() || verr.IsTryAgain() || verr.IsClusterDown()) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}

@@ -1,0 +1,22 @@
+-- mirror.lua: move entries of a legacy flush list into the flush stream, in one atomic step.
+-- KEYS[1] legacy flush list  KEYS[2] flush stream
+-- ARGV[1] most entries to move  ARGV[2] entry kind  ARGV[3] backlog cap
+-- Returns {moved, left in the list}. Entries are popped from the head (the list-based cache
+-- pushes with RPUSH) and each becomes one stream entry; the stream never grows past the cap,
+-- what does not fit stays in the list. An entry whose cache_id cannot be read is still moved,
+-- with an empty cache_id, so that the worker dead-letters it with the reason.
+local room = tonumber(ARGV[3]) - redis.call('XLEN', KEYS[2])
+local n = tonumber(ARGV[1])
+if room < n then n = room end
+if n <= 0 then return {0, redis.call('LLEN', KEYS[1])} end
+local items = redis.call('LPOP', KEYS[1], n)
+if not items then return {0, 0} end
+for _, v in ipairs(items) do
+  local id = ''
+  local ok, e = pcall(cjson.decode, v)
+  if ok and type(e) == 'table' and tonumber(e.cache_id) then
+    id = string.format('%d', tonumber(e.cache_id))
+  end
+  redis.call('XADD', KEYS[2], '*', 'cache_id', id, 'kind', ARGV[2], 'payload', v)
+end
+return {#items, redis.call('LLEN', KEYS[1])}

@@ -1,0 +1,122 @@
+package lua
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+)
+
+// Delete deletes a message of kind from rings (which may be none) and records the deletion on
+// the kind's flush stream. It returns ErrNotFound for an id never issued and ErrBacklogFull when
+// the stream is at its cap. A message no longer in any ring is still deleted: the worker removes
+// its row.
+func (s *Scripts) Delete(ctx context.Context, kind keyspace.Kind, cacheID int64, rings ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	keys := append([]string{s.cfg.Keys.Counter(kind), s.cfg.Keys.Stream(kind)}, rings...)
+	args := []string{strconv.FormatInt(cacheID, 10), strconv.FormatInt(s.cfg.BacklogCap, 10)}
+	n, err := s.delete.exec(ctx, s.c, keys, args).AsInt64()
+	switch {
+	case err != nil:
+		return classify(err)
+	case n == -1:
+		return ErrNotFound
+	case n == -2:
+		return ErrBacklogFull
+	}
+	return nil
+}
+
+// Mirror moves up to MirrorChunk entries of kind's legacy flush list into its flush stream in
+// one atomic step. It returns how many moved and how many are left in the list.
+func (s *Scripts) Mirror(ctx context.Context, kind keyspace.Kind) (moved, left int64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	keys := []string{s.cfg.Keys.LegacyFlushList(kind), s.cfg.Keys.Stream(kind)}
+	args := []string{strconv.Itoa(s.cfg.MirrorChunk), kind.String(), strconv.FormatInt(s.cfg.BacklogCap, 10)}
+	v, err := s.mirror.exec(ctx, s.c, keys, args).AsIntSlice()
+	if err != nil {
+		return 0, 0, classify(err)
+	}
+	if len(v) != 2 {
+		return 0, 0, fmt.Errorf("mirror: unexpected reply %v", v)
+	}
+	return v[0], v[1], nil
+}
+
+// MirrorAll mirrors kind's legacy list chunk by chunk until it is empty or the stream is full.
+func (s *Scripts) MirrorAll(ctx context.Context, kind keyspace.Kind) (int64, error) {
+	var total int64
+	for {
+		moved, left, err := s.Mirror(ctx, kind)
+		total += moved
+		if err != nil || moved == 0 || left == 0 {
+			return total, err
+		}
+	}
+}
+
+// Recent returns up to limit of the newest entries of ring, oldest first, as stored (ring-entry
+// JSON). limit < 1 means the whole ring.
+func (s *Scripts) Recent(ctx context.Context, ring string, limit int) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	start := int64(0)
+	if limit > 0 {
+		start = -int64(limit)
+	}
+	v, err := s.c.Do(ctx, s.c.B().Lrange().Key(ring).Start(start).Stop(-1).Build()).AsStrSlice()
+	if err != nil {
+		return nil, classify(err)
+	}
+	return v, nil
+}
+
+// RateLimit returns the shared rate limit, the defaults filling in what the hash lacks.
+func (s *Scripts) RateLimit(ctx context.Context) (RateLimit, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	v, err := s.c.Do(ctx, s.c.B().Hmget().Key(s.cfg.Keys.RateSettings()).Field("limit", "window_seconds", "algorithm").Build()).ToArray()
+	if err != nil {
+		return RateLimit{}, classify(err)
+	}
+	rl := s.cfg.DefaultRate
+	if len(v) != 3 {
+		return rl, fmt.Errorf("rate settings: unexpected reply of %d fields", len(v))
+	}
+	if n, err := v[0].AsInt64(); err == nil {
+		rl.Limit = int(n)
+	}
+	if n, err := v[1].AsInt64(); err == nil {
+		rl.WindowSeconds = int(n)
+	}
+	if a, err := v[2].ToString(); err == nil {
+		rl.Algorithm = Algorithm(a)
+	}
+	if rl.Algorithm != GCRA {
+		rl.Algorithm = Fixed
+	}
+	return rl, nil
+}
+
+// SetRateLimit stores the shared rate limit, read by every replica's next enqueue.
+func (s *Scripts) SetRateLimit(ctx context.Context, rl RateLimit) error {
+	if err := rl.Validate(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	cmd := s.c.B().Hset().Key(s.cfg.Keys.RateSettings()).FieldValue().
+		FieldValue("limit", strconv.Itoa(rl.Limit)).
+		FieldValue("window_seconds", strconv.Itoa(rl.WindowSeconds)).
+		FieldValue("algorithm", string(rl.Algorithm)).Build()
+	return classify(s.c.Do(ctx, cmd).Error())
+}
+
+// isNil reports a nil reply, which Valkey uses for "no such key".
+func isNil(err error) bool { return errors.Is(err, valkey.Nil) }

@@ -1,0 +1,93 @@
+package lua
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/valkey-io/valkey-go"
+)
+
+// script is one Lua script, called by SHA. Valkey forgets scripts on restart (or SCRIPT FLUSH),
+// so a NOSCRIPT reply loads the script and runs the call again: NOSCRIPT means nothing ran,
+// which makes that one retry safe even for scripts that are not idempotent.
+type script struct {
+	name string
+	src  string
+	sha  string
+}
+
+func newScript(name string, parts ...string) *script {
+	src := ""
+	for _, p := range parts {
+		src += p + "\n"
+	}
+	sum := sha1.Sum([]byte(src))
+	return &script{name: name, src: src, sha: hex.EncodeToString(sum[:])}
+}
+
+func (s *script) cmd(c valkey.Client, keys, args []string) valkey.Completed {
+	return c.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
+}
+
+func (s *script) load(ctx context.Context, c valkey.Client) error {
+	if err := c.Do(ctx, c.B().ScriptLoad().Script(s.src).Build()).Error(); err != nil {
+		return fmt.Errorf("loading script %s: %w", s.name, err)
+	}
+	return nil
+}
+
+func isNoScript(err error) bool {
+	verr, ok := valkey.IsValkeyErr(err)
+	return ok && verr.IsNoScript()
+}
+
+// exec runs the script once, loading it first when Valkey does not know it.
+func (s *script) exec(ctx context.Context, c valkey.Client, keys, args []string) valkey.ValkeyResult {
+	res := c.Do(ctx, s.cmd(c, keys, args))
+	if isNoScript(res.Error()) {
+		if err := s.load(ctx, c); err != nil {
+			return valkey.NewErrorResult(err)
+		}
+		res = c.Do(ctx, s.cmd(c, keys, args))
+	}
+	return res
+}
+
+// execMulti runs the script for each call in one pipelined round trip, results in order.
+// Calls that met NOSCRIPT are run again, in order, after one load.
+func (s *script) execMulti(ctx context.Context, c valkey.Client, calls []call) []valkey.ValkeyResult {
+	cmds := make(valkey.Commands, len(calls))
+	for i, cl := range calls {
+		cmds[i] = s.cmd(c, cl.keys, cl.args)
+	}
+	res := c.DoMulti(ctx, cmds...)
+	var again []int
+	for i, r := range res {
+		if isNoScript(r.Error()) {
+			again = append(again, i)
+		}
+	}
+	if len(again) == 0 {
+		return res
+	}
+	if err := s.load(ctx, c); err != nil {
+		for _, i := range again {
+			res[i] = valkey.NewErrorResult(err)
+		}
+		return res
+	}
+	retry := make(valkey.Commands, len(again))
+	for j, i := range again {
+		retry[j] = s.cmd(c, calls[i].keys, calls[i].args)
+	}
+	for j, r := range c.DoMulti(ctx, retry...) {
+		res[again[j]] = r
+	}
+	return res
+}
+
+type call struct {
+	keys, args []string
+}

@@ -1,0 +1,210 @@
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// pgServer is the one PostgreSQL server of this test binary.
+var pgServer struct {
+	once  sync.Once
+	admin string // DSN of a role that may create databases
+	err   error
+	cmd   *exec.Cmd
+	done  chan struct{}
+	dir   string
+}
+
+// Postgres returns the DSN of a fresh, empty database for t, dropped when t ends.
+// The server is started on first use and stopped by Main.
+func Postgres(t testing.TB) string {
+	t.Helper()
+	pgServer.once.Do(func() {
+		if u := os.Getenv("CHATPIPE_TEST_POSTGRES_URL"); u != "" {
+			pgServer.admin = u
+			return
+		}
+		pgServer.admin, pgServer.err = startPostgres()
+	})
+	if pgServer.err != nil {
+		t.Fatalf("postgres: %v", pgServer.err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pgServer.admin)
+	if err != nil {
+		t.Fatalf("postgres: connecting as admin: %v", err)
+	}
+	defer conn.Close(ctx)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name := "chatpipe_test_" + hex.EncodeToString(b[:])
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("postgres: creating database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, pgServer.admin)
+		if err != nil {
+			t.Errorf("postgres: connecting to drop %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("postgres: dropping %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(pgServer.admin)
+	if err != nil {
+		t.Fatalf("postgres: admin DSN is not a URL: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// startPostgres runs initdb and postgres in a temporary folder on a free loopback port, tuned
+// for throwaway data (no fsync). As root it runs them as the postgres user, which PostgreSQL
+// requires.
+func startPostgres() (string, error) {
+	dirs := postgresBinDirs()
+	initdb, err := lookBinary("initdb", postgresInstall, dirs...)
+	if err != nil {
+		return "", err
+	}
+	// The server must be the one of initdb's version: the binary beside it.
+	postgres := filepath.Join(filepath.Dir(initdb), "postgres")
+	if _, err := os.Stat(postgres); err != nil {
+		return "", fmt.Errorf("postgres not found beside %s: install it with: %s", initdb, postgresInstall)
+	}
+	dir, err := os.MkdirTemp("", "chatpipe-pg-")
+	if err != nil {
+		return "", err
+	}
+	pgServer.dir = dir
+	cred, err := postgresCredential()
+	if err != nil {
+		return "", err
+	}
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return "", err
+		}
+	}
+	data := filepath.Join(dir, "data")
+	out, err := asUser(cred, exec.Command(initdb, "-D", data, "-U", "postgres", "-A", "trust",
+		"-E", "UTF8", "--locale=C", "--no-sync")).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("initdb: %v: %s", err, lastLines(out, 5))
+	}
+	var lastErr error
+	for range 5 {
+		port, err := freePort()
+		if err != nil {
+			return "", err
+		}
+		if lastErr = runPostgres(cred, postgres, data, dir, port); lastErr == nil {
+			return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), nil
+		}
+	}
+	return "", lastErr
+}
+
+func runPostgres(cred *syscall.Credential, bin, data, dir string, port int) error {
+	logPath := filepath.Join(dir, "postgres.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	if cred != nil {
+		_ = logf.Chown(int(cred.Uid), int(cred.Gid))
+	}
+	cmd := asUser(cred, exec.Command(bin, "-D", data, "-p", strconv.Itoa(port), "-k", dir,
+		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off", "-c", "max_connections=400", "-c", "shared_buffers=128MB"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// SIGQUIT is an immediate shutdown: enough for a throwaway server whose test binary died.
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=1", port)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			log, _ := os.ReadFile(logPath)
+			return fmt.Errorf("postgres exited at start: %s", lastLines(log, 5))
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		conn, err := pgx.Connect(ctx, dsn)
+		if err == nil {
+			_ = conn.Close(ctx)
+			cancel()
+			pgServer.cmd, pgServer.done = cmd, done
+			return nil
+		}
+		cancel()
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = cmd.Process.Kill()
+	<-done
+	return errors.New("postgres did not accept connections within 30s")
+}
+
+// postgresCredential is the postgres user's when running as root, else nil (run as ourselves).
+func postgresCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root needs the postgres user to start PostgreSQL: %w (install it with: %s)", err, postgresInstall)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func asUser(cred *syscall.Credential, cmd *exec.Cmd) *exec.Cmd {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	// The postgres user may not be able to read the caller's working folder.
+	cmd.Dir = os.TempDir()
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	return cmd
+}
+
+func stopPostgres() {
+	if pgServer.cmd != nil {
+		// SIGINT is PostgreSQL's fast shutdown.
+		_ = pgServer.cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-pgServer.done:
+		case <-time.After(10 * time.Second):
+			_ = pgServer.cmd.Process.Kill()
+			<-pgServer.done
+		}
+	}
+	if pgServer.dir != "" {
+		_ = os.RemoveAll(pgServer.dir)
+	}
+}
