@@ -83,15 +83,23 @@ const (
 	MaxWindowSeconds = 86_400
 )
 
-// Validate reports the first field of r that is out of range.
+// FieldError names the setting of a RateLimit that is out of range.
+type FieldError struct {
+	Field   string
+	Problem string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
+
+// Validate returns a *FieldError for the first field of r that is out of range.
 func (r RateLimit) Validate() error {
 	switch {
 	case r.Limit < 1 || r.Limit > MaxLimit:
-		return fmt.Errorf("limit: must be 1..%d", MaxLimit)
+		return &FieldError{"limit", fmt.Sprintf("must be 1..%d", MaxLimit)}
 	case r.WindowSeconds < 1 || r.WindowSeconds > MaxWindowSeconds:
-		return fmt.Errorf("window_seconds: must be 1..%d", MaxWindowSeconds)
+		return &FieldError{"window_seconds", fmt.Sprintf("must be 1..%d", MaxWindowSeconds)}
 	case r.Algorithm != Fixed && r.Algorithm != GCRA:
-		return fmt.Errorf("algorithm: must be %q or %q", Fixed, GCRA)
+		return &FieldError{"algorithm", fmt.Sprintf("must be %q or %q", Fixed, GCRA)}
 	}
 	return nil
 }

@@ -1,0 +1,163 @@
+// Package api is ingest's HTTP JSON API: it validates and authenticates requests, runs them
+// through package lua on Valkey, and answers with the status codes of DESIGN.md. Errors are
+// {"error":"<code>","detail":"...","field":"..."}, mapped to statuses in one place (errors.go).
+package api
+
+import (
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chatpipe/chatpipe/internal/lua"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Scripts runs the Valkey operations. Required.
+	Scripts *lua.Scripts
+	// Logger logs failures. Default: discard.
+	Logger *slog.Logger
+	// Registerer takes the API's metrics. Default: a throwaway registry.
+	Registerer prometheus.Registerer
+	// Metrics serves /metrics. Default: none (404).
+	Metrics http.Handler
+	// AuthToken, when set, is the bearer token every /v1/ request must carry.
+	AuthToken string
+	// RecentSize is the ring size, the largest ?limit= of the recent endpoints. Default 500.
+	RecentSize int
+	// MaxBody is the largest body of a single request, in bytes. Default 64 KiB.
+	MaxBody int64
+	// MaxBatchBody is the largest body of a batch request, in bytes. Default 1 MiB.
+	MaxBatchBody int64
+	// MaxBatch is the most messages in one batch. Default 1000.
+	MaxBatch int
+	// NowFunc gives the time for messages sent without created_at. Default time.Now.
+	NowFunc func() time.Time
+}
+
+// Server is the HTTP API. Its zero value is not usable; call New.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics
+	handler http.Handler
+	ready   atomic.Bool
+}
+
+// New returns a Server, ready to serve.
+func New(cfg Config) (*Server, error) {
+	if cfg.Scripts == nil {
+		return nil, errors.New("api: Scripts is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	if cfg.RecentSize == 0 {
+		cfg.RecentSize = 500
+	}
+	if cfg.MaxBody == 0 {
+		cfg.MaxBody = 64 << 10
+	}
+	if cfg.MaxBatchBody == 0 {
+		cfg.MaxBatchBody = 1 << 20
+	}
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = 1000
+	}
+	if cfg.NowFunc == nil {
+		cfg.NowFunc = time.Now
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, m: m}
+	s.ready.Store(true)
+	s.handler = m.instrument(s.routes())
+	return s, nil
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// SetReady sets what /readyz reports beside Valkey's health; false while shutting down, so
+// that load balancers stop sending before in-flight requests are done.
+func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	v1 := func(pattern string, byMethod methods) { mux.Handle(pattern, s.auth(s.route(byMethod))) }
+	v1("/v1/messages", methods{http.MethodPost: s.postPublic})
+	v1("/v1/messages/batch", methods{http.MethodPost: s.postBatch})
+	v1("/v1/private-messages", methods{http.MethodPost: s.postPrivate})
+	v1("/v1/messages/recent", methods{http.MethodGet: s.getRecentPublic})
+	v1("/v1/users/{id}/private-messages/recent", methods{http.MethodGet: s.getRecentPrivate})
+	v1("/v1/messages/{cache_id}", methods{http.MethodDelete: s.deleteMessage})
+	v1("/v1/rate-limit", methods{http.MethodGet: s.getRateLimit, http.MethodPut: s.putRateLimit})
+	mux.Handle("/healthz", s.route(methods{http.MethodGet: s.healthz}))
+	mux.Handle("/readyz", s.route(methods{http.MethodGet: s.readyz}))
+	if s.cfg.Metrics != nil {
+		mux.Handle("/metrics", s.cfg.Metrics)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, &apiError{code: codeNotFound, detail: "no such endpoint: " + r.URL.Path})
+	})
+	return mux
+}
+
+// handlerFunc is a handler that writes its success response and returns its error, which the
+// router writes.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// methods maps the methods of one path to their handlers.
+type methods map[string]handlerFunc
+
+// route dispatches by method and answers other methods with a JSON 405 and an Allow header
+// (ServeMux's own 405 has a plain-text body).
+func (s *Server) route(ms methods) http.Handler {
+	allow := make([]string, 0, len(ms))
+	for m := range ms {
+		allow = append(allow, m)
+	}
+	sort.Strings(allow)
+	allowed := strings.Join(allow, ", ")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, ok := ms[r.Method]
+		if !ok {
+			w.Header().Set("Allow", allowed)
+			s.writeError(w, r, &apiError{code: codeMethodNotAllowed, detail: r.Method + " is not allowed; allowed: " + allowed})
+			return
+		}
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// auth checks the bearer token, when one is configured, in constant time.
+func (s *Server) auth(next http.Handler) http.Handler {
+	if s.cfg.AuthToken == "" {
+		return next
+	}
+	want := []byte(s.cfg.AuthToken)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
+		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(token), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="chatpipe"`)
+			s.writeError(w, r, &apiError{code: codeUnauthorized, detail: "missing or wrong bearer token"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

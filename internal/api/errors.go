@@ -1,0 +1,113 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
+)
+
+// Error codes of the API, the "error" field of every error body.
+const (
+	codeInvalid              = "invalid"
+	codeInvalidJSON          = "invalid_json"
+	codeUnknownField         = "unknown_field"
+	codeUnauthorized         = "unauthorized"
+	codeNotFound             = "not_found"
+	codeMethodNotAllowed     = "method_not_allowed"
+	codeTooLarge             = "body_too_large"
+	codeUnsupportedMediaType = "unsupported_media_type"
+	codeRateLimited          = "rate_limited"
+	codeBacklogFull          = "backlog_full"
+	codeUnavailable          = "unavailable"
+	codeInternal             = "internal"
+)
+
+// statusOf maps each code to its HTTP status: the one place that does.
+var statusOf = map[string]int{
+	codeInvalid:              http.StatusBadRequest,
+	codeInvalidJSON:          http.StatusBadRequest,
+	codeUnknownField:         http.StatusBadRequest,
+	codeUnauthorized:         http.StatusUnauthorized,
+	codeNotFound:             http.StatusNotFound,
+	codeMethodNotAllowed:     http.StatusMethodNotAllowed,
+	codeTooLarge:             http.StatusRequestEntityTooLarge,
+	codeUnsupportedMediaType: http.StatusUnsupportedMediaType,
+	codeRateLimited:          http.StatusTooManyRequests,
+	codeBacklogFull:          http.StatusServiceUnavailable,
+	codeUnavailable:          http.StatusServiceUnavailable,
+	codeInternal:             http.StatusInternalServerError,
+}
+
+// apiError is an error the client is told about.
+type apiError struct {
+	code       string
+	field      string
+	detail     string
+	retryAfter time.Duration
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.detail }
+
+// errorBody is the JSON of an error, alone or as one result of a batch.
+type errorBody struct {
+	Error  string `json:"error"`
+	Detail string `json:"detail"`
+	Field  string `json:"field,omitempty"`
+	// RetryAfterMS is set on rate_limited, backlog_full and unavailable.
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
+}
+
+// toAPIError classifies any error of a handler. Errors it does not know are internal: logged
+// with their text, answered without it.
+func toAPIError(err error) *apiError {
+	var ae *apiError
+	var fe *message.FieldError
+	var rle *lua.RateLimitedError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &fe):
+		return &apiError{code: codeInvalid, field: fe.Field, detail: fe.Error()}
+	case errors.As(err, &rle):
+		return &apiError{code: codeRateLimited, detail: "rate limit reached, retry later", retryAfter: rle.RetryAfter}
+	case errors.Is(err, lua.ErrBacklogFull):
+		return &apiError{code: codeBacklogFull, detail: "the flush backlog is full, retry later", retryAfter: time.Second}
+	case errors.Is(err, lua.ErrUnavailable):
+		return &apiError{code: codeUnavailable, detail: "the message store is unreachable, retry later", retryAfter: time.Second}
+	case errors.Is(err, lua.ErrNotFound):
+		return &apiError{code: codeNotFound, detail: "no message with that id"}
+	}
+	return &apiError{code: codeInternal, detail: "internal error"}
+}
+
+func (e *apiError) body() errorBody {
+	return errorBody{Error: e.code, Detail: e.detail, Field: e.field, RetryAfterMS: e.retryAfter.Milliseconds()}
+}
+
+// writeError answers with err's status and JSON body, and a Retry-After header in whole
+// seconds (rounded up) where the client should come back.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	ae := toAPIError(err)
+	if ae.code == codeInternal {
+		s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	if ae.retryAfter > 0 {
+		secs := int64((ae.retryAfter + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	}
+	writeJSON(w, statusOf[ae.code], ae.body())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	// An error here means the client went away; there is nobody left to tell.
+	_ = enc.Encode(v)
+}

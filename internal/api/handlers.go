@@ -1,0 +1,340 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
+)
+
+// publicRequest is the body of POST /v1/messages and one item of a batch.
+type publicRequest struct {
+	OwnerID     string  `json:"owner_id"`
+	Username    string  `json:"username"`
+	Content     string  `json:"content"`
+	CreatedAt   string  `json:"created_at"`
+	ClientMsgID *string `json:"client_msg_id"`
+}
+
+// privateRequest is the body of POST /v1/private-messages.
+type privateRequest struct {
+	publicRequest
+	RecipientID string `json:"recipient_id"`
+}
+
+type acceptedBody struct {
+	CacheID   int64 `json:"cache_id"`
+	Duplicate bool  `json:"duplicate,omitempty"`
+}
+
+// toLua validates a request and turns it into a message for the enqueue script.
+func (s *Server) toLua(req *publicRequest, recipient string, kind keyspace.Kind) (lua.Message, error) {
+	m := message.Message{
+		OwnerID:     req.OwnerID,
+		RecipientID: recipient,
+		Username:    req.Username,
+		Content:     req.Content,
+		CreatedAt:   req.CreatedAt,
+	}
+	if err := m.Validate(kind == keyspace.Private, s.cfg.NowFunc()); err != nil {
+		return lua.Message{}, err
+	}
+	lm := lua.Message{Kind: kind, OwnerID: m.OwnerID, RecipientID: m.RecipientID, Data: m.JSON()}
+	if req.ClientMsgID != nil {
+		if err := message.ValidateID("client_msg_id", *req.ClientMsgID); err != nil {
+			return lua.Message{}, err
+		}
+		lm.ClientMsgID = *req.ClientMsgID
+	}
+	return lm, nil
+}
+
+func (s *Server) postPublic(w http.ResponseWriter, r *http.Request) error {
+	var req publicRequest
+	if err := s.decode(w, r, s.cfg.MaxBody, &req); err != nil {
+		s.reject(keyspace.Public, reasonInvalid, 1)
+		return err
+	}
+	m, err := s.toLua(&req, "", keyspace.Public)
+	if err != nil {
+		s.reject(keyspace.Public, reasonInvalid, 1)
+		return err
+	}
+	return s.enqueue(w, r, m)
+}
+
+func (s *Server) postPrivate(w http.ResponseWriter, r *http.Request) error {
+	var req privateRequest
+	if err := s.decode(w, r, s.cfg.MaxBody, &req); err != nil {
+		s.reject(keyspace.Private, reasonInvalid, 1)
+		return err
+	}
+	m, err := s.toLua(&req.publicRequest, req.RecipientID, keyspace.Private)
+	if err != nil {
+		s.reject(keyspace.Private, reasonInvalid, 1)
+		return err
+	}
+	return s.enqueue(w, r, m)
+}
+
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	body, err := readJSON(r, w, limit)
+	if err != nil {
+		return err
+	}
+	return decodeStrict(body, v)
+}
+
+func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, m lua.Message) error {
+	op := "enqueue_" + m.Kind.String()
+	start := time.Now()
+	res, err := s.cfg.Scripts.Enqueue(r.Context(), m)
+	s.m.script.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	s.count(r, op, m.Kind, res, err)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, acceptedBody{CacheID: res.CacheID, Duplicate: res.Duplicate})
+	return nil
+}
+
+// count updates the message counters for one enqueue outcome.
+func (s *Server) count(r *http.Request, op string, kind keyspace.Kind, res lua.Result, err error) {
+	switch {
+	case err == nil && res.Duplicate:
+		s.reject(kind, reasonDuplicate, 1)
+	case err == nil:
+		s.m.accepted.WithLabelValues(kind.String()).Inc()
+	case errors.Is(err, lua.ErrRateLimited):
+		s.reject(kind, reasonRateLimited, 1)
+	case errors.Is(err, lua.ErrBacklogFull):
+		s.reject(kind, reasonBacklogFull, 1)
+	default:
+		s.reject(kind, reasonUnavailable, 1)
+		s.valkeyFailed(r, op, err)
+	}
+}
+
+func (s *Server) reject(kind keyspace.Kind, reason string, n int) {
+	s.m.rejected.WithLabelValues(kind.String(), reason).Add(float64(n))
+}
+
+func (s *Server) valkeyFailed(r *http.Request, op string, err error) {
+	s.m.valkeyError.WithLabelValues(op).Inc()
+	s.log.WarnContext(r.Context(), "valkey operation failed", "op", op, "err", err)
+}
+
+type batchRequest struct {
+	Messages []json.RawMessage `json:"messages"`
+}
+
+type batchBody struct {
+	Results []any `json:"results"`
+}
+
+// postBatch accepts up to MaxBatch public messages. Each is validated on its own; the valid ones
+// go to Valkey in one pipelined round trip. Results come back in order.
+func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
+	var req batchRequest
+	if err := s.decode(w, r, s.cfg.MaxBatchBody, &req); err != nil {
+		return err
+	}
+	switch {
+	case len(req.Messages) == 0:
+		return &apiError{code: codeInvalid, field: "messages", detail: "messages: at least one message required"}
+	case len(req.Messages) > s.cfg.MaxBatch:
+		return &apiError{code: codeInvalid, field: "messages", detail: fmt.Sprintf("messages: at most %d per batch", s.cfg.MaxBatch)}
+	}
+	results := make([]any, len(req.Messages))
+	msgs := make([]lua.Message, 0, len(req.Messages))
+	index := make([]int, 0, len(req.Messages))
+	for i, raw := range req.Messages {
+		var item publicRequest
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		err := dec.Decode(&item)
+		if err != nil {
+			err = jsonError(err)
+		}
+		var m lua.Message
+		if err == nil {
+			m, err = s.toLua(&item, "", keyspace.Public)
+		}
+		if err != nil {
+			s.reject(keyspace.Public, reasonInvalid, 1)
+			results[i] = toAPIError(err).body()
+			continue
+		}
+		msgs = append(msgs, m)
+		index = append(index, i)
+	}
+	start := time.Now()
+	outs := s.cfg.Scripts.EnqueueMany(r.Context(), keyspace.Public, msgs)
+	s.m.script.WithLabelValues("enqueue_batch").Observe(time.Since(start).Seconds())
+	unavailable := 0
+	for j, o := range outs {
+		s.count(r, "enqueue_batch", keyspace.Public, o.Result, o.Err)
+		if o.Err != nil {
+			if errors.Is(o.Err, lua.ErrUnavailable) {
+				unavailable++
+			}
+			results[index[j]] = toAPIError(o.Err).body()
+			continue
+		}
+		results[index[j]] = acceptedBody{CacheID: o.CacheID, Duplicate: o.Duplicate}
+	}
+	if unavailable > 0 && unavailable == len(outs) {
+		return outs[0].Err
+	}
+	writeJSON(w, http.StatusOK, batchBody{Results: results})
+	return nil
+}
+
+func (s *Server) getRecentPublic(w http.ResponseWriter, r *http.Request) error {
+	return s.recent(w, r, s.cfg.Scripts.Keys().PublicRing())
+}
+
+func (s *Server) getRecentPrivate(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := message.ValidateID("id", id); err != nil {
+		return err
+	}
+	return s.recent(w, r, s.cfg.Scripts.Keys().PrivateRing(id))
+}
+
+// recent answers with a ring's entries, oldest first, as stored.
+func (s *Server) recent(w http.ResponseWriter, r *http.Request, ring string) error {
+	limit := 0
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > s.cfg.RecentSize {
+			return &apiError{code: codeInvalid, field: "limit", detail: fmt.Sprintf("limit: must be an integer in 1..%d", s.cfg.RecentSize)}
+		}
+		limit = n
+	}
+	start := time.Now()
+	entries, err := s.cfg.Scripts.Recent(r.Context(), ring, limit)
+	s.m.script.WithLabelValues("recent").Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.valkeyFailed(r, "recent", err)
+		return err
+	}
+	var buf bytes.Buffer
+	buf.WriteString(`{"messages":[`)
+	n := 0
+	for _, e := range entries {
+		// Another producer of the legacy list could have written anything; pass on JSON only.
+		if !json.Valid([]byte(e)) {
+			s.log.WarnContext(r.Context(), "skipping a ring entry that is not JSON", "ring", ring, "bytes", len(e))
+			continue
+		}
+		if n > 0 {
+			buf.WriteByte(',')
+		}
+		buf.WriteString(e)
+		n++
+	}
+	buf.WriteString("]}\n")
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(buf.Bytes())
+	return nil
+}
+
+func (s *Server) deleteMessage(w http.ResponseWriter, r *http.Request) error {
+	raw := r.PathValue("cache_id")
+	id, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || id < 1 || strconv.FormatInt(id, 10) != raw {
+		return &apiError{code: codeInvalid, field: "cache_id", detail: "cache_id: must be a positive integer"}
+	}
+	start := time.Now()
+	err = s.cfg.Scripts.Delete(r.Context(), keyspace.Public, id, s.cfg.Scripts.Keys().PublicRing())
+	s.m.script.WithLabelValues("delete").Observe(time.Since(start).Seconds())
+	if err != nil {
+		if errors.Is(err, lua.ErrUnavailable) {
+			s.valkeyFailed(r, "delete", err)
+		}
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) getRateLimit(w http.ResponseWriter, r *http.Request) error {
+	rl, err := s.cfg.Scripts.RateLimit(r.Context())
+	if err != nil {
+		s.valkeyFailed(r, "rate_limit", err)
+		return err
+	}
+	writeJSON(w, http.StatusOK, rl)
+	return nil
+}
+
+type rateLimitRequest struct {
+	Limit         *int    `json:"limit"`
+	WindowSeconds *int    `json:"window_seconds"`
+	Algorithm     *string `json:"algorithm"`
+}
+
+// putRateLimit sets the shared rate limit. limit and window_seconds are required; an omitted
+// algorithm keeps the current one.
+func (s *Server) putRateLimit(w http.ResponseWriter, r *http.Request) error {
+	var req rateLimitRequest
+	if err := s.decode(w, r, s.cfg.MaxBody, &req); err != nil {
+		return err
+	}
+	if req.Limit == nil {
+		return &apiError{code: codeInvalid, field: "limit", detail: "limit: required"}
+	}
+	if req.WindowSeconds == nil {
+		return &apiError{code: codeInvalid, field: "window_seconds", detail: "window_seconds: required"}
+	}
+	rl := lua.RateLimit{Limit: *req.Limit, WindowSeconds: *req.WindowSeconds}
+	if req.Algorithm != nil {
+		rl.Algorithm = lua.Algorithm(*req.Algorithm)
+	} else {
+		cur, err := s.cfg.Scripts.RateLimit(r.Context())
+		if err != nil {
+			s.valkeyFailed(r, "rate_limit", err)
+			return err
+		}
+		rl.Algorithm = cur.Algorithm
+	}
+	if err := rl.Validate(); err != nil {
+		var fe *lua.FieldError
+		if errors.As(err, &fe) {
+			return &apiError{code: codeInvalid, field: fe.Field, detail: fe.Error()}
+		}
+		return &apiError{code: codeInvalid, detail: err.Error()}
+	}
+	if err := s.cfg.Scripts.SetRateLimit(r.Context(), rl); err != nil {
+		s.valkeyFailed(r, "rate_limit", err)
+		return err
+	}
+	writeJSON(w, http.StatusOK, rl)
+	return nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// readyz fails while shutting down and while Valkey does not answer.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	if !s.ready.Load() {
+		return &apiError{code: codeUnavailable, detail: "shutting down", retryAfter: time.Second}
+	}
+	if err := s.cfg.Scripts.Ping(r.Context()); err != nil {
+		s.valkeyFailed(r, "ping", err)
+		return &apiError{code: codeUnavailable, detail: "valkey unreachable", retryAfter: time.Second}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}

@@ -1,0 +1,211 @@
+// Package config reads settings from environment variables, each with a matching command-line
+// flag that overrides it (VALKEY_ADDR and --valkey-addr), validates them as they are read, and
+// prints them all, with their defaults, for --help.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// ErrHelp is returned by Parse when the user asked for help; the usage has been printed.
+var ErrHelp = flag.ErrHelp
+
+// Error is an invalid setting: exit with status 2 and print it as one line.
+type Error struct {
+	// Setting names the environment variable or flag at fault.
+	Setting string
+	// Problem says what is wrong, without repeating a secret value.
+	Problem string
+}
+
+func (e *Error) Error() string { return "invalid setting " + e.Setting + ": " + e.Problem }
+
+// Set is a set of settings of one command.
+type Set struct {
+	name     string
+	summary  string
+	fs       *flag.FlagSet
+	settings []*setting
+	failed   *Error
+}
+
+type setting struct {
+	env, flag, def, usage string
+	secret                bool
+	parse                 func(string) error
+}
+
+// New returns an empty set for the command name, described by summary in --help.
+func New(name, summary string) *Set {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return &Set{name: name, summary: summary, fs: fs}
+}
+
+// FlagName returns the flag matching an environment variable: VALKEY_ADDR → valkey-addr.
+func FlagName(env string) string { return strings.ToLower(strings.ReplaceAll(env, "_", "-")) }
+
+func (s *Set) add(env, def, usage string, secret bool, parse func(string) error) {
+	s.addFlag(env, def, usage, secret, parse, s.fs.Func)
+}
+
+func (s *Set) addFlag(env, def, usage string, secret bool, parse func(string) error, define func(string, string, func(string) error)) {
+	st := &setting{env: env, flag: FlagName(env), def: def, usage: usage, secret: secret, parse: parse}
+	s.settings = append(s.settings, st)
+	define(st.flag, usage, func(v string) error {
+		if err := st.parse(v); err != nil {
+			s.failed = &Error{Setting: "--" + st.flag, Problem: problem(st, v, err)}
+			return err
+		}
+		return nil
+	})
+}
+
+func problem(st *setting, v string, err error) string {
+	if st.secret {
+		return err.Error()
+	}
+	return fmt.Sprintf("%q: %v", v, err)
+}
+
+// String adds a string setting; check, when not nil, validates a value.
+func (s *Set) String(p *string, env, def, usage string, check func(string) error) {
+	*p = def
+	s.add(env, def, usage, false, func(v string) error {
+		if check != nil {
+			if err := check(v); err != nil {
+				return err
+			}
+		}
+		*p = v
+		return nil
+	})
+}
+
+// Secret adds a string setting whose value is never printed, in --help or in an error.
+func (s *Set) Secret(p *string, env, usage string) {
+	s.add(env, "", usage, true, func(v string) error { *p = v; return nil })
+}
+
+// Int adds an integer setting within [lo, hi].
+func (s *Set) Int(p *int, env string, def, lo, hi int, usage string) {
+	*p = def
+	s.add(env, strconv.Itoa(def), usage, false, func(v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("not an integer")
+		}
+		if n < lo || n > hi {
+			return fmt.Errorf("must be in %d..%d", lo, hi)
+		}
+		*p = n
+		return nil
+	})
+}
+
+// Bool adds a boolean setting (true/false, 1/0).
+func (s *Set) Bool(p *bool, env string, def bool, usage string) {
+	*p = def
+	// A bool flag may stand alone (--valkey-tls) or take a value (--valkey-tls=false).
+	s.addFlag(env, strconv.FormatBool(def), usage, false, func(v string) error {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("not true or false")
+		}
+		*p = b
+		return nil
+	}, s.fs.BoolFunc)
+}
+
+// Duration adds a duration setting (Go syntax: 500ms, 10s, 2m) within [lo, hi].
+func (s *Set) Duration(p *time.Duration, env string, def, lo, hi time.Duration, usage string) {
+	*p = def
+	s.add(env, def.String(), usage, false, func(v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("not a duration (examples: 500ms, 10s, 2m)")
+		}
+		if d < lo || d > hi {
+			return fmt.Errorf("must be in %s..%s", lo, hi)
+		}
+		*p = d
+		return nil
+	})
+}
+
+// Parse reads the environment through getenv, then args, which override it. It returns ErrHelp
+// after printing the usage to help for -h or --help, and an *Error for anything invalid.
+func (s *Set) Parse(args []string, getenv func(string) string, help io.Writer) error {
+	for _, st := range s.settings {
+		v, ok := lookup(getenv, st.env)
+		if !ok {
+			continue
+		}
+		if err := st.parse(v); err != nil {
+			return &Error{Setting: st.env, Problem: problem(st, v, err)}
+		}
+	}
+	if err := s.fs.Parse(args); err != nil {
+		switch {
+		case errors.Is(err, flag.ErrHelp):
+			s.PrintUsage(help)
+			return ErrHelp
+		case s.failed != nil:
+			return s.failed
+		}
+		// flag's own errors: an unknown flag or a flag without its value.
+		return &Error{Setting: "command line", Problem: strings.TrimPrefix(err.Error(), "flag ")}
+	}
+	if s.fs.NArg() > 0 {
+		return &Error{Setting: "command line", Problem: fmt.Sprintf("unexpected argument %q", s.fs.Arg(0))}
+	}
+	return nil
+}
+
+// lookup treats a variable set to the empty string as unset, as shells and compose files often
+// leave them that way.
+func lookup(getenv func(string) string, env string) (string, bool) {
+	v := getenv(env)
+	return v, v != ""
+}
+
+// PrintUsage prints every setting with its environment variable, flag and default.
+func (s *Set) PrintUsage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: %s [flags]\n\n%s\n\nSettings (each an environment variable, or its flag, which wins):\n\n", s.name, s.summary)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  VARIABLE\tFLAG\tDEFAULT\tMEANING")
+	for _, st := range s.settings {
+		def := st.def
+		if def == "" {
+			def = "(empty)"
+		}
+		fmt.Fprintf(tw, "  %s\t--%s\t%s\t%s\n", st.env, st.flag, def, st.usage)
+	}
+	_ = tw.Flush()
+	fmt.Fprintln(w, "\n  -h, --help  print this help")
+}
+
+// Addr checks a host:port address; the host may be empty (all interfaces).
+func Addr(v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return errors.New("not host:port")
+	}
+	if strings.ContainsAny(host, " \t/") {
+		return errors.New("not a host name or address")
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return errors.New("port must be 0..65535")
+	}
+	return nil
+}
