@@ -356,7 +356,9 @@ func TestClientMsgIDOverHTTP(t *testing.T) {
 	var wg sync.WaitGroup
 	ids := make([]any, 8)
 	for i := range ids {
-		wg.Go(func() { ids[i] = b.post(t, "/v1/messages", `{"owner_id":"a","content":"c","client_msg_id":"retry-2"}`).body["cache_id"] })
+		wg.Go(func() {
+			ids[i] = b.post(t, "/v1/messages", `{"owner_id":"a","content":"c","client_msg_id":"retry-2"}`).body["cache_id"]
+		})
 	}
 	wg.Wait()
 	for _, id := range ids {

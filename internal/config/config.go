@@ -74,6 +74,11 @@ func problem(st *setting, v string, err error) string {
 	if st.secret {
 		return err.Error()
 	}
+	// Keep the error one short line whatever was passed in.
+	const show = 48
+	if len(v) > show {
+		return fmt.Sprintf("%q… (%d bytes): %v", v[:show], len(v), err)
+	}
 	return fmt.Sprintf("%q: %v", v, err)
 }
 

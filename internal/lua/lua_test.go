@@ -42,7 +42,7 @@ type testBundle struct {
 // unlimited is a rate limit no test of other things runs into.
 var unlimited = lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}
 
-func setup(t *testing.T, cfg lua.Config) *testBundle {
+func setup(t testing.TB, cfg lua.Config) *testBundle {
 	t.Helper()
 	srv := testenv.StartValkey(t)
 	c := srv.Client(t)

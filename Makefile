@@ -1,0 +1,37 @@
+# chatpipe: the two commands a new user needs are `make run` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+
+.PHONY: all deps build test test-short run bench vet fmt clean help
+
+all: build
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+deps: ## install valkey-server (bookworm-backports) and PostgreSQL when missing (apt, as root)
+	@scripts/deps.sh
+
+build: ## build bin/ingest and bin/flushworker
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
+
+test: deps ## install what is missing, then run every test against real Valkey and PostgreSQL
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+test-short: deps ## the quick suites only
+	$(GO) test -race -short ./...
+
+run: deps build ## throwaway Valkey and PostgreSQL in .run/, then ingest on :8080 (Ctrl-C stops all)
+	@scripts/run.sh
+
+bench: deps ## benchmarks of the enqueue path against a real Valkey
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/lua/
+
+vet: ## go vet and gofmt
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+clean: ## remove bin/ and .run/
+	rm -rf $(BIN) .run

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chatpipe/chatpipe/internal/config"
+	"github.com/chatpipe/chatpipe/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// syncBuffer is a log sink safe for the server's goroutines and the test to share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestInvalidSettings(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		setting string
+	}{
+		{"bad valkey addr", nil, map[string]string{"VALKEY_ADDR": "no-port"}, "VALKEY_ADDR"},
+		{"hostile valkey addr", nil, map[string]string{"VALKEY_ADDR": "a b/c:99999"}, "VALKEY_ADDR"},
+		{"ring too big", []string{"--recent-size=1000000"}, nil, "--recent-size"},
+		{"ring empty value", []string{"--recent-size="}, nil, "--recent-size"},
+		{"negative timeout", nil, map[string]string{"VALKEY_TIMEOUT": "-1s"}, "VALKEY_TIMEOUT"},
+		{"timeout not a duration", nil, map[string]string{"VALKEY_TIMEOUT": "soon"}, "VALKEY_TIMEOUT"},
+		{"prefix with space", nil, map[string]string{"KEY_PREFIX": "a b"}, "KEY_PREFIX"},
+		{"prefix too long", nil, map[string]string{"KEY_PREFIX": strings.Repeat("p", 65)}, "KEY_PREFIX"},
+		{"bad algorithm", []string{"--rate-algorithm", "leaky"}, nil, "--rate-algorithm"},
+		{"fractional window", nil, map[string]string{"RATE_WINDOW": "1500ms"}, "RATE_WINDOW"},
+		{"bad log level", nil, map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{"bad bool", nil, map[string]string{"VALKEY_TLS": "maybe"}, "VALKEY_TLS"},
+		{"unknown flag", []string{"--nope"}, nil, "command line"},
+		{"stray argument", []string{"serve"}, nil, "command line"},
+		{"huge value", nil, map[string]string{"RECENT_SIZE": strings.Repeat("9", 10000)}, "RECENT_SIZE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(context.Background(), tt.args, env(tt.env), &out, &out)
+			var cerr *config.Error
+			if !errors.As(err, &cerr) || cerr.Setting != tt.setting {
+				t.Fatalf("err = %v, want an invalid setting %s", err, tt.setting)
+			}
+			if strings.Contains(err.Error(), "\n") || len(err.Error()) > 300 {
+				t.Errorf("error is not one short line: %q", err)
+			}
+		})
+	}
+}
+
+func TestSecretsStayOutOfErrors(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"--bogus"}, env(map[string]string{"VALKEY_PASSWORD": "pw-secret", "INGEST_AUTH_TOKEN": "tok-secret"}), &out, &out)
+	if err == nil || strings.Contains(err.Error()+out.String(), "secret") {
+		t.Fatalf("err %v, output %q: want an error that holds no secret", err, out.String())
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"--help"}, env(nil), &out, &out); !errors.Is(err, config.ErrHelp) {
+		t.Fatalf("err = %v, want ErrHelp", err)
+	}
+	for _, s := range []string{"VALKEY_ADDR", "--valkey-addr", "127.0.0.1:6379", "INGEST_ADDR", ":8080", "RECENT_SIZE", "500", "INGEST_AUTH_TOKEN", "RATE_LIMIT", "30"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("--help does not mention %q", s)
+		}
+	}
+}
+
+// TestRun runs the whole service in-process: it serves, and stops cleanly when ctx ends.
+func TestRun(t *testing.T) {
+	t.Parallel()
+	v := testenv.StartValkey(t)
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, nil, env(map[string]string{"VALKEY_ADDR": v.Addr, "INGEST_ADDR": addr, "INGEST_AUTH_TOKEN": "tok-secret", "VALKEY_PASSWORD": ""}), logs, logs)
+	}()
+	waitReady(t, "http://"+addr)
+	req, _ := http.NewRequest("POST", "http://"+addr+"/v1/messages", strings.NewReader(`{"owner_id":"a","content":"hi"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer tok-secret")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("status %d, want 202", res.StatusCode)
+	}
+	res, err = http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var metrics bytes.Buffer
+	_, _ = metrics.ReadFrom(res.Body)
+	res.Body.Close()
+	for _, name := range []string{"chatpipe_build_info", "chatpipe_ingest_messages_accepted_total", "go_goroutines", "process_resident_memory_bytes"} {
+		if !strings.Contains(metrics.String(), name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run returned %v, want nil after a clean stop", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+	if strings.Contains(logs.String()+metrics.String(), "tok-secret") {
+		t.Error("the auth token leaked into the logs or /metrics")
+	}
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		res, err := http.Get(base + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s/readyz did not turn ready within 10s", base)
+}
+
+// TestBinarySIGTERM builds the real binary: on SIGTERM it finishes an in-flight request and
+// exits 0; an invalid setting exits 2 with one line.
+func TestBinarySIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary; skipped with -short")
+	}
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "ingest")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	bad := exec.Command(bin, "--recent-size=x")
+	var stderr bytes.Buffer
+	bad.Stderr = &stderr
+	err := bad.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
+		t.Fatalf("invalid setting: err %v, stderr %q; want exit 2 and one line", err, stderr.String())
+	}
+
+	v := testenv.StartValkey(t)
+	addr := freeAddr(t)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "VALKEY_ADDR="+v.Addr, "INGEST_ADDR="+addr)
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitReady(t, "http://"+addr)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- cmd.Wait() }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("exit: %v, want 0\n%s", err, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("ingest did not exit within 15s of SIGTERM")
+	}
+	if !strings.Contains(logs.String(), "shutting down") {
+		t.Errorf("no shutdown log line:\n%s", logs.String())
+	}
+}
