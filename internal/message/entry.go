@@ -1,0 +1,99 @@
+package message
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Entry kinds, the "kind" field of a flush-stream entry.
+const (
+	KindMessage        = "message"
+	KindPrivateMessage = "private_message"
+	KindDelete         = "delete"
+)
+
+// Record is one decoded flush-stream entry: a message to write, or a deletion.
+type Record struct {
+	// StreamID is the entry's id in the flush stream.
+	StreamID string
+	// CacheID is the message's id.
+	CacheID int64
+	// Delete marks a deletion of CacheID; Message is then empty.
+	Delete bool
+	// Message is the message to write.
+	Message Message
+	// CreatedAt is Message.CreatedAt parsed.
+	CreatedAt time.Time
+}
+
+// ErrBadEntry is wrapped by every decoding error of a flush-stream entry.
+var ErrBadEntry = errors.New("bad stream entry")
+
+func badEntry(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrBadEntry, fmt.Sprintf(format, args...))
+}
+
+// MaxPayload bounds a payload: a ring entry of the largest valid message is far smaller.
+const MaxPayload = 64 << 10
+
+// DecodeEntry decodes the fields of a flush-stream entry of a stream holding kind (KindMessage
+// or KindPrivateMessage). It checks the entry's shape, not the rules Postgres enforces on the
+// values: those reject the row when it is written, and the row alone is dead-lettered.
+func DecodeEntry(streamKind, streamID string, fields map[string]string) (Record, error) {
+	r := Record{StreamID: streamID}
+	rawID, ok := fields["cache_id"]
+	if !ok {
+		return r, badEntry("no cache_id field")
+	}
+	id, err := strconv.ParseInt(rawID, 10, 64)
+	if err != nil || id < 1 {
+		return r, badEntry("cache_id %.40q is not a positive integer", rawID)
+	}
+	r.CacheID = id
+	switch kind := fields["kind"]; kind {
+	case KindDelete:
+		r.Delete = true
+		return r, nil
+	case streamKind:
+	default:
+		return r, badEntry("kind %.40q does not belong on the %s stream", kind, streamKind)
+	}
+	payload, ok := fields["payload"]
+	switch {
+	case !ok || payload == "":
+		return r, badEntry("no payload")
+	case len(payload) > MaxPayload:
+		return r, badEntry("payload of %d bytes, more than %d", len(payload), MaxPayload)
+	}
+	var e struct {
+		CacheID *int64   `json:"cache_id"`
+		Data    *Message `json:"data"`
+	}
+	dec := json.NewDecoder(bytes.NewReader([]byte(payload)))
+	if err := dec.Decode(&e); err != nil {
+		return r, badEntry("payload is not a ring entry: %v", err)
+	}
+	if dec.More() {
+		return r, badEntry("payload has data after the ring entry")
+	}
+	switch {
+	case e.CacheID == nil || e.Data == nil:
+		return r, badEntry("payload lacks cache_id or data")
+	case *e.CacheID != id:
+		return r, badEntry("payload cache_id %d differs from the entry's %d", *e.CacheID, id)
+	case e.Data.OwnerID == "":
+		return r, badEntry("payload has no owner_id")
+	case streamKind == KindPrivateMessage && e.Data.RecipientID == "":
+		return r, badEntry("private message has no recipient_id")
+	}
+	t, err := time.Parse(time.RFC3339Nano, e.Data.CreatedAt)
+	if err != nil {
+		return r, badEntry("created_at %.40q is not an RFC 3339 time", e.Data.CreatedAt)
+	}
+	r.Message, r.CreatedAt = *e.Data, t
+	return r, nil
+}

@@ -1,0 +1,1 @@
+DELETE FROM private_messages WHERE cache_id = ANY($1::bigint[])

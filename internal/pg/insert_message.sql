@@ -1,0 +1,13 @@
+-- Writes a batch of public messages in one statement (one round trip), idempotent on cache_id:
+-- a redelivered entry, or one repeated within the batch, makes no second row. A tombstoned id
+-- is skipped. Measured against COPY into a temporary table (see BenchmarkInsert): at the
+-- batch sizes used here both are bound by index maintenance, and unnest needs one round trip
+-- where COPY needs three (COPY, INSERT … SELECT, TRUNCATE), so unnest wins.
+INSERT INTO chat_messages (cache_id, owner_id, username, content, created_at, stream_id)
+SELECT t.cache_id, t.owner_id, t.username, t.content, t.created_at, t.stream_id
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
+    AS t (cache_id, owner_id, username, content, created_at, stream_id)
+WHERE NOT EXISTS (
+    SELECT 1 FROM deleted_messages d WHERE d.kind = 'message' AND d.cache_id = t.cache_id
+)
+ON CONFLICT (cache_id) DO NOTHING

@@ -1,0 +1,213 @@
+// Package pg persists chat messages in PostgreSQL: the embedded, numbered schema migrations,
+// the idempotent batch write with per-row isolation of bad rows, and deletions that hold
+// whichever order they meet the insert in. It knows nothing of Valkey.
+package pg
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
+)
+
+var (
+	//go:embed insert_message.sql
+	insertMessageSQL string
+	//go:embed insert_private_message.sql
+	insertPrivateMessageSQL string
+	//go:embed lock_message.sql
+	lockMessageSQL string
+	//go:embed lock_private_message.sql
+	lockPrivateMessageSQL string
+	//go:embed tombstone.sql
+	tombstoneSQL string
+	//go:embed delete_message.sql
+	deleteMessageSQL string
+	//go:embed delete_private_message.sql
+	deletePrivateMessageSQL string
+)
+
+// Store writes messages to PostgreSQL.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// New returns a Store on pool.
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// Rejection is a record Postgres refused for its data: writing it again cannot succeed.
+type Rejection struct {
+	// Index is the record's position in the slice given to Persist.
+	Index int
+	// Err is Postgres' error.
+	Err error
+}
+
+// Result says what Persist did.
+type Result struct {
+	// Inserted counts new rows; redelivered and tombstoned records add none.
+	Inserted int64
+	// Deleted counts deletions recorded.
+	Deleted int
+	// Rejected lists the records refused for their data.
+	Rejected []Rejection
+	// RoundTrips counts the statements sent, to show what isolation cost.
+	RoundTrips int
+}
+
+// Persist writes the records of one stream: messages in one statement, idempotent on cache_id,
+// and deletions as tombstones. When Postgres rejects the batch for its data (SQLSTATE class 22
+// or 23), the batch is split in halves until the bad rows are found: k bad rows cost about
+// k·log2(n) statements, and every good row is written. Any other error is returned (see
+// Transient): nothing of it is known to be written, and the caller retries the whole batch.
+func (s *Store) Persist(ctx context.Context, kind keyspace.Kind, recs []message.Record) (Result, error) {
+	var res Result
+	var msgs []int
+	var dels []int
+	for i, r := range recs {
+		if r.Delete {
+			dels = append(dels, i)
+		} else {
+			msgs = append(msgs, i)
+		}
+	}
+	if len(msgs) > 0 {
+		if err := s.insertIsolated(ctx, kind, recs, msgs, &res); err != nil {
+			return res, err
+		}
+	}
+	if len(dels) > 0 {
+		if err := s.delete(ctx, kind, recs, dels); err != nil {
+			return res, err
+		}
+		res.Deleted = len(dels)
+	}
+	return res, nil
+}
+
+func (s *Store) insertIsolated(ctx context.Context, kind keyspace.Kind, recs []message.Record, idx []int, res *Result) error {
+	n, err := s.insert(ctx, kind, recs, idx)
+	res.RoundTrips++
+	if err == nil {
+		res.Inserted += n
+		return nil
+	}
+	if !Permanent(err) {
+		return err
+	}
+	if len(idx) == 1 {
+		res.Rejected = append(res.Rejected, Rejection{Index: idx[0], Err: err})
+		return nil
+	}
+	mid := len(idx) / 2
+	if err := s.insertIsolated(ctx, kind, recs, idx[:mid], res); err != nil {
+		return err
+	}
+	return s.insertIsolated(ctx, kind, recs, idx[mid:], res)
+}
+
+func (s *Store) insert(ctx context.Context, kind keyspace.Kind, recs []message.Record, idx []int) (int64, error) {
+	ids := make([]int64, len(idx))
+	owners := make([]string, len(idx))
+	users := make([]string, len(idx))
+	contents := make([]string, len(idx))
+	times := make([]time.Time, len(idx))
+	streamIDs := make([]string, len(idx))
+	for j, i := range idx {
+		r := &recs[i]
+		ids[j], owners[j], users[j], contents[j] = r.CacheID, r.Message.OwnerID, r.Message.Username, r.Message.Content
+		times[j], streamIDs[j] = r.CreatedAt, r.StreamID
+	}
+	var args []any
+	sql := insertMessageSQL
+	if kind == keyspace.Private {
+		recipients := make([]string, len(idx))
+		for j, i := range idx {
+			recipients[j] = recs[i].Message.RecipientID
+		}
+		sql = insertPrivateMessageSQL
+		args = []any{ids, owners, recipients, users, contents, times, streamIDs}
+	} else {
+		args = []any{ids, owners, users, contents, times, streamIDs}
+	}
+	tag, err := s.pool.Exec(ctx, sql, args...)
+	if err != nil {
+		return 0, fmt.Errorf("inserting %d %ss: %w", len(idx), kind, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// delete records tombstones and removes the rows, under the table lock of lock_message.sql.
+func (s *Store) delete(ctx context.Context, kind keyspace.Kind, recs []message.Record, idx []int) error {
+	ids := make([]int64, len(idx))
+	streamIDs := make([]string, len(idx))
+	for j, i := range idx {
+		ids[j], streamIDs[j] = recs[i].CacheID, recs[i].StreamID
+	}
+	lock, del := lockMessageSQL, deleteMessageSQL
+	if kind == keyspace.Private {
+		lock, del = lockPrivateMessageSQL, deletePrivateMessageSQL
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(lock)
+		b.Queue(tombstoneSQL, kind.String(), ids, streamIDs)
+		b.Queue(del, ids)
+		return tx.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("deleting %d %ss: %w", len(idx), kind, err)
+	}
+	return nil
+}
+
+// Ping checks that Postgres answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// Count returns the rows of a kind, for checks and tests.
+func (s *Store) Count(ctx context.Context, kind keyspace.Kind) (int64, error) {
+	table := "chat_messages"
+	if kind == keyspace.Private {
+		table = "private_messages"
+	}
+	var n int64
+	err := s.pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{table}.Sanitize()).Scan(&n)
+	return n, err
+}
+
+// Connect opens a pool on dsn and checks it answers.
+func Connect(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx's parse error can quote the DSN, password included: say only what is wrong.
+		return nil, errors.New("DATABASE_URL is not a valid PostgreSQL URL or DSN")
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "chatpipe-flushworker"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("opening postgres pool: %w", err)
+	}
+	return pool, nil
+}
+
+// Redact returns dsn without its password, for logs.
+func Redact(dsn string) string {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return "(unparseable DSN)"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "postgres://%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
+	return b.String()
+}

@@ -1,0 +1,282 @@
+package pg_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+type testBundle struct {
+	pool  *pgxpool.Pool
+	store *pg.Store
+}
+
+func setup(t testing.TB) *testBundle {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pg.Connect(ctx, testenv.Postgres(t), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := pg.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	return &testBundle{pool: pool, store: pg.New(pool)}
+}
+
+func rec(id int64, content string) message.Record {
+	return message.Record{
+		StreamID:  fmt.Sprintf("%d-0", 1700000000000+id),
+		CacheID:   id,
+		Message:   message.Message{OwnerID: "u1", RecipientID: "u2", Username: "User", Content: content, CreatedAt: "2026-11-25T10:00:00Z"},
+		CreatedAt: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC),
+	}
+}
+
+func del(id int64) message.Record {
+	return message.Record{StreamID: fmt.Sprintf("%d-1", 1700000000000+id), CacheID: id, Delete: true}
+}
+
+func ids(t *testing.T, b *testBundle, table string) []int64 {
+	t.Helper()
+	rows, err := b.pool.Query(context.Background(), "SELECT cache_id FROM "+table+" ORDER BY cache_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := []int64{}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+func TestMigrateConcurrently(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, err := pg.Connect(ctx, testenv.Postgres(t), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var wg sync.WaitGroup
+	applied := make([]int, 4)
+	for i := range applied {
+		wg.Go(func() {
+			n, err := pg.Migrate(ctx, pool, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Error(err)
+			}
+			applied[i] = n
+		})
+	}
+	wg.Wait()
+	ms, _ := pg.Migrations()
+	total := 0
+	for _, n := range applied {
+		total += n
+	}
+	if total != len(ms) {
+		t.Fatalf("applied %v migrations in all, want %d once", applied, len(ms))
+	}
+	if _, err := pool.Exec(ctx, "SELECT c.persisted_at, p.recipient_id, d.deleted_at FROM chat_messages c, private_messages p, deleted_messages d LIMIT 0"); err != nil {
+		t.Fatalf("tables missing: %v", err)
+	}
+}
+
+func TestPersistIdempotent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	batch := []message.Record{rec(1, "a"), rec(2, "b"), rec(2, "b again"), rec(3, "c")}
+	res, err := b.store.Persist(ctx, keyspace.Public, batch)
+	if err != nil || res.Inserted != 3 || len(res.Rejected) != 0 {
+		t.Fatalf("first write: %+v, %v; want 3 inserted", res, err)
+	}
+	res, err = b.store.Persist(ctx, keyspace.Public, batch)
+	if err != nil || res.Inserted != 0 {
+		t.Fatalf("redelivery: %+v, %v; want 0 inserted", res, err)
+	}
+	if got := ids(t, b, "chat_messages"); !slices.Equal(got, []int64{1, 2, 3}) {
+		t.Fatalf("rows = %v, want 1 2 3", got)
+	}
+	var content, owner, stream string
+	var created time.Time
+	err = b.pool.QueryRow(ctx, "SELECT content, owner_id, stream_id, created_at FROM chat_messages WHERE cache_id = 2").Scan(&content, &owner, &stream, &created)
+	if err != nil || content != "b" || owner != "u1" || stream != "1700000000002-0" || !created.Equal(rec(2, "").CreatedAt) {
+		t.Fatalf("row 2 = %q %q %q %v (%v)", content, owner, stream, created, err)
+	}
+	if _, err := b.store.Persist(ctx, keyspace.Private, []message.Record{rec(1, "private")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, b, "private_messages"); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("private rows = %v, want 1", got)
+	}
+}
+
+func TestPersistIsolatesBadRows(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n = 64
+	batch := make([]message.Record, n)
+	for i := range batch {
+		batch[i] = rec(int64(i+1), "fine")
+	}
+	batch[9].Message.Content = "nul \x00 inside"          // 22021: Postgres text cannot hold NUL
+	batch[40].Message.Content = strings.Repeat("x", 5000) // 23514: CHECK on the length
+	batch[41].Message.Username = strings.Repeat("u", 65)  // 23514
+	res, err := b.store.Persist(context.Background(), keyspace.Public, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bad []int
+	for _, r := range res.Rejected {
+		bad = append(bad, r.Index)
+		if !pg.Permanent(r.Err) {
+			t.Errorf("rejection %d is not permanent: %v", r.Index, r.Err)
+		}
+	}
+	if !slices.Equal(bad, []int{9, 40, 41}) {
+		t.Fatalf("rejected %v, want [9 40 41]", bad)
+	}
+	if res.Inserted != n-3 {
+		t.Fatalf("inserted %d, want %d", res.Inserted, n-3)
+	}
+	// k bad rows cost about k·log2(n) round trips, not n.
+	limit := 1 + 2*3*int(math.Log2(n))
+	if res.RoundTrips > limit {
+		t.Fatalf("isolation took %d round trips, want at most %d", res.RoundTrips, limit)
+	}
+	t.Logf("3 bad rows in %d: %d round trips", n, res.RoundTrips)
+}
+
+func TestDeleteEitherOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	// Insert, then delete.
+	if _, err := b.store.Persist(ctx, keyspace.Public, []message.Record{rec(1, "a"), rec(2, "b")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.Persist(ctx, keyspace.Public, []message.Record{del(1)}); err != nil {
+		t.Fatal(err)
+	}
+	// Delete, then insert (the deletion met first), and both in one batch.
+	if _, err := b.store.Persist(ctx, keyspace.Public, []message.Record{del(3)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.Persist(ctx, keyspace.Public, []message.Record{rec(3, "c"), rec(4, "d"), del(4), rec(5, "e")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, b, "chat_messages"); !slices.Equal(got, []int64{2, 5}) {
+		t.Fatalf("rows = %v, want 2 5", got)
+	}
+	// Redelivered deletions are harmless.
+	if _, err := b.store.Persist(ctx, keyspace.Public, []message.Record{del(1), del(3)}); err != nil {
+		t.Fatal(err)
+	}
+	// A private deletion touches private messages only.
+	if _, err := b.store.Persist(ctx, keyspace.Private, []message.Record{rec(2, "p"), del(2)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, b, "private_messages"); len(got) != 0 {
+		t.Fatalf("private rows = %v, want none", got)
+	}
+	if got := ids(t, b, "chat_messages"); !slices.Equal(got, []int64{2, 5}) {
+		t.Fatalf("public rows after a private delete = %v, want 2 5", got)
+	}
+}
+
+// TestDeleteRacesInsert: an insert that starts while a deletion of the same id is uncommitted
+// must wait for it and then skip the row, or the deleted message would remain.
+func TestDeleteRacesInsert(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE chat_messages IN SHARE ROW EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO deleted_messages (kind, cache_id, stream_id) VALUES ('message', 7, '1-1')"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.store.Persist(ctx, keyspace.Public, []message.Record{rec(7, "raced")})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the insert did not wait for the uncommitted deletion (err %v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, b, "chat_messages"); len(got) != 0 {
+		t.Fatalf("rows = %v: the deleted message was written", got)
+	}
+}
+
+func TestTransientErrors(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, err := pg.Connect(ctx, "postgres://nobody@127.0.0.1:1/none?connect_timeout=1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	_, err = pg.New(pool).Persist(ctx, keyspace.Public, []message.Record{rec(1, "a")})
+	if err == nil || pg.Permanent(err) {
+		t.Fatalf("err = %v, want a transient error", err)
+	}
+	if c := pg.Class(err); c != "network" && c != "08" {
+		t.Errorf("class = %q, want network", c)
+	}
+	if c := pg.Class(context.DeadlineExceeded); c != "timeout" {
+		t.Errorf("class of a deadline = %q, want timeout", c)
+	}
+	if pg.Permanent(errors.New("x")) {
+		t.Error("a plain error is permanent")
+	}
+}
+
+func TestConnectHidesPassword(t *testing.T) {
+	t.Parallel()
+	_, err := pg.Connect(context.Background(), "postgres://u:hunter2@host:notaport/db", 1)
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("err = %v, want an error without the password", err)
+	}
+	if r := pg.Redact("postgres://u:hunter2@h:5432/db"); strings.Contains(r, "hunter2") {
+		t.Fatalf("Redact = %q", r)
+	}
+}
