@@ -42,7 +42,7 @@ func (s *Scripts) Enqueue(ctx context.Context, m Message) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	sc, c := s.enqueueCall(m)
-	return parseEnqueue(sc.exec(ctx, s.c, c.keys, c.args))
+	return parseEnqueue(sc.Exec(ctx, s.c, c.Keys, c.Args))
 }
 
 // Outcome is the result of one message of a batch.
@@ -60,19 +60,19 @@ func (s *Scripts) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs []Me
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	calls := make([]call, len(msgs))
-	var sc *script
+	calls := make([]Call, len(msgs))
+	var sc *Script
 	for i, m := range msgs {
 		m.Kind = kind
 		sc, calls[i] = s.enqueueCall(m)
 	}
-	for i, r := range sc.execMulti(ctx, s.c, calls) {
+	for i, r := range sc.ExecMulti(ctx, s.c, calls) {
 		out[i].Result, out[i].Err = parseEnqueue(r)
 	}
 	return out
 }
 
-func (s *Scripts) enqueueCall(m Message) (*script, call) {
+func (s *Scripts) enqueueCall(m Message) (*Script, Call) {
 	k := s.cfg.Keys
 	keys := make([]string, 7, 8)
 	keys[0] = k.RateSettings()
@@ -97,7 +97,7 @@ func (s *Scripts) enqueueCall(m Message) (*script, call) {
 	} else {
 		args[4] = "0"
 	}
-	return sc, call{keys: keys, args: args}
+	return sc, Call{Keys: keys, Args: args}
 }
 
 func parseEnqueue(r valkey.ValkeyResult) (Result, error) {

@@ -164,10 +164,10 @@ func (c *Config) setDefaults() error {
 type Scripts struct {
 	c              valkey.Client
 	cfg            Config
-	enqueuePublic  *script
-	enqueuePrivate *script
-	delete         *script
-	mirror         *script
+	enqueuePublic  *Script
+	enqueuePrivate *Script
+	delete         *Script
+	mirror         *Script
 	// staticArgs are ARGV[2..9] of the enqueue scripts, which do not change per message.
 	staticArgs [kindCount][]string
 }
@@ -182,10 +182,10 @@ func New(c valkey.Client, cfg Config) (*Scripts, error) {
 	s := &Scripts{
 		c:              c,
 		cfg:            cfg,
-		enqueuePublic:  newScript("enqueue_public", commonSrc, enqueuePublicSrc),
-		enqueuePrivate: newScript("enqueue_private", commonSrc, enqueuePrivateSrc),
-		delete:         newScript("delete", deleteSrc),
-		mirror:         newScript("mirror", mirrorSrc),
+		enqueuePublic:  NewScript("enqueue_public", commonSrc, enqueuePublicSrc),
+		enqueuePrivate: NewScript("enqueue_private", commonSrc, enqueuePrivateSrc),
+		delete:         NewScript("delete", deleteSrc),
+		mirror:         NewScript("mirror", mirrorSrc),
 	}
 	for _, k := range keyspace.Kinds {
 		s.staticArgs[k] = []string{
@@ -209,7 +209,7 @@ func (s *Scripts) Keys() keyspace.Keys { return s.cfg.Keys }
 func (s *Scripts) Load(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	for _, sc := range []*script{s.enqueuePublic, s.enqueuePrivate, s.delete, s.mirror} {
+	for _, sc := range []*Script{s.enqueuePublic, s.enqueuePrivate, s.delete, s.mirror} {
 		if err := sc.load(ctx, s.c); err != nil {
 			return classify(err)
 		}

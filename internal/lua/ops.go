@@ -20,7 +20,7 @@ func (s *Scripts) Delete(ctx context.Context, kind keyspace.Kind, cacheID int64,
 	defer cancel()
 	keys := append([]string{s.cfg.Keys.Counter(kind), s.cfg.Keys.Stream(kind)}, rings...)
 	args := []string{strconv.FormatInt(cacheID, 10), strconv.FormatInt(s.cfg.BacklogCap, 10)}
-	n, err := s.delete.exec(ctx, s.c, keys, args).AsInt64()
+	n, err := s.delete.Exec(ctx, s.c, keys, args).AsInt64()
 	switch {
 	case err != nil:
 		return classify(err)
@@ -39,7 +39,7 @@ func (s *Scripts) Mirror(ctx context.Context, kind keyspace.Kind) (moved, left i
 	defer cancel()
 	keys := []string{s.cfg.Keys.LegacyFlushList(kind), s.cfg.Keys.Stream(kind)}
 	args := []string{strconv.Itoa(s.cfg.MirrorChunk), kind.String(), strconv.FormatInt(s.cfg.BacklogCap, 10)}
-	v, err := s.mirror.exec(ctx, s.c, keys, args).AsIntSlice()
+	v, err := s.mirror.Exec(ctx, s.c, keys, args).AsIntSlice()
 	if err != nil {
 		return 0, 0, classify(err)
 	}

@@ -9,29 +9,30 @@ import (
 	"github.com/valkey-io/valkey-go"
 )
 
-// script is one Lua script, called by SHA. Valkey forgets scripts on restart (or SCRIPT FLUSH),
+// Script is one Lua script, called by SHA. Valkey forgets scripts on restart (or SCRIPT FLUSH),
 // so a NOSCRIPT reply loads the script and runs the call again: NOSCRIPT means nothing ran,
 // which makes that one retry safe even for scripts that are not idempotent.
-type script struct {
+type Script struct {
 	name string
 	src  string
 	sha  string
 }
 
-func newScript(name string, parts ...string) *script {
+// NewScript returns the script made of parts joined by newlines (a shared prelude first).
+func NewScript(name string, parts ...string) *Script {
 	src := ""
 	for _, p := range parts {
 		src += p + "\n"
 	}
 	sum := sha1.Sum([]byte(src))
-	return &script{name: name, src: src, sha: hex.EncodeToString(sum[:])}
+	return &Script{name: name, src: src, sha: hex.EncodeToString(sum[:])}
 }
 
-func (s *script) cmd(c valkey.Client, keys, args []string) valkey.Completed {
+func (s *Script) cmd(c valkey.Client, keys, args []string) valkey.Completed {
 	return c.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
 }
 
-func (s *script) load(ctx context.Context, c valkey.Client) error {
+func (s *Script) load(ctx context.Context, c valkey.Client) error {
 	if err := c.Do(ctx, c.B().ScriptLoad().Script(s.src).Build()).Error(); err != nil {
 		return fmt.Errorf("loading script %s: %w", s.name, err)
 	}
@@ -43,8 +44,8 @@ func isNoScript(err error) bool {
 	return ok && verr.IsNoScript()
 }
 
-// exec runs the script once, loading it first when Valkey does not know it.
-func (s *script) exec(ctx context.Context, c valkey.Client, keys, args []string) valkey.ValkeyResult {
+// Exec runs the script once, loading it first when Valkey does not know it.
+func (s *Script) Exec(ctx context.Context, c valkey.Client, keys, args []string) valkey.ValkeyResult {
 	res := c.Do(ctx, s.cmd(c, keys, args))
 	if isNoScript(res.Error()) {
 		if err := s.load(ctx, c); err != nil {
@@ -55,12 +56,12 @@ func (s *script) exec(ctx context.Context, c valkey.Client, keys, args []string)
 	return res
 }
 
-// execMulti runs the script for each call in one pipelined round trip, results in order.
+// ExecMulti runs the script for each call in one pipelined round trip, results in order.
 // Calls that met NOSCRIPT are run again, in order, after one load.
-func (s *script) execMulti(ctx context.Context, c valkey.Client, calls []call) []valkey.ValkeyResult {
+func (s *Script) ExecMulti(ctx context.Context, c valkey.Client, calls []Call) []valkey.ValkeyResult {
 	cmds := make(valkey.Commands, len(calls))
 	for i, cl := range calls {
-		cmds[i] = s.cmd(c, cl.keys, cl.args)
+		cmds[i] = s.cmd(c, cl.Keys, cl.Args)
 	}
 	res := c.DoMulti(ctx, cmds...)
 	var again []int
@@ -80,7 +81,7 @@ func (s *script) execMulti(ctx context.Context, c valkey.Client, calls []call) [
 	}
 	retry := make(valkey.Commands, len(again))
 	for j, i := range again {
-		retry[j] = s.cmd(c, calls[i].keys, calls[i].args)
+		retry[j] = s.cmd(c, calls[i].Keys, calls[i].Args)
 	}
 	for j, r := range c.DoMulti(ctx, retry...) {
 		res[again[j]] = r
@@ -88,6 +89,7 @@ func (s *script) execMulti(ctx context.Context, c valkey.Client, calls []call) [
 	return res
 }
 
-type call struct {
-	keys, args []string
+// Call is the KEYS and ARGV of one run of a script.
+type Call struct {
+	Keys, Args []string
 }

@@ -1,0 +1,101 @@
+package streams
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the flush worker's counters and histograms, labelled by stream kind (message or
+// private_message), never by consumer, user or message.
+type Metrics struct {
+	read          *prometheus.CounterVec
+	persisted     *prometheus.CounterVec
+	deletes       *prometheus.CounterVec
+	deadLettered  *prometheus.CounterVec
+	batchSize     *prometheus.HistogramVec
+	flushDuration *prometheus.HistogramVec
+	retries       *prometheus.CounterVec
+	reclaimed     *prometheus.CounterVec
+	lost          *prometheus.CounterVec
+	endToEnd      *prometheus.HistogramVec
+	trimmed       *prometheus.CounterVec
+}
+
+// Dead-letter reasons, the "reason" label of chatpipe_flush_dead_lettered_total.
+const (
+	ReasonDecode   = "decode"
+	ReasonRejected = "rejected"
+	ReasonPoison   = "poison"
+)
+
+// NewMetrics registers the metrics on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	stream := []string{"stream"}
+	m := &Metrics{
+		read: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatpipe_flush_entries_read_total",
+			Help: "Flush-stream entries read by this worker, new or reclaimed.",
+		}, stream),
+		persisted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatpipe_flush_rows_persisted_total",
+			Help: "Rows inserted into PostgreSQL (redeliveries insert none).",
+		}, stream),
+		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatpipe_flush_deletes_applied_total",
+			Help: "Deletions applied (tombstone recorded, row removed if present).",
+		}, stream),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatpipe_flush_dead_lettered_total",
+			Help: "Entries moved to the dead-letter stream, by reason (decode, rejected, poison).",
+		}, []string{"stream", "reason"}),
+		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:                        "chatpipe_flush_batch_size",
+			Help:                        "Entries per written batch.",
+			Buckets:                     []float64{1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000},
+			NativeHistogramBucketFactor: 1.1,
+		}, stream),
+		flushDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:                        "chatpipe_flush_duration_seconds",
+			Help:                        "Time to write and ack one batch, retries included.",
+			Buckets:                     []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+			NativeHistogramBucketFactor: 1.1,
+		}, stream),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatpipe_flush_transient_retries_total",
+			Help: "Batch writes retried after a transient error, by SQLSTATE class (or network, timeout).",
+		}, []string{"stream", "class"}),
+		reclaimed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatpipe_flush_entries_reclaimed_total",
+			Help: "Entries claimed from idle consumers (XAUTOCLAIM).",
+		}, stream),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatpipe_flush_entries_lost_total",
+			Help: "Pending entries found deleted from the stream before they were persisted.",
+		}, stream),
+		endToEnd: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:                        "chatpipe_flush_end_to_end_seconds",
+			Help:                        "From enqueue (the stream id's time) to the row committed.",
+			Buckets:                     []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+			NativeHistogramBucketFactor: 1.1,
+		}, stream),
+		trimmed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatpipe_flush_entries_trimmed_total",
+			Help: "Entries trimmed from a flush stream after every group acked them.",
+		}, stream),
+	}
+	for _, c := range []prometheus.Collector{m.read, m.persisted, m.deletes, m.deadLettered, m.batchSize, m.flushDuration, m.retries, m.reclaimed, m.lost, m.endToEnd, m.trimmed} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// init creates the series of a stream so that dashboards show zeros, not gaps.
+func (m *Metrics) init(stream string) {
+	for _, v := range []*prometheus.CounterVec{m.read, m.persisted, m.deletes, m.reclaimed, m.lost, m.trimmed} {
+		v.WithLabelValues(stream)
+	}
+	for _, r := range []string{ReasonDecode, ReasonRejected, ReasonPoison} {
+		m.deadLettered.WithLabelValues(stream, r)
+	}
+}

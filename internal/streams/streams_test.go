@@ -1,0 +1,470 @@
+package streams_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/streams"
+	"github.com/chatpipe/chatpipe/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+type testBundle struct {
+	valkey  *testenv.Valkey
+	client  valkey.Client
+	keys    keyspace.Keys
+	scripts *lua.Scripts
+	pool    *pgxpool.Pool
+	store   *pg.Store
+	reg     *prometheus.Registry
+	metrics *streams.Metrics
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	v := testenv.StartValkey(t)
+	c := v.Client(t)
+	keys, _ := keyspace.New("")
+	scripts, err := lua.New(c, lua.Config{Keys: keys, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pool, err := pg.Connect(ctx, testenv.Postgres(t), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := pg.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m, err := streams.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testBundle{valkey: v, client: c, keys: keys, scripts: scripts, pool: pool, store: pg.New(pool), reg: reg, metrics: m}
+}
+
+func (b *testBundle) config(name string) streams.Config {
+	return streams.Config{
+		Keys: b.keys, Consumer: name, Sink: b.store, Metrics: b.metrics,
+		BatchSize: 100, FlushInterval: 50 * time.Millisecond, Block: 50 * time.Millisecond,
+		TrimInterval: 50 * time.Millisecond, MinIdle: 30 * time.Second, Grace: 5 * time.Second,
+		Logger: slog.New(slog.DiscardHandler),
+	}
+}
+
+// start runs a consumer until the returned stop is called; stop waits for Run to return.
+func (b *testBundle) start(t *testing.T, cfg streams.Config) (stop func()) {
+	t.Helper()
+	co, err := streams.New(b.client, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- co.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Error("Run did not return within 15s of cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func (b *testBundle) enqueue(t *testing.T, kind keyspace.Kind, n int) []int64 {
+	t.Helper()
+	ids := make([]int64, 0, n)
+	for i := 0; i < n; i += 500 {
+		var msgs []lua.Message
+		for j := i; j < min(n, i+500); j++ {
+			m := message.Message{OwnerID: fmt.Sprintf("u%d", j%7), RecipientID: "r", Username: "U", Content: fmt.Sprintf("msg %d", j), CreatedAt: "2026-11-25T10:00:00Z"}
+			if kind == keyspace.Public {
+				m.RecipientID = ""
+			}
+			msgs = append(msgs, lua.Message{Kind: kind, OwnerID: m.OwnerID, RecipientID: m.RecipientID, Data: m.JSON()})
+		}
+		for _, o := range b.scripts.EnqueueMany(context.Background(), kind, msgs) {
+			if o.Err != nil {
+				t.Fatal(o.Err)
+			}
+			ids = append(ids, o.CacheID)
+		}
+	}
+	return ids
+}
+
+func (b *testBundle) rows(t *testing.T, table string) (total, distinct int64) {
+	t.Helper()
+	err := b.pool.QueryRow(context.Background(), "SELECT count(*), count(DISTINCT cache_id) FROM "+table).Scan(&total, &distinct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return total, distinct
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (b *testBundle) pending(t *testing.T, kind keyspace.Kind) int64 {
+	t.Helper()
+	r, err := testenv.Do(t, b.client, "XPENDING", b.keys.Stream(kind), "flushworkers").ToArray()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := r[0].AsInt64()
+	return n
+}
+
+func (b *testBundle) xlen(t *testing.T, key string) int64 {
+	t.Helper()
+	n, _ := testenv.Do(t, b.client, "XLEN", key).AsInt64()
+	return n
+}
+
+func TestExactlyOnceWithThreeConsumers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n = 6000
+	b.enqueue(t, keyspace.Public, n/2)
+	for i := range 3 {
+		b.start(t, b.config(fmt.Sprintf("w%d", i)))
+		cfg := b.config(fmt.Sprintf("w%d", i))
+		cfg.Kind = keyspace.Private
+		b.start(t, cfg)
+	}
+	b.enqueue(t, keyspace.Public, n/2) // while they run
+	b.enqueue(t, keyspace.Private, n)
+	for _, table := range []string{"chat_messages", "private_messages"} {
+		waitFor(t, table+" rows", 30*time.Second, func() bool { total, _ := b.rows(t, table); return total >= n })
+		if total, distinct := b.rows(t, table); total != n || distinct != n {
+			t.Fatalf("%s: %d rows, %d distinct; want %d once each", table, total, distinct, n)
+		}
+	}
+	for _, k := range keyspace.Kinds {
+		waitFor(t, "stream trimmed", 10*time.Second, func() bool { return b.xlen(t, b.keys.Stream(k)) == 0 })
+		if p := b.pending(t, k); p != 0 {
+			t.Errorf("%s: %d entries still pending", k, p)
+		}
+	}
+	if got := testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_rows_persisted_total", "message")); got != n {
+		t.Errorf("rows persisted metric = %v, want %d", got, n)
+	}
+}
+
+func (b *testBundle) metricsCounter(t *testing.T, name, stream string, extra ...string) prometheus.Collector {
+	t.Helper()
+	v := 0.0
+	families, _ := b.reg.Gather()
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["stream"] != stream {
+				continue
+			}
+			for i := 0; i+1 < len(extra); i += 2 {
+				if labels[extra[i]] != extra[i+1] {
+					continue series
+				}
+			}
+			v += m.GetCounter().GetValue()
+		}
+	}
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "x", Help: "x"}, func() float64 { return v })
+}
+
+func ringEntry(id int, content, username string) string {
+	m := message.Message{OwnerID: "u", Username: username, Content: content, CreatedAt: "2026-11-25T10:00:00Z"}
+	return fmt.Sprintf(`{"cache_id":%d,"data":%s}`, id, m.JSON())
+}
+
+// TestBadEntriesAreIsolated: undecodable entries and rows Postgres refuses go to the
+// dead-letter stream with the reason; every good one is written; a repeated cache id is
+// neither dead-lettered nor duplicated; replay after the fix writes the dead letters.
+func TestBadEntriesAreIsolated(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	stream := b.keys.Stream(keyspace.Public)
+	add := func(fields ...string) {
+		testenv.Do(t, b.client, append([]string{"XADD", stream, "*"}, fields...)...)
+	}
+	long := strings.Repeat("n", 65)
+	add("cache_id", "1", "kind", "message", "payload", ringEntry(1, "good 1", "a"))
+	add("cache_id", "2", "kind", "message", "payload", `{"cache_id":2,"data":{not json`)
+	add("cache_id", "3", "kind", "message", "payload", ringEntry(3, "nul \x00 here", "a"))
+	add("cache_id", "4", "kind", "message", "payload", ringEntry(4, "good 4", "a"))
+	add("cache_id", "1", "kind", "message", "payload", ringEntry(1, "good 1", "a")) // a repeat
+	add("cache_id", "5", "kind", "message", "payload", ringEntry(5, "long name", long))
+	add("kind", "message", "payload", ringEntry(6, "x", "a"))                         // no cache_id
+	add("cache_id", "7", "kind", "message")                                           // no payload
+	add("cache_id", "8", "kind", "weird", "payload", ringEntry(8, "x", "a"))          // wrong kind
+	add("cache_id", "9", "kind", "message", "payload", ringEntry(10, "x", "a"))       // ids differ
+	add("cache_id", "11", "kind", "message", "payload", strings.Repeat("x", 100<<10)) // huge
+	add("cache_id", "12", "kind", "message", "payload", ringEntry(12, "good 12", "a"))
+	stop := b.start(t, b.config("w1"))
+	dead := b.keys.DeadLetter(keyspace.Public)
+	waitFor(t, "dead letters", 10*time.Second, func() bool { return b.xlen(t, dead) == 8 })
+	waitFor(t, "nothing pending", 10*time.Second, func() bool { return b.pending(t, keyspace.Public) == 0 })
+	if total, distinct := b.rows(t, "chat_messages"); total != 3 || distinct != 3 {
+		t.Fatalf("rows: %d (%d distinct), want 1, 4 and 12 once each", total, distinct)
+	}
+	dl := streams.NewDeadLetters(b.client, b.keys)
+	letters, err := dl.List(context.Background(), keyspace.Public, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	for _, l := range letters {
+		for _, f := range []string{"error", "original_id", "deliveries", "consumer", "failed_at"} {
+			if l.Fields[f] == "" {
+				t.Errorf("dead letter %v lacks %s", l.Fields, f)
+			}
+		}
+		if l.Fields["consumer"] != "w1" {
+			t.Errorf("consumer = %q, want w1", l.Fields["consumer"])
+		}
+		reasons[l.Fields["cache_id"]] = l.Fields["error"]
+	}
+	for id, want := range map[string]string{"2": "not a ring entry", "3": "0x00", "5": "check constraint", "": "no cache_id",
+		"7": "no payload", "8": "does not belong", "9": "differs", "11": "more than"} {
+		if !strings.Contains(reasons[id], want) {
+			t.Errorf("dead letter of cache id %q: error %q, want it to mention %q", id, reasons[id], want)
+		}
+	}
+	if n := testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_dead_lettered_total", "message", "reason", "rejected")); n != 2 {
+		t.Errorf("dead-lettered{reason=rejected} = %v, want 2", n)
+	}
+	stop()
+
+	// The fix: the name limit was too strict for these users. Replay writes cache id 5.
+	if _, err := b.pool.Exec(context.Background(), "ALTER TABLE chat_messages DROP CONSTRAINT chat_messages_username_check"); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range letters {
+		if l.Fields["cache_id"] == "5" {
+			if id, err := dl.Replay(context.Background(), keyspace.Public, l.ID); err != nil || id == "" {
+				t.Fatalf("replay: %q, %v", id, err)
+			}
+		}
+	}
+	b.start(t, b.config("w2"))
+	waitFor(t, "replayed row", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 4 })
+	if n := b.xlen(t, dead); n != 7 {
+		t.Errorf("%d dead letters left, want 7", n)
+	}
+}
+
+// TestReclaimAndPoison: entries left pending by a dead consumer are claimed and written;
+// entries delivered too often are dead-lettered as poison; entries deleted while pending
+// are counted as lost, not dropped silently; an idle consumer with nothing pending is removed.
+func TestReclaimAndPoison(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ids := b.enqueue(t, keyspace.Public, 10)
+	stream := b.keys.Stream(keyspace.Public)
+	testenv.Do(t, b.client, "XGROUP", "CREATE", stream, "flushworkers", "0")
+	got, err := testenv.Do(t, b.client, "XREADGROUP", "GROUP", "flushworkers", "ghost", "COUNT", "10", "STREAMS", stream, ">").AsXRead()
+	if err != nil || len(got[stream]) != 10 {
+		t.Fatalf("ghost read %v, %v", got, err)
+	}
+	entries := got[stream]
+	// Entry 0 has been delivered many times already: poison.
+	testenv.Do(t, b.client, "XCLAIM", stream, "flushworkers", "ghost", "0", entries[0].ID, "RETRYCOUNT", "9")
+	// Entry 9 was deleted from the stream while pending.
+	testenv.Do(t, b.client, "XDEL", stream, entries[9].ID)
+	// A consumer that left long ago, with nothing pending.
+	testenv.Do(t, b.client, "XGROUP", "CREATECONSUMER", stream, "flushworkers", "gone")
+
+	cfg := b.config("w1")
+	cfg.MinIdle = 200 * time.Millisecond
+	cfg.ReclaimInterval = 100 * time.Millisecond
+	cfg.JanitorIdle = 300 * time.Millisecond
+	b.start(t, cfg)
+	waitFor(t, "reclaimed rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 8 })
+	waitFor(t, "nothing pending", 10*time.Second, func() bool { return b.pending(t, keyspace.Public) == 0 })
+	var first int64
+	_ = b.pool.QueryRow(context.Background(), "SELECT count(*) FROM chat_messages WHERE cache_id = $1", ids[0]).Scan(&first)
+	if first != 0 {
+		t.Errorf("the poison entry was written")
+	}
+	letters, _ := streams.NewDeadLetters(b.client, b.keys).List(context.Background(), keyspace.Public, "", 10)
+	if len(letters) != 1 || !strings.Contains(letters[0].Fields["error"], "poison") || letters[0].Fields["deliveries"] != "10" {
+		t.Fatalf("dead letters = %v, want the poison entry with 10 deliveries", letters)
+	}
+	if n := testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_entries_lost_total", "message")); n != 1 {
+		t.Errorf("lost = %v, want 1", n)
+	}
+	if n := testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_entries_reclaimed_total", "message")); n != 9 {
+		t.Errorf("reclaimed = %v, want 9", n)
+	}
+	waitFor(t, "janitor", 10*time.Second, func() bool {
+		cs, _ := testenv.Do(t, b.client, "XINFO", "CONSUMERS", stream, "flushworkers").ToArray()
+		for _, c := range cs {
+			m, _ := c.AsStrMap()
+			if m["name"] == "gone" || m["name"] == "ghost" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestTransientErrorsRetry: a write that Postgres refuses for a passing reason (here a lock
+// timeout while another session holds the table) is retried, never dead-lettered.
+func TestTransientErrorsRetry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	cfgPool := b.pool.Config().Copy()
+	cfgPool.ConnConfig.RuntimeParams["lock_timeout"] = "100ms"
+	pool, err := pgxpool.NewWithConfig(ctx, cfgPool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE chat_messages IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := b.config("w1")
+	cfg.Sink = pg.New(pool)
+	b.start(t, cfg)
+	b.enqueue(t, keyspace.Public, 50)
+	waitFor(t, "retries", 10*time.Second, func() bool {
+		return testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_transient_retries_total", "message", "class", "55")) >= 2
+	})
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "rows after the lock", 15*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 50 })
+	if n := b.xlen(t, b.keys.DeadLetter(keyspace.Public)); n != 0 {
+		t.Fatalf("%d dead letters after a transient error, want 0", n)
+	}
+}
+
+// TestShutdownWritesBatchInHand: a consumer holding a partial batch (long flush interval)
+// writes and acks it when stopped, and leaves the group.
+func TestShutdownWritesBatchInHand(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.config("w1")
+	cfg.FlushInterval = 2 * time.Minute // the list-based cache's interval
+	cfg.BatchSize = 1000
+	cfg.MinIdle = 300 * time.Millisecond
+	stop := b.start(t, cfg)
+	b.enqueue(t, keyspace.Public, 25)
+	waitFor(t, "w1 to hold the entries", 5*time.Second, func() bool { return b.pending(t, keyspace.Public) == 25 })
+	// Another replica reclaims aggressively; the holder's touches must keep the entries.
+	other := b.config("w2")
+	other.MinIdle = 300 * time.Millisecond
+	other.ReclaimInterval = 100 * time.Millisecond
+	b.start(t, other)
+	time.Sleep(1500 * time.Millisecond)
+	if total, _ := b.rows(t, "chat_messages"); total != 0 {
+		t.Fatalf("%d rows written before the interval or shutdown", total)
+	}
+	if n := testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_entries_reclaimed_total", "message")); n != 0 {
+		t.Errorf("%v entries were reclaimed from a live consumer that holds them", n)
+	}
+	stop()
+	if total, _ := b.rows(t, "chat_messages"); total != 25 {
+		t.Fatalf("%d rows after shutdown, want 25", total)
+	}
+	if p := b.pending(t, keyspace.Public); p != 0 {
+		t.Fatalf("%d pending after shutdown, want 0", p)
+	}
+	cs, _ := testenv.Do(t, b.client, "XINFO", "CONSUMERS", b.keys.Stream(keyspace.Public), "flushworkers").ToArray()
+	for _, c := range cs {
+		if m, _ := c.AsStrMap(); m["name"] == "w1" {
+			t.Errorf("w1 is still a consumer after a clean shutdown with nothing pending")
+		}
+	}
+}
+
+// TestTrimKeepsPending: the stream is trimmed only below the oldest entry still pending.
+func TestTrimKeepsPending(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	stream := b.keys.Stream(keyspace.Public)
+	b.enqueue(t, keyspace.Public, 5)
+	testenv.Do(t, b.client, "XGROUP", "CREATE", stream, "flushworkers", "0")
+	testenv.Do(t, b.client, "XGROUP", "CREATE", stream, "auditors", "0") // a second group reading slowly
+	testenv.Do(t, b.client, "XREADGROUP", "GROUP", "flushworkers", "ghost", "COUNT", "1", "STREAMS", stream, ">")
+	b.enqueue(t, keyspace.Public, 20)
+	b.start(t, b.config("w1"))
+	waitFor(t, "rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 24 })
+	time.Sleep(200 * time.Millisecond)
+	if n := b.xlen(t, stream); n != 25 {
+		t.Fatalf("stream holds %d entries, want all 25: the auditors group has read none", n)
+	}
+	testenv.Do(t, b.client, "XGROUP", "DESTROY", stream, "auditors")
+	time.Sleep(200 * time.Millisecond)
+	if n := b.xlen(t, stream); n != 25 {
+		t.Fatalf("stream holds %d entries, want 25: the ghost's pending entry is the first", n)
+	}
+}
+
+// TestDeleteBeforeAndAfterFlush: a deletion removes the row whichever it meets first.
+func TestDeleteBeforeAndAfterFlush(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ids := b.enqueue(t, keyspace.Public, 3)
+	ctx := context.Background()
+	// Deleted before any worker ran: the insert and the deletion meet in one batch.
+	if err := b.scripts.Delete(ctx, keyspace.Public, ids[0], b.keys.PublicRing()); err != nil {
+		t.Fatal(err)
+	}
+	b.start(t, b.config("w1"))
+	waitFor(t, "rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 2 })
+	// Deleted after its row was written.
+	if err := b.scripts.Delete(ctx, keyspace.Public, ids[1], b.keys.PublicRing()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "row deleted", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 1 })
+}

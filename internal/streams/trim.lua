@@ -1,0 +1,28 @@
+-- trim.lua: trim a flush stream below the oldest entry that any group still needs.
+-- KEYS[1] flush stream
+-- Returns the number of entries removed. A group needs its oldest pending entry and every entry
+-- after its last-delivered id; what lies below the lowest of those over all groups has been
+-- acked by every group. A stream without groups is left alone. Entries are never trimmed by
+-- length, so an unflushed entry is never removed (invariant 4).
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local min_ms, min_seq
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local ms, seq
+  if tonumber(info['pending']) > 0 then
+    ms, seq = parse(redis.call('XPENDING', KEYS[1], info['name'])[2])
+  else
+    ms, seq = parse(info['last-delivered-id'])
+    seq = seq + 1
+  end
+  if min_ms == nil or ms < min_ms or (ms == min_ms and seq < min_seq) then
+    min_ms, min_seq = ms, seq
+  end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', min_ms, min_seq))
