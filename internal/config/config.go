@@ -35,6 +35,9 @@ type Set struct {
 	fs       *flag.FlagSet
 	settings []*setting
 	failed   *Error
+	// usageLine, when set, replaces "Usage: name [flags]".
+	usageLine string
+	allowArgs bool
 }
 
 type setting struct {
@@ -59,9 +62,12 @@ func (s *Set) add(env, def, usage string, secret bool, parse func(string) error)
 }
 
 func (s *Set) addFlag(env, def, usage string, secret bool, parse func(string) error, define func(string, string, func(string) error)) {
-	st := &setting{env: env, flag: FlagName(env), def: def, usage: usage, secret: secret, parse: parse}
+	s.define(&setting{env: env, flag: FlagName(env), def: def, usage: usage, secret: secret, parse: parse}, define)
+}
+
+func (s *Set) define(st *setting, define func(string, string, func(string) error)) {
 	s.settings = append(s.settings, st)
-	define(st.flag, usage, func(v string) error {
+	define(st.flag, st.usage, func(v string) error {
 		if err := st.parse(v); err != nil {
 			s.failed = &Error{Setting: "--" + st.flag, Problem: problem(st, v, err)}
 			return err
@@ -96,15 +102,56 @@ func (s *Set) String(p *string, env, def, usage string, check func(string) error
 	})
 }
 
-// Secret adds a string setting whose value is never printed, in --help or in an error.
-func (s *Set) Secret(p *string, env, usage string) {
-	s.add(env, "", usage, true, func(v string) error { *p = v; return nil })
+// Secret adds a string setting whose value is never printed in an error; its default, shown
+// by --help, must not hold a secret.
+func (s *Set) Secret(p *string, env, def, usage string, check func(string) error) {
+	*p = def
+	s.add(env, def, usage, true, func(v string) error {
+		if check != nil {
+			if err := check(v); err != nil {
+				return err
+			}
+		}
+		*p = v
+		return nil
+	})
 }
 
-// Int adds an integer setting within [lo, hi].
-func (s *Set) Int(p *int, env string, def, lo, hi int, usage string) {
+// FlagString adds a command-line option that has no environment variable (a command's
+// arguments, such as which stream to list).
+func (s *Set) FlagString(p *string, flag, def, usage string, check func(string) error) {
 	*p = def
-	s.add(env, strconv.Itoa(def), usage, false, func(v string) error {
+	s.define(&setting{flag: flag, def: def, usage: usage, parse: func(v string) error {
+		if check != nil {
+			if err := check(v); err != nil {
+				return err
+			}
+		}
+		*p = v
+		return nil
+	}}, s.fs.Func)
+}
+
+// FlagInt adds an integer command-line option within [lo, hi] that has no environment variable.
+func (s *Set) FlagInt(p *int, flag string, def, lo, hi int, usage string) {
+	*p = def
+	s.define(&setting{flag: flag, def: strconv.Itoa(def), usage: usage, parse: intParser(p, lo, hi)}, s.fs.Func)
+}
+
+// FlagBool adds a boolean command-line option that has no environment variable.
+func (s *Set) FlagBool(p *bool, flag, usage string) {
+	s.define(&setting{flag: flag, def: "false", usage: usage, parse: func(v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("not true or false")
+		}
+		*p = b
+		return nil
+	}}, s.fs.BoolFunc)
+}
+
+func intParser(p *int, lo, hi int) func(string) error {
+	return func(v string) error {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil {
 			return errors.New("not an integer")
@@ -114,7 +161,13 @@ func (s *Set) Int(p *int, env string, def, lo, hi int, usage string) {
 		}
 		*p = n
 		return nil
-	})
+	}
+}
+
+// Int adds an integer setting within [lo, hi].
+func (s *Set) Int(p *int, env string, def, lo, hi int, usage string) {
+	*p = def
+	s.add(env, strconv.Itoa(def), usage, false, intParser(p, lo, hi))
 }
 
 // Bool adds a boolean setting (true/false, 1/0).
@@ -147,10 +200,25 @@ func (s *Set) Duration(p *time.Duration, env string, def, lo, hi time.Duration, 
 	})
 }
 
+// SetSummary replaces the description printed by --help.
+func (s *Set) SetSummary(summary string) { s.summary = summary }
+
+// SetUsageLine replaces the "Usage: name [flags]" line of --help.
+func (s *Set) SetUsageLine(line string) { s.usageLine = line }
+
+// Args returns the arguments left after the flags (see AllowArgs).
+func (s *Set) Args() []string { return s.fs.Args() }
+
+// AllowArgs lets Parse accept arguments after the flags.
+func (s *Set) AllowArgs() { s.allowArgs = true }
+
 // Parse reads the environment through getenv, then args, which override it. It returns ErrHelp
 // after printing the usage to help for -h or --help, and an *Error for anything invalid.
 func (s *Set) Parse(args []string, getenv func(string) string, help io.Writer) error {
 	for _, st := range s.settings {
+		if st.env == "" {
+			continue
+		}
 		v, ok := lookup(getenv, st.env)
 		if !ok {
 			continue
@@ -170,7 +238,7 @@ func (s *Set) Parse(args []string, getenv func(string) string, help io.Writer) e
 		// flag's own errors: an unknown flag or a flag without its value.
 		return &Error{Setting: "command line", Problem: strings.TrimPrefix(err.Error(), "flag ")}
 	}
-	if s.fs.NArg() > 0 {
+	if s.fs.NArg() > 0 && !s.allowArgs {
 		return &Error{Setting: "command line", Problem: fmt.Sprintf("unexpected argument %q", s.fs.Arg(0))}
 	}
 	return nil
@@ -185,7 +253,11 @@ func lookup(getenv func(string) string, env string) (string, bool) {
 
 // PrintUsage prints every setting with its environment variable, flag and default.
 func (s *Set) PrintUsage(w io.Writer) {
-	fmt.Fprintf(w, "Usage: %s [flags]\n\n%s\n\nSettings (each an environment variable, or its flag, which wins):\n\n", s.name, s.summary)
+	line := s.usageLine
+	if line == "" {
+		line = "Usage: " + s.name + " [flags]"
+	}
+	fmt.Fprintf(w, "%s\n\n%s\n\nSettings (an environment variable, or its flag, which wins; - : flag only):\n\n", line, s.summary)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  VARIABLE\tFLAG\tDEFAULT\tMEANING")
 	for _, st := range s.settings {
@@ -193,7 +265,11 @@ func (s *Set) PrintUsage(w io.Writer) {
 		if def == "" {
 			def = "(empty)"
 		}
-		fmt.Fprintf(tw, "  %s\t--%s\t%s\t%s\n", st.env, st.flag, def, st.usage)
+		env := st.env
+		if env == "" {
+			env = "-"
+		}
+		fmt.Fprintf(tw, "  %s\t--%s\t%s\t%s\n", env, st.flag, def, st.usage)
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w, "\n  -h, --help  print this help")

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+
+	"github.com/chatpipe/chatpipe/internal/config"
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/streams"
+)
+
+const dlqUsage = `Usage: flushworker dlq list|replay|purge [flags]
+
+Dead letters are flush-stream entries that can never be written as they are (not decodable,
+refused by PostgreSQL, or delivered too often). Each keeps the original's fields and adds
+error, original_id, deliveries, consumer and failed_at.
+
+  list     print dead letters, oldest first
+  replay   put dead letters back on their flush stream (after fixing the cause)
+  purge    delete dead letters for good
+
+Run 'flushworker dlq COMMAND --help' for its flags.
+`
+
+type dlqSettings struct {
+	common
+	stream string
+	count  int
+	ids    string
+	all    bool
+	asJSON bool
+}
+
+var streamIDPattern = regexp.MustCompile(`^\d+-\d+$`)
+
+func checkStream(v string) error {
+	switch v {
+	case "message", "private_message", "all":
+		return nil
+	}
+	return errors.New("must be message, private_message or all")
+}
+
+func checkIDs(v string) error {
+	for _, id := range strings.Split(v, ",") {
+		if !streamIDPattern.MatchString(strings.TrimSpace(id)) {
+			return fmt.Errorf("%.40q is not a stream id (like 1732528800000-0)", id)
+		}
+	}
+	return nil
+}
+
+func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+		fmt.Fprint(stdout, dlqUsage)
+		if len(args) == 0 {
+			return fmt.Errorf("%w: dlq needs a command: list, replay or purge", errUsage)
+		}
+		return config.ErrHelp
+	}
+	sub, args := args[0], args[1:]
+	var s dlqSettings
+	cs := config.New("flushworker dlq "+sub, "")
+	s.addValkey(cs)
+	s.addLog(cs)
+	cs.FlagString(&s.stream, "stream", "all", "message, private_message or all", checkStream)
+	switch sub {
+	case "list":
+		cs = describe(cs, "Prints dead letters, oldest first.")
+		cs.FlagInt(&s.count, "count", 100, 1, 1_000_000, "most dead letters to print per stream")
+		cs.FlagBool(&s.asJSON, "json", "print one JSON object per line")
+	case "replay", "purge":
+		verb := map[string]string{"replay": "Puts dead letters back on their flush stream, each atomically with its removal.", "purge": "Deletes dead letters for good."}[sub]
+		cs = describe(cs, verb)
+		cs.FlagString(&s.ids, "ids", "", "comma-separated dead-letter ids (with one --stream)", checkIDs)
+		cs.FlagBool(&s.all, "all", "every dead letter of the stream(s)")
+		cs.FlagInt(&s.count, "count", 0, 0, 100_000_000, "with --all: at most this many per stream (0: no limit)")
+	default:
+		fmt.Fprint(stdout, dlqUsage)
+		return fmt.Errorf("%w: unknown dlq command %q (list, replay, purge)", errUsage, sub)
+	}
+	if err := cs.Parse(args, getenv, stdout); err != nil {
+		return err
+	}
+	if sub != "list" {
+		switch {
+		case (s.ids == "") == !s.all:
+			return &config.Error{Setting: "command line", Problem: "give either --ids or --all"}
+		case s.ids != "" && s.stream == "all":
+			return &config.Error{Setting: "command line", Problem: "--ids needs --stream message or private_message"}
+		}
+	}
+	log := s.logger(stderr, "dlq")
+	client, err := s.connectValkey(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	dl := streams.NewDeadLetters(client, s.keys())
+	for _, kind := range keyspace.Kinds {
+		if s.stream != "all" && s.stream != kind.String() {
+			continue
+		}
+		var err error
+		switch sub {
+		case "list":
+			err = dlqList(ctx, dl, kind, s, stdout)
+		default:
+			err = dlqApply(ctx, dl, kind, s, sub, stdout, stderr)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func describe(cs *config.Set, summary string) *config.Set {
+	cs.SetSummary(summary)
+	return cs
+}
+
+func dlqList(ctx context.Context, dl *streams.DeadLetters, kind keyspace.Kind, s dlqSettings, stdout io.Writer) error {
+	letters, err := dl.List(ctx, kind, "", s.count)
+	if err != nil {
+		return err
+	}
+	total, err := dl.Len(ctx, kind)
+	if err != nil {
+		return err
+	}
+	if !s.asJSON {
+		fmt.Fprintf(stdout, "# %s: %d dead letters\n", kind, total)
+	}
+	enc := json.NewEncoder(stdout)
+	for _, l := range letters {
+		if s.asJSON {
+			if err := enc.Encode(map[string]any{"stream": kind.String(), "id": l.ID, "fields": l.Fields}); err != nil {
+				return err
+			}
+			continue
+		}
+		f := l.Fields
+		payload := f["payload"]
+		if len(payload) > 80 {
+			payload = payload[:80] + "…"
+		}
+		fmt.Fprintf(stdout, "%s cache_id=%s kind=%s deliveries=%s consumer=%s failed_at=%s\n  error: %s\n  payload: %q\n",
+			l.ID, f["cache_id"], f["kind"], f["deliveries"], f["consumer"], f["failed_at"], f["error"], payload)
+	}
+	return nil
+}
+
+// dlqApply replays or purges, printing progress every 1000 entries.
+func dlqApply(ctx context.Context, dl *streams.DeadLetters, kind keyspace.Kind, s dlqSettings, sub string, stdout, stderr io.Writer) error {
+	apply := func(id string) (bool, error) {
+		if sub == "replay" {
+			newID, err := dl.Replay(ctx, kind, id)
+			return newID != "", err
+		}
+		n, err := dl.Purge(ctx, kind, id)
+		return n == 1, err
+	}
+	done, missing := 0, 0
+	progress := func() {
+		if done%1000 == 0 && done > 0 {
+			fmt.Fprintf(stderr, "%s %s: %d done\n", sub, kind, done)
+		}
+	}
+	if s.ids != "" {
+		for _, id := range strings.Split(s.ids, ",") {
+			ok, err := apply(strings.TrimSpace(id))
+			if err != nil {
+				return err
+			}
+			if ok {
+				done++
+			} else {
+				missing++
+			}
+			progress()
+		}
+	} else {
+		total, err := dl.Len(ctx, kind)
+		if err != nil {
+			return err
+		}
+		after := ""
+		for s.count == 0 || done < s.count {
+			page, err := dl.List(ctx, kind, after, 500)
+			if err != nil {
+				return err
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, l := range page {
+				if s.count > 0 && done >= s.count {
+					break
+				}
+				if _, err := apply(l.ID); err != nil {
+					return err
+				}
+				done++
+				progress()
+				after = l.ID
+			}
+			if done > 0 && total > 0 && done%5000 == 0 {
+				fmt.Fprintf(stderr, "%s %s: %d of %d\n", sub, kind, done, total)
+			}
+		}
+	}
+	verb := map[string]string{"replay": "replayed", "purge": "purged"}[sub]
+	fmt.Fprintf(stdout, "%s: %s %d dead letters", kind, verb, done)
+	if missing > 0 {
+		fmt.Fprintf(stdout, " (%d ids not found)", missing)
+	}
+	fmt.Fprintln(stdout)
+	return nil
+}

@@ -1,0 +1,69 @@
+// Command flushworker persists chatpipe's flush streams to PostgreSQL: replicas share one
+// consumer group per stream. Subcommands: run (the default), migrate, dlq list|replay|purge.
+// See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/chatpipe/chatpipe/internal/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	var cerr *config.Error
+	switch {
+	case err == nil, errors.Is(err, config.ErrHelp):
+	case errors.As(err, &cerr), errors.Is(err, errUsage):
+		fmt.Fprintln(os.Stderr, "flushworker:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "flushworker:", err)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const topUsage = `Usage: flushworker [command] [flags]
+
+chatpipe's flush worker: persists the flush streams to PostgreSQL, exactly once.
+
+Commands:
+  run                     consume the flush streams (the default when no command is given)
+  migrate                 apply the schema migrations and exit
+  dlq list|replay|purge   show, replay or delete dead letters
+
+Run 'flushworker COMMAND --help' for a command's settings.
+`
+
+// run dispatches to a command; main only maps its error to an exit code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	} else if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+		fmt.Fprint(stdout, topUsage)
+		return config.ErrHelp
+	}
+	switch cmd {
+	case "run":
+		return runWorker(ctx, args, getenv, stdout, stderr)
+	case "migrate":
+		return runMigrate(ctx, args, getenv, stdout, stderr)
+	case "dlq":
+		return runDLQ(ctx, args, getenv, stdout, stderr)
+	case "help":
+		fmt.Fprint(stdout, topUsage)
+		return nil
+	}
+	return fmt.Errorf("%w: unknown command %q (run, migrate, dlq)", errUsage, cmd)
+}

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/chatpipe/chatpipe/internal/config"
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestInvalidSettings(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		setting string
+	}{
+		{"batch zero", nil, map[string]string{"FLUSH_BATCH_SIZE": "0"}, "FLUSH_BATCH_SIZE"},
+		{"batch not a number", []string{"--flush-batch-size", "many"}, nil, "--flush-batch-size"},
+		{"interval empty flag", []string{"--flush-interval="}, nil, "--flush-interval"},
+		{"interval hostile", nil, map[string]string{"FLUSH_INTERVAL": "1s; rm -rf /"}, "FLUSH_INTERVAL"},
+		{"min idle too small", nil, map[string]string{"FLUSH_MIN_IDLE": "1ms"}, "FLUSH_MIN_IDLE"},
+		{"consumer with space", nil, map[string]string{"FLUSH_CONSUMER": "a b"}, "FLUSH_CONSUMER"},
+		{"consumer too long", nil, map[string]string{"FLUSH_CONSUMER": strings.Repeat("c", 200)}, "FLUSH_CONSUMER"},
+		{"bad dsn", nil, map[string]string{"DATABASE_URL": "postgres://u:topsecret@h:port/db"}, "DATABASE_URL"},
+		{"bad metrics addr", nil, map[string]string{"FLUSH_METRICS_ADDR": "nowhere"}, "FLUSH_METRICS_ADDR"},
+		{"max deliveries", nil, map[string]string{"FLUSH_MAX_DELIVERIES": "-3"}, "FLUSH_MAX_DELIVERIES"},
+		{"unknown flag", []string{"--batch=5"}, nil, "command line"},
+		{"migrate: bad dsn", []string{"migrate"}, map[string]string{"DATABASE_URL": "::::"}, "DATABASE_URL"},
+		{"dlq: bad stream", []string{"dlq", "list", "--stream", "other"}, nil, "--stream"},
+		{"dlq: bad ids", []string{"dlq", "purge", "--stream", "message", "--ids", "1-0,*"}, nil, "--ids"},
+		{"dlq: ids and all", []string{"dlq", "purge", "--stream", "message", "--ids", "1-0", "--all"}, nil, "command line"},
+		{"dlq: neither", []string{"dlq", "replay"}, nil, "command line"},
+		{"dlq: ids on all streams", []string{"dlq", "replay", "--ids", "1-0"}, nil, "command line"},
+		{"dlq: count negative", []string{"dlq", "list", "--count", "-1"}, nil, "--count"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(context.Background(), tt.args, env(tt.env), &out, &out)
+			var cerr *config.Error
+			if !errors.As(err, &cerr) || cerr.Setting != tt.setting {
+				t.Fatalf("err = %v, want an invalid setting %s", err, tt.setting)
+			}
+			if strings.Contains(err.Error(), "\n") || strings.Contains(err.Error(), "topsecret") {
+				t.Errorf("error is not one line without secrets: %q", err)
+			}
+		})
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"dlq", "frobnicate"}, env(nil), &out, &out); !errors.Is(err, errUsage) {
+		t.Errorf("unknown dlq command: err = %v, want a usage error", err)
+	}
+	if err := run(context.Background(), []string{"frobnicate"}, env(nil), &out, &out); !errors.Is(err, errUsage) {
+		t.Errorf("unknown command: err = %v, want a usage error", err)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"migrate", "--help"}, {"dlq", "--help"}, {"dlq", "list", "--help"}, {"dlq", "replay", "-h"}, {"dlq", "purge", "--help"}} {
+		var out bytes.Buffer
+		if err := run(context.Background(), args, env(nil), &out, &out); !errors.Is(err, config.ErrHelp) {
+			t.Errorf("%v: err = %v, want ErrHelp", args, err)
+		}
+		if !strings.Contains(out.String(), "Usage:") {
+			t.Errorf("%v printed no usage: %q", args, out.String())
+		}
+	}
+	var out bytes.Buffer
+	_ = run(context.Background(), []string{"run", "--help"}, env(nil), &out, &out)
+	for _, s := range []string{"FLUSH_BATCH_SIZE", "500", "FLUSH_INTERVAL", "1s", "FLUSH_MIN_IDLE", "30s", "FLUSH_MAX_DELIVERIES", "FLUSH_CONSUMER", "FLUSH_GRACE", "10s", "FLUSH_METRICS_ADDR", ":9091", "DATABASE_URL"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("run --help lacks %q", s)
+		}
+	}
+}
+
+type bundle struct {
+	valkey *testenv.Valkey
+	dsn    string
+	env    map[string]string
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	v := testenv.StartValkey(t)
+	dsn := testenv.Postgres(t)
+	return &bundle{valkey: v, dsn: dsn, env: map[string]string{
+		"VALKEY_ADDR": v.Addr, "DATABASE_URL": dsn, "FLUSH_METRICS_ADDR": "127.0.0.1:0",
+		"FLUSH_INTERVAL": "50ms", "FLUSH_CONSUMER": "w1", "LOG_LEVEL": "debug",
+	}}
+}
+
+func (b *bundle) enqueue(t *testing.T, n int) {
+	t.Helper()
+	scripts, err := lua.New(b.valkey.Client(t), lua.Config{DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		m := message.Message{OwnerID: "u", Content: fmt.Sprint(i), CreatedAt: "2026-11-25T10:00:00Z"}
+		if _, err := scripts.Enqueue(context.Background(), lua.Message{Kind: keyspace.Public, OwnerID: "u", Data: m.JSON()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (b *bundle) rows(t *testing.T) int64 {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), b.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var n int64
+	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM chat_messages").Scan(&n); err != nil {
+		return -1
+	}
+	return n
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// TestRunAndDLQ runs the worker in-process, then the dlq commands on what it dead-lettered.
+func TestRunAndDLQ(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.enqueue(t, 20)
+	c := b.valkey.Client(t)
+	testenv.Do(t, c, "XADD", "chatpipe:flush:message", "*", "cache_id", "999", "kind", "message", "payload", "{broken")
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, env(b.env), logs, logs) }()
+	waitFor(t, "rows", 20*time.Second, func() bool { return b.rows(t) == 20 })
+	waitFor(t, "dead letter", 10*time.Second, func() bool {
+		n, _ := testenv.Do(t, c, "XLEN", "chatpipe:dead:message").AsInt64()
+		return n == 1
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	if !strings.Contains(logs.String(), "left the consumer group") {
+		t.Errorf("no clean leave in the logs:\n%s", logs.String())
+	}
+
+	dlq := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), append([]string{"dlq"}, args...), env(b.env), &out, &errOut); err != nil {
+			t.Fatalf("dlq %v: %v\n%s", args, err, errOut.String())
+		}
+		return out.String()
+	}
+	list := dlq("list", "--stream", "message")
+	if !strings.Contains(list, "cache_id=999") || !strings.Contains(list, "not a ring entry") || !strings.Contains(list, "1 dead letters") {
+		t.Fatalf("dlq list:\n%s", list)
+	}
+	if js := dlq("list", "--json"); !strings.Contains(js, `"original_id"`) {
+		t.Fatalf("dlq list --json:\n%s", js)
+	}
+	if out := dlq("replay", "--all"); !strings.Contains(out, "message: replayed 1 dead letters") {
+		t.Fatalf("dlq replay:\n%s", out)
+	}
+	n, _ := testenv.Do(t, c, "XLEN", "chatpipe:dead:message").AsInt64()
+	if n != 0 {
+		t.Fatalf("%d dead letters after replay, want 0", n)
+	}
+	id, _ := testenv.Do(t, c, "XADD", "chatpipe:dead:message", "*", "cache_id", "1", "kind", "message", "payload", "x").ToString()
+	if out := dlq("purge", "--stream", "message", "--ids", id+",6-0"); !strings.Contains(out, "purged 1 dead letters (1 ids not found)") {
+		t.Fatalf("dlq purge:\n%s", out)
+	}
+}
+
+// TestBinary runs the built worker: migrate, then run; SIGTERM while it holds a batch
+// (a long flush interval) writes the batch and exits 0 within the grace period.
+func TestBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary; skipped with -short")
+	}
+	t.Parallel()
+	b := setup(t)
+	bin := filepath.Join(t.TempDir(), "flushworker")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	var environ []string
+	for k, v := range b.env {
+		environ = append(environ, k+"="+v)
+	}
+	mig := exec.Command(bin, "migrate")
+	mig.Env = append(os.Environ(), environ...)
+	out, err := mig.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "schema at version") {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "--flush-interval=1h", "--flush-metrics-addr="+addr)
+	cmd.Env = append(os.Environ(), environ...)
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, "readyz", 20*time.Second, func() bool {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == 200
+	})
+	b.enqueue(t, 10)
+	time.Sleep(500 * time.Millisecond)
+	if n := b.rows(t); n != 0 {
+		t.Fatalf("%d rows before the interval; want the batch held", n)
+	}
+	start := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	errc := make(chan error, 1)
+	go func() { errc <- cmd.Wait() }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no exit within 15s of SIGTERM\n%s", logs.String())
+	}
+	if n := b.rows(t); n != 10 {
+		t.Fatalf("%d rows after SIGTERM, want the 10 held", n)
+	}
+	t.Logf("stopped in %s", time.Since(start))
+
+}

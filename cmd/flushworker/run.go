@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/chatpipe/chatpipe/internal/config"
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/streams"
+	"github.com/chatpipe/chatpipe/internal/telemetry"
+)
+
+type workerSettings struct {
+	common
+	batchSize     int
+	flushInterval time.Duration
+	minIdle       time.Duration
+	maxDeliveries int
+	consumer      string
+	group         string
+	grace         time.Duration
+	janitorIdle   time.Duration
+	metricsAddr   string
+	migrate       bool
+}
+
+func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (workerSettings, error) {
+	var s workerSettings
+	cs := config.New("flushworker run", "Consumes the flush streams in a consumer group and writes every entry to PostgreSQL\nexactly once; dead-letters what can never be written. Stops cleanly on SIGTERM/SIGINT.")
+	s.addValkey(cs)
+	s.addPostgres(cs)
+	cs.Int(&s.batchSize, "FLUSH_BATCH_SIZE", 500, 1, 10_000, "most entries written in one batch")
+	cs.Duration(&s.flushInterval, "FLUSH_INTERVAL", time.Second, time.Millisecond, time.Hour, "longest a batch waits after its first entry")
+	cs.Duration(&s.minIdle, "FLUSH_MIN_IDLE", 30*time.Second, 100*time.Millisecond, 24*time.Hour, "idle time after which another replica may claim an entry")
+	cs.Int(&s.maxDeliveries, "FLUSH_MAX_DELIVERIES", 5, 1, 1000, "deliveries after which an entry is dead-lettered as poison")
+	cs.String(&s.consumer, "FLUSH_CONSUMER", hostname(), "this replica's consumer name, stable across restarts (default: the host name)", checkConsumer)
+	cs.String(&s.group, "FLUSH_GROUP", "flushworkers", "consumer group of the flush workers", checkConsumer)
+	cs.Duration(&s.grace, "FLUSH_GRACE", 10*time.Second, 0, 10*time.Minute, "time to write the batch in hand on SIGTERM")
+	cs.Duration(&s.janitorIdle, "FLUSH_JANITOR_IDLE", time.Hour, time.Second, 30*24*time.Hour, "consumers idle this long with nothing pending are removed")
+	cs.String(&s.metricsAddr, "FLUSH_METRICS_ADDR", ":9091", "listen address of /healthz, /readyz and /metrics", config.Addr)
+	cs.Bool(&s.migrate, "FLUSH_MIGRATE", true, "apply schema migrations at start (under an advisory lock)")
+	s.addLog(cs)
+	cs.SetUsageLine("Usage: flushworker [run] [flags]")
+	return s, cs.Parse(args, getenv, stdout)
+}
+
+// runWorker wires the worker: one consumer per flush stream, and the health and metrics
+// server. Shutdown order: stop reading → write and ack the batches in hand (bounded by
+// FLUSH_GRACE) → leave the group → close the HTTP server → close the pools.
+func runWorker(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	s, err := parseWorker(args, getenv, stdout)
+	if err != nil {
+		return err
+	}
+	log := s.logger(stderr, "flushworker")
+	reg, metricsHandler := telemetry.NewRegistry("flushworker")
+	metrics, err := streams.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", s.metricsAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", s.metricsAddr, err)
+	}
+	defer ln.Close()
+	log.InfoContext(ctx, "starting", "version", telemetry.Version(), "consumer", s.consumer, "group", s.group,
+		"valkey", s.valkey.Addr, "postgres", pg.Redact(s.databaseURL), "metrics_addr", ln.Addr().String())
+
+	client, err := s.connectValkey(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	pool, err := s.connectPostgres(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if s.migrate {
+		if err := migrateWithRetry(ctx, pool, log); err != nil {
+			return err
+		}
+	}
+	store := pg.New(pool)
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metricsHandler)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeStatus(w, nil) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		cctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		err := client.Do(cctx, client.B().Ping().Build()).Error()
+		if err == nil {
+			err = pool.Ping(cctx)
+		}
+		writeStatus(w, err)
+	})
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, kind := range keyspace.Kinds {
+		co, err := streams.New(client, streams.Config{
+			Kind: kind, Keys: s.keys(), Group: s.group, Consumer: s.consumer,
+			BatchSize: s.batchSize, FlushInterval: s.flushInterval, MinIdle: s.minIdle,
+			MaxDeliveries: s.maxDeliveries, JanitorIdle: s.janitorIdle, Grace: s.grace,
+			Timeout: s.valkey.Timeout, Sink: store, Logger: log, Metrics: metrics,
+		})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return co.Run(gctx) })
+	}
+	g.Go(func() error {
+		if err := httpSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving metrics: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.grace+time.Second)
+		defer cancel()
+		return httpSrv.Shutdown(sctx)
+	})
+	log.InfoContext(ctx, "consuming", "streams", []string{s.keys().Stream(keyspace.Public), s.keys().Stream(keyspace.Private)})
+	err = g.Wait()
+	log.InfoContext(context.WithoutCancel(ctx), "stopped", "err", err)
+	return err
+}
+
+// migrateWithRetry applies migrations, waiting for PostgreSQL to come up.
+func migrateWithRetry(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+	for attempt := 1; ; attempt++ {
+		n, err := pg.Migrate(ctx, pool, log)
+		if err == nil {
+			log.InfoContext(ctx, "schema up to date", "applied", n)
+			return nil
+		}
+		if pg.Permanent(err) || ctx.Err() != nil {
+			return err
+		}
+		log.WarnContext(ctx, "postgres not ready for migrations, retrying", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(time.Duration(attempt)*500*time.Millisecond, 5*time.Second)):
+		}
+	}
+}
+
+func writeStatus(w http.ResponseWriter, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, `{"status":"unavailable"}`)
+		return
+	}
+	fmt.Fprintln(w, `{"status":"ok"}`)
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/chatpipe/chatpipe/internal/config"
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/telemetry"
+	"github.com/chatpipe/chatpipe/internal/valkeyconn"
+)
+
+// common are the settings every command shares.
+type common struct {
+	valkey      valkeyconn.Config
+	keyPrefix   string
+	databaseURL string
+	pgMaxConns  int
+	logLevel    string
+	logFormat   string
+}
+
+func (c *common) addValkey(cs *config.Set) {
+	cs.String(&c.valkey.Addr, "VALKEY_ADDR", "127.0.0.1:6379", "Valkey address, host:port", config.Addr)
+	cs.String(&c.valkey.Username, "VALKEY_USERNAME", "", "Valkey ACL user name", nil)
+	cs.Secret(&c.valkey.Password, "VALKEY_PASSWORD", "", "Valkey password", nil)
+	cs.Duration(&c.valkey.Timeout, "VALKEY_TIMEOUT", 5*time.Second, 10*time.Millisecond, time.Minute, "bound on every Valkey call")
+	config.ValkeyTLS(cs, &c.valkey)
+	cs.String(&c.keyPrefix, "KEY_PREFIX", "", "prefix of every Valkey key", keyspace.ValidatePrefix)
+}
+
+func (c *common) addPostgres(cs *config.Set) {
+	cs.Secret(&c.databaseURL, "DATABASE_URL", "postgres://localhost:5432/chatpipe", "PostgreSQL URL or DSN (sslmode, password, … as libpq takes them)", checkDSN)
+	cs.Int(&c.pgMaxConns, "FLUSH_PG_MAX_CONNS", 4, 1, 1000, "most PostgreSQL connections of one replica")
+}
+
+func (c *common) addLog(cs *config.Set) {
+	cs.String(&c.logLevel, "LOG_LEVEL", "info", "debug, info, warn or error", telemetry.CheckLogLevel)
+	cs.String(&c.logFormat, "LOG_FORMAT", "text", "text or json", telemetry.CheckLogFormat)
+}
+
+// checkDSN validates DATABASE_URL without ever repeating it: it may hold a password.
+func checkDSN(v string) error {
+	if _, err := pgxpool.ParseConfig(v); err != nil {
+		return errors.New("not a valid PostgreSQL URL or DSN")
+	}
+	return nil
+}
+
+func (c *common) logger(w io.Writer, component string) *slog.Logger {
+	return telemetry.NewLogger(w, c.logLevel, c.logFormat, component)
+}
+
+func (c *common) keys() keyspace.Keys {
+	k, _ := keyspace.New(c.keyPrefix) // validated while parsing
+	return k
+}
+
+func (c *common) connectValkey(ctx context.Context, log *slog.Logger) (valkey.Client, error) {
+	return valkeyconn.Connect(ctx, c.valkey, log)
+}
+
+func (c *common) connectPostgres(ctx context.Context) (*pgxpool.Pool, error) {
+	return pg.Connect(ctx, c.databaseURL, int32(c.pgMaxConns))
+}
+
+// hostname is the default consumer name: stable per replica (a pod or container keeps it
+// across restarts), so a restarted replica finds its own pending entries.
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || message.ValidateID("consumer", h) != nil {
+		return "flushworker"
+	}
+	return h
+}
+
+func checkConsumer(v string) error {
+	var fe *message.FieldError
+	if err := message.ValidateID("consumer", v); errors.As(err, &fe) {
+		return errors.New(fe.Problem)
+	}
+	return nil
+}
