@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 
-.PHONY: all deps build test test-short run bench vet fmt clean help
+.PHONY: all deps build test test-short run bench vet fmt clean help load verify-flush
 
 all: build
 
@@ -35,3 +35,9 @@ vet: ## go vet and gofmt
 
 clean: ## remove bin/ and .run/
 	rm -rf $(BIN) .run
+
+load: build ## send a bounded load (10 000 messages) to the ingest of `make run`
+	bin/chatload --messages $${MESSAGES:-10000}
+
+verify-flush: deps ## exactly-once check: 200 000 messages, workers SIGKILLed, PostgreSQL stopped 20 s
+	scripts/verify-flush.sh $${MESSAGES:-200000}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make run: a throwaway Valkey and PostgreSQL under .run/, then ingest in the foreground.
+# make run: a throwaway Valkey and PostgreSQL under .run/, the schema migrated, ingest and two
+# flush workers in the foreground.
 # Ctrl-C (or any exit) stops everything this script started. Data in .run/ survives for the
 # next run; `make clean` removes it.
 set -euo pipefail
@@ -52,14 +53,22 @@ as_pg "$pgbin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qtAc \
   "SELECT 1 FROM pg_database WHERE datname='chatpipe'" | grep -q 1 ||
   as_pg "$pgbin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres chatpipe
 
+bin/flushworker migrate
+bin/ingest &
+pids+=($!)
+for i in 1 2; do
+  FLUSH_CONSUMER=worker-$i FLUSH_METRICS_ADDR=127.0.0.1:$((9090 + i)) bin/flushworker &
+  pids+=($!)
+done
+wait_port 127.0.0.1 "${INGEST_ADDR##*:}" ingest
+
 cat >&2 <<MSG
 run: valkey     $VALKEY_ADDR  (data and log in .run/)
-run: postgres   $DATABASE_URL
+run: postgres   $DATABASE_URL   (psql "$DATABASE_URL")
+run: workers    http://127.0.0.1:9091/metrics  http://127.0.0.1:9092/metrics
 run: ingest     http://127.0.0.1:${INGEST_ADDR##*:}  (metrics on /metrics) → try:
   curl -s -XPOST localhost:${INGEST_ADDR##*:}/v1/messages -H 'Content-Type: application/json' -d '{"owner_id":"alice","username":"Alice","content":"hello"}'
   curl -s localhost:${INGEST_ADDR##*:}/v1/messages/recent
 run: Ctrl-C stops everything
 MSG
-bin/ingest &
-pids+=($!)
 wait -n "${pids[@]}"

@@ -1,0 +1,320 @@
+// Package loadgen sends a bounded, realistic stream of chat messages to ingest: many users,
+// public and private messages, some users over their rate limit, a few invalid messages. It
+// counts every answer by outcome, so that the counts can be compared with ingest's metrics and
+// with the rows in PostgreSQL.
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Config bounds and shapes a load run.
+type Config struct {
+	// URL is ingest's base URL. Only loopback hosts are allowed.
+	URL string
+	// Token is the bearer token, if ingest wants one.
+	Token string
+	// Messages is how many messages to send in all. Default 10 000.
+	Messages int
+	// Concurrency is the number of concurrent clients. Default 16.
+	Concurrency int
+	// Users is how many distinct senders. Default 1000.
+	Users int
+	// PrivateRatio is the share of private messages. Default 0.3.
+	PrivateRatio float64
+	// InvalidRatio is the share of invalid messages (empty content). Default 0.01.
+	InvalidRatio float64
+	// HotUsers send a burst each: the share of messages from 5 users, who go over the rate
+	// limit. Default 0.05.
+	HotRatio float64
+	// Batch, when above 0, sends public messages through the batch endpoint in batches this big.
+	Batch int
+	// MaxDuration stops the run early. Default 10m.
+	MaxDuration time.Duration
+	// Seed makes the run repeatable. Default 1.
+	Seed uint64
+	// Progress, when set, is called about once a second.
+	Progress func(Stats)
+	// OnAccepted, when set, is called for every new cache id (kind "message" or "private_message").
+	OnAccepted func(kind string, cacheID int64)
+}
+
+// Stats counts outcomes.
+type Stats struct {
+	Sent        int64
+	Accepted    int64
+	Duplicate   int64
+	RateLimited int64
+	Invalid     int64
+	BacklogFull int64
+	Unavailable int64
+	OtherErrors int64
+	Elapsed     time.Duration
+}
+
+type counters struct {
+	sent, accepted, duplicate, rateLimited, invalid, backlogFull, unavailable, other atomic.Int64
+	start                                                                            time.Time
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Sent: c.sent.Load(), Accepted: c.accepted.Load(), Duplicate: c.duplicate.Load(),
+		RateLimited: c.rateLimited.Load(), Invalid: c.invalid.Load(), BacklogFull: c.backlogFull.Load(),
+		Unavailable: c.unavailable.Load(), OtherErrors: c.other.Load(), Elapsed: time.Since(c.start),
+	}
+}
+
+func (c *Config) setDefaults() error {
+	if c.Messages == 0 {
+		c.Messages = 10_000
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 16
+	}
+	if c.Users == 0 {
+		c.Users = 1000
+	}
+	if c.MaxDuration == 0 {
+		c.MaxDuration = 10 * time.Minute
+	}
+	if c.Seed == 0 {
+		c.Seed = 1
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return fmt.Errorf("url %q: not an http(s) URL", c.URL)
+	}
+	ips, err := net.LookupIP(u.Hostname())
+	if err != nil {
+		return fmt.Errorf("url %q: %w", c.URL, err)
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return fmt.Errorf("url %q: load is only sent to loopback addresses", c.URL)
+		}
+	}
+	return nil
+}
+
+// Run sends the load and returns the final counts.
+func Run(ctx context.Context, cfg Config) (Stats, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return Stats{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.MaxDuration)
+	defer cancel()
+	client := &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency, MaxConnsPerHost: cfg.Concurrency},
+	}
+	c := &counters{start: time.Now()}
+	var next atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	stopProgress := make(chan struct{})
+	var progressDone sync.WaitGroup
+	if cfg.Progress != nil {
+		progressDone.Go(func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-stopProgress:
+					return
+				case <-t.C:
+					cfg.Progress(c.snapshot())
+				}
+			}
+		})
+	}
+	for w := range cfg.Concurrency {
+		g.Go(func() error {
+			rng := rand.New(rand.NewPCG(cfg.Seed, uint64(w)))
+			s := sender{cfg: &cfg, client: client, c: c, rng: rng}
+			for gctx.Err() == nil {
+				step := 1
+				if cfg.Batch > 0 {
+					step = cfg.Batch
+				}
+				first := next.Add(int64(step)) - int64(step)
+				if first >= int64(cfg.Messages) {
+					return nil
+				}
+				n := min(int64(step), int64(cfg.Messages)-first)
+				if err := s.send(gctx, int(n)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	close(stopProgress)
+	progressDone.Wait()
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = nil // the duration bound is a normal end
+	}
+	return c.snapshot(), err
+}
+
+type sender struct {
+	cfg    *Config
+	client *http.Client
+	c      *counters
+	rng    *rand.Rand
+}
+
+type msg struct {
+	OwnerID     string `json:"owner_id"`
+	RecipientID string `json:"recipient_id,omitempty"`
+	Username    string `json:"username"`
+	Content     string `json:"content"`
+}
+
+var words = []string{"hello", "there", "anyone", "up", "for", "a", "game", "tonight", "lol", "gg", "nice", "see", "you", "later", "ok", "👍", "café", "<b>not html</b>", "'; DROP TABLE chat_messages; --", "redis.call('FLUSHALL')"}
+
+func (s *sender) message() msg {
+	var owner string
+	if s.rng.Float64() < s.cfg.HotRatio {
+		owner = fmt.Sprintf("hot%d", s.rng.IntN(5))
+	} else {
+		owner = fmt.Sprintf("user%d", s.rng.IntN(s.cfg.Users))
+	}
+	var b bytes.Buffer
+	for i := range 3 + s.rng.IntN(12) {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(words[s.rng.IntN(len(words))])
+	}
+	m := msg{OwnerID: owner, Username: "U " + owner, Content: b.String()}
+	if s.rng.Float64() < s.cfg.InvalidRatio {
+		m.Content = ""
+	}
+	return m
+}
+
+// send sends n messages: one request each, or one batch request when Batch is set.
+func (s *sender) send(ctx context.Context, n int) error {
+	if s.cfg.Batch > 0 {
+		msgs := make([]msg, n)
+		for i := range msgs {
+			msgs[i] = s.message()
+		}
+		body, _ := json.Marshal(map[string]any{"messages": msgs})
+		var res struct {
+			Results []result `json:"results"`
+		}
+		status, err := s.post(ctx, "/v1/messages/batch", body, &res)
+		if err != nil {
+			return err
+		}
+		s.c.sent.Add(int64(n))
+		if status != http.StatusOK {
+			for range n {
+				s.count("message", status, result{Error: statusCode(status)})
+			}
+			return nil
+		}
+		for _, r := range res.Results {
+			s.count("message", http.StatusOK, r)
+		}
+		return nil
+	}
+	m := s.message()
+	path, kind := "/v1/messages", "message"
+	if s.rng.Float64() < s.cfg.PrivateRatio {
+		m.RecipientID = fmt.Sprintf("user%d", s.rng.IntN(s.cfg.Users))
+		path, kind = "/v1/private-messages", "private_message"
+	}
+	body, _ := json.Marshal(m)
+	var r result
+	status, err := s.post(ctx, path, body, &r)
+	if err != nil {
+		return err
+	}
+	s.c.sent.Add(1)
+	if r.Error == "" && r.CacheID == 0 {
+		r.Error = statusCode(status)
+	}
+	s.count(kind, status, r)
+	return nil
+}
+
+type result struct {
+	CacheID   int64  `json:"cache_id"`
+	Duplicate bool   `json:"duplicate"`
+	Error     string `json:"error"`
+}
+
+func statusCode(status int) string {
+	switch status {
+	case http.StatusTooManyRequests:
+		return "rate_limited"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	case http.StatusBadRequest:
+		return "invalid"
+	}
+	return "other"
+}
+
+func (s *sender) count(kind string, status int, r result) {
+	switch {
+	case r.Error == "" && r.CacheID > 0 && r.Duplicate:
+		s.c.duplicate.Add(1)
+	case r.Error == "" && r.CacheID > 0:
+		s.c.accepted.Add(1)
+		if s.cfg.OnAccepted != nil {
+			s.cfg.OnAccepted(kind, r.CacheID)
+		}
+	case r.Error == "rate_limited":
+		s.c.rateLimited.Add(1)
+	case r.Error == "invalid" || r.Error == "invalid_json" || r.Error == "unknown_field":
+		s.c.invalid.Add(1)
+	case r.Error == "backlog_full":
+		s.c.backlogFull.Add(1)
+	case r.Error == "unavailable":
+		s.c.unavailable.Add(1)
+	default:
+		s.c.other.Add(1)
+	}
+}
+
+// post sends body and decodes the JSON answer into out. Transport errors are counted as
+// unavailable, not returned: ingest may be restarting under load.
+func (s *sender) post(ctx context.Context, path string, body []byte, out any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if s.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.cfg.Token)
+	}
+	res, err := s.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		return http.StatusServiceUnavailable, nil
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(res.Body, 4<<20))
+	_ = json.Unmarshal(raw, out)
+	return res.StatusCode, nil
+}
