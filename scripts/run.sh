@@ -14,12 +14,14 @@ export INGEST_ADDR=${INGEST_ADDR:-:8080}
 export VALKEY_ADDR=127.0.0.1:$VALKEY_PORT
 export DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/chatpipe?sslmode=disable
 
-pids=()
+pids=()       # ingest and workers: stopped first, so they can finish their batches
+valkey_pid=""
 cleanup() {
   trap - EXIT INT TERM
   echo "run: stopping" >&2
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -n "$valkey_pid" ] && { kill -TERM "$valkey_pid" 2>/dev/null; wait "$valkey_pid" 2>/dev/null || true; }
   [ -n "${pg_ctl:-}" ] && as_pg "$pg_ctl" -D "$root/pg/data" -m fast -w stop >/dev/null 2>&1 || true
   echo "run: stopped" >&2
 }
@@ -35,9 +37,11 @@ wait_port() { # host port name
   exit 1
 }
 
-valkey-server --port "$VALKEY_PORT" --bind 127.0.0.1 --dir "$root/valkey" \
+# setsid: a Ctrl-C in the terminal reaches ingest and the workers, not the servers they need
+# to finish; the cleanup stops the servers last.
+setsid valkey-server --port "$VALKEY_PORT" --bind 127.0.0.1 --dir "$root/valkey" \
   --appendonly yes --save "" --logfile "$root/log/valkey.log" &
-pids+=($!)
+valkey_pid=$!
 wait_port 127.0.0.1 "$VALKEY_PORT" valkey-server
 
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
@@ -71,4 +75,4 @@ run: ingest     http://127.0.0.1:${INGEST_ADDR##*:}  (metrics on /metrics) → t
   curl -s localhost:${INGEST_ADDR##*:}/v1/messages/recent
 run: Ctrl-C stops everything
 MSG
-wait -n "${pids[@]}"
+wait -n "${pids[@]}" "$valkey_pid"

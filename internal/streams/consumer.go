@@ -643,7 +643,10 @@ func (co *Consumer) janitor(ctx context.Context) {
 			co.log.WarnContext(ctx, "idle consumer still has pending entries; leaving it to reclaim", "consumer", c.Name, "pending", c.Pending)
 			continue
 		}
-		if co.delConsumer(ctx, c.Name, co.cfg.JanitorIdle) {
+		deleted, err := co.delConsumer(ctx, c.Name, co.cfg.JanitorIdle)
+		if err != nil {
+			co.log.WarnContext(ctx, "removing an idle consumer failed", "consumer", c.Name, "err", err)
+		} else if deleted {
 			co.log.InfoContext(ctx, "removed idle consumer", "consumer", c.Name, "idle", c.Idle)
 		}
 	}
@@ -651,23 +654,23 @@ func (co *Consumer) janitor(ctx context.Context) {
 
 // leave deletes this consumer from the group when nothing is pending for it.
 func (co *Consumer) leave(ctx context.Context) {
-	if co.delConsumer(ctx, co.cfg.Consumer, 0) {
+	deleted, err := co.delConsumer(ctx, co.cfg.Consumer, 0)
+	switch {
+	case err != nil:
+		co.log.WarnContext(ctx, "could not leave the consumer group; a janitor removes the consumer later", "consumer", co.cfg.Consumer, "err", err)
+	case deleted:
 		co.log.InfoContext(ctx, "left the consumer group", "consumer", co.cfg.Consumer)
-		return
+	default:
+		co.log.InfoContext(ctx, "kept the consumer: entries are pending for it", "consumer", co.cfg.Consumer)
 	}
-	co.log.InfoContext(ctx, "kept the consumer: entries are pending for it", "consumer", co.cfg.Consumer)
 }
 
-func (co *Consumer) delConsumer(ctx context.Context, name string, minIdle time.Duration) bool {
+func (co *Consumer) delConsumer(ctx context.Context, name string, minIdle time.Duration) (bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, co.cfg.Timeout)
 	defer cancel()
 	n, err := delConsumerScript.Exec(cctx, co.c, []string{co.stream},
 		[]string{co.cfg.Group, name, strconv.FormatInt(minIdle.Milliseconds(), 10)}).AsInt64()
-	if err != nil {
-		co.log.WarnContext(ctx, "deleting a consumer failed", "consumer", name, "err", err)
-		return false
-	}
-	return n == 1
+	return n == 1, err
 }
 
 // ConsumerInfo describes one consumer of the group.
