@@ -27,7 +27,7 @@ run: deps build ## throwaway Valkey and PostgreSQL in .run/, then ingest on :808
 	@scripts/run.sh
 
 bench: deps ## benchmarks of the enqueue path against a real Valkey
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/lua/ ./internal/pg/
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/lua/ ./internal/api/ ./internal/pg/
 
 vet: ## go vet and gofmt
 	$(GO) vet ./...

@@ -38,9 +38,10 @@ type options struct {
 	token      string
 	recentSize int
 	rate       lua.RateLimit
+	backlogCap int64
 }
 
-func setup(t *testing.T, o options) *testBundle {
+func setup(t testing.TB, o options) *testBundle {
 	t.Helper()
 	srv := testenv.StartValkey(t)
 	c := srv.Client(t)
@@ -48,7 +49,7 @@ func setup(t *testing.T, o options) *testBundle {
 	if o.rate == (lua.RateLimit{}) {
 		o.rate = lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}
 	}
-	scripts, err := lua.New(c, lua.Config{Keys: keys, RecentSize: o.recentSize, DefaultRate: o.rate, Timeout: 300 * time.Millisecond})
+	scripts, err := lua.New(c, lua.Config{Keys: keys, RecentSize: o.recentSize, DefaultRate: o.rate, BacklogCap: o.backlogCap, Timeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,117 @@
+package message_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatpipe/chatpipe/internal/message"
+)
+
+var now = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		m       message.Message
+		private bool
+		field   string
+	}{
+		{"ok", message.Message{OwnerID: "a", Content: "hi"}, false, ""},
+		{"ok private", message.Message{OwnerID: "a", RecipientID: "b", Content: "hi"}, true, ""},
+		{"ok key-pattern id", message.Message{OwnerID: "*?[{:}]", Content: "hi"}, false, ""},
+		{"ok lua and sql content", message.Message{OwnerID: "a", Content: "redis.call('FLUSHALL'); DROP TABLE x; --"}, false, ""},
+		{"empty owner", message.Message{Content: "hi"}, false, "owner_id"},
+		{"owner 129 bytes", message.Message{OwnerID: strings.Repeat("a", 129), Content: "hi"}, false, "owner_id"},
+		{"owner tab", message.Message{OwnerID: "a\tb", Content: "hi"}, false, "owner_id"},
+		{"owner invalid utf8", message.Message{OwnerID: "a\xff", Content: "hi"}, false, "owner_id"},
+		{"owner unicode space", message.Message{OwnerID: "a\u00a0b", Content: "hi"}, false, "owner_id"},
+		{"recipient on public", message.Message{OwnerID: "a", RecipientID: "b", Content: "hi"}, false, "recipient_id"},
+		{"no recipient on private", message.Message{OwnerID: "a", Content: "hi"}, true, "recipient_id"},
+		{"username 65", message.Message{OwnerID: "a", Username: strings.Repeat("u", 65), Content: "hi"}, false, "username"},
+		{"username NUL", message.Message{OwnerID: "a", Username: "u\x00", Content: "hi"}, false, "username"},
+		{"empty content", message.Message{OwnerID: "a"}, false, "content"},
+		{"content 4097", message.Message{OwnerID: "a", Content: strings.Repeat("c", 4097)}, false, "content"},
+		{"content 4096 multibyte", message.Message{OwnerID: "a", Content: strings.Repeat("é", 2048)}, false, ""},
+		{"content NUL", message.Message{OwnerID: "a", Content: "a\x00b"}, false, "content"},
+		{"content invalid utf8", message.Message{OwnerID: "a", Content: "\xc3\x28"}, false, "content"},
+		{"bad created_at", message.Message{OwnerID: "a", Content: "x", CreatedAt: "2026-13-01T00:00:00Z"}, false, "created_at"},
+		{"created_at without zone", message.Message{OwnerID: "a", Content: "x", CreatedAt: "2026-11-25T10:00:00"}, false, "created_at"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := tt.m
+			err := m.Validate(tt.private, now)
+			var fe *message.FieldError
+			switch {
+			case tt.field == "" && err != nil:
+				t.Fatalf("err = %v, want nil", err)
+			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field || !errors.Is(err, message.ErrInvalid)):
+				t.Fatalf("err = %v, want a FieldError on %s", err, tt.field)
+			case tt.field == "" && tt.m.CreatedAt == "" && m.CreatedAt != "2026-11-25T10:00:00Z":
+				t.Fatalf("created_at = %q, want the server's time in UTC", m.CreatedAt)
+			}
+		})
+	}
+}
+
+func TestJSONKeepsContent(t *testing.T) {
+	t.Parallel()
+	m := message.Message{OwnerID: "a", Content: `<b>&"quoted"</b>`, CreatedAt: "2026-11-25T10:00:00Z"}
+	if got := string(m.JSON()); !strings.Contains(got, `"content":"<b>&\"quoted\"</b>"`) {
+		t.Fatalf("JSON = %s, want content unescaped but for the quotes", got)
+	}
+}
+
+func entry(id, kind, payload string) map[string]string {
+	return map[string]string{"cache_id": id, "kind": kind, "payload": payload}
+}
+
+func TestDecodeEntry(t *testing.T) {
+	t.Parallel()
+	good := `{"cache_id":7,"data":{"owner_id":"a","username":"A","content":"hi","created_at":"2026-11-25T10:00:00Z"}}`
+	goodPrivate := `{"cache_id":7,"data":{"owner_id":"a","recipient_id":"b","content":"hi","created_at":"2026-11-25T10:00:00Z"}}`
+	tests := []struct {
+		name    string
+		stream  string
+		fields  map[string]string
+		wantErr string
+	}{
+		{"public", message.KindMessage, entry("7", "message", good), ""},
+		{"private", message.KindPrivateMessage, entry("7", "private_message", goodPrivate), ""},
+		{"delete", message.KindMessage, entry("7", "delete", ""), ""},
+		{"empty fields", message.KindMessage, map[string]string{}, "no cache_id"},
+		{"cache_id not a number", message.KindMessage, entry("seven", "message", good), "not a positive integer"},
+		{"cache_id negative", message.KindMessage, entry("-7", "message", good), "not a positive integer"},
+		{"cache_id overflow", message.KindMessage, entry("99999999999999999999", "message", good), "not a positive integer"},
+		{"missing kind", message.KindMessage, map[string]string{"cache_id": "7", "payload": good}, "does not belong"},
+		{"private on public stream", message.KindMessage, entry("7", "private_message", goodPrivate), "does not belong"},
+		{"empty payload", message.KindMessage, entry("7", "message", ""), "no payload"},
+		{"not json", message.KindMessage, entry("7", "message", "{oops"), "not a ring entry"},
+		{"json array", message.KindMessage, entry("7", "message", "[1,2]"), "not a ring entry"},
+		{"wrong types", message.KindMessage, entry("7", "message", `{"cache_id":"7","data":{}}`), "not a ring entry"},
+		{"no data", message.KindMessage, entry("7", "message", `{"cache_id":7}`), "lacks"},
+		{"ids differ", message.KindMessage, entry("7", "message", strings.Replace(good, ":7,", ":8,", 1)), "differs"},
+		{"no owner", message.KindMessage, entry("7", "message", `{"cache_id":7,"data":{"content":"x","created_at":"2026-11-25T10:00:00Z"}}`), "no owner_id"},
+		{"private without recipient", message.KindPrivateMessage, entry("7", "private_message", good), "no recipient_id"},
+		{"bad time", message.KindMessage, entry("7", "message", strings.Replace(good, "2026-11-25T10:00:00Z", "soon", 1)), "RFC 3339"},
+		{"trailing data", message.KindMessage, entry("7", "message", good+"{}"), "after the ring entry"},
+		{"huge payload", message.KindMessage, entry("7", "message", strings.Repeat(" ", message.MaxPayload+1)), "more than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := message.DecodeEntry(tt.stream, "1-0", tt.fields)
+			if tt.wantErr == "" {
+				if err != nil || r.CacheID != 7 || r.StreamID != "1-0" {
+					t.Fatalf("DecodeEntry = %+v, %v", r, err)
+				}
+				return
+			}
+			if !errors.Is(err, message.ErrBadEntry) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want a bad entry mentioning %q", err, tt.wantErr)
+			}
+		})
+	}
+}
