@@ -49,7 +49,7 @@ func TestCountsAgree(t *testing.T) {
 	t.Parallel()
 	v := testenv.StartValkey(t)
 	c := v.Client(t)
-	scripts, err := lua.New(c, lua.Config{DefaultRate: lua.RateLimit{Limit: 20, WindowSeconds: 60, Algorithm: lua.Fixed}})
+	scripts, err := lua.New(c, lua.Config{DefaultRate: lua.RateLimit{Limit: 10, WindowSeconds: 60, Algorithm: lua.Fixed}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestCountsAgree(t *testing.T) {
 	defer srv.Close()
 	ids := filepath.Join(t.TempDir(), "ids")
 	var out, progress bytes.Buffer
-	err = run(context.Background(), []string{"--messages", "2000", "--concurrency", "8", "--users", "300", "--ids-out", ids},
+	err = run(context.Background(), []string{"--messages", "2000", "--concurrency", "8", "--users", "300", "--hot-percent", "10", "--ids-out", ids},
 		env(map[string]string{"CHATLOAD_URL": srv.URL}), &out, &progress)
 	if err != nil {
 		t.Fatal(err)
