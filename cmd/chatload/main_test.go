@@ -18,8 +18,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
-func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-
 func TestBadFlags(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
@@ -27,7 +25,7 @@ func TestBadFlags(t *testing.T) {
 		{"--private-percent", "101"}, {"--batch", "5000"}, {"--seed", "-1"}, {"extra"},
 	} {
 		var out bytes.Buffer
-		err := run(context.Background(), args, env(nil), &out, &out)
+		err := run(context.Background(), args, testenv.Env(nil), &out, &out)
 		var cerr *config.Error
 		if !errors.As(err, &cerr) {
 			t.Errorf("%v: err = %v, want an invalid setting", args, err)
@@ -38,7 +36,7 @@ func TestBadFlags(t *testing.T) {
 func TestOnlyLoopback(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	err := run(context.Background(), []string{"--messages", "1"}, env(map[string]string{"CHATLOAD_URL": "http://192.0.2.1:8080"}), &out, &out)
+	err := run(context.Background(), []string{"--messages", "1"}, testenv.Env(map[string]string{"CHATLOAD_URL": "http://192.0.2.1:8080"}), &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "loopback") {
 		t.Fatalf("err = %v, want a refusal to send off loopback", err)
 	}
@@ -62,7 +60,7 @@ func TestCountsAgree(t *testing.T) {
 	ids := filepath.Join(t.TempDir(), "ids")
 	var out, progress bytes.Buffer
 	err = run(context.Background(), []string{"--messages", "2000", "--concurrency", "8", "--users", "300", "--hot-percent", "10", "--ids-out", ids},
-		env(map[string]string{"CHATLOAD_URL": srv.URL}), &out, &progress)
+		testenv.Env(map[string]string{"CHATLOAD_URL": srv.URL}), &out, &progress)
 	if err != nil {
 		t.Fatal(err)
 	}

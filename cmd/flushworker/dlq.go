@@ -59,7 +59,7 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
 		fmt.Fprint(stdout, dlqUsage)
 		if len(args) == 0 {
-			return fmt.Errorf("%w: dlq needs a command: list, replay or purge", errUsage)
+			return errUsage("dlq needs a command: list, replay or purge")
 		}
 		return config.ErrHelp
 	}
@@ -82,7 +82,7 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 		cs.FlagInt(&s.count, "count", 0, 0, 100_000_000, "with --all: at most this many per stream (0: no limit)")
 	default:
 		fmt.Fprint(stdout, dlqUsage)
-		return fmt.Errorf("%w: unknown dlq command %q (list, replay, purge)", errUsage, sub)
+		return errUsage("unknown dlq command %q (list, replay, purge)", sub)
 	}
 	if err := cs.Parse(args, getenv, stdout); err != nil {
 		return err

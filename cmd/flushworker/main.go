@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,19 +18,16 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	var cerr *config.Error
-	switch {
-	case err == nil, errors.Is(err, config.ErrHelp):
-	case errors.As(err, &cerr), errors.Is(err, errUsage):
+	if code := config.ExitCode(err); code != 0 {
 		fmt.Fprintln(os.Stderr, "flushworker:", err)
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "flushworker:", err)
-		os.Exit(1)
+		os.Exit(code)
 	}
 }
 
-var errUsage = errors.New("usage")
+// errUsage is a command line that names no known command.
+func errUsage(format string, args ...any) error {
+	return &config.Error{Setting: "command line", Problem: fmt.Sprintf(format, args...)}
+}
 
 const topUsage = `Usage: flushworker [command] [flags]
 
@@ -65,5 +61,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, topUsage)
 		return nil
 	}
-	return fmt.Errorf("%w: unknown command %q (run, migrate, dlq)", errUsage, cmd)
+	return errUsage("unknown command %q (run, migrate, dlq)", cmd)
 }

@@ -5,13 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,35 +24,6 @@ import (
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
-
-func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 func TestInvalidSettings(t *testing.T) {
 	t.Parallel()
@@ -86,7 +55,7 @@ func TestInvalidSettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
-			err := run(context.Background(), tt.args, env(tt.env), &out, &out)
+			err := run(context.Background(), tt.args, testenv.Env(tt.env), &out, &out)
 			var cerr *config.Error
 			if !errors.As(err, &cerr) || cerr.Setting != tt.setting {
 				t.Fatalf("err = %v, want an invalid setting %s", err, tt.setting)
@@ -97,11 +66,10 @@ func TestInvalidSettings(t *testing.T) {
 		})
 	}
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"dlq", "frobnicate"}, env(nil), &out, &out); !errors.Is(err, errUsage) {
-		t.Errorf("unknown dlq command: err = %v, want a usage error", err)
-	}
-	if err := run(context.Background(), []string{"frobnicate"}, env(nil), &out, &out); !errors.Is(err, errUsage) {
-		t.Errorf("unknown command: err = %v, want a usage error", err)
+	for _, args := range [][]string{{"dlq", "frobnicate"}, {"frobnicate"}, {"dlq"}, {""}} {
+		if err := run(context.Background(), args, testenv.Env(nil), &out, &out); config.ExitCode(err) != 2 {
+			t.Errorf("%q: err = %v, want a usage error (exit 2)", args, err)
+		}
 	}
 }
 
@@ -109,7 +77,7 @@ func TestHelp(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"migrate", "--help"}, {"dlq", "--help"}, {"dlq", "list", "--help"}, {"dlq", "replay", "-h"}, {"dlq", "purge", "--help"}} {
 		var out bytes.Buffer
-		if err := run(context.Background(), args, env(nil), &out, &out); !errors.Is(err, config.ErrHelp) {
+		if err := run(context.Background(), args, testenv.Env(nil), &out, &out); !errors.Is(err, config.ErrHelp) {
 			t.Errorf("%v: err = %v, want ErrHelp", args, err)
 		}
 		if !strings.Contains(out.String(), "Usage:") {
@@ -117,7 +85,7 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	_ = run(context.Background(), []string{"run", "--help"}, env(nil), &out, &out)
+	_ = run(context.Background(), []string{"run", "--help"}, testenv.Env(nil), &out, &out)
 	for _, s := range []string{"FLUSH_BATCH_SIZE", "500", "FLUSH_INTERVAL", "1s", "FLUSH_MIN_IDLE", "30s", "FLUSH_MAX_DELIVERIES", "FLUSH_CONSUMER", "FLUSH_GRACE", "10s", "FLUSH_METRICS_ADDR", ":9091", "DATABASE_URL"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("run --help lacks %q", s)
@@ -169,17 +137,6 @@ func (b *bundle) rows(t *testing.T) int64 {
 	return n
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
 // TestRunAndDLQ runs the worker in-process, then the dlq commands on what it dead-lettered.
 func TestRunAndDLQ(t *testing.T) {
 	t.Parallel()
@@ -188,11 +145,11 @@ func TestRunAndDLQ(t *testing.T) {
 	c := b.valkey.Client(t)
 	testenv.Do(t, c, "XADD", "chatpipe:flush:message", "*", "cache_id", "999", "kind", "message", "payload", "{broken")
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, nil, env(b.env), logs, logs) }()
-	waitFor(t, "rows", 20*time.Second, func() bool { return b.rows(t) == 20 })
-	waitFor(t, "dead letter", 10*time.Second, func() bool {
+	go func() { done <- run(ctx, nil, testenv.Env(b.env), logs, logs) }()
+	testenv.WaitFor(t, "rows", 20*time.Second, func() bool { return b.rows(t) == 20 })
+	testenv.WaitFor(t, "dead letter", 10*time.Second, func() bool {
 		n, _ := testenv.Do(t, c, "XLEN", "chatpipe:dead:message").AsInt64()
 		return n == 1
 	})
@@ -212,7 +169,7 @@ func TestRunAndDLQ(t *testing.T) {
 	dlq := func(args ...string) string {
 		t.Helper()
 		var out, errOut bytes.Buffer
-		if err := run(context.Background(), append([]string{"dlq"}, args...), env(b.env), &out, &errOut); err != nil {
+		if err := run(context.Background(), append([]string{"dlq"}, args...), testenv.Env(b.env), &out, &errOut); err != nil {
 			t.Fatalf("dlq %v: %v\n%s", args, err, errOut.String())
 		}
 		return out.String()
@@ -259,16 +216,16 @@ func TestBinary(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "schema at version") {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	cmd := exec.Command(bin, "--flush-interval=1h", "--flush-metrics-addr="+addr)
 	cmd.Env = append(os.Environ(), environ...)
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	waitFor(t, "readyz", 20*time.Second, func() bool {
+	testenv.WaitFor(t, "readyz", 20*time.Second, func() bool {
 		res, err := http.Get("http://" + addr + "/readyz")
 		if err != nil {
 			return false

@@ -28,15 +28,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	var cerr *config.Error
-	switch {
-	case err == nil, errors.Is(err, config.ErrHelp):
-	case errors.As(err, &cerr):
+	if code := config.ExitCode(err); code != 0 {
 		fmt.Fprintln(os.Stderr, "ingest:", err)
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "ingest:", err)
-		os.Exit(1)
+		os.Exit(code)
 	}
 }
 

@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,36 +18,6 @@ import (
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
-
-func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// syncBuffer is a log sink safe for the server's goroutines and the test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestInvalidSettings(t *testing.T) {
 	t.Parallel()
@@ -78,7 +46,7 @@ func TestInvalidSettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
-			err := run(context.Background(), tt.args, env(tt.env), &out, &out)
+			err := run(context.Background(), tt.args, testenv.Env(tt.env), &out, &out)
 			var cerr *config.Error
 			if !errors.As(err, &cerr) || cerr.Setting != tt.setting {
 				t.Fatalf("err = %v, want an invalid setting %s", err, tt.setting)
@@ -93,7 +61,7 @@ func TestInvalidSettings(t *testing.T) {
 func TestSecretsStayOutOfErrors(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	err := run(context.Background(), []string{"--bogus"}, env(map[string]string{"VALKEY_PASSWORD": "pw-secret", "INGEST_AUTH_TOKEN": "tok-secret"}), &out, &out)
+	err := run(context.Background(), []string{"--bogus"}, testenv.Env(map[string]string{"VALKEY_PASSWORD": "pw-secret", "INGEST_AUTH_TOKEN": "tok-secret"}), &out, &out)
 	if err == nil || strings.Contains(err.Error()+out.String(), "secret") {
 		t.Fatalf("err %v, output %q: want an error that holds no secret", err, out.String())
 	}
@@ -102,7 +70,7 @@ func TestSecretsStayOutOfErrors(t *testing.T) {
 func TestHelp(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"--help"}, env(nil), &out, &out); !errors.Is(err, config.ErrHelp) {
+	if err := run(context.Background(), []string{"--help"}, testenv.Env(nil), &out, &out); !errors.Is(err, config.ErrHelp) {
 		t.Fatalf("err = %v, want ErrHelp", err)
 	}
 	for _, s := range []string{"VALKEY_ADDR", "--valkey-addr", "127.0.0.1:6379", "INGEST_ADDR", ":8080", "RECENT_SIZE", "500", "INGEST_AUTH_TOKEN", "RATE_LIMIT", "30"} {
@@ -116,13 +84,13 @@ func TestHelp(t *testing.T) {
 func TestRun(t *testing.T) {
 	t.Parallel()
 	v := testenv.StartValkey(t)
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, nil, env(map[string]string{"VALKEY_ADDR": v.Addr, "INGEST_ADDR": addr, "INGEST_AUTH_TOKEN": "tok-secret", "VALKEY_PASSWORD": ""}), logs, logs)
+		done <- run(ctx, nil, testenv.Env(map[string]string{"VALKEY_ADDR": v.Addr, "INGEST_ADDR": addr, "INGEST_AUTH_TOKEN": "tok-secret", "VALKEY_PASSWORD": ""}), logs, logs)
 	}()
 	waitReady(t, "http://"+addr)
 	req, _ := http.NewRequest("POST", "http://"+addr+"/v1/messages", strings.NewReader(`{"owner_id":"a","content":"hi"}`))
@@ -199,10 +167,10 @@ func TestBinarySIGTERM(t *testing.T) {
 	}
 
 	v := testenv.StartValkey(t)
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "VALKEY_ADDR="+v.Addr, "INGEST_ADDR="+addr)
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

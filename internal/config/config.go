@@ -28,6 +28,19 @@ type Error struct {
 
 func (e *Error) Error() string { return "invalid setting " + e.Setting + ": " + e.Problem }
 
+// ExitCode maps a command's error to its exit status: 0 for none or a help request, 2 for an
+// invalid setting or usage, 1 for anything else. main prints the error and exits with it.
+func ExitCode(err error) int {
+	var cerr *Error
+	switch {
+	case err == nil, errors.Is(err, ErrHelp):
+		return 0
+	case errors.As(err, &cerr):
+		return 2
+	}
+	return 1
+}
+
 // Set is a set of settings of one command.
 type Set struct {
 	name     string

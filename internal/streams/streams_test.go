@@ -130,17 +130,6 @@ func (b *testBundle) rows(t *testing.T, table string) (total, distinct int64) {
 	return total, distinct
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func (b *testBundle) pending(t *testing.T, kind keyspace.Kind) int64 {
 	t.Helper()
 	r, err := testenv.Do(t, b.client, "XPENDING", b.keys.Stream(kind), "flushworkers").ToArray()
@@ -171,13 +160,13 @@ func TestExactlyOnceWithThreeConsumers(t *testing.T) {
 	b.enqueue(t, keyspace.Public, n/2) // while they run
 	b.enqueue(t, keyspace.Private, n)
 	for _, table := range []string{"chat_messages", "private_messages"} {
-		waitFor(t, table+" rows", 30*time.Second, func() bool { total, _ := b.rows(t, table); return total >= n })
+		testenv.WaitFor(t, table+" rows", 30*time.Second, func() bool { total, _ := b.rows(t, table); return total >= n })
 		if total, distinct := b.rows(t, table); total != n || distinct != n {
 			t.Fatalf("%s: %d rows, %d distinct; want %d once each", table, total, distinct, n)
 		}
 	}
 	for _, k := range keyspace.Kinds {
-		waitFor(t, "stream trimmed", 10*time.Second, func() bool { return b.xlen(t, b.keys.Stream(k)) == 0 })
+		testenv.WaitFor(t, "stream trimmed", 10*time.Second, func() bool { return b.xlen(t, b.keys.Stream(k)) == 0 })
 		if p := b.pending(t, k); p != 0 {
 			t.Errorf("%s: %d entries still pending", k, p)
 		}
@@ -245,8 +234,8 @@ func TestBadEntriesAreIsolated(t *testing.T) {
 	add("cache_id", "12", "kind", "message", "payload", ringEntry(12, "good 12", "a"))
 	stop := b.start(t, b.config("w1"))
 	dead := b.keys.DeadLetter(keyspace.Public)
-	waitFor(t, "dead letters", 10*time.Second, func() bool { return b.xlen(t, dead) == 8 })
-	waitFor(t, "nothing pending", 10*time.Second, func() bool { return b.pending(t, keyspace.Public) == 0 })
+	testenv.WaitFor(t, "dead letters", 10*time.Second, func() bool { return b.xlen(t, dead) == 8 })
+	testenv.WaitFor(t, "nothing pending", 10*time.Second, func() bool { return b.pending(t, keyspace.Public) == 0 })
 	if total, distinct := b.rows(t, "chat_messages"); total != 3 || distinct != 3 {
 		t.Fatalf("rows: %d (%d distinct), want 1, 4 and 12 once each", total, distinct)
 	}
@@ -290,7 +279,7 @@ func TestBadEntriesAreIsolated(t *testing.T) {
 		}
 	}
 	b.start(t, b.config("w2"))
-	waitFor(t, "replayed row", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 4 })
+	testenv.WaitFor(t, "replayed row", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 4 })
 	if n := b.xlen(t, dead); n != 7 {
 		t.Errorf("%d dead letters left, want 7", n)
 	}
@@ -322,8 +311,8 @@ func TestReclaimAndPoison(t *testing.T) {
 	cfg.ReclaimInterval = 100 * time.Millisecond
 	cfg.JanitorIdle = 300 * time.Millisecond
 	b.start(t, cfg)
-	waitFor(t, "reclaimed rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 8 })
-	waitFor(t, "nothing pending", 10*time.Second, func() bool { return b.pending(t, keyspace.Public) == 0 })
+	testenv.WaitFor(t, "reclaimed rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 8 })
+	testenv.WaitFor(t, "nothing pending", 10*time.Second, func() bool { return b.pending(t, keyspace.Public) == 0 })
 	var first int64
 	_ = b.pool.QueryRow(context.Background(), "SELECT count(*) FROM chat_messages WHERE cache_id = $1", ids[0]).Scan(&first)
 	if first != 0 {
@@ -339,7 +328,7 @@ func TestReclaimAndPoison(t *testing.T) {
 	if n := testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_entries_reclaimed_total", "message")); n != 9 {
 		t.Errorf("reclaimed = %v, want 9", n)
 	}
-	waitFor(t, "janitor", 10*time.Second, func() bool {
+	testenv.WaitFor(t, "janitor", 10*time.Second, func() bool {
 		cs, _ := testenv.Do(t, b.client, "XINFO", "CONSUMERS", stream, "flushworkers").ToArray()
 		for _, c := range cs {
 			m, _ := c.AsStrMap()
@@ -376,13 +365,13 @@ func TestTransientErrorsRetry(t *testing.T) {
 	cfg.Sink = pg.New(pool)
 	b.start(t, cfg)
 	b.enqueue(t, keyspace.Public, 50)
-	waitFor(t, "retries", 10*time.Second, func() bool {
+	testenv.WaitFor(t, "retries", 10*time.Second, func() bool {
 		return testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_transient_retries_total", "message", "class", "55")) >= 2
 	})
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "rows after the lock", 15*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 50 })
+	testenv.WaitFor(t, "rows after the lock", 15*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 50 })
 	if n := b.xlen(t, b.keys.DeadLetter(keyspace.Public)); n != 0 {
 		t.Fatalf("%d dead letters after a transient error, want 0", n)
 	}
@@ -399,7 +388,7 @@ func TestShutdownWritesBatchInHand(t *testing.T) {
 	cfg.MinIdle = 300 * time.Millisecond
 	stop := b.start(t, cfg)
 	b.enqueue(t, keyspace.Public, 25)
-	waitFor(t, "w1 to hold the entries", 5*time.Second, func() bool { return b.pending(t, keyspace.Public) == 25 })
+	testenv.WaitFor(t, "w1 to hold the entries", 5*time.Second, func() bool { return b.pending(t, keyspace.Public) == 25 })
 	// Another replica reclaims aggressively; the holder's touches must keep the entries.
 	other := b.config("w2")
 	other.MinIdle = 300 * time.Millisecond
@@ -438,7 +427,7 @@ func TestTrimKeepsPending(t *testing.T) {
 	testenv.Do(t, b.client, "XREADGROUP", "GROUP", "flushworkers", "ghost", "COUNT", "1", "STREAMS", stream, ">")
 	b.enqueue(t, keyspace.Public, 20)
 	b.start(t, b.config("w1"))
-	waitFor(t, "rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 24 })
+	testenv.WaitFor(t, "rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 24 })
 	time.Sleep(200 * time.Millisecond)
 	if n := b.xlen(t, stream); n != 25 {
 		t.Fatalf("stream holds %d entries, want all 25: the auditors group has read none", n)
@@ -461,10 +450,10 @@ func TestDeleteBeforeAndAfterFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.start(t, b.config("w1"))
-	waitFor(t, "rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 2 })
+	testenv.WaitFor(t, "rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 2 })
 	// Deleted after its row was written.
 	if err := b.scripts.Delete(ctx, keyspace.Public, ids[1], b.keys.PublicRing()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "row deleted", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 1 })
+	testenv.WaitFor(t, "row deleted", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 1 })
 }
