@@ -107,7 +107,12 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	})
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
+	monitor := streams.NewQueueMonitor(client, s.keys(), s.group, s.consumer, 5*time.Second, log)
+	if err := reg.Register(monitor); err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return monitor.Run(gctx) })
 	for _, kind := range keyspace.Kinds {
 		co, err := streams.New(client, streams.Config{
 			Kind: kind, Keys: s.keys(), Group: s.group, Consumer: s.consumer,

@@ -457,3 +457,58 @@ func TestDeleteBeforeAndAfterFlush(t *testing.T) {
 	}
 	testenv.WaitFor(t, "row deleted", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 1 })
 }
+
+// TestQueueMonitor: exactly one replica exports the queue gauges, with the stream's state.
+func TestQueueMonitor(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	stream := b.keys.Stream(keyspace.Public)
+	b.enqueue(t, keyspace.Public, 7)
+	testenv.Do(t, b.client, "XGROUP", "CREATE", stream, "flushworkers", "0")
+	testenv.Do(t, b.client, "XREADGROUP", "GROUP", "flushworkers", "ghost", "COUNT", "3", "STREAMS", stream, ">")
+	testenv.Do(t, b.client, "XADD", b.keys.DeadLetter(keyspace.Public), "*", "cache_id", "1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	regs := []*prometheus.Registry{prometheus.NewRegistry(), prometheus.NewRegistry()}
+	for i, reg := range regs {
+		m := streams.NewQueueMonitor(b.client, b.keys, "flushworkers", fmt.Sprintf("r%d", i), 50*time.Millisecond, slog.New(slog.DiscardHandler))
+		reg.MustRegister(m)
+		go func() { _ = m.Run(ctx) }()
+	}
+	get := func(reg *prometheus.Registry, name string) (float64, bool) {
+		families, _ := reg.Gather()
+		for _, f := range families {
+			if f.GetName() != name {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				if len(m.GetLabel()) == 0 || m.GetLabel()[0].GetValue() == "message" {
+					return m.GetGauge().GetValue(), true
+				}
+			}
+		}
+		return 0, false
+	}
+	testenv.WaitFor(t, "a leader", 5*time.Second, func() bool {
+		a, _ := get(regs[0], "chatpipe_queue_monitor_leader")
+		c, _ := get(regs[1], "chatpipe_queue_monitor_leader")
+		return a+c == 1
+	})
+	leader := regs[0]
+	if v, _ := get(regs[1], "chatpipe_queue_monitor_leader"); v == 1 {
+		leader, regs[1] = regs[1], regs[0]
+	}
+	testenv.WaitFor(t, "stats", 5*time.Second, func() bool { _, ok := get(leader, "chatpipe_queue_stream_length"); return ok })
+	want := map[string]float64{"chatpipe_queue_stream_length": 7, "chatpipe_queue_group_lag": 4, "chatpipe_queue_pending": 3, "chatpipe_queue_dead_letters": 1, "chatpipe_queue_consumers": 1}
+	for name, v := range want {
+		if got, _ := get(leader, name); got != v {
+			t.Errorf("%s = %v, want %v", name, got, v)
+		}
+		if _, ok := get(regs[1], name); ok {
+			t.Errorf("the follower exports %s too: sums would count it twice", name)
+		}
+	}
+	if age, _ := get(leader, "chatpipe_queue_oldest_pending_age_seconds"); age <= 0 || age > 60 {
+		t.Errorf("oldest pending age = %v, want a few seconds at most", age)
+	}
+}

@@ -1,0 +1,173 @@
+package streams
+
+import (
+	"context"
+	_ "embed"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+)
+
+//go:embed leader.lua
+var leaderSrc string
+
+var leaderScript = lua.NewScript("leader", leaderSrc)
+
+// QueueMonitor exports the state of the flush streams (length, lag, pending, oldest pending
+// age, dead letters, consumers). Every replica runs one, but only the holder of a lease in
+// Valkey exports the gauges, so that sums over replicas count each stream once; when the
+// holder dies its lease expires and another replica takes over.
+type QueueMonitor struct {
+	c        valkey.Client
+	keys     keyspace.Keys
+	group    string
+	replica  string
+	interval time.Duration
+	log      *slog.Logger
+
+	mu     sync.Mutex
+	leader bool
+	stats  map[string]queueStats // by stream kind
+
+	descs map[string]*prometheus.Desc
+}
+
+type queueStats struct {
+	length, lag, pending, dead, consumers float64
+	oldestAge                             float64
+}
+
+// NewQueueMonitor returns a monitor of keys' streams for group, refreshed every interval
+// (default 5s). replica names this process in the lease.
+func NewQueueMonitor(c valkey.Client, keys keyspace.Keys, group, replica string, interval time.Duration, log *slog.Logger) *QueueMonitor {
+	if interval == 0 {
+		interval = 5 * time.Second
+	}
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, []string{"stream"}, nil)
+	}
+	return &QueueMonitor{
+		c: c, keys: keys, group: group, replica: replica, interval: interval, log: log,
+		stats: map[string]queueStats{},
+		descs: map[string]*prometheus.Desc{
+			"length":    d("chatpipe_queue_stream_length", "Entries in the flush stream (XLEN)."),
+			"lag":       d("chatpipe_queue_group_lag", "Entries the flush workers' group has not read yet."),
+			"pending":   d("chatpipe_queue_pending", "Entries read but not yet acked."),
+			"oldest":    d("chatpipe_queue_oldest_pending_age_seconds", "Age (since enqueue) of the oldest pending entry; 0 when none."),
+			"dead":      d("chatpipe_queue_dead_letters", "Entries in the dead-letter stream."),
+			"consumers": d("chatpipe_queue_consumers", "Consumers in the flush workers' group."),
+			"leader":    prometheus.NewDesc("chatpipe_queue_monitor_leader", "1 on the replica that exports the queue gauges.", nil, nil),
+		},
+	}
+}
+
+// Run refreshes the lease and the stats until ctx ends.
+func (q *QueueMonitor) Run(ctx context.Context) error {
+	t := time.NewTicker(q.interval)
+	defer t.Stop()
+	for {
+		q.refresh(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (q *QueueMonitor) refresh(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, q.interval)
+	defer cancel()
+	lease := strconv.FormatInt((3 * q.interval).Milliseconds(), 10)
+	n, err := leaderScript.Exec(cctx, q.c, []string{q.keys.Prefix() + "chatpipe:queue_monitor_leader"}, []string{q.replica, lease}).AsInt64()
+	if err != nil {
+		q.log.DebugContext(ctx, "queue monitor lease failed", "err", err)
+	}
+	leader := err == nil && n == 1
+	stats := map[string]queueStats{}
+	if leader {
+		for _, kind := range keyspace.Kinds {
+			s, err := q.read(cctx, kind)
+			if err != nil {
+				q.log.DebugContext(ctx, "reading queue state failed", "stream", kind.String(), "err", err)
+				continue
+			}
+			stats[kind.String()] = s
+		}
+	}
+	q.mu.Lock()
+	q.leader, q.stats = leader, stats
+	q.mu.Unlock()
+}
+
+func (q *QueueMonitor) read(ctx context.Context, kind keyspace.Kind) (queueStats, error) {
+	stream := q.keys.Stream(kind)
+	res := q.c.DoMulti(ctx,
+		q.c.B().Xlen().Key(stream).Build(),
+		q.c.B().Xlen().Key(q.keys.DeadLetter(kind)).Build(),
+		q.c.B().XinfoGroups().Key(stream).Build(),
+		q.c.B().Xpending().Key(stream).Group(q.group).Build(),
+	)
+	var s queueStats
+	length, err := res[0].AsInt64()
+	if err != nil {
+		return s, err
+	}
+	dead, _ := res[1].AsInt64()
+	s.length, s.dead = float64(length), float64(dead)
+	groups, _ := res[2].ToArray()
+	for _, g := range groups {
+		m, err := g.AsMap()
+		if err != nil {
+			continue
+		}
+		name := m["name"]
+		if n, _ := name.ToString(); n != q.group {
+			continue
+		}
+		lag, pending, consumers := m["lag"], m["pending"], m["consumers"]
+		l, _ := lag.AsInt64()
+		p, _ := pending.AsInt64()
+		c, _ := consumers.AsInt64()
+		s.lag, s.pending, s.consumers = float64(l), float64(p), float64(c)
+	}
+	if summary, err := res[3].ToArray(); err == nil && len(summary) >= 2 {
+		if minID, err := summary[1].ToString(); err == nil {
+			if t, ok := idTime(minID); ok {
+				s.oldestAge = max(0, time.Since(t).Seconds())
+			}
+		}
+	}
+	return s, nil
+}
+
+// Describe implements prometheus.Collector.
+func (q *QueueMonitor) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range q.descs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: the gauges on the lease holder, only the leader
+// flag elsewhere.
+func (q *QueueMonitor) Collect(ch chan<- prometheus.Metric) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	leader := 0.0
+	if q.leader {
+		leader = 1
+	}
+	ch <- prometheus.MustNewConstMetric(q.descs["leader"], prometheus.GaugeValue, leader)
+	for stream, s := range q.stats {
+		for key, v := range map[string]float64{"length": s.length, "lag": s.lag, "pending": s.pending, "oldest": s.oldestAge, "dead": s.dead, "consumers": s.consumers} {
+			ch <- prometheus.MustNewConstMetric(q.descs[key], prometheus.GaugeValue, v, stream)
+		}
+	}
+}
