@@ -10,13 +10,13 @@ all: build
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-deps: ## install valkey-server (bookworm-backports) and PostgreSQL when missing (apt, as root)
-	@scripts/deps.sh
+deps: ## install valkey-server (bookworm-backports), PostgreSQL and Prometheus when missing (apt, as root)
+	@scripts/deps.sh --prometheus
 
 build: ## build bin/ingest and bin/flushworker
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
 
-test: deps ## install what is missing, then run every test against real Valkey and PostgreSQL
+test: deps ## install what is missing, then run every test (real Valkey, PostgreSQL, promtool)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD/.run
-mkdir -p "$root/valkey" "$root/pg" "$root/log"
+mkdir -p "$root/valkey" "$root/pg" "$root/log" "$root/prometheus"
 
 VALKEY_PORT=${VALKEY_PORT:-6399}
 PG_PORT=${PG_PORT:-55432}
@@ -16,11 +16,13 @@ export DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/chatpipe?sslmode=disa
 
 pids=()       # ingest and workers: stopped first, so they can finish their batches
 valkey_pid=""
+prom_pid=""
 cleanup() {
   trap - EXIT INT TERM
   echo "run: stopping" >&2
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -n "$prom_pid" ] && { kill -TERM "$prom_pid" 2>/dev/null; wait "$prom_pid" 2>/dev/null || true; }
   [ -n "$valkey_pid" ] && { kill -TERM "$valkey_pid" 2>/dev/null; wait "$valkey_pid" 2>/dev/null || true; }
   [ -n "${pg_ctl:-}" ] && as_pg "$pg_ctl" -D "$root/pg/data" -m fast -w stop >/dev/null 2>&1 || true
   echo "run: stopped" >&2
@@ -66,10 +68,29 @@ for i in 1 2; do
 done
 wait_port 127.0.0.1 "${INGEST_ADDR##*:}" ingest
 
+# Prometheus (Debian's package) scraping ingest and both workers, with chatpipe's alert rules.
+PROM_PORT=${PROM_PORT:-9090}
+cat >"$root/prometheus/prometheus.yml" <<YML
+global: {scrape_interval: 5s, evaluation_interval: 5s}
+rule_files: ["$PWD/prometheus/alerts.yml"]
+scrape_configs:
+  - job_name: ingest
+    static_configs: [{targets: ["127.0.0.1:${INGEST_ADDR##*:}"]}]
+  - job_name: flushworker
+    static_configs: [{targets: ["127.0.0.1:9091", "127.0.0.1:9092"]}]
+  - job_name: prometheus
+    static_configs: [{targets: ["127.0.0.1:$PROM_PORT"]}]
+YML
+setsid prometheus --config.file="$root/prometheus/prometheus.yml" --storage.tsdb.path="$root/prometheus/data" \
+  --web.listen-address=127.0.0.1:$PROM_PORT >"$root/log/prometheus.log" 2>&1 &
+prom_pid=$!
+wait_port 127.0.0.1 "$PROM_PORT" prometheus
+
 cat >&2 <<MSG
 run: valkey     $VALKEY_ADDR  (data and log in .run/)
 run: postgres   $DATABASE_URL   (psql "$DATABASE_URL")
 run: workers    http://127.0.0.1:9091/metrics  http://127.0.0.1:9092/metrics
+run: prometheus http://127.0.0.1:$PROM_PORT  (targets: http://127.0.0.1:$PROM_PORT/targets, alerts: /alerts)
 run: ingest     http://127.0.0.1:${INGEST_ADDR##*:}  (metrics on /metrics) → try:
   curl -s -XPOST localhost:${INGEST_ADDR##*:}/v1/messages -H 'Content-Type: application/json' -d '{"owner_id":"alice","username":"Alice","content":"hello"}'
   curl -s localhost:${INGEST_ADDR##*:}/v1/messages/recent

@@ -98,4 +98,8 @@ func (m *Metrics) init(stream string) {
 	for _, r := range []string{ReasonDecode, ReasonRejected, ReasonPoison} {
 		m.deadLettered.WithLabelValues(stream, r)
 	}
+	// The classes seen in practice; others appear when they first occur.
+	for _, c := range []string{"08", "40", "53", "57", "network", "timeout"} {
+		m.retries.WithLabelValues(stream, c)
+	}
 }
