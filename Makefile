@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 
-.PHONY: all deps build test test-short run bench vet fmt clean help load verify-flush
+.PHONY: all deps build test test-short run bench vet fmt clean help load verify-flush fuzz
 
 all: build
 
@@ -41,3 +41,8 @@ load: build ## send a bounded load (10 000 messages) to the ingest of `make run`
 
 verify-flush: deps ## exactly-once check: 200 000 messages, workers SIGKILLed, PostgreSQL stopped 20 s
 	scripts/verify-flush.sh $${MESSAGES:-200000}
+
+fuzz: deps ## run each fuzz target for FUZZTIME (default 60s)
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $${FUZZTIME:-60s} ./internal/api/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEntry$$' -fuzztime $${FUZZTIME:-60s} ./internal/message/
+	$(GO) test -run '^$$' -fuzz '^FuzzReplay$$' -fuzztime $${FUZZTIME:-60s} ./internal/streams/

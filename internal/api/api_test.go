@@ -520,3 +520,31 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, labels ...stri
 	t.Fatalf("no series %s%v", name, labels)
 	return nil
 }
+
+// TestHostileInputStoredVerbatim: key-pattern characters in ids and content that looks like
+// Lua or SQL are stored byte for byte and never executed; a 10 MB body is refused while read.
+func TestHostileInputStoredVerbatim(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{})
+	owner := `*?[{:}]\`
+	content := `"]]; redis.call('FLUSHALL') --'; DROP TABLE chat_messages; -- {{.}} ${x} \u2028`
+	body, _ := json.Marshal(map[string]string{"owner_id": owner, "content": content})
+	wantStatus(t, b.post(t, "/v1/messages", string(body)), http.StatusAccepted)
+	r := b.do(t, http.MethodGet, "/v1/messages/recent", "", "")
+	data := r.body["messages"].([]any)[0].(map[string]any)["data"].(map[string]any)
+	if data["owner_id"] != owner || data["content"] != content {
+		t.Fatalf("stored %q / %q, want them verbatim", data["owner_id"], data["content"])
+	}
+	if n, _ := testenv.Do(t, b.client, "EXISTS", b.keys.RateLimit(owner)).AsInt64(); n != 1 {
+		t.Fatal("the rate-limit key of an id with pattern characters is not the literal key")
+	}
+	if n, _ := testenv.Do(t, b.client, "DBSIZE").AsInt64(); n < 3 {
+		t.Fatalf("DBSIZE = %d: something was flushed", n)
+	}
+	huge := `{"owner_id":"a","content":"` + strings.Repeat("x", 10<<20) + `"}`
+	for _, path := range []string{"/v1/messages", "/v1/messages/batch"} {
+		if r := b.post(t, path, huge); r.status != http.StatusRequestEntityTooLarge {
+			t.Errorf("10 MB body on %s: %d, want 413", path, r.status)
+		}
+	}
+}
