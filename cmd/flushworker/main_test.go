@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/config"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
@@ -255,4 +256,61 @@ func TestBinary(t *testing.T) {
 	}
 	t.Logf("stopped in %s", time.Since(start))
 
+}
+
+// TestSecretsStayOut: with a password-protected Valkey and a DSN holding a password, no log line,
+// error or /metrics page of a full run (including failures) holds either password.
+func TestSecretsStayOut(t *testing.T) {
+	t.Parallel()
+	v := testenv.StartValkey(t, "--requirepass", "vk-pass-123")
+	dsn := strings.Replace(testenv.Postgres(t), "postgres@", "postgres:pg-pass-456@", 1)
+	metricsAddr := testenv.FreeAddr(t)
+	envs := map[string]string{"VALKEY_ADDR": v.Addr, "VALKEY_PASSWORD": "vk-pass-123", "DATABASE_URL": dsn,
+		"FLUSH_METRICS_ADDR": metricsAddr, "FLUSH_INTERVAL": "50ms", "LOG_LEVEL": "debug"}
+	logs := &testenv.SyncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, testenv.Env(envs), logs, logs) }()
+	c, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{v.Addr}, Password: "vk-pass-123", DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	testenv.Do(t, c, "XADD", "chatpipe:flush:message", "*", "cache_id", "5", "kind", "message", "payload", "{bad")
+	testenv.WaitFor(t, "the dead letter", 20*time.Second, func() bool {
+		n, _ := testenv.Do(t, c, "XLEN", "chatpipe:dead:message").AsInt64()
+		return n == 1
+	})
+	res, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page bytes.Buffer
+	_, _ = page.ReadFrom(res.Body)
+	res.Body.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Failures: a wrong Valkey password, an unreachable Postgres.
+	var errs []string
+	bad := map[string]string{"VALKEY_ADDR": v.Addr, "VALKEY_PASSWORD": "vk-pass-123-wrong", "DATABASE_URL": dsn}
+	if err := run(context.Background(), []string{"dlq", "list"}, testenv.Env(bad), logs, logs); err != nil {
+		errs = append(errs, err.Error())
+	}
+	mctx, mcancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer mcancel()
+	down := map[string]string{"DATABASE_URL": "postgres://u:pg-pass-456@127.0.0.1:1/db?connect_timeout=1"}
+	if err := run(mctx, []string{"migrate"}, testenv.Env(down), logs, logs); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if len(errs) != 2 {
+		t.Fatalf("want two failures, got %q", errs)
+	}
+	all := logs.String() + page.String() + strings.Join(errs, "\n")
+	for _, secret := range []string{"vk-pass-123", "pg-pass-456"} {
+		if strings.Contains(all, secret) {
+			t.Errorf("%s appears in the logs, /metrics or an error:\n%s", secret, all)
+		}
+	}
 }

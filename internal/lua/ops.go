@@ -2,11 +2,8 @@ package lua
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
-
-	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 )
@@ -117,6 +114,3 @@ func (s *Scripts) SetRateLimit(ctx context.Context, rl RateLimit) error {
 		FieldValue("algorithm", string(rl.Algorithm)).Build()
 	return classify(s.c.Do(ctx, cmd).Error())
 }
-
-// isNil reports a nil reply, which Valkey uses for "no such key".
-func isNil(err error) bool { return errors.Is(err, valkey.Nil) }

@@ -280,3 +280,52 @@ func TestConnectHidesPassword(t *testing.T) {
 		t.Fatalf("Redact = %q", r)
 	}
 }
+
+// TestLimitedRole: a role with only the grants of grants.sql can write, delete and nothing more.
+func TestLimitedRole(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	grants, err := os.ReadFile("grants.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := fmt.Sprintf("writer_%d", time.Now().UnixNano())
+	var db string
+	_ = b.pool.QueryRow(ctx, "SELECT current_database()").Scan(&db)
+	for _, stmt := range []string{
+		"CREATE ROLE " + role + " LOGIN PASSWORD 'w-secret'",
+		"GRANT CONNECT ON DATABASE " + db + " TO " + role,
+		strings.ReplaceAll(string(grants), "chatpipe_writer", role),
+	} {
+		if _, err := b.pool.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = b.pool.Exec(context.Background(), "DROP OWNED BY "+role)
+		_, _ = b.pool.Exec(context.Background(), "DROP ROLE "+role)
+	})
+	cfg := b.pool.Config().ConnConfig
+	dsn := fmt.Sprintf("postgres://%s:w-secret@%s:%d/%s?sslmode=disable", role, cfg.Host, cfg.Port, db)
+	pool, err := pg.Connect(ctx, dsn, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	store := pg.New(pool)
+	for _, kind := range keyspace.Kinds {
+		if _, err := store.Persist(ctx, kind, []message.Record{rec(1, "a"), rec(2, "b"), del(2)}); err != nil {
+			t.Fatalf("%s as the limited role: %v", kind, err)
+		}
+	}
+	if got := ids(t, b, "chat_messages"); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("rows = %v, want 1", got)
+	}
+	if _, err := pool.Exec(ctx, "DROP TABLE chat_messages"); err == nil {
+		t.Fatal("the limited role could drop a table")
+	}
+	if _, err := pool.Exec(ctx, "UPDATE chat_messages SET content = 'x'"); err == nil {
+		t.Fatal("the limited role could rewrite messages")
+	}
+}

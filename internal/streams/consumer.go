@@ -213,7 +213,9 @@ func (co *Consumer) Run(ctx context.Context) error {
 		switch {
 		case len(buf) == 0:
 		case len(buf) >= co.cfg.BatchSize || time.Since(first) >= co.cfg.FlushInterval:
-			co.process(ctx, buf)
+			if err := co.process(ctx, buf); err != nil && ctx.Err() != nil {
+				continue // shutting down mid-retry: the grace period below tries the batch again
+			}
 			buf = nil
 		case time.Since(touched) >= co.cfg.MinIdle/3:
 			co.touch(ctx, buf)
@@ -224,7 +226,9 @@ func (co *Consumer) Run(ctx context.Context) error {
 	defer cancel()
 	if len(buf) > 0 {
 		co.log.InfoContext(gctx, "writing the batch in hand before stopping", "entries", len(buf))
-		co.process(gctx, buf)
+		if err := co.process(gctx, buf); err != nil {
+			co.log.WarnContext(gctx, "the batch in hand stays pending for the next owner", "entries", len(buf), "err", err)
+		}
 	}
 	co.leave(gctx)
 	return nil
@@ -327,14 +331,14 @@ func (co *Consumer) processRedelivered(ctx context.Context, es []entry) {
 		co.deadLetter(ctx, poison, counts)
 	}
 	if len(rest) > 0 {
-		co.process(ctx, rest)
+		_ = co.process(ctx, rest) // on failure the entries stay pending: drained or reclaimed later
 	}
 }
 
 // process writes a batch and acks it: undecodable entries and rows Postgres refuses are
 // dead-lettered, entries deleted from the stream while pending are counted as lost, transient
-// errors are retried until ctx ends (the entries then stay pending).
-func (co *Consumer) process(ctx context.Context, es []entry) {
+// errors are retried until ctx ends; then it returns the error and the entries stay pending.
+func (co *Consumer) process(ctx context.Context, es []entry) error {
 	start := time.Now()
 	var (
 		recs   []message.Record
@@ -360,7 +364,7 @@ func (co *Consumer) process(ctx context.Context, es []entry) {
 		var err error
 		if res, err = co.persist(ctx, recs, es); err != nil {
 			co.log.WarnContext(ctx, "batch left pending", "entries", len(es), "err", err)
-			return
+			return err
 		}
 	}
 	rejected := make(map[int]bool, len(res.Rejected))
@@ -389,7 +393,7 @@ func (co *Consumer) process(ctx context.Context, es []entry) {
 		co.reportLost(ctx, lost)
 	}
 	if co.m == nil {
-		return
+		return nil
 	}
 	now := co.cfg.NowFunc()
 	deletes := 0
@@ -409,6 +413,7 @@ func (co *Consumer) process(ctx context.Context, es []entry) {
 	co.m.deletes.WithLabelValues(co.kind).Add(float64(deletes))
 	co.m.batchSize.WithLabelValues(co.kind).Observe(float64(len(es)))
 	co.m.flushDuration.WithLabelValues(co.kind).Observe(time.Since(start).Seconds())
+	return nil
 }
 
 // persist writes recs, retrying transient errors with capped, jittered exponential backoff

@@ -512,3 +512,49 @@ func TestQueueMonitor(t *testing.T) {
 		t.Errorf("oldest pending age = %v, want a few seconds at most", age)
 	}
 }
+
+// TestShutdownDuringRetry: a stop that comes while a batch is being retried writes it within
+// the grace period once PostgreSQL takes it again.
+func TestShutdownDuringRetry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	cfgPool := b.pool.Config().Copy()
+	cfgPool.ConnConfig.RuntimeParams["lock_timeout"] = "100ms"
+	pool, err := pgxpool.NewWithConfig(ctx, cfgPool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE chat_messages IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := b.config("w1")
+	cfg.Sink = pg.New(pool)
+	stop := b.start(t, cfg)
+	b.enqueue(t, keyspace.Public, 10)
+	testenv.WaitFor(t, "retries", 10*time.Second, func() bool {
+		return testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_transient_retries_total", "message", "class", "55")) >= 1
+	})
+	committed := make(chan struct{})
+	go func() {
+		defer close(committed)
+		time.Sleep(500 * time.Millisecond)
+		_ = tx.Commit(ctx)
+	}()
+	stopAt := time.Now()
+	stop() // grace 5s
+	t.Logf("stopped %s after the cancel", time.Since(stopAt))
+	<-committed
+	if total, _ := b.rows(t, "chat_messages"); total != 10 {
+		t.Fatalf("%d rows after a stop during retries, want the 10 of the batch in hand", total)
+	}
+	if p := b.pending(t, keyspace.Public); p != 0 {
+		t.Fatalf("%d pending", p)
+	}
+}

@@ -25,6 +25,7 @@ type Valkey struct {
 	dir  string
 	port int
 	args []string
+	tls  []string // TLS server arguments; the port then serves TLS only
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -33,11 +34,24 @@ type Valkey struct {
 // "--requirepass", "secret"). It is stopped when t ends.
 func StartValkey(t testing.TB, args ...string) *Valkey {
 	t.Helper()
+	return startValkey(t, nil, args)
+}
+
+// StartValkeyTLS starts a valkey-server that serves only TLS, with the server's certificate
+// and key files, on Addr.
+func StartValkeyTLS(t testing.TB, certFile, keyFile, caFile string) *Valkey {
+	t.Helper()
+	return startValkey(t, []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile,
+		"--tls-ca-cert-file", caFile, "--tls-auth-clients", "no"}, nil)
+}
+
+func startValkey(t testing.TB, tls, args []string) *Valkey {
+	t.Helper()
 	bin, err := lookBinary("valkey-server", valkeyInstall)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &Valkey{t: t, bin: bin, dir: t.TempDir(), args: args}
+	v := &Valkey{t: t, bin: bin, dir: t.TempDir(), args: args, tls: tls}
 	var lastErr error
 	for range 5 {
 		if v.port, err = freePort(); err != nil {
@@ -54,11 +68,15 @@ func StartValkey(t testing.TB, args ...string) *Valkey {
 }
 
 func (v *Valkey) start() error {
-	args := append([]string{
-		"--port", strconv.Itoa(v.port), "--bind", "127.0.0.1", "--dir", v.dir,
+	port := []string{"--port", strconv.Itoa(v.port)}
+	if v.tls != nil {
+		port = append([]string{"--port", "0", "--tls-port", strconv.Itoa(v.port)}, v.tls...)
+	}
+	args := append(append(port,
+		"--bind", "127.0.0.1", "--dir", v.dir,
 		"--save", "", "--appendonly", "no", "--protected-mode", "no",
 		"--logfile", filepath.Join(v.dir, "valkey.log"),
-	}, v.args...)
+	), v.args...)
 	cmd := exec.Command(v.bin, args...)
 	// The server dies with the test binary, even when the binary is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
