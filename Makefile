@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 
-.PHONY: all deps build test test-short run bench vet fmt clean help load verify-flush fuzz
+.PHONY: all deps build test test-short run bench vet fmt clean help load verify-flush fuzz chaos
 
 all: build
 
@@ -46,3 +46,6 @@ fuzz: deps ## run each fuzz target for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $${FUZZTIME:-60s} ./internal/api/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEntry$$' -fuzztime $${FUZZTIME:-60s} ./internal/message/
 	$(GO) test -run '^$$' -fuzz '^FuzzReplay$$' -fuzztime $${FUZZTIME:-60s} ./internal/streams/
+
+chaos: deps ## fault-injection run proving the invariants (CHAOS_DURATION, default 2m; CHAOS_SEED to replay)
+	set -o pipefail; CHAOS_DURATION=$${CHAOS_DURATION:-2m} $(GO) test -count=1 -v -timeout 40m -run '^TestChaos$$' ./internal/chaos/ 2>&1 | grep -v '^=== '

@@ -340,6 +340,13 @@ func (co *Consumer) processRedelivered(ctx context.Context, es []entry) {
 // errors are retried until ctx ends; then it returns the error and the entries stay pending.
 func (co *Consumer) process(ctx context.Context, es []entry) error {
 	start := time.Now()
+	if ackBeforeWrite {
+		ids := make([]string, len(es))
+		for i, e := range es {
+			ids[i] = e.id
+		}
+		_ = co.ack(ctx, ids)
+	}
 	var (
 		recs   []message.Record
 		recIdx []int

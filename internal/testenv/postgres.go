@@ -28,6 +28,11 @@ var pgServer struct {
 	cmd   *exec.Cmd
 	done  chan struct{}
 	dir   string
+	// what runPostgres needs to start the server again (RestartPostgres)
+	cred *syscall.Credential
+	bin  string
+	data string
+	port int
 }
 
 // Postgres returns the DSN of a fresh, empty database for t, dropped when t ends.
@@ -119,6 +124,7 @@ func startPostgres() (string, error) {
 			return "", err
 		}
 		if lastErr = runPostgres(cred, postgres, data, dir, port); lastErr == nil {
+			pgServer.cred, pgServer.bin, pgServer.data, pgServer.port = cred, postgres, data, port
 			return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), nil
 		}
 	}
@@ -191,6 +197,26 @@ func asUser(cred *syscall.Credential, cmd *exec.Cmd) *exec.Cmd {
 	cmd.Dir = os.TempDir()
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	return cmd
+}
+
+// RestartPostgres stops the test binary's PostgreSQL (fast shutdown: sessions are cut), keeps
+// it down for downtime, and starts it again on the same port with the same data. Only for a
+// package whose tests all expect it, as the server is shared.
+func RestartPostgres(t testing.TB, downtime time.Duration) {
+	t.Helper()
+	if pgServer.cmd == nil {
+		t.Fatal("RestartPostgres: no PostgreSQL started by this test binary")
+	}
+	_ = pgServer.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-pgServer.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("RestartPostgres: the server did not stop within 30s")
+	}
+	time.Sleep(downtime)
+	if err := runPostgres(pgServer.cred, pgServer.bin, pgServer.data, pgServer.dir, pgServer.port); err != nil {
+		t.Fatalf("RestartPostgres: %v", err)
+	}
 }
 
 func stopPostgres() {

@@ -1,0 +1,545 @@
+package chaos_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/chatpipe/chatpipe/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// proc is one process of the system under test.
+type proc struct {
+	name string
+	bin  string
+	env  []string
+	logs *testenv.SyncBuffer
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+}
+
+func (p *proc) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(p.bin)
+	cmd.Env = append(os.Environ(), p.env...)
+	cmd.Stdout, cmd.Stderr = io.Discard, p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", p.name, err)
+	}
+	p.mu.Lock()
+	p.cmd = cmd
+	p.mu.Unlock()
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+// kill SIGKILLs the process and reaps it.
+func (p *proc) kill() {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+}
+
+// stop ends the process cleanly (SIGTERM) and waits for it.
+func (p *proc) stop() {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+}
+
+// ledger is what the clients were told: the independent record the checker compares against.
+type ledger struct {
+	mu       sync.Mutex
+	accepted map[string]map[int64]string // kind → cache id → token
+	deleted  map[int64]bool              // public cache ids deleted (204)
+	rejected map[string]string           // token → error code
+	unknown  map[string]bool             // tokens with no definite answer after retries
+	retried  int
+}
+
+func newLedger() *ledger {
+	return &ledger{accepted: map[string]map[int64]string{"message": {}, "private_message": {}},
+		deleted: map[int64]bool{}, rejected: map[string]string{}, unknown: map[string]bool{}}
+}
+
+type client struct {
+	base string
+	http *http.Client
+	l    *ledger
+}
+
+// send posts one message carrying a unique token, retrying with the same client_msg_id until
+// the answer is definite: 202 (accepted) or a 4xx (rejected).
+func (c *client) send(kind, owner, token string, retries int) {
+	path := "/v1/messages"
+	body := map[string]string{"owner_id": owner, "username": owner, "content": "chaos " + token, "client_msg_id": token}
+	if kind == "private_message" {
+		path = "/v1/private-messages"
+		body["recipient_id"] = "peer" + owner
+	}
+	raw, _ := json.Marshal(body)
+	for attempt := 0; attempt <= retries; attempt++ {
+		res, err := c.http.Post(c.base+path, "application/json", bytes.NewReader(raw))
+		if err != nil {
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		var out struct {
+			CacheID int64  `json:"cache_id"`
+			Error   string `json:"error"`
+		}
+		_ = json.NewDecoder(res.Body).Decode(&out)
+		res.Body.Close()
+		switch {
+		case res.StatusCode == http.StatusAccepted:
+			c.l.mu.Lock()
+			if prev, ok := c.l.accepted[kind][out.CacheID]; ok && prev != token {
+				c.l.rejected["id-reused:"+token] = fmt.Sprintf("cache id %d given to %s and %s", out.CacheID, prev, token)
+			}
+			c.l.accepted[kind][out.CacheID] = token
+			c.l.retried += attempt
+			c.l.mu.Unlock()
+			return
+		case res.StatusCode >= 400 && res.StatusCode < 500:
+			c.l.mu.Lock()
+			c.l.rejected[token] = out.Error
+			c.l.mu.Unlock()
+			return
+		}
+		time.Sleep(200 * time.Millisecond) // 503: Valkey down or the backlog full
+	}
+	c.l.mu.Lock()
+	c.l.unknown[token] = true
+	c.l.mu.Unlock()
+}
+
+func (c *client) delete(id int64) {
+	for range 20 {
+		req, _ := http.NewRequest(http.MethodDelete, c.base+"/v1/messages/"+strconv.FormatInt(id, 10), nil)
+		res, err := c.http.Do(req)
+		if err != nil {
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		res.Body.Close()
+		if res.StatusCode == http.StatusNoContent {
+			c.l.mu.Lock()
+			c.l.deleted[id] = true
+			c.l.mu.Unlock()
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func settings() (seed uint64, dur time.Duration) {
+	seed = uint64(time.Now().UnixNano())
+	if s := os.Getenv("CHAOS_SEED"); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	dur = 20 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("CHAOS_DURATION")); err == nil && d > 0 {
+		dur = min(d, 30*time.Minute)
+	}
+	return seed, dur
+}
+
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the chaos run takes a while; skipped with -short")
+	}
+	seed, duration := settings()
+	t.Logf("chaos: seed %d, duration %s (replay: CHAOS_SEED=%d CHAOS_DURATION=%s make chaos)", seed, duration, seed, duration)
+	r := run(t, seed, duration, "", 7)
+	if r.violations() > 0 {
+		t.Errorf("invariants violated (replay with CHAOS_SEED=%d):\n  %s", seed, strings.Join(r.examples, "\n  "))
+	}
+	if r.messages == 0 {
+		t.Error("no message was accepted: the run proved nothing")
+	}
+}
+
+// TestChaosCatchesBrokenAck runs a worker built to ack before it writes (tag chaos_ackfirst)
+// and SIGKILLs the workers while PostgreSQL is down (each then holds an acked, unwritten
+// batch): the checker must report lost messages, or it proves nothing.
+func TestChaosCatchesBrokenAck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the chaos run takes a while; skipped with -short")
+	}
+	seed, _ := settings()
+	r := run(t, seed, 10*time.Second, "chaos_ackfirst", 0)
+	if r.lost == 0 {
+		t.Fatalf("a worker that acks before writing was SIGKILLed %d times and the checker found nothing lost", r.faults["workers SIGKILLed during a postgres outage"])
+	}
+	t.Logf("the broken build lost %d messages: caught", r.lost)
+}
+
+// run starts everything, loads and injects faults for duration, drains and checks. kinds is
+// the number of fault kinds drawn from (7: all); 0 instead kills every worker while
+// PostgreSQL is down, the schedule that exposes a worker acking before it writes.
+func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds int) result {
+	rng := rand.New(rand.NewPCG(seed, 0))
+	dir := t.TempDir()
+	args := []string{"build", "-o", dir + "/"}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	if out, err := exec.Command("go", append(args, "../../cmd/ingest", "../../cmd/flushworker")...).CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	v := testenv.StartValkey(t, "--appendonly", "yes", "--appendfsync", "always")
+	dsn := testenv.Postgres(t)
+	mig := exec.Command(filepath.Join(dir, "flushworker"), "migrate")
+	mig.Env = append(os.Environ(), "DATABASE_URL="+dsn)
+	if out, err := mig.CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	ingestAddr := testenv.FreeAddr(t)
+	ingest := &proc{name: "ingest", bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
+		env: []string{"VALKEY_ADDR=" + v.Addr, "INGEST_ADDR=" + ingestAddr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s", "VALKEY_TIMEOUT=500ms"}}
+	ingest.start(t)
+	var workers []*proc
+	for i := range 3 {
+		w := &proc{name: fmt.Sprintf("w%d", i), bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
+			env: []string{"VALKEY_ADDR=" + v.Addr, "DATABASE_URL=" + dsn, "FLUSH_CONSUMER=" + fmt.Sprintf("w%d", i),
+				"FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t), "FLUSH_MIN_IDLE=2s", "FLUSH_INTERVAL=100ms", "FLUSH_MIGRATE=false", "VALKEY_TIMEOUT=2s"}}
+		w.start(t)
+		workers = append(workers, w)
+	}
+	t.Cleanup(func() {
+		for _, p := range append(workers, ingest) {
+			p.kill()
+		}
+		if t.Failed() {
+			for _, p := range append(workers, ingest) {
+				t.Logf("--- %s log (tail):\n%s", p.name, tail(p.logs.String(), 30))
+			}
+		}
+	})
+	testenv.WaitFor(t, "ingest", 20*time.Second, func() bool {
+		res, err := http.Get("http://" + ingestAddr + "/readyz")
+		if err == nil {
+			res.Body.Close()
+		}
+		return err == nil && res.StatusCode == 200
+	})
+
+	// Load: bounded in time, at most 8 clients.
+	l := newLedger()
+	c := &client{base: "http://" + ingestAddr, http: &http.Client{Timeout: 3 * time.Second}, l: l}
+	loadCtx, stopLoad := context.WithTimeout(context.Background(), duration)
+	defer stopLoad()
+	var load sync.WaitGroup
+	var seq sync.Mutex
+	next := 0
+	for g := range 8 {
+		grng := rand.New(rand.NewPCG(seed, uint64(g+1)))
+		load.Go(func() {
+			for loadCtx.Err() == nil {
+				seq.Lock()
+				next++
+				token := fmt.Sprintf("t%d", next)
+				seq.Unlock()
+				owner := fmt.Sprintf("u%d", grng.IntN(200))
+				switch r := grng.Float64(); {
+				case r < 0.05:
+					c.send("message", owner, token, 30)
+					c.send("message", owner, token, 30) // a client's retry: must come back as the same id
+				case r < 0.10:
+					l.mu.Lock()
+					var id int64
+					for k := range l.accepted["message"] {
+						id = k
+						break
+					}
+					l.mu.Unlock()
+					if id > 0 {
+						c.delete(id)
+					}
+				case r < 0.12:
+					c.send("message", "", token, 30) // invalid: rejected, must be nowhere
+				case r < 0.35:
+					c.send("private_message", owner, token, 30)
+				default:
+					c.send("message", owner, token, 30)
+				}
+			}
+		})
+	}
+
+	// Faults on a seeded schedule, from the test's goroutine.
+	faults := map[string]int{}
+	vc := v.Client(t)
+	for loadCtx.Err() == nil {
+		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
+		if loadCtx.Err() != nil {
+			break
+		}
+		killDuringOutage := func() {
+			done := make(chan struct{})
+			go func() { defer close(done); testenv.RestartPostgres(t, 2*time.Second) }()
+			time.Sleep(1500 * time.Millisecond)
+			for _, w := range workers {
+				w.kill()
+				w.start(t)
+			}
+			<-done
+			faults["workers SIGKILLed during a postgres outage"]++
+		}
+		if kinds == 0 {
+			killDuringOutage()
+			continue
+		}
+		switch f := rng.IntN(kinds); f {
+		case 6:
+			killDuringOutage()
+		case 0, 1:
+			w := workers[rng.IntN(len(workers))]
+			w.kill()
+			time.Sleep(300 * time.Millisecond)
+			w.start(t)
+			faults["worker SIGKILL + restart"]++
+		case 2:
+			w := workers[rng.IntN(len(workers))]
+			w.signal(syscall.SIGSTOP)
+			time.Sleep(3 * time.Second) // longer than FLUSH_MIN_IDLE: its entries get reclaimed
+			w.signal(syscall.SIGCONT)
+			faults["worker SIGSTOP 3s (zombie)"]++
+		case 3:
+			testenv.RestartPostgres(t, time.Duration(500+rng.IntN(2000))*time.Millisecond)
+			faults["postgres restart"]++
+		case 4:
+			v.Stop()
+			time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
+			v.Restart() // AOF with appendfsync always: nothing acknowledged is lost
+			faults["valkey restart"]++
+		case 5:
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			err := vc.Do(ctx, vc.B().Arbitrary("XADD", "chatpipe:flush:message", "*", "cache_id", "999999999", "kind", "message", "payload", "{poison").Build()).Error()
+			cancel()
+			if err == nil {
+				faults["poison entry"]++
+			}
+		}
+	}
+	load.Wait()
+
+	// Drain: every worker up, every stream read and acked.
+	for _, w := range workers {
+		w.signal(syscall.SIGCONT)
+		w.mu.Lock()
+		dead := w.cmd == nil
+		w.mu.Unlock()
+		if dead {
+			w.start(t)
+		}
+	}
+	testenv.WaitFor(t, "the streams to drain", 120*time.Second, func() bool {
+		for _, s := range []string{"chatpipe:flush:message", "chatpipe:flush:private_message"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			groups, err := vc.Do(ctx, vc.B().XinfoGroups().Key(s).Build()).ToArray()
+			cancel()
+			if err != nil || len(groups) == 0 {
+				return false
+			}
+			m, _ := groups[0].AsIntMap()
+			if m["pending"] != 0 || m["lag"] != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, w := range workers {
+		w.stop()
+	}
+	return check(t, seed, dsn, vc, l, faults, workers)
+}
+
+type result struct {
+	messages, lost, duplicated, deletedPresent, rejectedPresent, extra, wrongContent, lostLogged int
+	faults                                                                                      map[string]int
+	examples                                                                                    []string
+}
+
+func (r result) violations() int {
+	return r.lost + r.duplicated + r.deletedPresent + r.rejectedPresent + r.extra + r.wrongContent + r.lostLogged
+}
+
+// check is the independent checker: raw SQL and raw stream reads, no chatpipe package.
+func check(t *testing.T, seed uint64, dsn string, vc valkey.Client, l *ledger, faults map[string]int, workers []*proc) result {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows := map[string]map[int64]string{"message": {}, "private_message": {}}
+	for kind, table := range map[string]string{"message": "chat_messages", "private_message": "private_messages"} {
+		r, err := conn.Query(ctx, "SELECT cache_id, content FROM "+table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for r.Next() {
+			var id int64
+			var content string
+			_ = r.Scan(&id, &content)
+			rows[kind][id] = strings.TrimPrefix(content, "chaos ")
+		}
+		r.Close()
+	}
+	dead := map[string]map[string]int{"message": {}, "private_message": {}}
+	reasons := map[string]int{}
+	for kind := range dead {
+		xs, err := vc.Do(ctx, vc.B().Xrange().Key("chatpipe:dead:"+kind).Start("-").End("+").Build()).AsXRange()
+		if err != nil && !valkey.IsValkeyNil(err) {
+			t.Fatal(err)
+		}
+		for _, x := range xs {
+			dead[kind][x.FieldValues["cache_id"]]++
+			reason := x.FieldValues["error"]
+			if i := strings.IndexAny(reason, ":("); i > 0 {
+				reason = reason[:i]
+			}
+			reasons[reason]++
+		}
+	}
+	var messages, lost, duplicated, deadLettered, deletedPresent, rejectedPresent, extra, wrongContent int
+	var examples []string
+	note := func(format string, args ...any) {
+		if len(examples) < 10 {
+			examples = append(examples, fmt.Sprintf(format, args...))
+		}
+	}
+	for kind, ids := range l.accepted {
+		for id, token := range ids {
+			messages++
+			key := strconv.FormatInt(id, 10)
+			content, inPG := rows[kind][id]
+			inDead := dead[kind][key]
+			switch {
+			case kind == "message" && l.deleted[id]:
+				if inPG {
+					deletedPresent++
+					note("deleted %s %d is in PostgreSQL", kind, id)
+				}
+			case inPG && inDead > 0, inDead > 1:
+				duplicated++
+				note("%s %d is in PostgreSQL and/or the dead letters %d times", kind, id, inDead)
+			case inDead == 1:
+				deadLettered++
+			case !inPG:
+				lost++
+				note("%s %d (%s) is nowhere", kind, id, token)
+			case content != token:
+				wrongContent++
+				note("%s %d holds %q, want %q", kind, id, content, token)
+			}
+		}
+		for id, content := range rows[kind] {
+			if _, ok := ids[id]; !ok && !l.unknown[content] {
+				extra++
+				note("%s %d (%q) is in PostgreSQL but no client was given it", kind, id, content)
+			}
+		}
+	}
+	for kind := range rows {
+		for _, content := range rows[kind] {
+			if _, ok := l.rejected[content]; ok {
+				rejectedPresent++
+				note("rejected message %q is in PostgreSQL", content)
+			}
+		}
+	}
+	for token, why := range l.rejected {
+		if strings.HasPrefix(token, "id-reused:") {
+			duplicated++
+			note("%s", why)
+		}
+	}
+	var lostLogged int
+	for _, w := range workers {
+		lostLogged += strings.Count(w.logs.String(), "deleted from the stream before they were persisted")
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nchaos run, seed %d\n", seed)
+	line := func(k string, v any) { fmt.Fprintf(&b, "  %-36s %v\n", k, v) }
+	line("messages given a cache id", messages)
+	line("  client retries (same client_msg_id)", l.retried)
+	line("  deleted", len(l.deleted))
+	line("rejected by ingest (4xx)", len(l.rejected))
+	line("no definite answer (not counted)", len(l.unknown))
+	names := make([]string, 0, len(faults))
+	for k := range faults {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		line("fault: "+k, faults[k])
+	}
+	line("lost", lost)
+	line("duplicated", duplicated)
+	line("deleted but present", deletedPresent)
+	line("rejected but present", rejectedPresent)
+	line("in PostgreSQL but never given", extra)
+	line("content differs", wrongContent)
+	line("unflushed entries trimmed (logged)", lostLogged)
+	line("dead-lettered accepted messages", deadLettered)
+	for r, n := range reasons {
+		line("  dead letter reason: "+r, n)
+	}
+	t.Log(b.String())
+	return result{messages: messages, lost: lost, duplicated: duplicated, deletedPresent: deletedPresent,
+		rejectedPresent: rejectedPresent, extra: extra, wrongContent: wrongContent, lostLogged: lostLogged,
+		faults: faults, examples: examples}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
