@@ -400,8 +400,8 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 
 type result struct {
 	messages, lost, duplicated, deletedPresent, rejectedPresent, extra, wrongContent, lostLogged int
-	faults                                                                                      map[string]int
-	examples                                                                                    []string
+	faults                                                                                       map[string]int
+	examples                                                                                     []string
 }
 
 func (r result) violations() int {
