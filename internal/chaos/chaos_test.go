@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/url"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,7 +20,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Shopify/toxiproxy/v2"
+	"github.com/Shopify/toxiproxy/v2/collectors"
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -193,7 +198,7 @@ func TestChaos(t *testing.T) {
 	}
 	seed, duration := settings()
 	t.Logf("chaos: seed %d, duration %s (replay: CHAOS_SEED=%d CHAOS_DURATION=%s make chaos)", seed, duration, seed, duration)
-	r := run(t, seed, duration, "", 7)
+	r := run(t, seed, duration, "", 10)
 	if r.violations() > 0 {
 		t.Errorf("invariants violated (replay with CHAOS_SEED=%d):\n  %s", seed, strings.Join(r.examples, "\n  "))
 	}
@@ -218,7 +223,7 @@ func TestChaosCatchesBrokenAck(t *testing.T) {
 }
 
 // run starts everything, loads and injects faults for duration, drains and checks. kinds is
-// the number of fault kinds drawn from (7: all); 0 instead kills every worker while
+// the number of fault kinds drawn from (10: all); 0 instead kills every worker while
 // PostgreSQL is down, the schedule that exposes a worker acking before it writes.
 func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds int) result {
 	rng := rand.New(rand.NewPCG(seed, 0))
@@ -232,6 +237,16 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 	}
 	v := testenv.StartValkey(t, "--appendonly", "yes", "--appendfsync", "always")
 	dsn := testenv.Postgres(t)
+	// The processes reach both servers through toxiproxy, which can delay, stall or reset
+	// their connections; the checker and the fault injector go straight to the servers.
+	pgURL, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	valkeyProxy, pgProxy := startProxy(t, "valkey", v.Addr), startProxy(t, "postgres", pgURL.Host)
+	proxied := *pgURL
+	proxied.Host = pgProxy.Listen
+	proxiedDSN := proxied.String()
 	mig := exec.Command(filepath.Join(dir, "flushworker"), "migrate")
 	mig.Env = append(os.Environ(), "DATABASE_URL="+dsn)
 	if out, err := mig.CombinedOutput(); err != nil {
@@ -239,12 +254,12 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 	}
 	ingestAddr := testenv.FreeAddr(t)
 	ingest := &proc{name: "ingest", bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
-		env: []string{"VALKEY_ADDR=" + v.Addr, "INGEST_ADDR=" + ingestAddr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s", "VALKEY_TIMEOUT=500ms"}}
+		env: []string{"VALKEY_ADDR=" + valkeyProxy.Listen, "INGEST_ADDR=" + ingestAddr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s", "VALKEY_TIMEOUT=500ms"}}
 	ingest.start(t)
 	var workers []*proc
 	for i := range 3 {
 		w := &proc{name: fmt.Sprintf("w%d", i), bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
-			env: []string{"VALKEY_ADDR=" + v.Addr, "DATABASE_URL=" + dsn, "FLUSH_CONSUMER=" + fmt.Sprintf("w%d", i),
+			env: []string{"VALKEY_ADDR=" + valkeyProxy.Listen, "DATABASE_URL=" + proxiedDSN, "FLUSH_CONSUMER=" + fmt.Sprintf("w%d", i),
 				"FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t), "FLUSH_MIN_IDLE=2s", "FLUSH_INTERVAL=100ms", "FLUSH_MIGRATE=false", "VALKEY_TIMEOUT=2s"}}
 		w.start(t)
 		workers = append(workers, w)
@@ -336,6 +351,21 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 		switch f := rng.IntN(kinds); f {
 		case 6:
 			killDuringOutage()
+		case 7, 8, 9:
+			proxy := []*toxiproxy.Proxy{valkeyProxy, pgProxy}[rng.IntN(2)]
+			toxic := [...]string{
+				`{"name":"chaos","type":"latency","stream":"downstream","toxicity":1,"attributes":{"latency":300,"jitter":200}}`,
+				`{"name":"chaos","type":"reset_peer","stream":"downstream","toxicity":1,"attributes":{"timeout":0}}`,
+				`{"name":"chaos","type":"timeout","stream":"upstream","toxicity":1,"attributes":{"timeout":1500}}`,
+			}[f-7]
+			if _, err := proxy.Toxics.AddToxicJson(strings.NewReader(toxic)); err != nil {
+				t.Fatalf("adding a toxic: %v", err)
+			}
+			time.Sleep(time.Duration(1000+rng.IntN(2000)) * time.Millisecond)
+			if err := proxy.Toxics.RemoveToxic(context.Background(), "chaos"); err != nil {
+				t.Fatalf("removing a toxic: %v", err)
+			}
+			faults[proxy.Name+" connections: "+[...]string{"delayed", "reset", "stalled"}[f-7]]++
 		case 0, 1:
 			w := workers[rng.IntN(len(workers))]
 			w.kill()
@@ -377,16 +407,29 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 			w.start(t)
 		}
 	}
+	// Drained: nothing pending and the group has been delivered the stream's last entry.
 	testenv.WaitFor(t, "the streams to drain", 120*time.Second, func() bool {
 		for _, s := range []string{"chatpipe:flush:message", "chatpipe:flush:private_message"} {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			groups, err := vc.Do(ctx, vc.B().XinfoGroups().Key(s).Build()).ToArray()
+			res := vc.DoMulti(ctx, vc.B().XinfoGroups().Key(s).Build(), vc.B().XinfoStream().Key(s).Build())
 			cancel()
+			groups, err := res[0].ToArray()
 			if err != nil || len(groups) == 0 {
 				return false
 			}
-			m, _ := groups[0].AsIntMap()
-			if m["pending"] != 0 || m["lag"] != 0 {
+			g, err := groups[0].AsMap()
+			if err != nil {
+				return false
+			}
+			info, err := res[1].AsMap()
+			if err != nil {
+				return false
+			}
+			pendingMsg, delivered, last := g["pending"], g["last-delivered-id"], info["last-generated-id"]
+			pending, err1 := pendingMsg.AsInt64()
+			d, err2 := delivered.ToString()
+			l, err3 := last.ToString()
+			if err1 != nil || err2 != nil || err3 != nil || pending != 0 || d != l {
 				return false
 			}
 		}
@@ -534,6 +577,19 @@ func check(t *testing.T, seed uint64, dsn string, vc valkey.Client, l *ledger, f
 	return result{messages: messages, lost: lost, duplicated: duplicated, deletedPresent: deletedPresent,
 		rejectedPresent: rejectedPresent, extra: extra, wrongContent: wrongContent, lostLogged: lostLogged,
 		faults: faults, examples: examples}
+}
+
+// startProxy starts a toxiproxy proxy on a free loopback port in front of upstream.
+func startProxy(t *testing.T, name, upstream string) *toxiproxy.Proxy {
+	t.Helper()
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	srv.Metrics.ProxyMetrics = collectors.NewProxyMetricCollectors()
+	p := toxiproxy.NewProxy(srv, name, "127.0.0.1:0", upstream)
+	if err := p.Start(); err != nil {
+		t.Fatalf("starting the %s proxy: %v", name, err)
+	}
+	t.Cleanup(p.Stop)
+	return p
 }
 
 func tail(s string, n int) string {
