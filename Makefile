@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 
-.PHONY: all deps build test test-short run bench vet fmt clean help load verify-flush fuzz chaos
+.PHONY: all deps build test test-short run bench vet fmt clean help load verify-flush fuzz chaos soak
 
 all: build
 
@@ -49,3 +49,6 @@ fuzz: deps ## run each fuzz target for FUZZTIME (default 60s)
 
 chaos: deps ## fault-injection run proving the invariants (CHAOS_DURATION, default 2m; CHAOS_SEED to replay)
 	set -o pipefail; CHAOS_DURATION=$${CHAOS_DURATION:-2m} $(GO) test -count=1 -v -timeout 40m -run '^TestChaos$$' ./internal/chaos/ 2>&1 | grep -v '^=== '
+
+soak: deps ## SOAK_DURATION (default 10m) at 70% of the measured maximum, a worker restart a minute; RSS, goroutines, p99
+	set -o pipefail; $(GO) test -tags soak -count=1 -v -timeout 90m -run '^TestSoak$$' ./internal/chaos/ 2>&1 | grep -v '^=== '
