@@ -198,6 +198,16 @@ func (co *Consumer) Run(ctx context.Context) error {
 		}
 		if wait >= time.Millisecond {
 			got, err := co.read(ctx, ">", co.cfg.BatchSize-len(buf), wait)
+			if isNoGroup(err) {
+				// The stream or the group is gone: Valkey lost its data (restarted without
+				// persistence) or someone deleted the key. Start over on the new stream.
+				co.log.ErrorContext(ctx, "the consumer group is gone; creating it again", "group", co.cfg.Group)
+				buf = nil
+				if err := co.ensureGroup(ctx); err != nil {
+					return err
+				}
+				continue
+			}
 			if err != nil {
 				failures++
 				co.log.WarnContext(ctx, "reading the flush stream failed", "err", err, "failures", failures)
@@ -258,6 +268,9 @@ func (co *Consumer) drainOwn(ctx context.Context) {
 	last := "0"
 	for failures := 0; ctx.Err() == nil; {
 		got, err := co.read(ctx, last, co.cfg.BatchSize, 0)
+		if isNoGroup(err) {
+			return // nothing of ours can be pending in a group that does not exist
+		}
 		if err != nil {
 			failures++
 			co.log.WarnContext(ctx, "reading own pending entries failed", "err", err)
@@ -713,6 +726,13 @@ func (co *Consumer) Consumers(ctx context.Context) ([]ConsumerInfo, error) {
 		out = append(out, ConsumerInfo{Name: n, Pending: p, Idle: time.Duration(i) * time.Millisecond})
 	}
 	return out, nil
+}
+
+// isNoGroup reports Valkey's NOGROUP error (no such stream or consumer group), by the error
+// code that starts the reply; valkey-go has no helper for it.
+func isNoGroup(err error) bool {
+	verr, ok := valkey.IsValkeyErr(err)
+	return ok && strings.HasPrefix(verr.Error(), "NOGROUP")
 }
 
 // idTime returns the enqueue time encoded in a stream id.

@@ -558,3 +558,16 @@ func TestShutdownDuringRetry(t *testing.T) {
 		t.Fatalf("%d pending", p)
 	}
 }
+
+// TestGroupRecreated: when the stream and its group vanish (Valkey restarted without its
+// data), the consumer creates the group again and goes on.
+func TestGroupRecreated(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(t, b.config("w1"))
+	b.enqueue(t, keyspace.Public, 5)
+	testenv.WaitFor(t, "rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 5 })
+	testenv.Do(t, b.client, "DEL", b.keys.Stream(keyspace.Public))
+	b.enqueue(t, keyspace.Public, 5)
+	testenv.WaitFor(t, "rows after the group came back", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 10 })
+}
