@@ -31,17 +31,10 @@ func TestSoak(t *testing.T) {
 	if d, err := time.ParseDuration(os.Getenv("SOAK_DURATION")); err == nil && d > 0 {
 		duration = min(d, time.Hour)
 	}
-	dir := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", dir+"/", "../../cmd/ingest", "../../cmd/flushworker").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir := buildBinaries(t, "")
 	v := testenv.StartValkey(t, "--appendonly", "yes", "--appendfsync", "everysec")
 	dsn := testenv.Postgres(t)
-	mig := exec.Command(filepath.Join(dir, "flushworker"), "migrate")
-	mig.Env = append(os.Environ(), "DATABASE_URL="+dsn)
-	if out, err := mig.CombinedOutput(); err != nil {
-		t.Fatalf("migrate: %v\n%s", err, out)
-	}
+	migrate(t, dir, dsn)
 	ingestAddr := testenv.FreeAddr(t)
 	ingest := &proc{name: "ingest", bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
 		env: []string{"VALKEY_ADDR=" + v.Addr, "INGEST_ADDR=" + ingestAddr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s"}}
@@ -62,13 +55,7 @@ func TestSoak(t *testing.T) {
 			p.kill()
 		}
 	})
-	testenv.WaitFor(t, "ingest", 20*time.Second, func() bool {
-		res, err := http.Get("http://" + ingestAddr + "/readyz")
-		if err == nil {
-			res.Body.Close()
-		}
-		return err == nil && res.StatusCode == 200
-	})
+	waitReady(t, "http://"+ingestAddr+"/readyz")
 	l := newLedger()
 	c := &client{base: "http://" + ingestAddr, http: &http.Client{Timeout: 5 * time.Second}, l: l}
 	var seq atomic.Int64
@@ -111,9 +98,7 @@ func TestSoak(t *testing.T) {
 	t.Logf("soak: measured maximum %.0f msg/s; soaking at %.0f msg/s for %s", maxRate, rate, duration)
 	// Let the workers take the burst's backlog before the steady state is measured.
 	testenv.WaitFor(t, "the burst's backlog", 120*time.Second, func() bool {
-		out, _ := exec.Command("psql", dsn, "-tAc", "SELECT (SELECT count(*) FROM chat_messages) + (SELECT count(*) FROM private_messages)").Output()
-		n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
-		return n >= len(l.accepted["message"])+len(l.accepted["private_message"])
+		return rowCount(dsn) >= len(l.accepted["message"])+len(l.accepted["private_message"])
 	})
 	soakStart := seq.Load()
 
@@ -172,9 +157,7 @@ func TestSoak(t *testing.T) {
 	load.Wait()
 	// Drain and count.
 	testenv.WaitFor(t, "rows", 120*time.Second, func() bool {
-		out, _ := exec.Command("psql", dsn, "-tAc", "SELECT (SELECT count(*) FROM chat_messages) + (SELECT count(*) FROM private_messages)").Output()
-		n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
-		return n >= len(l.accepted["message"])+len(l.accepted["private_message"])
+		return rowCount(dsn) >= len(l.accepted["message"])+len(l.accepted["private_message"])
 	})
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nsoak: %s aiming at %.0f msg/s (70%% of %.0f), sent %.0f msg/s, %d worker restarts, %d messages accepted in all, all in PostgreSQL\n",
@@ -213,6 +196,13 @@ func TestSoak(t *testing.T) {
 	if len(bad) > 0 {
 		t.Errorf("soak: %s", strings.Join(bad, "; "))
 	}
+}
+
+// rowCount counts the rows of both message tables (psql: the soak shares no code with the worker).
+func rowCount(dsn string) int {
+	out, _ := exec.Command("psql", dsn, "-tAc", "SELECT (SELECT count(*) FROM chat_messages) + (SELECT count(*) FROM private_messages)").Output()
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n
 }
 
 type metricsPage map[string]float64

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -340,11 +341,11 @@ func TestReclaimAndPoison(t *testing.T) {
 	})
 }
 
-// TestTransientErrorsRetry: a write that Postgres refuses for a passing reason (here a lock
-// timeout while another session holds the table) is retried, never dead-lettered.
-func TestTransientErrorsRetry(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
+// lockedTable holds an ACCESS EXCLUSIVE lock on chat_messages in tx, and returns a consumer
+// config whose sink gives up waiting for it after 100ms (lock_timeout: SQLSTATE 55P03, a real
+// transient error). Commit tx to let writes through.
+func (b *testBundle) lockedTable(t *testing.T) (streams.Config, pgx.Tx) {
+	t.Helper()
 	ctx := context.Background()
 	cfgPool := b.pool.Config().Copy()
 	cfgPool.ConnConfig.RuntimeParams["lock_timeout"] = "100ms"
@@ -352,17 +353,27 @@ func TestTransientErrorsRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
+	t.Cleanup(pool.Close)
 	tx, err := b.pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback(ctx)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
 	if _, err := tx.Exec(ctx, "LOCK TABLE chat_messages IN ACCESS EXCLUSIVE MODE"); err != nil {
 		t.Fatal(err)
 	}
 	cfg := b.config("w1")
 	cfg.Sink = pg.New(pool)
+	return cfg, tx
+}
+
+// TestTransientErrorsRetry: a write that Postgres refuses for a passing reason (here a lock
+// timeout while another session holds the table) is retried, never dead-lettered.
+func TestTransientErrorsRetry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	cfg, tx := b.lockedTable(t)
 	b.start(t, cfg)
 	b.enqueue(t, keyspace.Public, 50)
 	testenv.WaitFor(t, "retries", 10*time.Second, func() bool {
@@ -519,23 +530,7 @@ func TestShutdownDuringRetry(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	cfgPool := b.pool.Config().Copy()
-	cfgPool.ConnConfig.RuntimeParams["lock_timeout"] = "100ms"
-	pool, err := pgxpool.NewWithConfig(ctx, cfgPool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	tx, err := b.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "LOCK TABLE chat_messages IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
-	cfg := b.config("w1")
-	cfg.Sink = pg.New(pool)
+	cfg, tx := b.lockedTable(t)
 	stop := b.start(t, cfg)
 	b.enqueue(t, keyspace.Public, 10)
 	testenv.WaitFor(t, "retries", 10*time.Second, func() bool {
