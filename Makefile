@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 
-.PHONY: all deps build test test-short run bench vet fmt clean help load verify-flush fuzz chaos soak
+.PHONY: microbench all deps build test test-short run bench vet fmt clean help load verify-flush fuzz chaos soak
 
 all: build
 
@@ -26,7 +26,10 @@ test-short: deps ## the quick suites only
 run: deps build ## throwaway Valkey and PostgreSQL in .run/, then ingest on :8080 (Ctrl-C stops all)
 	@scripts/run.sh
 
-bench: deps ## benchmarks of the enqueue path against a real Valkey
+bench: deps ## each stage beside this machine's limit, one table (BENCH_QUICK=1: a smaller run); bench/results/
+	set -o pipefail; $(GO) test -tags bench -count=1 -v -timeout 30m -run '^TestBench$$' ./internal/bench/ 2>&1 | grep -v '^=== '
+
+microbench: deps ## go test benchmarks of the enqueue script, the HTTP handlers and the batch insert
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/lua/ ./internal/api/ ./internal/pg/
 
 vet: ## go vet and gofmt
