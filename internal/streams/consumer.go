@@ -196,7 +196,8 @@ func (co *Consumer) Run(ctx context.Context) error {
 		if len(buf) > 0 {
 			wait = min(wait, time.Until(first.Add(co.cfg.FlushInterval)))
 		}
-		if wait >= time.Millisecond {
+		// COUNT must stay above 0: XREADGROUP … COUNT 0 returns every entry there is.
+		if wait >= time.Millisecond && len(buf) < co.cfg.BatchSize {
 			got, err := co.read(ctx, ">", co.cfg.BatchSize-len(buf), wait)
 			if isNoGroup(err) {
 				// The stream or the group is gone: Valkey lost its data (restarted without
@@ -223,10 +224,31 @@ func (co *Consumer) Run(ctx context.Context) error {
 		switch {
 		case len(buf) == 0:
 		case len(buf) >= co.cfg.BatchSize || time.Since(first) >= co.cfg.FlushInterval:
-			if err := co.process(ctx, buf); err != nil && ctx.Err() != nil {
-				continue // shutting down mid-retry: the grace period below tries the batch again
+			// A full batch means a backlog: read the next one while this one is written, so
+			// that Valkey and PostgreSQL round trips overlap instead of taking turns.
+			var next []entry
+			readDone := make(chan struct{})
+			if len(buf) >= co.cfg.BatchSize {
+				go func() {
+					defer close(readDone)
+					var err error
+					if next, err = co.read(ctx, ">", co.cfg.BatchSize, 0); err != nil {
+						co.log.WarnContext(ctx, "reading ahead failed", "err", err)
+					}
+				}()
+			} else {
+				close(readDone)
 			}
-			buf = nil
+			err := co.process(ctx, buf)
+			<-readDone
+			if err != nil && ctx.Err() != nil {
+				buf = append(buf, next...) // shutting down mid-retry: the grace period below tries again
+				continue
+			}
+			buf = next
+			if len(buf) > 0 {
+				first, touched = time.Now(), time.Now()
+			}
 		case time.Since(touched) >= co.cfg.MinIdle/3:
 			co.touch(ctx, buf)
 			touched = time.Now()
@@ -290,6 +312,9 @@ func (co *Consumer) drainOwn(ctx context.Context) {
 // context detached from ctx's cancellation: a read cut short could have moved entries into
 // this consumer's pending list without returning them. block bounds it instead.
 func (co *Consumer) read(ctx context.Context, id string, count int, block time.Duration) ([]entry, error) {
+	if count < 1 {
+		return nil, nil // COUNT 0 would mean "everything"
+	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), block+co.cfg.Timeout)
 	defer cancel()
 	b := co.c.B().Xreadgroup().Group(co.cfg.Group, co.cfg.Consumer).Count(int64(count))
