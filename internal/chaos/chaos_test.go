@@ -181,7 +181,8 @@ func (c *client) delete(id int64) {
 }
 
 func settings() (seed uint64, dur time.Duration) {
-	seed = uint64(time.Now().UnixNano())
+	// make test runs a fixed schedule (seed 1); make chaos passes a fresh seed each time.
+	seed = 1
 	if s := os.Getenv("CHAOS_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
 	}
