@@ -203,10 +203,7 @@ func TestBinary(t *testing.T) {
 	}
 	t.Parallel()
 	b := setup(t)
-	bin := filepath.Join(t.TempDir(), "flushworker")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := filepath.Join(testenv.Build(t, "", "."), "flushworker")
 	var environ []string
 	for k, v := range b.env {
 		environ = append(environ, k+"="+v)
@@ -226,14 +223,7 @@ func TestBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	testenv.WaitFor(t, "readyz", 20*time.Second, func() bool {
-		res, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		res.Body.Close()
-		return res.StatusCode == 200
-	})
+	testenv.WaitReady(t, "http://"+addr+"/readyz", 20*time.Second)
 	b.enqueue(t, 10)
 	time.Sleep(500 * time.Millisecond)
 	if n := b.rows(t); n != 0 {

@@ -92,7 +92,7 @@ func TestRun(t *testing.T) {
 	go func() {
 		done <- run(ctx, nil, testenv.Env(map[string]string{"VALKEY_ADDR": v.Addr, "INGEST_ADDR": addr, "INGEST_AUTH_TOKEN": "tok-secret", "VALKEY_PASSWORD": ""}), logs, logs)
 	}()
-	waitReady(t, "http://"+addr)
+	testenv.WaitReady(t, "http://"+addr+"/readyz", 10*time.Second)
 	req, _ := http.NewRequest("POST", "http://"+addr+"/v1/messages", strings.NewReader(`{"owner_id":"a","content":"hi"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer tok-secret")
@@ -130,22 +130,6 @@ func TestRun(t *testing.T) {
 	}
 }
 
-func waitReady(t *testing.T, base string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		res, err := http.Get(base + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s/readyz did not turn ready within 10s", base)
-}
-
 // TestBinarySIGTERM builds the real binary: on SIGTERM it finishes an in-flight request and
 // exits 0; an invalid setting exits 2 with one line.
 func TestBinarySIGTERM(t *testing.T) {
@@ -153,10 +137,7 @@ func TestBinarySIGTERM(t *testing.T) {
 		t.Skip("builds the binary; skipped with -short")
 	}
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "ingest")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := filepath.Join(testenv.Build(t, "", "."), "ingest")
 	bad := exec.Command(bin, "--recent-size=x")
 	var stderr bytes.Buffer
 	bad.Stderr = &stderr
@@ -176,7 +157,7 @@ func TestBinarySIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	waitReady(t, "http://"+addr)
+	testenv.WaitReady(t, "http://"+addr+"/readyz", 10*time.Second)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

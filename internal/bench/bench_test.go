@@ -147,10 +147,7 @@ func TestBench(t *testing.T) {
 	add(row{Stage: fmt.Sprintf("limit: bare XREADGROUP+COPY+XACK, %d entries", entries), Value: bare, Unit: "rows/s"})
 
 	// 4. Flush: the real worker, 1 and 3 replicas, on a preloaded stream of the same size.
-	dir := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", dir+"/", "../../cmd/flushworker", "../../cmd/ingest").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir := testenv.Build(t, "", "../../cmd/flushworker", "../../cmd/ingest")
 	var flush1 float64
 	for _, replicas := range []int{1, 3} {
 		vf := testenv.StartValkey(t)
@@ -177,13 +174,7 @@ func TestBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = ing.Process.Kill(); _ = ing.Wait() }()
-	testenv.WaitFor(t, "ingest", 20*time.Second, func() bool {
-		res, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			res.Body.Close()
-		}
-		return err == nil && res.StatusCode == 200
-	})
+	testenv.WaitReady(t, "http://"+addr+"/readyz", 20*time.Second)
 	body := `{"owner_id":"u%d","username":"U","content":"a typical chat message of some fifty bytes or so...."}`
 	for _, clients := range []int{8, 64} {
 		rate, lat := httpLoad(t, "http://"+addr+"/v1/messages", clients, sized(100_000, 20_000), func(i int) string { return fmt.Sprintf(body, i%1000) }, 1)
@@ -267,11 +258,7 @@ func bareLoop(t *testing.T, c valkey.Client, pool *pgxpool.Pool, stream string, 
 
 // flushRun starts replicas workers on a preloaded stream and times the drain into PostgreSQL.
 func flushRun(t *testing.T, dir, valkeyAddr, dsn string, replicas, n int) (rate, peakRSS float64) {
-	mig := exec.Command(filepath.Join(dir, "flushworker"), "migrate")
-	mig.Env = append(os.Environ(), "DATABASE_URL="+dsn)
-	if out, err := mig.CombinedOutput(); err != nil {
-		t.Fatalf("migrate: %v\n%s", err, out)
-	}
+	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
 	conn, err := pgx.Connect(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)

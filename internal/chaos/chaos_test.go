@@ -228,7 +228,7 @@ func TestChaosCatchesBrokenAck(t *testing.T) {
 // PostgreSQL is down, the schedule that exposes a worker acking before it writes.
 func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds int) result {
 	rng := rand.New(rand.NewPCG(seed, 0))
-	dir := buildBinaries(t, tags)
+	dir := testenv.Build(t, tags, "../../cmd/ingest", "../../cmd/flushworker")
 	v := testenv.StartValkey(t, "--appendonly", "yes", "--appendfsync", "always")
 	dsn := testenv.Postgres(t)
 	// The processes reach both servers through toxiproxy, which can delay, stall or reset
@@ -241,7 +241,7 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 	proxied := *pgURL
 	proxied.Host = pgProxy.Listen
 	proxiedDSN := proxied.String()
-	migrate(t, dir, dsn)
+	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
 	ingestAddr := testenv.FreeAddr(t)
 	ingest := &proc{name: "ingest", bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
 		env: []string{"VALKEY_ADDR=" + valkeyProxy.Listen, "INGEST_ADDR=" + ingestAddr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s", "VALKEY_TIMEOUT=500ms"}}
@@ -264,7 +264,7 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 			}
 		}
 	})
-	waitReady(t, "http://"+ingestAddr+"/readyz")
+	testenv.WaitReady(t, "http://"+ingestAddr+"/readyz", 20*time.Second)
 
 	// Load: bounded in time, at most 8 clients.
 	l := newLedger()
@@ -561,42 +561,6 @@ func check(t *testing.T, seed uint64, dsn string, vc valkey.Client, l *ledger, f
 	return result{messages: messages, lost: lost, duplicated: duplicated, deletedPresent: deletedPresent,
 		rejectedPresent: rejectedPresent, extra: extra, wrongContent: wrongContent, lostLogged: lostLogged,
 		faults: faults, examples: examples}
-}
-
-// buildBinaries builds ingest and flushworker (with build tags, if any) into a temporary folder.
-func buildBinaries(t *testing.T, tags string) string {
-	t.Helper()
-	dir := t.TempDir()
-	args := []string{"build", "-o", dir + "/"}
-	if tags != "" {
-		args = append(args, "-tags", tags)
-	}
-	if out, err := exec.Command("go", append(args, "../../cmd/ingest", "../../cmd/flushworker")...).CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return dir
-}
-
-// migrate applies the schema with the built worker.
-func migrate(t *testing.T, dir, dsn string) {
-	t.Helper()
-	mig := exec.Command(filepath.Join(dir, "flushworker"), "migrate")
-	mig.Env = append(os.Environ(), "DATABASE_URL="+dsn)
-	if out, err := mig.CombinedOutput(); err != nil {
-		t.Fatalf("migrate: %v\n%s", err, out)
-	}
-}
-
-// waitReady waits for a readiness URL to answer 200.
-func waitReady(t *testing.T, url string) {
-	t.Helper()
-	testenv.WaitFor(t, url, 20*time.Second, func() bool {
-		res, err := http.Get(url)
-		if err == nil {
-			res.Body.Close()
-		}
-		return err == nil && res.StatusCode == http.StatusOK
-	})
 }
 
 // startProxy starts a toxiproxy proxy on a free loopback port in front of upstream.

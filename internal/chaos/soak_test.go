@@ -31,10 +31,10 @@ func TestSoak(t *testing.T) {
 	if d, err := time.ParseDuration(os.Getenv("SOAK_DURATION")); err == nil && d > 0 {
 		duration = min(d, time.Hour)
 	}
-	dir := buildBinaries(t, "")
+	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	v := testenv.StartValkey(t, "--appendonly", "yes", "--appendfsync", "everysec")
 	dsn := testenv.Postgres(t)
-	migrate(t, dir, dsn)
+	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
 	ingestAddr := testenv.FreeAddr(t)
 	ingest := &proc{name: "ingest", bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
 		env: []string{"VALKEY_ADDR=" + v.Addr, "INGEST_ADDR=" + ingestAddr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s"}}
@@ -55,7 +55,7 @@ func TestSoak(t *testing.T) {
 			p.kill()
 		}
 	})
-	waitReady(t, "http://"+ingestAddr+"/readyz")
+	testenv.WaitReady(t, "http://"+ingestAddr+"/readyz", 20*time.Second)
 	l := newLedger()
 	c := &client{base: "http://" + ingestAddr, http: &http.Client{Timeout: 5 * time.Second}, l: l}
 	var seq atomic.Int64

@@ -206,11 +206,7 @@ func TestMetricNamesExist(t *testing.T) {
 
 func scrapeBinaries(t *testing.T) map[string]bool {
 	t.Helper()
-	dir := t.TempDir()
-	build := exec.Command("go", "build", "-o", dir+"/", "../../cmd/ingest", "../../cmd/flushworker")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	v := testenv.StartValkey(t)
 	dsn := testenv.Postgres(t)
 	ingestAddr, workerAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
@@ -241,8 +237,8 @@ func scrapeBinaries(t *testing.T) map[string]bool {
 		b, _ := io.ReadAll(res.Body)
 		return res.StatusCode, string(b)
 	}
-	testenv.WaitFor(t, "ingest ready", 20*time.Second, func() bool { c, _ := get("http://" + ingestAddr + "/readyz"); return c == 200 })
-	testenv.WaitFor(t, "worker ready", 20*time.Second, func() bool { c, _ := get("http://" + workerAddr + "/readyz"); return c == 200 })
+	testenv.WaitReady(t, "http://"+ingestAddr+"/readyz", 20*time.Second)
+	testenv.WaitReady(t, "http://"+workerAddr+"/readyz", 20*time.Second)
 	for _, path := range []string{"/v1/messages", "/v1/private-messages"} {
 		body := `{"owner_id":"a","recipient_id":"b","content":"hello"}`
 		if path == "/v1/messages" {

@@ -3,6 +3,9 @@ package testenv
 import (
 	"bytes"
 	"net"
+	"net/http"
+	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -50,4 +53,42 @@ func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Build builds the packages' commands (go build, with build tags when not empty) into a
+// temporary folder and returns it.
+func Build(t testing.TB, tags string, pkgs ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	args := []string{"build", "-o", dir + "/"}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	if out, err := exec.Command("go", append(args, pkgs...)...).CombinedOutput(); err != nil {
+		t.Fatalf("go build %v: %v\n%s", pkgs, err, out)
+	}
+	return dir
+}
+
+// Migrate applies the schema with a built flushworker binary.
+func Migrate(t testing.TB, flushworker, dsn string) {
+	t.Helper()
+	cmd := exec.Command(flushworker, "migrate")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("flushworker migrate: %v\n%s", err, out)
+	}
+}
+
+// WaitReady waits until url answers 200, failing the test after d.
+func WaitReady(t testing.TB, url string, d time.Duration) {
+	t.Helper()
+	WaitFor(t, url+" to answer 200", d, func() bool {
+		res, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	})
 }
