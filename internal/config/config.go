@@ -50,7 +50,6 @@ type Set struct {
 	failed   *Error
 	// usageLine, when set, replaces "Usage: name [flags]".
 	usageLine string
-	allowArgs bool
 }
 
 type setting struct {
@@ -219,12 +218,6 @@ func (s *Set) SetSummary(summary string) { s.summary = summary }
 // SetUsageLine replaces the "Usage: name [flags]" line of --help.
 func (s *Set) SetUsageLine(line string) { s.usageLine = line }
 
-// Args returns the arguments left after the flags (see AllowArgs).
-func (s *Set) Args() []string { return s.fs.Args() }
-
-// AllowArgs lets Parse accept arguments after the flags.
-func (s *Set) AllowArgs() { s.allowArgs = true }
-
 // Parse reads the environment through getenv, then args, which override it. It returns ErrHelp
 // after printing the usage to help for -h or --help, and an *Error for anything invalid.
 func (s *Set) Parse(args []string, getenv func(string) string, help io.Writer) error {
@@ -251,7 +244,7 @@ func (s *Set) Parse(args []string, getenv func(string) string, help io.Writer) e
 		// flag's own errors: an unknown flag or a flag without its value.
 		return &Error{Setting: "command line", Problem: strings.TrimPrefix(err.Error(), "flag ")}
 	}
-	if s.fs.NArg() > 0 && !s.allowArgs {
+	if s.fs.NArg() > 0 {
 		return &Error{Setting: "command line", Problem: fmt.Sprintf("unexpected argument %q", s.fs.Arg(0))}
 	}
 	return nil

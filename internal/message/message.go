@@ -98,9 +98,6 @@ func (m *Message) Validate(private bool, now time.Time) error {
 	return nil
 }
 
-// Time returns CreatedAt parsed; call it on a validated message.
-func (m *Message) Time() (time.Time, error) { return time.Parse(time.RFC3339Nano, m.CreatedAt) }
-
 // JSON encodes m as the "data" object, without HTML escaping so that content is kept as sent.
 func (m *Message) JSON() []byte {
 	var buf bytes.Buffer

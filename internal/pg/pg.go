@@ -172,17 +172,6 @@ func (s *Store) delete(ctx context.Context, kind keyspace.Kind, recs []message.R
 // Ping checks that Postgres answers.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
-// Count returns the rows of a kind, for checks and tests.
-func (s *Store) Count(ctx context.Context, kind keyspace.Kind) (int64, error) {
-	table := "chat_messages"
-	if kind == keyspace.Private {
-		table = "private_messages"
-	}
-	var n int64
-	err := s.pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{table}.Sanitize()).Scan(&n)
-	return n, err
-}
-
 // Connect opens a pool on dsn and checks it answers.
 func Connect(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
