@@ -43,6 +43,7 @@ func TestInvalidSettings(t *testing.T) {
 		{"consumer too long", nil, map[string]string{"FLUSH_CONSUMER": strings.Repeat("c", 200)}, "FLUSH_CONSUMER"},
 		{"bad dsn", nil, map[string]string{"DATABASE_URL": "postgres://u:topsecret@h:port/db"}, "DATABASE_URL"},
 		{"bad metrics addr", nil, map[string]string{"FLUSH_METRICS_ADDR": "nowhere"}, "FLUSH_METRICS_ADDR"},
+		{"pprof port out of range", nil, map[string]string{"PPROF_ADDR": "127.0.0.1:70000"}, "PPROF_ADDR"},
 		{"max deliveries", nil, map[string]string{"FLUSH_MAX_DELIVERIES": "-3"}, "FLUSH_MAX_DELIVERIES"},
 		{"unknown flag", []string{"--batch=5"}, nil, "command line"},
 		{"migrate: bad dsn", []string{"migrate"}, map[string]string{"DATABASE_URL": "::::"}, "DATABASE_URL"},

@@ -31,6 +31,7 @@ type workerSettings struct {
 	grace         time.Duration
 	janitorIdle   time.Duration
 	metricsAddr   string
+	pprofAddr     string
 	migrate       bool
 }
 
@@ -48,6 +49,7 @@ func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (w
 	cs.Duration(&s.grace, "FLUSH_GRACE", 10*time.Second, 0, 10*time.Minute, "time to write the batch in hand on SIGTERM")
 	cs.Duration(&s.janitorIdle, "FLUSH_JANITOR_IDLE", time.Hour, time.Second, 30*24*time.Hour, "consumers idle this long with nothing pending are removed")
 	cs.String(&s.metricsAddr, "FLUSH_METRICS_ADDR", ":9091", "listen address of /healthz, /readyz and /metrics", config.Addr)
+	cs.String(&s.pprofAddr, "PPROF_ADDR", "", "listen address of net/http/pprof (empty: off; bind it to loopback)", config.OptionalAddr)
 	cs.Bool(&s.migrate, "FLUSH_MIGRATE", true, "apply schema migrations at start (under an advisory lock)")
 	s.addLog(cs)
 	cs.SetUsageLine("Usage: flushworker [run] [flags]")
@@ -113,6 +115,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return monitor.Run(gctx) })
+	g.Go(func() error { return telemetry.ServePprof(gctx, s.pprofAddr, log) })
 	for _, kind := range keyspace.Kinds {
 		co, err := streams.New(client, streams.Config{
 			Kind: kind, Keys: s.keys(), Group: s.group, Consumer: s.consumer,

@@ -47,6 +47,7 @@ type settings struct {
 	rateAlgorithm   string
 	mirrorInterval  time.Duration
 	shutdownTimeout time.Duration
+	pprofAddr       string
 	logLevel        string
 	logFormat       string
 }
@@ -72,6 +73,7 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	})
 	cs.Duration(&s.mirrorInterval, "INGEST_MIRROR_INTERVAL", 5*time.Second, 0, time.Hour, "how often the legacy flush lists are moved into the streams (0: never)")
 	cs.Duration(&s.shutdownTimeout, "INGEST_SHUTDOWN_TIMEOUT", 10*time.Second, 0, 10*time.Minute, "how long in-flight requests may take to finish on SIGTERM")
+	cs.String(&s.pprofAddr, "PPROF_ADDR", "", "listen address of net/http/pprof (empty: off; bind it to loopback)", config.OptionalAddr)
 	cs.String(&s.logLevel, "LOG_LEVEL", "info", "debug, info, warn or error", telemetry.CheckLogLevel)
 	cs.String(&s.logFormat, "LOG_FORMAT", "text", "text or json", telemetry.CheckLogFormat)
 	if err := cs.Parse(args, getenv, stdout); err != nil {
@@ -159,6 +161,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return nil
 	})
+	g.Go(func() error { return telemetry.ServePprof(gctx, s.pprofAddr, log) })
 	if s.mirrorInterval > 0 {
 		g.Go(func() error { return mirrorLoop(gctx, scripts, s.mirrorInterval, log) })
 	}

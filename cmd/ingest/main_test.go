@@ -42,6 +42,8 @@ func TestInvalidSettings(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, nil, "command line"},
 		{"stray argument", []string{"serve"}, nil, "command line"},
 		{"huge value", nil, map[string]string{"RECENT_SIZE": strings.Repeat("9", 10000)}, "RECENT_SIZE"},
+		{"pprof addr without port", nil, map[string]string{"PPROF_ADDR": "127.0.0.1"}, "PPROF_ADDR"},
+		{"pprof addr hostile", []string{"--pprof-addr", "$(reboot):80"}, nil, "--pprof-addr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

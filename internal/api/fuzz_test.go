@@ -1,6 +1,8 @@
 package api
 
 import (
+	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -36,6 +38,27 @@ func FuzzDecodeMessage(f *testing.F) {
 		var back message.Message
 		if err := decodeStrict(m.JSON(), &back); err != nil || back != m {
 			t.Fatalf("accepted message does not round-trip: %+v → %s → %+v (%v)", m, m.JSON(), back, err)
+		}
+	})
+}
+
+// FuzzStructure holds the fast structure scan to the token walk it replaces for valid JSON:
+// on every input both must report the same problem, or none.
+func FuzzStructure(f *testing.F) {
+	for _, seed := range []string{
+		`{"a":1,"b":{"a":2},"a":3}`, `{"a":[{"b":1,"b":2}]}`, `{"\u0061":1,"a":2}`, `{"a\"b":1,"a\"b":2}`,
+		`[[[[[[[[[]]]]]]]]]`, `[[[[[[[[]]]]]]]]`, `{"a":"{\"a\":1}","b":"[","a":{}}`, `"str"`, `12`, `{"k":{"k":{"k":1}},"k":2}`,
+		`{"1":1,"2":2,"3":3,"4":4,"5":5,"6":6,"7":7,"8":8,"9":9,"10":10,"11":11,"12":12,"13":13,"14":14,"15":15,"16":16,"17":17,"1":0}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !json.Valid(body) {
+			return
+		}
+		fast, slow := scanStructure(body), tokenStructure(body)
+		if fmt.Sprint(fast) != fmt.Sprint(slow) {
+			t.Fatalf("%q: scan says %v, token walk says %v", body, fast, slow)
 		}
 	})
 }

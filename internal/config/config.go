@@ -281,6 +281,14 @@ func (s *Set) PrintUsage(w io.Writer) {
 	fmt.Fprintln(w, "\n  -h, --help  print this help")
 }
 
+// OptionalAddr is Addr, or empty for "off".
+func OptionalAddr(v string) error {
+	if v == "" {
+		return nil
+	}
+	return Addr(v)
+}
+
 // Addr checks a host:port address; the host may be empty (all interfaces).
 func Addr(v string) error {
 	host, port, err := net.SplitHostPort(v)

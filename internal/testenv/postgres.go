@@ -83,8 +83,13 @@ func Postgres(t testing.TB) string {
 	return u.String()
 }
 
+// DurablePostgres, set before the first Postgres call (in TestMain), runs the server with
+// PostgreSQL's default durability (fsync, synchronous commit, full-page writes) instead of the
+// throwaway settings: benchmarks that claim "durable rows" must pay for them.
+var DurablePostgres bool
+
 // startPostgres runs initdb and postgres in a temporary folder on a free loopback port, tuned
-// for throwaway data (no fsync). As root it runs them as the postgres user, which PostgreSQL
+// for throwaway data (no fsync) unless DurablePostgres is set. As root it runs them as the postgres user, which PostgreSQL
 // requires.
 func startPostgres() (string, error) {
 	dirs := postgresBinDirs()
@@ -141,9 +146,12 @@ func runPostgres(cred *syscall.Credential, bin, data, dir string, port int) erro
 	if cred != nil {
 		_ = logf.Chown(int(cred.Uid), int(cred.Gid))
 	}
-	cmd := asUser(cred, exec.Command(bin, "-D", data, "-p", strconv.Itoa(port), "-k", dir,
-		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off", "-c", "max_connections=400", "-c", "shared_buffers=128MB"))
+	args := []string{"-D", data, "-p", strconv.Itoa(port), "-k", dir,
+		"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=400", "-c", "shared_buffers=128MB"}
+	if !DurablePostgres {
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	cmd := asUser(cred, exec.Command(bin, args...))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// SIGQUIT is an immediate shutdown: enough for a throwaway server whose test binary died.
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT

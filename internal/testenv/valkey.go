@@ -130,6 +130,14 @@ func (v *Valkey) Pause() { _ = v.cmd.Process.Signal(syscall.SIGSTOP) }
 // Resume continues a paused server.
 func (v *Valkey) Resume() { _ = v.cmd.Process.Signal(syscall.SIGCONT) }
 
+// Pid is the server's process id (0 while stopped), for measuring its CPU and memory.
+func (v *Valkey) Pid() int {
+	if v.cmd == nil {
+		return 0
+	}
+	return v.cmd.Process.Pid
+}
+
 // Client returns a client of the server, closed when the test ends.
 func (v *Valkey) Client(t testing.TB) valkey.Client {
 	t.Helper()

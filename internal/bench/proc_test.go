@@ -1,0 +1,107 @@
+//go:build bench
+
+package bench_test
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// clockTick is USER_HZ, the unit of /proc/*/stat CPU times: 100 on every Linux port Go runs on.
+const clockTick = 100
+
+// procStatus reads one "Key: value kB" field of /proc/pid/status in bytes.
+func procStatus(pid int, key string) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == key+":" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// hwm is a process' peak resident set size (VmHWM) in bytes.
+func hwm(pid int) float64 { return procStatus(pid, "VmHWM") }
+
+// cpuSeconds is the user+system CPU a process has used so far.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; the fields after its ')' are fixed.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	k, _ := strconv.ParseFloat(f[12], 64)
+	return (u + k) / clockTick
+}
+
+// selfCPU is this test process' CPU: during the load phases, the load generator's.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// machineBusy is the CPU time every process on the machine has used (all cores, /proc/stat).
+func machineBusy() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy float64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		x, _ := strconv.ParseFloat(v, 64)
+		busy += x
+	}
+	return busy / clockTick
+}
+
+// cpuMeter measures how many cores each named process used over a phase.
+type cpuMeter struct {
+	start   time.Time
+	pids    map[string]int
+	before  map[string]float64
+	self    float64
+	machine float64
+}
+
+func meterCPU(pids map[string]int) *cpuMeter {
+	m := &cpuMeter{start: time.Now(), pids: pids, before: map[string]float64{}, self: selfCPU(), machine: machineBusy()}
+	for name, pid := range pids {
+		m.before[name] = cpuSeconds(pid)
+	}
+	return m
+}
+
+// String reports cores used per process, the load generator (this process) and the machine.
+func (m *cpuMeter) String() string {
+	wall := time.Since(m.start).Seconds()
+	var parts []string
+	for _, name := range []string{"ingest", "flushworker", "valkey"} {
+		if pid, ok := m.pids[name]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.2f", name, (cpuSeconds(pid)-m.before[name])/wall))
+		}
+	}
+	parts = append(parts, fmt.Sprintf("load generator %.2f", (selfCPU()-m.self)/wall),
+		fmt.Sprintf("machine %.2f", (machineBusy()-m.machine)/wall))
+	return "cores: " + strings.Join(parts, ", ")
+}
