@@ -14,7 +14,7 @@ for arg in "$@"; do
 done
 
 have_pg() { compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; }
-have_valkey() { command -v valkey-server >/dev/null && command -v valkey-cli >/dev/null; }
+have_valkey() { command -v valkey-server >/dev/null && command -v valkey-cli >/dev/null && command -v valkey-benchmark >/dev/null; }
 have_prom() { command -v prometheus >/dev/null && command -v promtool >/dev/null; }
 
 # debian_uri reads the URI of the machine's existing Debian entry, so backports come from the same mirror.

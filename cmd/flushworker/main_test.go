@@ -57,7 +57,10 @@ func TestInvalidSettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
-			err := run(context.Background(), tt.args, testenv.Env(tt.env), &out, &out)
+			// A setting that slips through validation must fail here, not hang connecting.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := run(ctx, tt.args, testenv.Env(tt.env), &out, &out)
 			var cerr *config.Error
 			if !errors.As(err, &cerr) || cerr.Setting != tt.setting {
 				t.Fatalf("err = %v, want an invalid setting %s", err, tt.setting)

@@ -48,6 +48,8 @@ type settings struct {
 	mirrorInterval  time.Duration
 	shutdownTimeout time.Duration
 	pprofAddr       string
+	batchSlots      int
+	batchWait       time.Duration
 	logLevel        string
 	logFormat       string
 }
@@ -65,6 +67,8 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	cs.Secret(&s.authToken, "INGEST_AUTH_TOKEN", "", "bearer token required on /v1/... (empty: no auth)", nil)
 	cs.Int(&s.recentSize, "RECENT_SIZE", 500, 1, 100_000, "size of each recent-messages ring")
 	cs.Int(&s.backlogCap, "INGEST_BACKLOG_CAP", 1_000_000, 1, 1_000_000_000, "most entries a flush stream may hold; past it messages get 503")
+	cs.Int(&s.batchSlots, "INGEST_BATCH_CONCURRENCY", 8, 1, 1024, "most batch requests worked on at once; the others wait (bounds memory, not throughput: Valkey runs one script at a time)")
+	cs.Duration(&s.batchWait, "INGEST_BATCH_WAIT", 5*time.Second, time.Millisecond, time.Minute, "longest a batch request waits for its turn before it gets 503")
 	cs.Duration(&s.clientMsgTTL, "INGEST_CLIENT_MSG_TTL", 24*time.Hour, time.Second, 30*24*time.Hour, "how long a client_msg_id is remembered for retries")
 	cs.Int(&s.rateLimit, "RATE_LIMIT", 30, 1, lua.MaxLimit, "messages per window and user, until set with PUT /v1/rate-limit")
 	cs.Duration(&s.rateWindow, "RATE_WINDOW", 10*time.Second, time.Second, lua.MaxWindowSeconds*time.Second, "rate-limit window (whole seconds), until set with PUT /v1/rate-limit")
@@ -125,12 +129,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.WarnContext(ctx, "loading scripts failed; they load on first use", "err", err)
 	}
 	srv, err := api.New(api.Config{
-		Scripts:    scripts,
-		Logger:     log,
-		Registerer: reg,
-		Metrics:    metrics,
-		AuthToken:  s.authToken,
-		RecentSize: s.recentSize,
+		Scripts:          scripts,
+		Logger:           log,
+		Registerer:       reg,
+		Metrics:          metrics,
+		AuthToken:        s.authToken,
+		RecentSize:       s.recentSize,
+		BatchConcurrency: s.batchSlots,
+		BatchWait:        s.batchWait,
 	})
 	if err != nil {
 		return err

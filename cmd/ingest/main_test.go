@@ -42,13 +42,18 @@ func TestInvalidSettings(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, nil, "command line"},
 		{"stray argument", []string{"serve"}, nil, "command line"},
 		{"huge value", nil, map[string]string{"RECENT_SIZE": strings.Repeat("9", 10000)}, "RECENT_SIZE"},
+		{"batch concurrency zero", nil, map[string]string{"INGEST_BATCH_CONCURRENCY": "0"}, "INGEST_BATCH_CONCURRENCY"},
+		{"batch wait empty flag", []string{"--ingest-batch-wait="}, nil, "--ingest-batch-wait"},
 		{"pprof addr without port", nil, map[string]string{"PPROF_ADDR": "127.0.0.1"}, "PPROF_ADDR"},
 		{"pprof addr hostile", []string{"--pprof-addr", "$(reboot):80"}, nil, "--pprof-addr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out bytes.Buffer
-			err := run(context.Background(), tt.args, testenv.Env(tt.env), &out, &out)
+			// A setting that slips through validation must fail here, not hang connecting.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := run(ctx, tt.args, testenv.Env(tt.env), &out, &out)
 			var cerr *config.Error
 			if !errors.As(err, &cerr) || cerr.Setting != tt.setting {
 				t.Fatalf("err = %v, want an invalid setting %s", err, tt.setting)

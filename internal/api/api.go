@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/chatpipe/chatpipe/internal/lua"
 )
@@ -38,6 +39,13 @@ type Config struct {
 	MaxBatchBody int64
 	// MaxBatch is the most messages in one batch. Default 1000.
 	MaxBatch int
+	// BatchConcurrency is the most batch requests decoded and enqueued at once; the others wait,
+	// their bodies unread, for up to BatchWait and then get 503. Valkey runs scripts one at a
+	// time, so more concurrent batches add memory (up to MaxBatchBody each, several times over
+	// once decoded), not throughput. Default 8.
+	BatchConcurrency int
+	// BatchWait bounds the wait for a batch slot. Default 5s.
+	BatchWait time.Duration
 	// NowFunc gives the time for messages sent without created_at. Default time.Now.
 	NowFunc func() time.Time
 }
@@ -49,6 +57,8 @@ type Server struct {
 	m       *metrics
 	handler http.Handler
 	ready   atomic.Bool
+	// batchSlots bounds the batch requests in progress (Config.BatchConcurrency).
+	batchSlots *semaphore.Weighted
 }
 
 // New returns a Server, ready to serve.
@@ -74,6 +84,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = 1000
 	}
+	if cfg.BatchConcurrency == 0 {
+		cfg.BatchConcurrency = 8
+	}
+	if cfg.BatchWait == 0 {
+		cfg.BatchWait = 5 * time.Second
+	}
 	if cfg.NowFunc == nil {
 		cfg.NowFunc = time.Now
 	}
@@ -81,7 +97,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, m: m}
+	s := &Server{cfg: cfg, log: cfg.Logger, m: m, batchSlots: semaphore.NewWeighted(int64(cfg.BatchConcurrency))}
 	s.ready.Store(true)
 	s.handler = m.instrument(s.routes())
 	return s, nil

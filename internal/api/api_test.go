@@ -39,6 +39,8 @@ type options struct {
 	recentSize int
 	rate       lua.RateLimit
 	backlogCap int64
+	batchSlots int
+	batchWait  time.Duration
 }
 
 func setup(t testing.TB, o options) *testBundle {
@@ -55,6 +57,7 @@ func setup(t testing.TB, o options) *testBundle {
 	}
 	reg := prometheus.NewRegistry()
 	a, err := api.New(api.Config{Scripts: scripts, Registerer: reg, AuthToken: o.token, RecentSize: o.recentSize,
+		BatchConcurrency: o.batchSlots, BatchWait: o.batchWait,
 		NowFunc: func() time.Time { return time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC) }})
 	if err != nil {
 		t.Fatal(err)
@@ -546,5 +549,52 @@ func TestHostileInputStoredVerbatim(t *testing.T) {
 		if r := b.post(t, path, huge); r.status != http.StatusRequestEntityTooLarge {
 			t.Errorf("10 MB body on %s: %d, want 413", path, r.status)
 		}
+	}
+}
+
+// TestBatchConcurrency: past BatchConcurrency, a batch waits for a slot with its body unread,
+// then gets 503 + Retry-After; the batch holding the slot is not disturbed, and nothing of the
+// refused batch is enqueued.
+func TestBatchConcurrency(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{batchSlots: 1, batchWait: 100 * time.Millisecond})
+	// The first batch holds the only slot while its body trickles in.
+	pr, pw := io.Pipe()
+	first := make(chan *http.Response, 1)
+	go func() {
+		res, err := http.Post(b.url+"/v1/messages/batch", "application/json", pr)
+		if err != nil {
+			t.Error(err)
+		}
+		first <- res
+	}()
+	if _, err := pw.Write([]byte(`{"messages":[{"owner_id":"a","username":"A","content":"held"}`)); err != nil {
+		t.Fatal(err)
+	}
+	var r response
+	testenv.WaitFor(t, "the second batch to be refused", 5*time.Second, func() bool {
+		r = b.do(t, http.MethodPost, "/v1/messages/batch", "application/json", `{"messages":[{"owner_id":"b","username":"B","content":"refused"}]}`)
+		return r.status == http.StatusServiceUnavailable
+	})
+	if r.header.Get("Retry-After") != "1" || r.body["error"] != "unavailable" {
+		t.Fatalf("refused batch: %d %v %s", r.status, r.header, r.raw)
+	}
+	if _, err := pw.Write([]byte(`]}`)); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	res := <-first
+	if res == nil {
+		t.FailNow()
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !strings.Contains(string(body), `"cache_id":1`) {
+		t.Fatalf("held batch: %d %s", res.StatusCode, body)
+	}
+	// The slot is free again, and the refused batch took no id.
+	r = b.do(t, http.MethodPost, "/v1/messages/batch", "application/json", `{"messages":[{"owner_id":"b","username":"B","content":"after"}]}`)
+	if r.status != http.StatusOK || !strings.Contains(r.raw, `"cache_id":2`) {
+		t.Fatalf("batch after the slot freed: %d %s", r.status, r.raw)
 	}
 }

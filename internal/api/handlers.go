@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -142,6 +143,15 @@ type batchBody struct {
 // postBatch accepts up to MaxBatch public messages. Each is validated on its own; the valid ones
 // go to Valkey in one pipelined round trip. Results come back in order.
 func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
+	// Take a slot before reading the body: waiting bodies stay in the kernel's buffers.
+	wctx, cancel := context.WithTimeout(r.Context(), s.cfg.BatchWait)
+	err := s.batchSlots.Acquire(wctx, 1)
+	cancel()
+	if err != nil {
+		return &apiError{code: codeUnavailable, retryAfter: time.Second,
+			detail: fmt.Sprintf("more than %d batches in progress for %s; retry", s.cfg.BatchConcurrency, s.cfg.BatchWait)}
+	}
+	defer s.batchSlots.Release(1)
 	var req batchRequest
 	if err := s.decode(w, r, s.cfg.MaxBatchBody, &req); err != nil {
 		return err

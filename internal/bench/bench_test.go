@@ -103,7 +103,7 @@ type bench struct {
 	dir  string // built ingest and flushworker
 	rows []row
 
-	evalOne, evalConcurrent, evalPiped float64
+	evalOne, evalUnpiped, evalConcurrent, evalPiped float64
 	bare, bareE2E                      float64
 }
 
@@ -140,18 +140,26 @@ func (b *bench) limits() {
 	scripts := newScripts(t, c)
 	n := sized(200_000, 40_000)
 	b.evalOne = parallel(n/4, 1, func(i int) { _, _ = scripts.Enqueue(ctx, msg(i)) })
-	b.add(row{Stage: "limit: EVALSHA enqueue, 1 caller, unpipelined", Value: b.evalOne, Unit: "msgs/s"})
-	// 64 concurrent callers, each waiting for its answer: valkey-go writes the calls that meet
-	// on its connection together, so this is the server's script rate for independent requests.
+	b.add(row{Stage: "limit: EVALSHA enqueue, Go, 1 caller, one at a time", Value: b.evalOne, Unit: "msgs/s"})
+	// valkey-benchmark, 64 connections each waiting for its answer: the script's rate for
+	// independent, unpipelined calls, with no Go client in the way.
 	cpu := meterCPU(map[string]int{"valkey": v.Pid()})
+	b.evalUnpiped = valkeyBenchmark(t, v.Addr, 64, 1, n, scripts.EnqueueCommand(msg(0)))
+	b.add(row{Stage: "limit: EVALSHA enqueue, valkey-benchmark, 64 connections, unpipelined", Value: b.evalUnpiped, Unit: "msgs/s", Detail: cpu.String()})
+	piped := valkeyBenchmark(t, v.Addr, 2, 500, n*2, scripts.EnqueueCommand(msg(0)))
+	b.add(row{Stage: "limit: EVALSHA enqueue, valkey-benchmark, 2 connections, pipelined 500", Value: piped, Unit: "msgs/s"})
+	// 64 goroutines on one valkey-go client: it writes the calls that meet on its connection
+	// together (auto-pipelining), which is how ingest talks to Valkey.
+	cpu = meterCPU(map[string]int{"valkey": v.Pid()})
 	b.evalConcurrent = parallel(n, 64, func(i int) { _, _ = scripts.Enqueue(ctx, msg(i)) })
-	b.add(row{Stage: "limit: EVALSHA enqueue, 64 concurrent callers", Value: b.evalConcurrent, Unit: "msgs/s", Detail: cpu.String()})
+	b.add(row{Stage: "limit: EVALSHA enqueue, Go, 64 concurrent callers (auto-pipelined)", Value: b.evalConcurrent, Unit: "msgs/s", Detail: cpu.String()})
 	batch := make([]lua.Message, 500)
 	for i := range batch {
 		batch[i] = msg(i)
 	}
 	b.evalPiped = parallel(n/500, 2, func(int) { scripts.EnqueueMany(ctx, keyspace.Public, batch) }) * 500
-	b.add(row{Stage: "limit: EVALSHA enqueue, pipelined 500, 2 callers", Value: b.evalPiped, Unit: "msgs/s"})
+	b.add(row{Stage: "limit: EVALSHA enqueue, Go, pipelined 500, 2 callers", Value: b.evalPiped, Unit: "msgs/s",
+		Detail: fmt.Sprintf("%.0f%% of valkey-benchmark's pipelined rate", b.evalPiped/piped*100)})
 
 	dsn := testenv.Postgres(t)
 	pool := connect(t, dsn)
@@ -203,6 +211,29 @@ func createGroup(t *testing.T, c valkey.Client, stream string) {
 	if err := c.Do(context.Background(), c.B().XgroupCreate().Key(stream).Group("bare").Id("0").Mkstream().Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// valkeyBenchmark runs valkey-benchmark with a command line on conns connections, pipeline
+// deep, and returns its requests per second.
+func valkeyBenchmark(t *testing.T, addr string, conns, pipeline, n int, cmd []string) float64 {
+	bin, err := exec.LookPath("valkey-benchmark")
+	if err != nil {
+		t.Fatalf("valkey-benchmark not found (it comes with valkey-tools; make deps installs it): %v", err)
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	args := append([]string{"-h", host, "-p", port, "-c", strconv.Itoa(conns), "-P", strconv.Itoa(pipeline), "-n", strconv.Itoa(n), "--csv"}, cmd...)
+	out, err := exec.Command(bin, args...).Output()
+	if err != nil {
+		t.Fatalf("valkey-benchmark: %v: %s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	// The test name (the command line) holds commas and quotes: count the 7 numbers from the end.
+	f := strings.Split(lines[len(lines)-1], ",")
+	rps, err := strconv.ParseFloat(strings.Trim(f[max(0, len(f)-7)], `"`), 64)
+	if err != nil {
+		t.Fatalf("valkey-benchmark output not understood: %s", out)
+	}
+	return rps
 }
 
 // preload fills a stream with n ring-entry payloads, pipelined.
@@ -274,9 +305,9 @@ func (b *bench) flush() {
 		start := time.Now()
 		peak := w.waitFlushed(t, v.Client(t), dsn, entries, 10*time.Minute)
 		rate := float64(entries) / time.Since(start).Seconds()
-		w.stop()
 		r := row{Stage: fmt.Sprintf("flush: %d replica(s), %d-entry backlog", replicas, entries), Value: rate, Unit: "rows/s",
 			Detail: fmt.Sprintf("peak RSS %.0f MiB per worker (target < 100), %s", peak/(1<<20), cpu)}
+		w.stop()
 		if replicas == 1 {
 			one = rate
 			r = against(r, "bare loop", b.bare, 0.90)
@@ -380,7 +411,12 @@ func groupState(t *testing.T, c valkey.Client, stream, group string) (read, pend
 
 // cpuProfile saves a CPU profile of a running binary under bench/results/.
 func (b *bench) cpuProfile(addr, name string, d time.Duration) {
-	res, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds()))
+	res, err := http.Get(url)
+	for tries := 0; err != nil && tries < 100; tries++ { // the binary may still be starting
+		time.Sleep(10 * time.Millisecond)
+		res, err = http.Get(url)
+	}
 	if err != nil {
 		b.t.Logf("profile %s: %v", name, err)
 		return
@@ -442,14 +478,14 @@ func (b *bench) ingest() {
 		cpu := meterCPU(pids)
 		rate, lat := closedLoop(t, in.url+"/v1/messages", clients, sized(150_000, 30_000), singleBody, http.StatusAccepted)
 		b.add(against(row{Stage: fmt.Sprintf("ingest: single-message endpoint, %d clients", clients), Value: rate, Unit: "msgs/s",
-			Detail: lat + "; " + cpu.String()}, "EVALSHA, 64 callers", b.evalConcurrent, 0.40))
+			Detail: fmt.Sprintf("%s; %.0f%% of the auto-pipelined Go rate; %s; ingest peak RSS %.0f MiB", lat, rate/b.evalConcurrent*100, cpu, hwm(in.pid)/(1<<20))}, "EVALSHA unpipelined (valkey-benchmark)", b.evalUnpiped, 0.40))
 	}
 	body := batchBody(500)
 	for _, clients := range []int{8, 64} {
 		cpu := meterCPU(pids)
 		rate, lat := closedLoop(t, in.url+"/v1/messages/batch", clients, sized(800, 160), func(int) string { return body }, http.StatusOK)
 		b.add(against(row{Stage: fmt.Sprintf("ingest: batch endpoint (500 per request), %d clients", clients), Value: rate * 500, Unit: "msgs/s",
-			Detail: lat + "; " + cpu.String()}, "EVALSHA pipelined", b.evalPiped, 0.80))
+			Detail: fmt.Sprintf("%s; %s; ingest peak RSS %.0f MiB", lat, cpu, hwm(in.pid)/(1<<20))}, "EVALSHA pipelined", b.evalPiped, 0.80))
 	}
 	b.add(row{Stage: "ingest: peak RSS after the runs above", Value: hwm(in.pid) / (1 << 20), Unit: "MiB", Detail: "target < 100 MiB"})
 }

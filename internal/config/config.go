@@ -289,13 +289,26 @@ func OptionalAddr(v string) error {
 	return Addr(v)
 }
 
+// hostName reports whether h can be a DNS name: letters, digits, '-', '_' and '.'.
+func hostName(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 // Addr checks a host:port address; the host may be empty (all interfaces).
 func Addr(v string) error {
 	host, port, err := net.SplitHostPort(v)
 	if err != nil {
 		return errors.New("not host:port")
 	}
-	if strings.ContainsAny(host, " \t/") {
+	if host != "" && net.ParseIP(host) == nil && !hostName(host) {
 		return errors.New("not a host name or address")
 	}
 	n, err := strconv.Atoi(port)

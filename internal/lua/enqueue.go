@@ -3,6 +3,7 @@ package lua
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/valkey-io/valkey-go"
@@ -43,6 +44,16 @@ func (s *Scripts) Enqueue(ctx context.Context, m Message) (Result, error) {
 	defer cancel()
 	sc, c := s.enqueueCall(m)
 	return parseEnqueue(sc.Exec(ctx, s.c, c.Keys, c.Args))
+}
+
+// EnqueueCommand is the EVALSHA command line (command name first) that Enqueue sends for m,
+// for tools that drive Valkey directly: make bench runs it through valkey-benchmark to measure
+// the script's rate without chatpipe's client in the way. The script must be loaded first.
+func (s *Scripts) EnqueueCommand(m Message) []string {
+	sc, c := s.enqueueCall(m)
+	cmd := []string{"EVALSHA", sc.sha, strconv.Itoa(len(c.Keys))}
+	cmd = append(cmd, c.Keys...)
+	return append(cmd, c.Args...)
 }
 
 // Outcome is the result of one message of a batch.

@@ -580,3 +580,23 @@ func TestHungServerTimesOut(t *testing.T) {
 		t.Fatalf("a hung server held the call for %s, want about the 200ms timeout", d)
 	}
 }
+
+// TestEnqueueCommand: the command line given to tools does what Enqueue does.
+func TestEnqueueCommand(t *testing.T) {
+	t.Parallel()
+	b := setup(t, lua.Config{})
+	mustEnqueue(t, b, pub("alice", "first")) // loads the script
+	cmd := b.scripts.EnqueueCommand(pub("bob", "hi"))
+	res, err := testenv.Do(t, b.client, cmd...).ToArray()
+	if err != nil || len(res) != 3 {
+		t.Fatalf("raw EVALSHA: %v, %v", res, err)
+	}
+	if id, _ := res[1].AsInt64(); id != 2 {
+		t.Fatalf("raw EVALSHA gave cache id %d, want 2", id)
+	}
+	got := streamEntries(t, b, keyspace.Public)
+	want := streamEntry{"2", "message", `{"cache_id":2,"data":{"content":"hi","owner_id":"bob","username":"bob"}}`}
+	if len(got) != 2 || got[1] != want {
+		t.Fatalf("stream after the raw EVALSHA: %+v", got)
+	}
+}
