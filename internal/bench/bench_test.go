@@ -104,7 +104,7 @@ type bench struct {
 	rows []row
 
 	evalOne, evalUnpiped, evalConcurrent, evalPiped float64
-	bare, bareE2E                      float64
+	bare, bareE2E                                   float64
 }
 
 func (b *bench) add(r row) {
