@@ -42,6 +42,7 @@ func TestInvalidSettings(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, nil, "command line"},
 		{"stray argument", []string{"serve"}, nil, "command line"},
 		{"huge value", nil, map[string]string{"RECENT_SIZE": strings.Repeat("9", 10000)}, "RECENT_SIZE"},
+		{"flush delay too long", nil, map[string]string{"VALKEY_FLUSH_DELAY": "1s"}, "VALKEY_FLUSH_DELAY"},
 		{"batch concurrency zero", nil, map[string]string{"INGEST_BATCH_CONCURRENCY": "0"}, "INGEST_BATCH_CONCURRENCY"},
 		{"batch wait empty flag", []string{"--ingest-batch-wait="}, nil, "--ingest-batch-wait"},
 		{"pprof addr without port", nil, map[string]string{"PPROF_ADDR": "127.0.0.1"}, "PPROF_ADDR"},

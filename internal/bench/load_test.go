@@ -4,10 +4,7 @@ package bench_test
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,50 +23,68 @@ func latencies(lat []time.Duration) string {
 	return fmt.Sprintf("p50 %s, p99 %s, p99.9 %s", p(0.5), p(0.99), p(0.999))
 }
 
-func newHTTPClient(conns int) *http.Client {
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}}
-}
-
-// post sends one request and reads the answer to its end: a body closed unread makes the
-// transport drop the connection, and the benchmark would measure TCP set-up instead of ingest.
-func post(t *testing.T, client *http.Client, url, body string, want int) bool {
-	res, err := client.Post(url, "application/json", strings.NewReader(body))
+// send posts one request on a kept-alive connection and checks the status.
+func send(t *testing.T, c *rawConn, path, body string, want int) bool {
+	status, answer, err := c.post(path, body)
 	if err != nil {
-		t.Error(err)
+		t.Errorf("POST %s: %v", path, err)
 		return false
 	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != want {
-		t.Errorf("POST %s: status %d: %s", url, res.StatusCode, b)
+	if status != want {
+		t.Errorf("POST %s: status %d: %s", path, status, answer)
 		return false
 	}
 	return true
 }
 
-// closedLoop sends n requests from clients goroutines, each sending its next request when the
-// previous one is answered: the highest rate that many clients reach. It returns requests per
-// second and the latency percentiles.
-func closedLoop(t *testing.T, url string, clients, n int, body func(int) string, want int) (float64, string) {
-	client := newHTTPClient(clients)
-	defer client.CloseIdleConnections()
-	lat := make([]time.Duration, n)
-	rate := parallel(n, clients, func(i int) {
-		start := time.Now()
-		if post(t, client, url, body(i), want) {
-			lat[i] = time.Since(start)
+// dialAll opens n kept-alive connections.
+func dialAll(t *testing.T, addr string, n int) []*rawConn {
+	conns := make([]*rawConn, n)
+	for i := range conns {
+		c, err := dialRaw(addr)
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
-	return rate, latencies(lat)
+		t.Cleanup(func() { c.Close() })
+		conns[i] = c
+	}
+	return conns
+}
+
+// closedLoop sends n requests from clients connections, each sending its next request when
+// the previous one is answered: the highest rate that many clients reach. It returns requests
+// per second and the latency percentiles.
+func closedLoop(t *testing.T, addr, path string, clients, n int, body func(int) string, want int) (float64, string) {
+	conns := dialAll(t, addr, clients)
+	lat := make([]time.Duration, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, c := range conns {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				s := time.Now()
+				if !send(t, c, path, body(i), want) {
+					return
+				}
+				lat[i] = time.Since(s)
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n) / time.Since(start).Seconds(), latencies(lat)
 }
 
 // openLoop sends requests at a fixed rate for d, whatever the answers' speed (no coordinated
 // omission: a request's latency counts from when it was due, not from when a sender was free).
 // It returns the requests sent and the latency percentiles.
-func openLoop(t *testing.T, url string, rate float64, d time.Duration, body func(int) string, want int) (int, string) {
+func openLoop(t *testing.T, addr, path string, rate float64, d time.Duration, body func(int) string, want int) (int, string) {
 	const senders = 256
-	client := newHTTPClient(senders)
-	defer client.CloseIdleConnections()
+	conns := dialAll(t, addr, senders)
 	due := make(chan time.Time, senders*4)
 	var (
 		mu  sync.Mutex
@@ -77,10 +92,10 @@ func openLoop(t *testing.T, url string, rate float64, d time.Duration, body func
 		seq atomic.Int64
 		wg  sync.WaitGroup
 	)
-	for range senders {
+	for _, c := range conns {
 		wg.Go(func() {
 			for at := range due {
-				if post(t, client, url, body(int(seq.Add(1))), want) {
+				if send(t, c, path, body(int(seq.Add(1))), want) {
 					l := time.Since(at)
 					mu.Lock()
 					lat = append(lat, l)
