@@ -47,7 +47,9 @@ verify-flush: deps ## exactly-once check: 200 000 messages, workers SIGKILLed, P
 
 fuzz: deps ## run each fuzz target for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $${FUZZTIME:-60s} ./internal/api/
+	$(GO) test -run '^$$' -fuzz '^FuzzStructure$$' -fuzztime $${FUZZTIME:-60s} ./internal/api/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEntry$$' -fuzztime $${FUZZTIME:-60s} ./internal/message/
+	$(GO) test -run '^$$' -fuzz '^FuzzScanEntry$$' -fuzztime $${FUZZTIME:-60s} ./internal/message/
 	$(GO) test -run '^$$' -fuzz '^FuzzReplay$$' -fuzztime $${FUZZTIME:-60s} ./internal/streams/
 
 chaos: deps ## fault-injection run proving the invariants (CHAOS_DURATION, default 2m; CHAOS_SEED to replay)

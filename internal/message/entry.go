@@ -1,11 +1,11 @@
 package message
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -69,16 +69,14 @@ func DecodeEntry(streamKind, streamID string, fields map[string]string) (Record,
 	case len(payload) > MaxPayload:
 		return r, badEntry("payload of %d bytes, more than %d", len(payload), MaxPayload)
 	}
-	var e struct {
-		CacheID *int64   `json:"cache_id"`
-		Data    *Message `json:"data"`
-	}
-	dec := json.NewDecoder(bytes.NewReader([]byte(payload)))
-	if err := dec.Decode(&e); err != nil {
-		return r, badEntry("payload is not a ring entry: %v", err)
-	}
-	if dec.More() {
-		return r, badEntry("payload has data after the ring entry")
+	e, ok := scanEntry(payload)
+	if !ok {
+		if err := json.Unmarshal([]byte(payload), &e); err != nil {
+			if se, ok := errors.AsType[*json.SyntaxError](err); ok && strings.Contains(se.Error(), "after top-level value") {
+				return r, badEntry("payload has data after the ring entry")
+			}
+			return r, badEntry("payload is not a ring entry: %v", err)
+		}
 	}
 	switch {
 	case e.CacheID == nil || e.Data == nil:

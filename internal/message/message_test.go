@@ -115,3 +115,14 @@ func TestDecodeEntry(t *testing.T) {
 		})
 	}
 }
+
+func BenchmarkDecodeEntry(b *testing.B) {
+	m := message.Message{OwnerID: "user1", Username: "User", Content: "a typical chat message of some fifty bytes or so....", CreatedAt: "2026-11-25T10:00:00Z"}
+	fields := map[string]string{"cache_id": "7", "kind": "message", "payload": `{"cache_id":7,"data":` + string(m.JSON()) + `}`}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := message.DecodeEntry(message.KindMessage, "1-0", fields); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
