@@ -79,6 +79,19 @@ func (s *Store) Persist(ctx context.Context, kind keyspace.Kind, recs []message.
 			msgs = append(msgs, i)
 		}
 	}
+	if len(msgs) >= CopyMin {
+		n, err := s.copyBatch(ctx, kind, recs, msgs)
+		res.RoundTrips += 3
+		switch {
+		case err == nil:
+			res.Inserted = n
+			msgs = nil
+		case !Permanent(err):
+			return res, err
+		}
+		// A permanent error (a row already there, or one Postgres refuses): the INSERT below
+		// skips the first kind and isolates the second.
+	}
 	if len(msgs) > 0 {
 		if err := s.insertIsolated(ctx, kind, recs, msgs, &res); err != nil {
 			return res, err

@@ -211,39 +211,108 @@ func TestDeleteEitherOrder(t *testing.T) {
 
 // TestDeleteRacesInsert: an insert that starts while a deletion of the same id is uncommitted
 // must wait for it and then skip the row, or the deleted message would remain.
+// TestDeleteRacesInsert: a write that starts while a deletion of one of its ids is uncommitted
+// waits for it and skips the row, whether the batch goes by INSERT or by COPY.
 func TestDeleteRacesInsert(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	ctx := context.Background()
-	tx, err := b.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
+	for _, n := range []int{1, pg.CopyMin} {
+		t.Run(fmt.Sprintf("batch of %d", n), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			ctx := context.Background()
+			tx, err := b.pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if _, err := tx.Exec(ctx, "LOCK TABLE chat_messages IN SHARE ROW EXCLUSIVE MODE"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO deleted_messages (kind, cache_id, stream_id) VALUES ('message', 7, '1-1')"); err != nil {
+				t.Fatal(err)
+			}
+			batch := make([]message.Record, n)
+			want := []int64{}
+			for i := range batch {
+				batch[i] = rec(int64(7+i), "raced")
+				if i > 0 {
+					want = append(want, int64(7+i))
+				}
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := b.store.Persist(ctx, keyspace.Public, batch)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				t.Fatalf("the write did not wait for the uncommitted deletion (err %v)", err)
+			case <-time.After(300 * time.Millisecond):
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if got := ids(t, b, "chat_messages"); !slices.Equal(got, want) {
+				t.Fatalf("rows = %v, want %v: the deleted message was written", got, want)
+			}
+		})
 	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "LOCK TABLE chat_messages IN SHARE ROW EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "INSERT INTO deleted_messages (kind, cache_id, stream_id) VALUES ('message', 7, '1-1')"); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := b.store.Persist(ctx, keyspace.Public, []message.Record{rec(7, "raced")})
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		t.Fatalf("the insert did not wait for the uncommitted deletion (err %v)", err)
-	case <-time.After(300 * time.Millisecond):
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if got := ids(t, b, "chat_messages"); len(got) != 0 {
-		t.Fatalf("rows = %v: the deleted message was written", got)
+}
+
+// TestPersistCopyAndInsertAgree: a batch of CopyMin or more goes by COPY, a smaller one by
+// INSERT; both skip tombstoned ids, write a repeated id once (its first occurrence), write
+// nothing on redelivery, and report the same counts, for both tables.
+func TestPersistCopyAndInsertAgree(t *testing.T) {
+	t.Parallel()
+	for _, kind := range keyspace.Kinds {
+		for _, n := range []int{4, pg.CopyMin, 500} {
+			t.Run(fmt.Sprintf("%s, batch of %d", kind, n), func(t *testing.T) {
+				t.Parallel()
+				b := setup(t)
+				ctx := context.Background()
+				if _, err := b.store.Persist(ctx, kind, []message.Record{del(2)}); err != nil {
+					t.Fatal(err)
+				}
+				batch := make([]message.Record, n)
+				for i := range batch {
+					batch[i] = rec(int64(i+1), "first")
+				}
+				batch[n-1] = rec(3, "repeat") // id 3 twice: the first one is written
+				res, err := b.store.Persist(ctx, kind, batch)
+				if err != nil || res.Inserted != int64(n-2) || len(res.Rejected) != 0 {
+					t.Fatalf("first write: %+v, %v; want %d inserted", res, err, n-2)
+				}
+				table := map[keyspace.Kind]string{keyspace.Public: "chat_messages", keyspace.Private: "private_messages"}[kind]
+				var want []int64
+				for i := 1; i < n; i++ {
+					if i != 2 {
+						want = append(want, int64(i))
+					}
+				}
+				if got := ids(t, b, table); !slices.Equal(got, want) {
+					t.Fatalf("rows = %v, want %v", got, want)
+				}
+				var content, recipient string
+				if kind == keyspace.Private {
+					_ = b.pool.QueryRow(ctx, "SELECT content, recipient_id FROM private_messages WHERE cache_id = 3").Scan(&content, &recipient)
+				} else {
+					_ = b.pool.QueryRow(ctx, "SELECT content, 'u2' FROM chat_messages WHERE cache_id = 3").Scan(&content, &recipient)
+				}
+				if content != "first" || recipient != "u2" {
+					t.Fatalf("row 3 = %q to %q, want the first occurrence", content, recipient)
+				}
+				res, err = b.store.Persist(ctx, kind, batch)
+				if err != nil || res.Inserted != 0 || len(res.Rejected) != 0 {
+					t.Fatalf("redelivery: %+v, %v; want nothing inserted", res, err)
+				}
+				if got := ids(t, b, table); !slices.Equal(got, want) {
+					t.Fatalf("rows after redelivery = %v, want %v", got, want)
+				}
+			})
+		}
 	}
 }
 
@@ -314,13 +383,20 @@ func TestLimitedRole(t *testing.T) {
 	}
 	defer pool.Close()
 	store := pg.New(pool)
+	big := make([]message.Record, pg.CopyMin) // written by COPY
+	for i := range big {
+		big[i] = rec(int64(100+i), "copied")
+	}
 	for _, kind := range keyspace.Kinds {
 		if _, err := store.Persist(ctx, kind, []message.Record{rec(1, "a"), rec(2, "b"), del(2)}); err != nil {
 			t.Fatalf("%s as the limited role: %v", kind, err)
 		}
+		if res, err := store.Persist(ctx, kind, big); err != nil || res.Inserted != int64(len(big)) {
+			t.Fatalf("%s batch of %d as the limited role: %+v, %v", kind, len(big), res, err)
+		}
 	}
-	if got := ids(t, b, "chat_messages"); !slices.Equal(got, []int64{1}) {
-		t.Fatalf("rows = %v, want 1", got)
+	if got := ids(t, b, "chat_messages"); len(got) != 1+pg.CopyMin || got[0] != 1 {
+		t.Fatalf("rows = %v, want 1 and the copied batch", got)
 	}
 	if _, err := pool.Exec(ctx, "DROP TABLE chat_messages"); err == nil {
 		t.Fatal("the limited role could drop a table")
