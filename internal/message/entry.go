@@ -71,6 +71,7 @@ func DecodeEntry(streamKind, streamID string, fields map[string]string) (Record,
 	}
 	e, ok := scanEntry(payload)
 	if !ok {
+		e = ringEntry{} // what the scan filled before it gave up is not kept
 		if err := json.Unmarshal([]byte(payload), &e); err != nil {
 			if se, ok := errors.AsType[*json.SyntaxError](err); ok && strings.Contains(se.Error(), "after top-level value") {
 				return r, badEntry("payload has data after the ring entry")
