@@ -137,7 +137,7 @@ func (c *client) send(kind, owner, token string, retries int) {
 			Error   string `json:"error"`
 		}
 		_ = json.NewDecoder(res.Body).Decode(&out)
-		res.Body.Close()
+		drain(res)
 		switch {
 		case res.StatusCode == http.StatusAccepted:
 			c.l.mu.Lock()
@@ -161,6 +161,19 @@ func (c *client) send(kind, owner, token string, retries int) {
 	c.l.mu.Unlock()
 }
 
+// drain reads an answer to its end and closes it: a body closed unread (even the newline after
+// the JSON) makes the transport drop the connection, and the clients would churn TCP
+// connections instead of loading ingest.
+func drain(res *http.Response) {
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+}
+
+// keepAlive is an HTTP client that keeps a connection per concurrent caller.
+func keepAlive(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+}
+
 func (c *client) delete(id int64) {
 	for range 20 {
 		req, _ := http.NewRequest(http.MethodDelete, c.base+"/v1/messages/"+strconv.FormatInt(id, 10), nil)
@@ -169,7 +182,7 @@ func (c *client) delete(id int64) {
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
-		res.Body.Close()
+		drain(res)
 		if res.StatusCode == http.StatusNoContent {
 			c.l.mu.Lock()
 			c.l.deleted[id] = true
@@ -268,7 +281,7 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 
 	// Load: bounded in time, at most 8 clients.
 	l := newLedger()
-	c := &client{base: "http://" + ingestAddr, http: &http.Client{Timeout: 3 * time.Second}, l: l}
+	c := &client{base: "http://" + ingestAddr, http: keepAlive(3 * time.Second), l: l}
 	loadCtx, stopLoad := context.WithTimeout(context.Background(), duration)
 	defer stopLoad()
 	var load sync.WaitGroup

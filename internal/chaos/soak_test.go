@@ -57,7 +57,7 @@ func TestSoak(t *testing.T) {
 	})
 	testenv.WaitReady(t, "http://"+ingestAddr+"/readyz", 20*time.Second)
 	l := newLedger()
-	c := &client{base: "http://" + ingestAddr, http: &http.Client{Timeout: 5 * time.Second}, l: l}
+	c := &client{base: "http://" + ingestAddr, http: keepAlive(5 * time.Second), l: l}
 	var seq atomic.Int64
 	// sendN runs clients until ctx ends; with rate > 0 each client keeps its own open-loop
 	// schedule of rate/clients messages a second (a late client catches up, it does not skip).
