@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/chatpipe/chatpipe/internal/api"
-	"github.com/chatpipe/chatpipe/internal/config"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
@@ -24,12 +22,7 @@ func TestBadFlags(t *testing.T) {
 		{"--messages", "0"}, {"--messages", "lots"}, {"--messages="}, {"--concurrency", "99999"},
 		{"--private-percent", "101"}, {"--batch", "5000"}, {"--seed", "-1"}, {"extra"},
 	} {
-		var out bytes.Buffer
-		err := run(context.Background(), args, testenv.Env(nil), &out, &out)
-		var cerr *config.Error
-		if !errors.As(err, &cerr) {
-			t.Errorf("%v: err = %v, want an invalid setting", args, err)
-		}
+		t.Run(strings.Join(args, " "), func(t *testing.T) { testenv.WantInvalidSetting(t, run, args, nil, "") })
 	}
 }
 

@@ -2,13 +2,19 @@ package testenv
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chatpipe/chatpipe/internal/config"
 )
 
 // Env returns a getenv over m, for the run functions of the commands.
@@ -91,4 +97,26 @@ func WaitReady(t testing.TB, url string, d time.Duration) {
 		res.Body.Close()
 		return res.StatusCode == http.StatusOK
 	})
+}
+
+// RunFunc is a command's run function: what its main calls once signals are wired.
+type RunFunc func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error
+
+// WantInvalidSetting runs a command with args and env and fails the test unless the command
+// refuses them as an invalid setting — the one named, when setting is not empty — in one short
+// line that holds no "topsecret". The run is bounded: a value that slips through validation
+// fails here instead of hanging on a connection.
+func WantInvalidSetting(t testing.TB, run RunFunc, args []string, env map[string]string, setting string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	err := run(ctx, args, Env(env), &out, &out)
+	var cerr *config.Error
+	if !errors.As(err, &cerr) || (setting != "" && cerr.Setting != setting) {
+		t.Fatalf("%v %v: err = %v, want an invalid setting %s", args, env, err, setting)
+	}
+	if msg := err.Error(); strings.Contains(msg, "\n") || len(msg) > 300 || strings.Contains(msg, "topsecret") {
+		t.Errorf("error is not one short line without secrets: %q", msg)
+	}
 }
