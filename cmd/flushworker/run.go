@@ -18,6 +18,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/streams"
 	"github.com/chatpipe/chatpipe/internal/telemetry"
+	"github.com/chatpipe/chatpipe/internal/valkeyconn"
 )
 
 type workerSettings struct {
@@ -53,7 +54,10 @@ func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (w
 	cs.Bool(&s.migrate, "FLUSH_MIGRATE", true, "apply schema migrations at start (under an advisory lock)")
 	s.addLog(cs)
 	cs.SetUsageLine("Usage: flushworker [run] [flags]")
-	return s, cs.Parse(args, getenv, stdout)
+	if err := cs.Parse(args, getenv, stdout); err != nil {
+		return s, err
+	}
+	return s, config.CheckValkey(s.valkey)
 }
 
 // runWorker wires the worker: one consumer per flush stream, and the health and metrics
@@ -76,13 +80,17 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	defer ln.Close()
 	log.InfoContext(ctx, "starting", "version", telemetry.Version(), "consumer", s.consumer, "group", s.group,
-		"valkey", s.valkey.Addr, "postgres", pg.Redact(s.databaseURL), "metrics_addr", ln.Addr().String())
+		"valkey", s.valkey.Where(), "postgres", pg.Redact(s.databaseURL), "metrics_addr", ln.Addr().String())
 
 	client, err := s.connectValkey(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
+	vmon, err := valkeyconn.NewMonitor(client, s.valkey.AllowEviction, 5*time.Second, reg, log)
+	if err != nil {
+		return err
+	}
 	pool, err := s.connectPostgres(ctx)
 	if err != nil {
 		return err
@@ -103,6 +111,9 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		defer cancel()
 		err := client.Do(cctx, client.B().Ping().Build()).Error()
 		if err == nil {
+			err = vmon.Ready()
+		}
+		if err == nil {
 			err = pool.Ping(cctx)
 		}
 		writeStatus(w, err)
@@ -115,6 +126,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return monitor.Run(gctx) })
+	g.Go(func() error { return vmon.Run(gctx) })
 	g.Go(func() error { return telemetry.ServePprof(gctx, s.pprofAddr, log) })
 	for _, kind := range keyspace.Kinds {
 		co, err := streams.New(client, streams.Config{

@@ -30,11 +30,8 @@ type common struct {
 }
 
 func (c *common) addValkey(cs *config.Set) {
-	cs.String(&c.valkey.Addr, "VALKEY_ADDR", "127.0.0.1:6379", "Valkey address, host:port", config.Addr)
-	cs.String(&c.valkey.Username, "VALKEY_USERNAME", "", "Valkey ACL user name", nil)
-	cs.Secret(&c.valkey.Password, "VALKEY_PASSWORD", "", "Valkey password", nil)
+	config.Valkey(cs, &c.valkey)
 	cs.Duration(&c.valkey.Timeout, "VALKEY_TIMEOUT", 5*time.Second, 10*time.Millisecond, time.Minute, "bound on every Valkey call")
-	config.ValkeyTLS(cs, &c.valkey)
 	cs.String(&c.keyPrefix, "KEY_PREFIX", "", "prefix of every Valkey key", keyspace.ValidatePrefix)
 }
 
@@ -66,7 +63,8 @@ func (c *common) keys() keyspace.Keys {
 }
 
 func (c *common) connectValkey(ctx context.Context, log *slog.Logger) (valkey.Client, error) {
-	return valkeyconn.Connect(ctx, c.valkey, log)
+	cl, err := valkeyconn.Connect(ctx, c.valkey, log)
+	return cl, config.SetupErr(err)
 }
 
 func (c *common) connectPostgres(ctx context.Context) (*pgxpool.Pool, error) {

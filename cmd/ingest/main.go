@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -52,16 +53,17 @@ type settings struct {
 	batchWait       time.Duration
 	logLevel        string
 	logFormat       string
+	durability      string
+	durableReplicas int
+	durableTimeout  time.Duration
+	ids             string
 }
 
 func parse(args []string, getenv func(string) string, stdout io.Writer) (settings, error) {
 	var s settings
 	cs := config.New("ingest", "chatpipe ingest: the HTTP JSON API that accepts chat messages into Valkey\n(rate limit, ids, recent rings) and onto the flush streams that the flush workers persist.")
-	cs.String(&s.valkey.Addr, "VALKEY_ADDR", "127.0.0.1:6379", "Valkey address, host:port", config.Addr)
-	cs.String(&s.valkey.Username, "VALKEY_USERNAME", "", "Valkey ACL user name", nil)
-	cs.Secret(&s.valkey.Password, "VALKEY_PASSWORD", "", "Valkey password", nil)
+	config.Valkey(cs, &s.valkey)
 	cs.Duration(&s.valkey.Timeout, "VALKEY_TIMEOUT", 500*time.Millisecond, 10*time.Millisecond, time.Minute, "bound on every Valkey call; past it the request gets 503")
-	config.ValkeyTLS(cs, &s.valkey)
 	// 20µs: with 64 clients ingest spent 5% less CPU per message than with 0 (29.2 against
 	// 30.8 µs) and no worse with 8; 50µs saved 8% at 64 clients but cost 8 clients 3% of their
 	// rate (three alternating runs each, 60 000 requests, this 2-core machine).
@@ -69,6 +71,10 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	cs.String(&s.keyPrefix, "KEY_PREFIX", "", "prefix of every Valkey key", keyspace.ValidatePrefix)
 	cs.String(&s.addr, "INGEST_ADDR", ":8080", "listen address of the API, /healthz, /readyz and /metrics", config.Addr)
 	cs.Secret(&s.authToken, "INGEST_AUTH_TOKEN", "", "bearer token required on /v1/... (empty: no auth)", nil)
+	cs.String(&s.durability, "INGEST_DURABILITY", string(lua.DurableNone), "none (202 once the script ran on the primary), replica (also WAIT for replicas) or fsync (also WAITAOF: fsynced to the primary's AOF)", oneOf(lua.DurableNone, lua.DurableReplica, lua.DurableFsync))
+	cs.Int(&s.durableReplicas, "INGEST_DURABILITY_REPLICAS", 1, 1, 100, "replicas that must acknowledge each write under INGEST_DURABILITY=replica")
+	cs.Duration(&s.durableTimeout, "INGEST_DURABILITY_TIMEOUT", 200*time.Millisecond, time.Millisecond, time.Minute, "longest a request waits for durability; then 503 not_durable with the cache id")
+	cs.String(&s.ids, "INGEST_IDS", "auto", "counter (1, 2, 3, … as the list-based cache), clock (counter floored by the server's clock: never given twice across a failover) or auto (clock in sentinel mode, else counter)", oneOf(lua.IDs("auto"), lua.CounterIDs, lua.ClockIDs))
 	cs.Int(&s.recentSize, "RECENT_SIZE", 500, 1, 100_000, "size of each recent-messages ring")
 	cs.Int(&s.backlogCap, "INGEST_BACKLOG_CAP", 1_000_000, 1, 1_000_000_000, "most entries a flush stream may hold; past it messages get 503")
 	cs.Int(&s.batchSlots, "INGEST_BATCH_CONCURRENCY", 8, 1, 1024, "most batch requests worked on at once; the others wait (bounds memory, not throughput: Valkey runs one script at a time)")
@@ -90,7 +96,29 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	if s.rateWindow%time.Second != 0 {
 		return s, &config.Error{Setting: "RATE_WINDOW", Problem: "must be whole seconds"}
 	}
-	return s, nil
+	if s.ids == "auto" {
+		s.ids = string(lua.CounterIDs)
+		if s.valkey.Mode == valkeyconn.Sentinel {
+			s.ids = string(lua.ClockIDs)
+		}
+	}
+	return s, config.CheckValkey(s.valkey)
+}
+
+// oneOf checks that a value is one of the given words.
+func oneOf[T ~string](allowed ...T) func(string) error {
+	return func(v string) error {
+		for _, a := range allowed {
+			if string(a) == v {
+				return nil
+			}
+		}
+		words := make([]string, len(allowed))
+		for i, a := range allowed {
+			words[i] = string(a)
+		}
+		return fmt.Errorf("must be one of %s", strings.Join(words, ", "))
+	}
 }
 
 // run wires the ingest service and blocks until ctx ends. Shutdown order: readiness false →
@@ -111,20 +139,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer ln.Close()
 
-	log.InfoContext(ctx, "starting", "version", telemetry.Version(), "addr", ln.Addr().String(), "valkey", s.valkey.Addr, "auth", s.authToken != "")
+	log.InfoContext(ctx, "starting", "version", telemetry.Version(), "addr", ln.Addr().String(), "valkey", s.valkey.Where(),
+		"auth", s.authToken != "", "durability", s.durability, "ids", s.ids)
 	client, err := valkeyconn.Connect(ctx, s.valkey, log)
+	if err != nil {
+		return config.SetupErr(err)
+	}
+	defer client.Close()
+	if s.durability == string(lua.DurableFsync) {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := valkeyconn.CheckFsync(cctx, client)
+		cancel()
+		if err != nil {
+			return config.SetupErr(err)
+		}
+	}
+	monitor, err := valkeyconn.NewMonitor(client, s.valkey.AllowEviction, 5*time.Second, reg, log)
 	if err != nil {
 		return err
 	}
-	defer client.Close()
 
 	scripts, err := lua.New(client, lua.Config{
-		Keys:         keys,
-		RecentSize:   s.recentSize,
-		BacklogCap:   int64(s.backlogCap),
-		ClientMsgTTL: s.clientMsgTTL,
-		DefaultRate:  lua.RateLimit{Limit: s.rateLimit, WindowSeconds: int(s.rateWindow / time.Second), Algorithm: lua.Algorithm(s.rateAlgorithm)},
-		Timeout:      s.valkey.Timeout,
+		Keys:            keys,
+		RecentSize:      s.recentSize,
+		BacklogCap:      int64(s.backlogCap),
+		ClientMsgTTL:    s.clientMsgTTL,
+		DefaultRate:     lua.RateLimit{Limit: s.rateLimit, WindowSeconds: int(s.rateWindow / time.Second), Algorithm: lua.Algorithm(s.rateAlgorithm)},
+		Timeout:         s.valkey.Timeout,
+		Durability:      lua.Durability(s.durability),
+		DurableReplicas: s.durableReplicas,
+		DurableTimeout:  s.durableTimeout,
+		IDs:             lua.IDs(s.ids),
 	})
 	if err != nil {
 		return err
@@ -141,6 +186,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		RecentSize:       s.recentSize,
 		BatchConcurrency: s.batchSlots,
 		BatchWait:        s.batchWait,
+		ReadyFunc:        monitor.Ready,
 	})
 	if err != nil {
 		return err
@@ -172,6 +218,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	})
 	g.Go(func() error { return telemetry.ServePprof(gctx, s.pprofAddr, log) })
+	g.Go(func() error { return monitor.Run(gctx) })
 	if s.mirrorInterval > 0 {
 		g.Go(func() error { return mirrorLoop(gctx, scripts, s.mirrorInterval, log) })
 	}

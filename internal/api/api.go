@@ -48,6 +48,9 @@ type Config struct {
 	BatchWait time.Duration
 	// NowFunc gives the time for messages sent without created_at. Default time.Now.
 	NowFunc func() time.Time
+	// ReadyFunc, when set, is one more readiness check (Valkey's memory policy); /readyz fails
+	// with its error.
+	ReadyFunc func() error
 }
 
 // Server is the HTTP API. Its zero value is not usable; call New.
@@ -57,6 +60,9 @@ type Server struct {
 	m       *metrics
 	handler http.Handler
 	ready   atomic.Bool
+	// full is set when Valkey answered OOM, and cleared when a probe write succeeds: /readyz
+	// fails in between.
+	full atomic.Bool
 	// batchSlots bounds the batch requests in progress (Config.BatchConcurrency).
 	batchSlots *semaphore.Weighted
 }

@@ -27,6 +27,8 @@ const (
 	codeRateLimited          = "rate_limited"
 	codeBacklogFull          = "backlog_full"
 	codeUnavailable          = "unavailable"
+	codeValkeyFull           = "valkey_full"
+	codeNotDurable           = "not_durable"
 	codeInternal             = "internal"
 )
 
@@ -43,6 +45,8 @@ var statusOf = map[string]int{
 	codeRateLimited:          http.StatusTooManyRequests,
 	codeBacklogFull:          http.StatusServiceUnavailable,
 	codeUnavailable:          http.StatusServiceUnavailable,
+	codeValkeyFull:           http.StatusServiceUnavailable,
+	codeNotDurable:           http.StatusServiceUnavailable,
 	codeInternal:             http.StatusInternalServerError,
 }
 
@@ -52,6 +56,8 @@ type apiError struct {
 	field      string
 	detail     string
 	retryAfter time.Duration
+	// cacheID is the id of a message accepted but not durable.
+	cacheID int64
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.detail }
@@ -61,8 +67,11 @@ type errorBody struct {
 	Error  string `json:"error"`
 	Detail string `json:"detail"`
 	Field  string `json:"field,omitempty"`
-	// RetryAfterMS is set on rate_limited, backlog_full and unavailable.
+	// RetryAfterMS is set on rate_limited, backlog_full, unavailable, valkey_full and not_durable.
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
+	// CacheID is the id of a message that not_durable accepted: a retry with the same
+	// client_msg_id returns it once the write is durable.
+	CacheID int64 `json:"cache_id,omitempty"`
 }
 
 // toAPIError classifies any error of a handler. Errors it does not know are internal: logged
@@ -71,6 +80,7 @@ func toAPIError(err error) *apiError {
 	var ae *apiError
 	var fe *message.FieldError
 	var rle *lua.RateLimitedError
+	var nde *lua.NotDurableError
 	switch {
 	case errors.As(err, &ae):
 		return ae
@@ -80,6 +90,11 @@ func toAPIError(err error) *apiError {
 		return &apiError{code: codeRateLimited, detail: "rate limit reached, retry later", retryAfter: rle.RetryAfter}
 	case errors.Is(err, lua.ErrBacklogFull):
 		return &apiError{code: codeBacklogFull, detail: "the flush backlog is full, retry later", retryAfter: time.Second}
+	case errors.As(err, &nde):
+		return &apiError{code: codeNotDurable, cacheID: nde.CacheID, retryAfter: time.Second,
+			detail: "the message was accepted but its write was not confirmed durable in time (" + nde.Detail + "); retry with the same client_msg_id"}
+	case errors.Is(err, lua.ErrFull):
+		return &apiError{code: codeValkeyFull, detail: "valkey is out of memory until the flush workers drain the backlog, retry later", retryAfter: time.Second}
 	case errors.Is(err, lua.ErrUnavailable):
 		return &apiError{code: codeUnavailable, detail: "the message store is unreachable, retry later", retryAfter: time.Second}
 	case errors.Is(err, lua.ErrNotFound):
@@ -89,7 +104,7 @@ func toAPIError(err error) *apiError {
 }
 
 func (e *apiError) body() errorBody {
-	return errorBody{Error: e.code, Detail: e.detail, Field: e.field, RetryAfterMS: e.retryAfter.Milliseconds()}
+	return errorBody{Error: e.code, Detail: e.detail, Field: e.field, RetryAfterMS: e.retryAfter.Milliseconds(), CacheID: e.cacheID}
 }
 
 // writeError answers with err's status and JSON body, and a Retry-After header in whole

@@ -117,6 +117,14 @@ func (s *Server) count(r *http.Request, op string, kind keyspace.Kind, res lua.R
 		s.reject(kind, reasonRateLimited, 1)
 	case errors.Is(err, lua.ErrBacklogFull):
 		s.reject(kind, reasonBacklogFull, 1)
+	case errors.Is(err, lua.ErrNotDurable):
+		// Accepted all the same: it is on the stream and will be persisted.
+		s.m.accepted.WithLabelValues(kind.String()).Inc()
+		s.m.notDurable.WithLabelValues(kind.String()).Inc()
+	case errors.Is(err, lua.ErrFull):
+		s.reject(kind, reasonValkeyFull, 1)
+		s.full.Store(true)
+		s.valkeyFailed(r, op, err)
 	default:
 		s.reject(kind, reasonUnavailable, 1)
 		s.valkeyFailed(r, op, err)
@@ -192,7 +200,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 	for j, o := range outs {
 		s.count(r, "enqueue_batch", keyspace.Public, o.Result, o.Err)
 		if o.Err != nil {
-			if errors.Is(o.Err, lua.ErrUnavailable) {
+			if errors.Is(o.Err, lua.ErrUnavailable) || errors.Is(o.Err, lua.ErrFull) {
 				unavailable++
 			}
 			results[index[j]] = toAPIError(o.Err).body()
@@ -336,7 +344,8 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// readyz fails while shutting down and while Valkey does not answer.
+// readyz fails while shutting down, while Valkey does not answer, while it refuses writes for
+// memory (checked by a probe write once an enqueue met OOM) and while ReadyFunc fails.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if !s.ready.Load() {
 		return &apiError{code: codeUnavailable, detail: "shutting down", retryAfter: time.Second}
@@ -344,6 +353,20 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if err := s.cfg.Scripts.Ping(r.Context()); err != nil {
 		s.valkeyFailed(r, "ping", err)
 		return &apiError{code: codeUnavailable, detail: "valkey unreachable", retryAfter: time.Second}
+	}
+	if s.full.Load() {
+		switch err := s.cfg.Scripts.Probe(r.Context()); {
+		case errors.Is(err, lua.ErrFull):
+			return &apiError{code: codeValkeyFull, detail: "valkey is out of memory: writes are refused until the backlog drains", retryAfter: time.Second}
+		case err != nil:
+			return &apiError{code: codeUnavailable, detail: "valkey does not take writes", retryAfter: time.Second}
+		}
+		s.full.Store(false)
+	}
+	if s.cfg.ReadyFunc != nil {
+		if err := s.cfg.ReadyFunc(); err != nil {
+			return &apiError{code: codeUnavailable, detail: err.Error(), retryAfter: time.Second}
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	return nil

@@ -15,6 +15,7 @@ const (
 	reasonBacklogFull = "backlog_full"
 	reasonUnavailable = "unavailable"
 	reasonDuplicate   = "duplicate"
+	reasonValkeyFull  = "valkey_full"
 )
 
 type metrics struct {
@@ -24,6 +25,7 @@ type metrics struct {
 	rejected    *prometheus.CounterVec
 	script      *prometheus.HistogramVec
 	valkeyError *prometheus.CounterVec
+	notDurable  *prometheus.CounterVec
 }
 
 // Latency buckets from 250µs to 10s: ingest answers in about a millisecond when healthy.
@@ -59,15 +61,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "chatpipe_ingest_valkey_errors_total",
 			Help: "Valkey operations that failed (unreachable, timeout or error reply), by operation.",
 		}, []string{"op"}),
+		notDurable: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatpipe_ingest_messages_not_durable_total",
+			Help: "Messages accepted (and counted in accepted_total) whose write was not confirmed durable in time: answered 503 not_durable, by kind.",
+		}, []string{"kind"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.accepted, m.rejected, m.script, m.valkeyError} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.accepted, m.rejected, m.script, m.valkeyError, m.notDurable} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	for _, kind := range []string{"message", "private_message"} {
 		m.accepted.WithLabelValues(kind)
-		for _, r := range []string{reasonRateLimited, reasonInvalid, reasonBacklogFull, reasonUnavailable, reasonDuplicate} {
+		m.notDurable.WithLabelValues(kind)
+		for _, r := range []string{reasonRateLimited, reasonInvalid, reasonBacklogFull, reasonUnavailable, reasonDuplicate, reasonValkeyFull} {
 			m.rejected.WithLabelValues(kind, r)
 		}
 	}

@@ -29,13 +29,15 @@ type Error struct {
 func (e *Error) Error() string { return "invalid setting " + e.Setting + ": " + e.Problem }
 
 // ExitCode maps a command's error to its exit status: 0 for none or a help request, 2 for an
-// invalid setting or usage, 1 for anything else. main prints the error and exits with it.
+// invalid setting or usage (or a deployment refused for a setting, which has an
+// InvalidSetting method), 1 for anything else. main prints the error and exits with it.
 func ExitCode(err error) int {
 	var cerr *Error
+	var setup interface{ InvalidSetting() string }
 	switch {
 	case err == nil, errors.Is(err, ErrHelp):
 		return 0
-	case errors.As(err, &cerr):
+	case errors.As(err, &cerr), errors.As(err, &setup):
 		return 2
 	}
 	return 1

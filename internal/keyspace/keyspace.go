@@ -111,3 +111,7 @@ func (k Keys) LegacyFlushList(kind Kind) string {
 	}
 	return k.prefix + "flush_messages"
 }
+
+// Probe is the short-lived key ingest writes to learn whether Valkey takes writes again after
+// it answered OOM.
+func (k Keys) Probe() string { return k.prefix + "chatpipe:probe" }

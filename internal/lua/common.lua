@@ -63,7 +63,14 @@ end
 local function admit(k_settings, k_fixed, k_gcra, k_client, k_stream)
   if ARGV[5] == '1' then
     local prev = redis.call('GET', k_client)
-    if prev then return {1, tonumber(prev)}, nil end
+    if prev then
+      if ARGV[10] == '1' then
+        -- A durable retry: write something, so that the WAIT after this script covers the
+        -- first write too (WAIT waits for this connection's last write; replication keeps order).
+        redis.call('PEXPIRE', k_client, tonumber(ARGV[4]) * 1000)
+      end
+      return {1, tonumber(prev)}, nil
+    end
   end
   local limit, window, alg = settings(k_settings, ARGV[6], ARGV[7], ARGV[8])
   local take
@@ -89,8 +96,20 @@ local function push(ring, entry, size)
 end
 
 -- accept takes an id, and returns it with the ring entry built around ARGV[1] (the message JSON).
+-- With ARGV[11] == '1' the counter is floored by the server's clock, 1024 ids a millisecond
+-- since 2025-01-01: a replica promoted after missing the last increments starts past every id
+-- the old primary gave (unless the old primary gave more than 1024 a millisecond on average),
+-- and ids stay below 2^53 for about 270 years.
 local function accept(k_counter)
   local id = redis.call('INCR', k_counter)
+  if ARGV[11] == '1' then
+    local t = redis.call('TIME')
+    local floor = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1735689600000) * 1024
+    if id < floor then
+      id = floor
+      redis.call('SET', k_counter, string.format('%d', id))
+    end
+  end
   return id, '{"cache_id":' .. string.format('%d', id) .. ',"data":' .. ARGV[1] .. '}'
 end
 

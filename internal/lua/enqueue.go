@@ -39,11 +39,117 @@ type Result struct {
 // Enqueue accepts one message: rate limit, backlog cap, id, rings and flush stream in one
 // atomic step. It returns a *RateLimitedError, ErrBacklogFull or ErrUnavailable when the
 // message was not accepted.
+//
+// With a durability level the script and its WAIT (or WAITAOF) travel in one round trip on
+// one connection; a message accepted but not confirmed in time gets a *NotDurableError that
+// carries its id.
 func (s *Scripts) Enqueue(ctx context.Context, m Message) (Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
 	defer cancel()
 	sc, c := s.enqueueCall(m)
-	return parseEnqueue(sc.Exec(ctx, s.c, c.Keys, c.Args))
+	if s.cfg.Durability == DurableNone {
+		return parseEnqueue(sc.Exec(ctx, s.c, c.Keys, c.Args))
+	}
+	res, durable := s.execDurable(ctx, sc, []Call{c})
+	out := outcome(res[0], durable)
+	return out.Result, out.Err
+}
+
+// callTimeout bounds one call: the Valkey timeout, plus the durability wait when there is one.
+func (s *Scripts) callTimeout() time.Duration {
+	if s.cfg.Durability == DurableNone {
+		return s.cfg.Timeout
+	}
+	return s.cfg.Timeout + s.cfg.DurableTimeout
+}
+
+// waitCommand is the WAIT or WAITAOF of the durability level.
+func (s *Scripts) waitCommand() valkey.Completed {
+	ms := s.cfg.DurableTimeout.Milliseconds()
+	if s.cfg.Durability == DurableFsync {
+		return s.c.B().Waitaof().Numlocal(1).Numreplicas(0).Timeout(ms).Build()
+	}
+	return s.c.B().Wait().Numreplicas(int64(s.cfg.DurableReplicas)).Timeout(ms).Build()
+}
+
+// durableError checks a WAIT or WAITAOF reply against the level; nil when durable.
+func (s *Scripts) durableError(r valkey.ValkeyResult) error {
+	if err := r.Error(); err != nil {
+		return fmt.Errorf("waiting for durability: %w", err)
+	}
+	if s.cfg.Durability == DurableFsync {
+		v, err := r.AsIntSlice()
+		if err != nil || len(v) != 2 {
+			return fmt.Errorf("unexpected WAITAOF reply: %v", r)
+		}
+		if v[0] < 1 {
+			return fmt.Errorf("not fsynced to the primary's AOF within %s", s.cfg.DurableTimeout)
+		}
+		return nil
+	}
+	n, err := r.AsInt64()
+	if err != nil {
+		return fmt.Errorf("unexpected WAIT reply: %v", r)
+	}
+	if n < int64(s.cfg.DurableReplicas) {
+		return fmt.Errorf("%d of %d replicas acknowledged within %s", n, s.cfg.DurableReplicas, s.cfg.DurableTimeout)
+	}
+	return nil
+}
+
+// execDurable runs the script for each call followed by one WAIT, in one DoMulti: a blocking
+// command makes valkey-go send the whole multi on one connection of its own, so the WAIT
+// counts exactly these writes. Calls that met NOSCRIPT run again, with a WAIT of their own,
+// after one load. It returns the script results and nil when every WAIT was met.
+func (s *Scripts) execDurable(ctx context.Context, sc *Script, calls []Call) ([]valkey.ValkeyResult, error) {
+	run := func(idx []int) ([]valkey.ValkeyResult, error) {
+		cmds := make(valkey.Commands, 0, len(idx)+1)
+		for _, i := range idx {
+			cmds = append(cmds, sc.cmd(s.c, calls[i].Keys, calls[i].Args))
+		}
+		cmds = append(cmds, s.waitCommand())
+		res := s.c.DoMulti(ctx, cmds...)
+		return res[:len(idx)], s.durableError(res[len(idx)])
+	}
+	all := make([]int, len(calls))
+	for i := range all {
+		all[i] = i
+	}
+	res, durable := run(all)
+	var again []int
+	for i, r := range res {
+		if isNoScript(r.Error()) {
+			again = append(again, i)
+		}
+	}
+	if len(again) == 0 {
+		return res, durable
+	}
+	if err := sc.load(ctx, s.c); err != nil {
+		for _, i := range again {
+			res[i] = valkey.NewErrorResult(err)
+		}
+		return res, durable
+	}
+	res2, durable2 := run(again)
+	for j, i := range again {
+		res[i] = res2[j]
+	}
+	if durable == nil {
+		durable = durable2
+	}
+	return res, durable
+}
+
+// outcome turns one script reply into an Outcome; an accepted message whose write was not
+// durable gets a *NotDurableError with its id.
+func outcome(r valkey.ValkeyResult, durable error) Outcome {
+	var o Outcome
+	o.Result, o.Err = parseEnqueue(r)
+	if o.Err == nil && durable != nil {
+		o.Err = &NotDurableError{CacheID: o.CacheID, Detail: durable.Error()}
+	}
+	return o
 }
 
 // EnqueueCommand is the EVALSHA command line (command name first) that Enqueue sends for m,
@@ -69,13 +175,21 @@ func (s *Scripts) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs []Me
 	if len(msgs) == 0 {
 		return out
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
 	defer cancel()
 	calls := make([]Call, len(msgs))
 	var sc *Script
 	for i, m := range msgs {
 		m.Kind = kind
 		sc, calls[i] = s.enqueueCall(m)
+	}
+	if s.cfg.Durability != DurableNone {
+		// One WAIT for the whole batch.
+		res, durable := s.execDurable(ctx, sc, calls)
+		for i, r := range res {
+			out[i] = outcome(r, durable)
+		}
+		return out
 	}
 	for i, r := range sc.ExecMulti(ctx, s.c, calls) {
 		out[i].Result, out[i].Err = parseEnqueue(r)
@@ -100,7 +214,7 @@ func (s *Scripts) enqueueCall(m Message) (*Script, Call) {
 	} else {
 		keys[6] = k.PublicRing()
 	}
-	args := make([]string, 0, 9)
+	args := make([]string, 0, 11)
 	args = append(args, string(m.Data))
 	args = append(args, s.staticArgs[m.Kind]...)
 	if m.ClientMsgID != "" {

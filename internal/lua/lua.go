@@ -18,6 +18,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/valkeyconn"
 )
 
 var (
@@ -41,9 +42,58 @@ var (
 	ErrBacklogFull = errors.New("flush backlog full")
 	// ErrNotFound: the cache id was never issued.
 	ErrNotFound = errors.New("message not found")
-	// ErrUnavailable: Valkey could not be reached or did not answer in time. The operation
-	// may or may not have run; a retry with the same client_msg_id is safe.
+	// ErrUnavailable: Valkey could not be reached, did not answer in time, or cannot take
+	// writes for now (READONLY or MASTERDOWN during a failover, LOADING, NOREPLICAS, ...). The
+	// operation may or may not have run; a retry with the same client_msg_id is safe.
 	ErrUnavailable = errors.New("valkey unavailable")
+	// ErrFull: Valkey refused the write with OOM (used memory above maxmemory under
+	// noeviction). Nothing was written; retry once the flush workers have drained the backlog.
+	ErrFull = errors.New("valkey is full")
+	// ErrNotDurable: the message was accepted, but too few replicas (or no fsync) acknowledged it
+	// within the durability timeout; see NotDurableError.
+	ErrNotDurable = errors.New("not durable")
+)
+
+// NotDurableError is an accepted message whose write was not confirmed durable in time. It is
+// enqueued all the same (Valkey cannot take it back); a retry with the same client_msg_id
+// returns the same id once the write is durable. It wraps ErrNotDurable.
+type NotDurableError struct {
+	// CacheID is the id the message was given.
+	CacheID int64
+	// Detail says what fell short.
+	Detail string
+}
+
+func (e *NotDurableError) Error() string {
+	return fmt.Sprintf("message %d not durable: %s", e.CacheID, e.Detail)
+}
+
+// Unwrap makes errors.Is(err, ErrNotDurable) hold.
+func (e *NotDurableError) Unwrap() error { return ErrNotDurable }
+
+// Durability is how far a write must have gone before a message is answered as accepted.
+type Durability string
+
+const (
+	// DurableNone answers once the script ran on the primary: a failover or a crash of the
+	// primary before replication or fsync can lose the message.
+	DurableNone Durability = "none"
+	// DurableReplica waits (WAIT) until Config.DurableReplicas replicas acknowledged the write.
+	DurableReplica Durability = "replica"
+	// DurableFsync waits (WAITAOF 1 0) until the primary fsynced the write to its AOF.
+	DurableFsync Durability = "fsync"
+)
+
+// IDs is how cache ids are made.
+type IDs string
+
+const (
+	// CounterIDs are 1, 2, 3, … from INCR, as the list-based cache made them. A replica promoted
+	// after missing the last increments gives their ids again.
+	CounterIDs IDs = "counter"
+	// ClockIDs floor the counter by the server's clock (1024 ids a millisecond since 2025), so
+	// that no failover can make it go back (SCALEOUT.md). Ids are then about 6·10^13.
+	ClockIDs IDs = "clock"
 )
 
 // RateLimitedError is returned when a user is over the rate limit. It wraps ErrRateLimited.
@@ -121,6 +171,14 @@ type Config struct {
 	Timeout time.Duration
 	// MirrorChunk is the most legacy entries one mirror step moves. Default 1000.
 	MirrorChunk int
+	// Durability is what an accepted message waits for. Default DurableNone.
+	Durability Durability
+	// DurableReplicas is how many replicas must acknowledge under DurableReplica. Default 1.
+	DurableReplicas int
+	// DurableTimeout bounds the wait for durability. Default 200ms.
+	DurableTimeout time.Duration
+	// IDs selects how cache ids are made. Default CounterIDs.
+	IDs IDs
 }
 
 func (c *Config) setDefaults() error {
@@ -142,6 +200,18 @@ func (c *Config) setDefaults() error {
 	if c.MirrorChunk == 0 {
 		c.MirrorChunk = 1000
 	}
+	if c.Durability == "" {
+		c.Durability = DurableNone
+	}
+	if c.DurableReplicas == 0 {
+		c.DurableReplicas = 1
+	}
+	if c.DurableTimeout == 0 {
+		c.DurableTimeout = 200 * time.Millisecond
+	}
+	if c.IDs == "" {
+		c.IDs = CounterIDs
+	}
 	switch {
 	case c.RecentSize < 1:
 		return errors.New("recent size must be at least 1")
@@ -153,6 +223,14 @@ func (c *Config) setDefaults() error {
 		return errors.New("timeout must be positive")
 	case c.MirrorChunk < 1:
 		return errors.New("mirror chunk must be at least 1")
+	case c.Durability != DurableNone && c.Durability != DurableReplica && c.Durability != DurableFsync:
+		return fmt.Errorf("durability %q is not none, replica or fsync", c.Durability)
+	case c.DurableReplicas < 1:
+		return errors.New("durable replicas must be at least 1")
+	case c.DurableTimeout < time.Millisecond:
+		return errors.New("durability timeout must be at least 1ms")
+	case c.IDs != CounterIDs && c.IDs != ClockIDs:
+		return fmt.Errorf("ids %q are not counter or clock", c.IDs)
 	}
 	if err := c.DefaultRate.Validate(); err != nil {
 		return fmt.Errorf("default rate limit: %w", err)
@@ -168,7 +246,7 @@ type Scripts struct {
 	enqueuePrivate *Script
 	delete         *Script
 	mirror         *Script
-	// staticArgs are ARGV[2..9] of the enqueue scripts, which do not change per message.
+	// staticArgs are ARGV[2..11] of the enqueue scripts, which do not change per message.
 	staticArgs [kindCount][]string
 }
 
@@ -197,9 +275,18 @@ func New(c valkey.Client, cfg Config) (*Scripts, error) {
 			strconv.Itoa(cfg.DefaultRate.WindowSeconds),
 			string(cfg.DefaultRate.Algorithm),
 			k.String(),
+			flag(cfg.Durability != DurableNone),
+			flag(cfg.IDs == ClockIDs),
 		}
 	}
 	return s, nil
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 // Keys returns the key builder in use.
@@ -224,14 +311,29 @@ func (s *Scripts) Ping(ctx context.Context) error {
 	return classify(s.c.Do(ctx, s.c.B().Ping().Build()).Error())
 }
 
-// classify wraps errors that are not replies from Valkey (connection refused, reset, timeout)
-// in ErrUnavailable, the one class a caller answers with "retry later".
+// Probe writes a short-lived key: it fails with ErrFull while Valkey refuses writes for
+// memory, and tells readiness when it takes them again.
+func (s *Scripts) Probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	return classify(s.c.Do(ctx, s.c.B().Set().Key(s.cfg.Keys.Probe()).Value("1").PxMilliseconds(1000).Build()).Error())
+}
+
+// classify sorts errors into the classes a caller acts on: ErrFull for OOM; ErrUnavailable for
+// what passes with time — no reply at all (connection refused, reset, timeout) and the
+// replies of a server that cannot take writes for now (valkeyconn.IsTransient); anything else
+// is returned as it is.
 func classify(err error) error {
-	if err == nil {
+	switch {
+	case err == nil:
 		return nil
-	}
-	if verr, ok := valkey.IsValkeyErr(err); ok && !(verr.IsLoading() || verr.IsTryAgain() || verr.IsClusterDown()) {
-		return err
+	case valkeyconn.IsOOM(err):
+		return fmt.Errorf("%w: %w", ErrFull, err)
+	case valkeyconn.IsTransient(err):
+	default:
+		if _, ok := valkey.IsValkeyErr(err); ok {
+			return err
+		}
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }

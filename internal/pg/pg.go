@@ -79,6 +79,7 @@ func (s *Store) Persist(ctx context.Context, kind keyspace.Kind, recs []message.
 			msgs = append(msgs, i)
 		}
 	}
+	all := msgs
 	if len(msgs) >= CopyMin {
 		n, err := s.copyBatch(ctx, kind, recs, msgs)
 		res.RoundTrips += 3
@@ -96,6 +97,16 @@ func (s *Store) Persist(ctx context.Context, kind keyspace.Kind, recs []message.
 		if err := s.insertIsolated(ctx, kind, recs, msgs, &res); err != nil {
 			return res, err
 		}
+	}
+	if int(res.Inserted)+len(res.Rejected) < len(all) {
+		// Some records made no row: redeliveries, tombstoned ids, in-batch repeats — or ids
+		// given to two messages, which must not pass for redeliveries.
+		reused, err := s.findReused(ctx, kind, recs, all)
+		res.RoundTrips++
+		if err != nil {
+			return res, err
+		}
+		res.Rejected = append(res.Rejected, reused...)
 	}
 	if len(dels) > 0 {
 		if err := s.delete(ctx, kind, recs, dels); err != nil {

@@ -110,7 +110,7 @@ func TestPersistIdempotent(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	batch := []message.Record{rec(1, "a"), rec(2, "b"), rec(2, "b again"), rec(3, "c")}
+	batch := []message.Record{rec(1, "a"), rec(2, "b"), rec(2, "b"), rec(3, "c")}
 	res, err := b.store.Persist(ctx, keyspace.Public, batch)
 	if err != nil || res.Inserted != 3 || len(res.Rejected) != 0 {
 		t.Fatalf("first write: %+v, %v; want 3 inserted", res, err)
@@ -262,6 +262,37 @@ func TestDeleteRacesInsert(t *testing.T) {
 	}
 }
 
+// TestIDReused: a record whose id is stored with other content is an id given twice (a Valkey
+// that lost its counter, a failover to a replica behind it), not a redelivery: it is rejected
+// with ErrIDReused, on the INSERT and the COPY path, within a batch and across batches, while
+// real redeliveries still pass as no-ops.
+func TestIDReused(t *testing.T) {
+	t.Parallel()
+	for _, kind := range keyspace.Kinds {
+		for _, n := range []int{4, pg.CopyMin} {
+			t.Run(fmt.Sprintf("%s, batch of %d", kind, n), func(t *testing.T) {
+				t.Parallel()
+				b := setup(t)
+				ctx := context.Background()
+				first := make([]message.Record, n)
+				for i := range first {
+					first[i] = rec(int64(i+1), "first")
+				}
+				first[n-1] = rec(2, "another message") // id 2 again, other content, same batch
+				res, err := b.store.Persist(ctx, kind, first)
+				if err != nil || res.Inserted != int64(n-1) || len(res.Rejected) != 1 || res.Rejected[0].Index != n-1 || !errors.Is(res.Rejected[0].Err, pg.ErrIDReused) {
+					t.Fatalf("first write: %+v, %v; want %d inserted and index %d rejected as reused", res, err, n-1, n-1)
+				}
+				again := append([]message.Record{rec(1, "first"), rec(3, "a third message")}, first[3:n-1]...)
+				res, err = b.store.Persist(ctx, kind, again)
+				if err != nil || res.Inserted != 0 || len(res.Rejected) != 1 || res.Rejected[0].Index != 1 || !errors.Is(res.Rejected[0].Err, pg.ErrIDReused) {
+					t.Fatalf("second write: %+v, %v; want nothing inserted and only index 1 (id 3, other content) rejected", res, err)
+				}
+			})
+		}
+	}
+}
+
 // TestPersistCopyAndInsertAgree: a batch of CopyMin or more goes by COPY, a smaller one by
 // INSERT; both skip tombstoned ids, write a repeated id once (its first occurrence), write
 // nothing on redelivery, and report the same counts, for both tables.
@@ -280,7 +311,7 @@ func TestPersistCopyAndInsertAgree(t *testing.T) {
 				for i := range batch {
 					batch[i] = rec(int64(i+1), "first")
 				}
-				batch[n-1] = rec(3, "repeat") // id 3 twice: the first one is written
+				batch[n-1] = rec(3, "first") // id 3 delivered twice in one batch: written once
 				res, err := b.store.Persist(ctx, kind, batch)
 				if err != nil || res.Inserted != int64(n-2) || len(res.Rejected) != 0 {
 					t.Fatalf("first write: %+v, %v; want %d inserted", res, err, n-2)

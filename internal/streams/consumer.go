@@ -270,14 +270,14 @@ func (co *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
-// ensureGroup creates the group at the stream's start (MKSTREAM), so that entries added
-// before any worker ran are read too. An existing group is fine.
+// ensureGroup creates the group at the stream's start (group.lua, which runs while Valkey is
+// full too). An existing group is fine.
 func (co *Consumer) ensureGroup(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, co.cfg.Timeout)
-		err := co.c.Do(cctx, co.c.B().XgroupCreate().Key(co.stream).Group(co.cfg.Group).Id("0").Mkstream().Build()).Error()
+		err := groupScript.Exec(cctx, co.c, []string{co.stream}, []string{co.cfg.Group}).Error()
 		cancel()
-		if err == nil || valkey.IsValkeyBusyGroup(err) {
+		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -421,6 +421,11 @@ func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) erro
 	rejected := make(map[int]bool, len(res.Rejected))
 	for _, rj := range res.Rejected {
 		rejected[rj.Index] = true
+		if errors.Is(rj.Err, pg.ErrIDReused) {
+			co.log.ErrorContext(ctx, "a cache id was given to two messages; dead-lettering the second", "id", es[recIdx[rj.Index]].id, "err", rj.Err)
+			dead = append(dead, deadLetter{e: es[recIdx[rj.Index]], reason: ReasonIDReused, err: rj.Err.Error()})
+			continue
+		}
 		dead = append(dead, deadLetter{e: es[recIdx[rj.Index]], reason: ReasonRejected, err: "postgres refused the row: " + rj.Err.Error()})
 	}
 	if len(dead) > 0 {

@@ -25,6 +25,9 @@ const (
 	ReasonDecode   = "decode"
 	ReasonRejected = "rejected"
 	ReasonPoison   = "poison"
+	// ReasonIDReused: the entry's cache id is stored in PostgreSQL for another message (an id
+	// given twice: a Valkey that lost its counter, or a failover to a replica behind it).
+	ReasonIDReused = "id_reused"
 )
 
 // NewMetrics registers the metrics on reg.
@@ -95,7 +98,7 @@ func (m *Metrics) init(stream string) {
 	for _, v := range []*prometheus.CounterVec{m.read, m.persisted, m.deletes, m.reclaimed, m.lost, m.trimmed} {
 		v.WithLabelValues(stream)
 	}
-	for _, r := range []string{ReasonDecode, ReasonRejected, ReasonPoison} {
+	for _, r := range []string{ReasonDecode, ReasonRejected, ReasonPoison, ReasonIDReused} {
 		m.deadLettered.WithLabelValues(stream, r)
 	}
 	// The classes seen in practice; others appear when they first occur.

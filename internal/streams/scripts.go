@@ -15,6 +15,8 @@ var (
 	delConsumerSrc string
 	//go:embed replay.lua
 	replaySrc string
+	//go:embed group.lua
+	groupSrc string
 )
 
 var (
@@ -22,4 +24,5 @@ var (
 	trimScript        = lua.NewScript("trim", trimSrc)
 	delConsumerScript = lua.NewScript("delconsumer", delConsumerSrc)
 	replayScript      = lua.NewScript("replay", replaySrc)
+	groupScript       = lua.NewScript("group", groupSrc)
 )

@@ -26,6 +26,8 @@ type Valkey struct {
 	port int
 	args []string
 	tls  []string // TLS server arguments; the port then serves TLS only
+	// conf, when set, is the configuration file of a Sentinel (it rewrites it as it learns).
+	conf string
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -47,11 +49,17 @@ func StartValkeyTLS(t testing.TB, certFile, keyFile, caFile string) *Valkey {
 
 func startValkey(t testing.TB, tls, args []string) *Valkey {
 	t.Helper()
+	return launch(t, &Valkey{tls: tls, args: args})
+}
+
+// launch starts v on a free port, retrying when another process took the port first.
+func launch(t testing.TB, v *Valkey) *Valkey {
+	t.Helper()
 	bin, err := lookBinary("valkey-server", valkeyInstall)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &Valkey{t: t, bin: bin, dir: t.TempDir(), args: args, tls: tls}
+	v.t, v.bin, v.dir = t, bin, t.TempDir()
 	var lastErr error
 	for range 5 {
 		if v.port, err = freePort(); err != nil {
@@ -72,11 +80,12 @@ func (v *Valkey) start() error {
 	if v.tls != nil {
 		port = append([]string{"--port", "0", "--tls-port", strconv.Itoa(v.port)}, v.tls...)
 	}
-	args := append(append(port,
-		"--bind", "127.0.0.1", "--dir", v.dir,
-		"--save", "", "--appendonly", "no", "--protected-mode", "no",
-		"--logfile", filepath.Join(v.dir, "valkey.log"),
-	), v.args...)
+	common := []string{"--bind", "127.0.0.1", "--dir", v.dir, "--protected-mode", "no",
+		"--logfile", filepath.Join(v.dir, "valkey.log")}
+	args := append(append(port, common...), append([]string{"--save", "", "--appendonly", "no"}, v.args...)...)
+	if v.conf != "" {
+		args = append(append([]string{v.conf, "--sentinel"}, port...), common...)
+	}
 	cmd := exec.Command(v.bin, args...)
 	// The server dies with the test binary, even when the binary is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -142,8 +151,9 @@ func (v *Valkey) Pid() int {
 func (v *Valkey) Client(t testing.TB) valkey.Client {
 	t.Helper()
 	c, err := valkey.NewClient(valkey.ClientOption{
-		InitAddress:  []string{v.Addr},
-		DisableCache: true,
+		InitAddress:       []string{v.Addr},
+		DisableCache:      true,
+		ForceSingleClient: true, // this one server, also when it is a cluster node or a Sentinel
 	})
 	if err != nil {
 		t.Fatalf("connecting to valkey at %s: %v", v.Addr, err)

@@ -1,0 +1,77 @@
+package pg
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
+)
+
+var (
+	//go:embed existing_message.sql
+	existingMessageSQL string
+	//go:embed existing_private_message.sql
+	existingPrivateMessageSQL string
+)
+
+// ErrIDReused is a record whose cache id is already the id of another message in PostgreSQL:
+// the id was given twice. The idempotent write would drop it as a redelivery; it is rejected
+// instead, so that the caller dead-letters it with its reason and counts it.
+var ErrIDReused = errors.New("cache id already holds another message")
+
+// findReused returns the records at idx whose id is stored with other content (owner,
+// recipient, user name, text or time). A record the same as its row is a redelivery; an id
+// with no row was tombstoned. It runs only when a write stored fewer rows than it was given.
+func (s *Store) findReused(ctx context.Context, kind keyspace.Kind, recs []message.Record, idx []int) ([]Rejection, error) {
+	ids := make([]int64, len(idx))
+	for j, i := range idx {
+		ids[j] = recs[i].CacheID
+	}
+	q := existingMessageSQL
+	if kind == keyspace.Private {
+		q = existingPrivateMessageSQL
+	}
+	rows, err := s.pool.Query(ctx, q, ids)
+	if err != nil {
+		return nil, fmt.Errorf("reading stored %ss: %w", kind, err)
+	}
+	type stored struct {
+		owner, recipient, user, content string
+		at                              time.Time
+	}
+	have := make(map[int64]stored, len(idx))
+	var id int64
+	var st stored
+	_, err = pgx.ForEachRow(rows, []any{&id, &st.owner, &st.recipient, &st.user, &st.content, &st.at}, func() error {
+		have[id] = st
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading stored %ss: %w", kind, err)
+	}
+	var out []Rejection
+	for _, i := range idx {
+		r := &recs[i]
+		st, ok := have[r.CacheID]
+		if !ok {
+			continue
+		}
+		m := r.Message
+		if kind == keyspace.Public {
+			m.RecipientID = ""
+		}
+		// timestamptz keeps microseconds.
+		if st.owner == m.OwnerID && st.recipient == m.RecipientID && st.user == m.Username &&
+			st.content == m.Content && st.at.Equal(r.CreatedAt.Truncate(time.Microsecond)) {
+			continue
+		}
+		out = append(out, Rejection{Index: i, Err: fmt.Errorf("%w (id %d, owner %q; this entry's owner %q)", ErrIDReused, r.CacheID, st.owner, m.OwnerID)})
+	}
+	return out, nil
+}

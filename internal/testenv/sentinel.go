@@ -1,0 +1,157 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valkey-io/valkey-go"
+)
+
+// SentinelMaster is the name of the primary set of StartSentinel.
+const SentinelMaster = "chatpipe"
+
+// Sentinels is a primary with two replicas watched by three Sentinels, all on loopback.
+type Sentinels struct {
+	// Nodes are the data servers; Nodes[0] was the primary at start.
+	Nodes []*Valkey
+	// Sentinels are the three Sentinels.
+	Sentinels []*Valkey
+	// Addrs is the Sentinels' addresses, comma-separated, as VALKEY_ADDR takes them.
+	Addrs string
+}
+
+// StartSentinel starts a primary (with the extra server arguments, given to every data node),
+// two replicas and three Sentinels (quorum 2, down-after 1 s, failover timeout 5 s), and
+// returns once both replicas are in sync and every Sentinel knows them all.
+func StartSentinel(t testing.TB, args ...string) *Sentinels {
+	t.Helper()
+	s := &Sentinels{}
+	primary := StartValkey(t, args...)
+	s.Nodes = append(s.Nodes, primary)
+	for range 2 {
+		s.Nodes = append(s.Nodes, StartValkey(t, append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.port)}, args...)...))
+	}
+	pc := primary.Client(t)
+	WaitFor(t, "two replicas in sync", 20*time.Second, func() bool {
+		info := infoField(pc, "replication")
+		return strings.Contains(info, "connected_slaves:2") && strings.Count(info, "state=online") == 2
+	})
+	var addrs []string
+	for range 3 {
+		dir := t.TempDir()
+		conf := filepath.Join(dir, "sentinel.conf")
+		body := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 2\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\nsentinel resolve-hostnames yes\n",
+			SentinelMaster, primary.port, SentinelMaster, SentinelMaster, SentinelMaster)
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sv := launch(t, &Valkey{conf: conf})
+		s.Sentinels = append(s.Sentinels, sv)
+		addrs = append(addrs, sv.Addr)
+	}
+	s.Addrs = strings.Join(addrs, ",")
+	for _, sv := range s.Sentinels {
+		sc := sv.Client(t)
+		WaitFor(t, "each Sentinel to know both replicas and the other Sentinels", 30*time.Second, func() bool {
+			m := sentinelMaster(sc)
+			return m["num-slaves"] == "2" && m["num-other-sentinels"] == "2"
+		})
+	}
+	return s
+}
+
+// sentinelMaster returns SENTINEL MASTER's fields, or nil.
+func sentinelMaster(c valkey.Client) map[string]string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	kv, err := c.Do(ctx, c.B().Arbitrary("SENTINEL", "MASTER", SentinelMaster).Build()).AsStrMap()
+	if err != nil {
+		return nil
+	}
+	return kv
+}
+
+func infoField(c valkey.Client, section string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s, _ := c.Do(ctx, c.B().Info().Section(section).Build()).ToString()
+	return s
+}
+
+// PrimaryAddr is the primary's address as the first Sentinel that answers sees it.
+func (s *Sentinels) PrimaryAddr(t testing.TB) string {
+	t.Helper()
+	for _, sv := range s.Sentinels {
+		if sv.cmd == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{sv.Addr}, ForceSingleClient: true, DisableCache: true})
+		if err != nil {
+			cancel()
+			continue
+		}
+		a, err := c.Do(ctx, c.B().SentinelGetMasterAddrByName().Master(SentinelMaster).Build()).AsStrSlice()
+		c.Close()
+		cancel()
+		if err == nil && len(a) == 2 {
+			return a[0] + ":" + a[1]
+		}
+	}
+	t.Fatal("no Sentinel names a primary")
+	return ""
+}
+
+// Primary is the data node the Sentinels name as primary.
+func (s *Sentinels) Primary(t testing.TB) *Valkey {
+	t.Helper()
+	addr := s.PrimaryAddr(t)
+	for _, n := range s.Nodes {
+		if n.Addr == addr {
+			return n
+		}
+	}
+	t.Fatalf("the Sentinels name %s, no node of this test", addr)
+	return nil
+}
+
+// WaitFailover waits until the Sentinels name a primary other than old, and that node says it
+// is a primary.
+func (s *Sentinels) WaitFailover(t testing.TB, old string, d time.Duration) *Valkey {
+	t.Helper()
+	var p *Valkey
+	WaitFor(t, "the Sentinels to promote a replica", d, func() bool {
+		addr := s.PrimaryAddr(t)
+		if addr == old {
+			return false
+		}
+		for _, n := range s.Nodes {
+			if n.Addr == addr && n.cmd != nil {
+				c, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{addr}, ForceSingleClient: true, DisableCache: true})
+				if err != nil {
+					return false
+				}
+				defer c.Close()
+				if strings.Contains(infoField(c, "replication"), "role:master") {
+					p = n
+					return true
+				}
+			}
+		}
+		return false
+	})
+	return p
+}
+
+func infoCluster(c valkey.Client) string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s, _ := c.Do(ctx, c.B().ClusterInfo().Build()).ToString()
+	return s
+}
