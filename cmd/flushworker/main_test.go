@@ -34,6 +34,16 @@ func TestInvalidSettings(t *testing.T) {
 		env     map[string]string
 		setting string
 	}{
+		{"valkey mode unknown", nil, map[string]string{"VALKEY_MODE": "ring"}, "VALKEY_MODE"},
+		{"valkey mode cluster", nil, map[string]string{"VALKEY_MODE": "cluster"}, "VALKEY_MODE"},
+		{"valkey addr list with a bad entry", nil, map[string]string{"VALKEY_MODE": "sentinel", "VALKEY_SENTINEL_MASTER": "m", "VALKEY_ADDR": "127.0.0.1:26379,,x"}, "VALKEY_ADDR"},
+		{"valkey addr list hostile", nil, map[string]string{"VALKEY_ADDR": "127.0.0.1:1,$(reboot):2"}, "VALKEY_ADDR"},
+		{"two addresses in standalone", nil, map[string]string{"VALKEY_ADDR": "127.0.0.1:1,127.0.0.1:2"}, "VALKEY_ADDR"},
+		{"sentinel without master", nil, map[string]string{"VALKEY_MODE": "sentinel", "VALKEY_ADDR": "127.0.0.1:26379"}, "VALKEY_SENTINEL_MASTER"},
+		{"sentinel master with space", []string{"--valkey-sentinel-master", "my master"}, nil, "--valkey-sentinel-master"},
+		{"valkey url bad scheme", nil, map[string]string{"VALKEY_URL": "http://u:topsecret@h:1"}, "VALKEY_URL"},
+		{"valkey url malformed", nil, map[string]string{"VALKEY_URL": "valkey://u:topsecret@[::1"}, "VALKEY_URL"},
+		{"allow eviction not a bool", nil, map[string]string{"VALKEY_ALLOW_EVICTION": "sometimes"}, "VALKEY_ALLOW_EVICTION"},
 		{"batch zero", nil, map[string]string{"FLUSH_BATCH_SIZE": "0"}, "FLUSH_BATCH_SIZE"},
 		{"batch not a number", []string{"--flush-batch-size", "many"}, nil, "--flush-batch-size"},
 		{"interval empty flag", []string{"--flush-interval="}, nil, "--flush-interval"},
@@ -293,5 +303,23 @@ func TestSecretsStayOut(t *testing.T) {
 		if strings.Contains(all, secret) {
 			t.Errorf("%s appears in the logs, /metrics or an error:\n%s", secret, all)
 		}
+	}
+}
+
+// TestRefusesUnsafeValkey: an evicting maxmemory-policy and a cluster-enabled server in
+// standalone mode are refused at start with one line naming the setting (exit status 2).
+func TestRefusesUnsafeValkey(t *testing.T) {
+	t.Parallel()
+	lru := testenv.StartValkey(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
+	cluster := testenv.StartValkey(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	env := func(addr string) map[string]string {
+		return map[string]string{"VALKEY_ADDR": addr, "INGEST_ADDR": "127.0.0.1:0", "FLUSH_METRICS_ADDR": "127.0.0.1:0", "DATABASE_URL": "postgres://127.0.0.1:1/none"}
+	}
+	testenv.WantInvalidSetting(t, run, nil, env(lru.Addr), "VALKEY_ALLOW_EVICTION")
+	testenv.WantInvalidSetting(t, run, nil, env(cluster.Addr), "VALKEY_MODE")
+	var out bytes.Buffer
+	err := run(context.Background(), nil, testenv.Env(env(lru.Addr)), &out, &out)
+	if !strings.Contains(fmt.Sprint(err), "allkeys-lru") || config.ExitCode(err) != 2 {
+		t.Fatalf("err %v (exit %d), want the policy named and exit 2", err, config.ExitCode(err))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +28,21 @@ func TestInvalidSettings(t *testing.T) {
 		env     map[string]string
 		setting string
 	}{
+		{"valkey mode unknown", nil, map[string]string{"VALKEY_MODE": "ring"}, "VALKEY_MODE"},
+		{"valkey mode cluster", nil, map[string]string{"VALKEY_MODE": "cluster"}, "VALKEY_MODE"},
+		{"valkey addr list with a bad entry", nil, map[string]string{"VALKEY_MODE": "sentinel", "VALKEY_SENTINEL_MASTER": "m", "VALKEY_ADDR": "127.0.0.1:26379,,x"}, "VALKEY_ADDR"},
+		{"valkey addr list hostile", nil, map[string]string{"VALKEY_ADDR": "127.0.0.1:1,$(reboot):2"}, "VALKEY_ADDR"},
+		{"two addresses in standalone", nil, map[string]string{"VALKEY_ADDR": "127.0.0.1:1,127.0.0.1:2"}, "VALKEY_ADDR"},
+		{"sentinel without master", nil, map[string]string{"VALKEY_MODE": "sentinel", "VALKEY_ADDR": "127.0.0.1:26379"}, "VALKEY_SENTINEL_MASTER"},
+		{"sentinel master with space", []string{"--valkey-sentinel-master", "my master"}, nil, "--valkey-sentinel-master"},
+		{"valkey url bad scheme", nil, map[string]string{"VALKEY_URL": "http://u:topsecret@h:1"}, "VALKEY_URL"},
+		{"valkey url malformed", nil, map[string]string{"VALKEY_URL": "valkey://u:topsecret@[::1"}, "VALKEY_URL"},
+		{"allow eviction not a bool", nil, map[string]string{"VALKEY_ALLOW_EVICTION": "sometimes"}, "VALKEY_ALLOW_EVICTION"},
+		{"durability unknown", nil, map[string]string{"INGEST_DURABILITY": "quorum"}, "INGEST_DURABILITY"},
+		{"durability empty flag", []string{"--ingest-durability="}, nil, "--ingest-durability"},
+		{"durability replicas zero", nil, map[string]string{"INGEST_DURABILITY_REPLICAS": "0"}, "INGEST_DURABILITY_REPLICAS"},
+		{"durability timeout too short", nil, map[string]string{"INGEST_DURABILITY_TIMEOUT": "0s"}, "INGEST_DURABILITY_TIMEOUT"},
+		{"ids unknown", nil, map[string]string{"INGEST_IDS": "uuid"}, "INGEST_IDS"},
 		{"bad valkey addr", nil, map[string]string{"VALKEY_ADDR": "no-port"}, "VALKEY_ADDR"},
 		{"hostile valkey addr", nil, map[string]string{"VALKEY_ADDR": "a b/c:99999"}, "VALKEY_ADDR"},
 		{"ring too big", []string{"--recent-size=1000000"}, nil, "--recent-size"},
@@ -168,5 +184,23 @@ func TestBinarySIGTERM(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "shutting down") {
 		t.Errorf("no shutdown log line:\n%s", logs.String())
+	}
+}
+
+// TestRefusesUnsafeValkey: an evicting maxmemory-policy and a cluster-enabled server in
+// standalone mode are refused at start with one line naming the setting (exit status 2).
+func TestRefusesUnsafeValkey(t *testing.T) {
+	t.Parallel()
+	lru := testenv.StartValkey(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
+	cluster := testenv.StartValkey(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	env := func(addr string) map[string]string {
+		return map[string]string{"VALKEY_ADDR": addr, "INGEST_ADDR": "127.0.0.1:0", "FLUSH_METRICS_ADDR": "127.0.0.1:0", "DATABASE_URL": "postgres://127.0.0.1:1/none"}
+	}
+	testenv.WantInvalidSetting(t, run, nil, env(lru.Addr), "VALKEY_ALLOW_EVICTION")
+	testenv.WantInvalidSetting(t, run, nil, env(cluster.Addr), "VALKEY_MODE")
+	var out bytes.Buffer
+	err := run(context.Background(), nil, testenv.Env(env(lru.Addr)), &out, &out)
+	if !strings.Contains(fmt.Sprint(err), "allkeys-lru") || config.ExitCode(err) != 2 {
+		t.Fatalf("err %v (exit %d), want the policy named and exit 2", err, config.ExitCode(err))
 	}
 }
