@@ -103,6 +103,8 @@ type ledger struct {
 	rejected map[string]string           // token → error code
 	unknown  map[string]bool             // tokens with no definite answer after retries
 	retried  int
+	// onAccept, when set, is called on each 202, under mu.
+	onAccept func()
 }
 
 func newLedger() *ledger {
@@ -146,6 +148,9 @@ func (c *client) send(kind, owner, token string, retries int) {
 			}
 			c.l.accepted[kind][out.CacheID] = token
 			c.l.retried += attempt
+			if c.l.onAccept != nil {
+				c.l.onAccept()
+			}
 			c.l.mu.Unlock()
 			return
 		case res.StatusCode >= 400 && res.StatusCode < 500:
@@ -404,7 +409,17 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 			w.start(t)
 		}
 	}
-	// Drained: nothing pending and the group has been delivered the stream's last entry.
+	waitDrained(t, vc)
+	for _, w := range workers {
+		w.stop()
+	}
+	return check(t, seed, dsn, vc, l, faults, workers)
+}
+
+// waitDrained waits until, on both flush streams, nothing is pending and the group has been
+// delivered the stream's last entry.
+func waitDrained(t *testing.T, vc valkey.Client) {
+	t.Helper()
 	testenv.WaitFor(t, "the streams to drain", 120*time.Second, func() bool {
 		for _, s := range []string{"chatpipe:flush:message", "chatpipe:flush:private_message"} {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -432,10 +447,6 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 		}
 		return true
 	})
-	for _, w := range workers {
-		w.stop()
-	}
-	return check(t, seed, dsn, vc, l, faults, workers)
 }
 
 type result struct {

@@ -31,11 +31,31 @@ type Sentinels struct {
 // returns once both replicas are in sync and every Sentinel knows them all.
 func StartSentinel(t testing.TB, args ...string) *Sentinels {
 	t.Helper()
+	return StartSentinelWith(t, SentinelOptions{Args: args})
+}
+
+// SentinelOptions configures StartSentinelWith.
+type SentinelOptions struct {
+	// Args are extra server arguments of every data node.
+	Args []string
+	// ReplicaLinkFunc, when set, returns the address replica i (1 or 2) replicates the first
+	// primary through — a proxy that can delay the link. Sentinel reconfigures replicas with
+	// the nodes' own addresses after a failover.
+	ReplicaLinkFunc func(i int, primary string) string
+}
+
+// StartSentinelWith is StartSentinel with options.
+func StartSentinelWith(t testing.TB, o SentinelOptions) *Sentinels {
+	t.Helper()
 	s := &Sentinels{}
-	primary := StartValkey(t, args...)
+	primary := StartValkey(t, o.Args...)
 	s.Nodes = append(s.Nodes, primary)
-	for range 2 {
-		s.Nodes = append(s.Nodes, StartValkey(t, append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.port)}, args...)...))
+	for i := 1; i <= 2; i++ {
+		host, port := "127.0.0.1", strconv.Itoa(primary.port)
+		if o.ReplicaLinkFunc != nil {
+			host, port, _ = strings.Cut(o.ReplicaLinkFunc(i, primary.Addr), ":")
+		}
+		s.Nodes = append(s.Nodes, StartValkey(t, append([]string{"--replicaof", host, port}, o.Args...)...))
 	}
 	pc := primary.Client(t)
 	WaitFor(t, "two replicas in sync", 20*time.Second, func() bool {
