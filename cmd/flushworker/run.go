@@ -34,6 +34,7 @@ type workerSettings struct {
 	metricsAddr   string
 	pprofAddr     string
 	migrate       bool
+	waitReplicas  int
 }
 
 func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (workerSettings, error) {
@@ -51,6 +52,7 @@ func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (w
 	cs.Duration(&s.janitorIdle, "FLUSH_JANITOR_IDLE", time.Hour, time.Second, 30*24*time.Hour, "consumers idle this long with nothing pending are removed")
 	cs.String(&s.metricsAddr, "FLUSH_METRICS_ADDR", ":9091", "listen address of /healthz, /readyz and /metrics", config.Addr)
 	cs.String(&s.pprofAddr, "PPROF_ADDR", "", "listen address of net/http/pprof (empty: off; bind it to loopback)", config.OptionalAddr)
+	cs.Int(&s.waitReplicas, "FLUSH_WAIT_REPLICAS", 0, 0, 100, "write only entries this many replicas hold (WAIT after each read; 0: off). With INGEST_DURABILITY=replica set it to INGEST_DURABILITY_REPLICAS, so that a failover cannot leave rows for entries the new primary never had")
 	cs.Bool(&s.migrate, "FLUSH_MIGRATE", true, "apply schema migrations at start (under an advisory lock)")
 	s.addLog(cs)
 	cs.SetUsageLine("Usage: flushworker [run] [flags]")
@@ -133,7 +135,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 			Kind: kind, Keys: s.keys(), Group: s.group, Consumer: s.consumer,
 			BatchSize: s.batchSize, FlushInterval: s.flushInterval, MinIdle: s.minIdle,
 			MaxDeliveries: s.maxDeliveries, JanitorIdle: s.janitorIdle, Grace: s.grace,
-			Timeout: s.valkey.Timeout, Sink: store, Logger: log, Metrics: metrics,
+			Timeout: s.valkey.Timeout, Sink: store, Logger: log, Metrics: metrics, Replicas: s.waitReplicas,
 		})
 		if err != nil {
 			return err

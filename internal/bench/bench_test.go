@@ -130,6 +130,7 @@ func TestBench(t *testing.T) {
 	b.limits()
 	b.flush()
 	b.ingest()
+	b.durability()
 	b.endToEnd()
 	b.write(time.Since(start))
 }
@@ -481,11 +482,11 @@ type ingest struct {
 	pid         int
 }
 
-func (b *bench) startIngest(valkeyAddr string) ingest {
+func (b *bench) startIngest(valkeyAddr string, env ...string) ingest {
 	addr, pp := testenv.FreeAddr(b.t), testenv.FreeAddr(b.t)
 	cmd := exec.Command(filepath.Join(b.dir, "ingest"))
-	cmd.Env = append(os.Environ(), "VALKEY_ADDR="+valkeyAddr, "INGEST_ADDR="+addr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s",
-		"INGEST_BACKLOG_CAP=1000000000", "LOG_LEVEL=error", "PPROF_ADDR="+pp)
+	cmd.Env = append(append(os.Environ(), "VALKEY_ADDR="+valkeyAddr, "INGEST_ADDR="+addr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s",
+		"INGEST_BACKLOG_CAP=1000000000", "LOG_LEVEL=error", "PPROF_ADDR="+pp), env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.t.Fatal(err)
@@ -537,6 +538,37 @@ func (b *bench) ingest() {
 			Detail: fmt.Sprintf("%s; %s; ingest peak RSS %.0f MiB", lat, cpu, hwm(in.pid)/(1<<20))}, "EVALSHA pipelined", b.evalPiped, 0.80))
 	}
 	b.add(row{Stage: "ingest: peak RSS after the runs above", Value: hwm(in.pid) / (1 << 20), Unit: "MiB", Detail: "target < 100 MiB"})
+}
+
+// durability measures what each INGEST_DURABILITY level costs: the same single-message (64
+// clients) and batch (8 clients × 500) loads against a primary with one replica (none and
+// replica: WAIT 1) and against a primary with appendfsync always (none and fsync: WAITAOF).
+func (b *bench) durability() {
+	t := b.t
+	primary := testenv.StartValkey(t)
+	_, port, _ := strings.Cut(primary.Addr, ":")
+	testenv.StartValkey(t, "--replicaof", "127.0.0.1", port)
+	pc := primary.Client(t)
+	testenv.WaitFor(t, "the replica in sync", 10*time.Second, func() bool {
+		s, _ := testenv.Do(t, pc, "INFO", "replication").ToString()
+		return strings.Contains(s, "state=online")
+	})
+	aof := testenv.StartValkey(t, "--appendonly", "yes", "--appendfsync", "always")
+	body := batchBody(500)
+	for _, c := range []struct{ name, addr, level string }{
+		{"primary + 1 replica, none", primary.Addr, "none"},
+		{"primary + 1 replica, replica (WAIT 1)", primary.Addr, "replica"},
+		{"appendfsync always, none", aof.Addr, "none"},
+		{"appendfsync always, fsync (WAITAOF 1 0)", aof.Addr, "fsync"},
+	} {
+		in := b.startIngest(c.addr, "INGEST_DURABILITY="+c.level)
+		rate, lat := closedLoop(t, in.addr, "/v1/messages", 64, sized(60_000, 15_000), singleBody, http.StatusAccepted)
+		b.add(row{Stage: "durability: single-message endpoint, 64 clients, " + c.name, Value: rate, Unit: "msgs/s",
+			Detail: fmt.Sprintf("%s; %.1f µs per message", lat, 1e6/rate)})
+		rate, lat = closedLoop(t, in.addr, "/v1/messages/batch", 8, sized(400, 100), func(int) string { return body }, http.StatusOK)
+		b.add(row{Stage: "durability: batch endpoint (500), 8 clients, " + c.name, Value: rate * 500, Unit: "msgs/s",
+			Detail: fmt.Sprintf("%s per request; %.2f µs per message", lat, 1e6/(rate*500))})
+	}
 }
 
 // endToEnd measures HTTP → durable row with one worker running, beside the bare reference:

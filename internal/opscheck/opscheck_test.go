@@ -324,6 +324,54 @@ func TestCompose(t *testing.T) {
 	}
 }
 
+// TestComposeHA loads compose.yaml with the ha profile: a primary, a replica, three Sentinels,
+// and ingest and workers in sentinel mode, ingest with durable acceptance.
+func TestComposeHA(t *testing.T) {
+	t.Parallel()
+	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "compose.yaml")},
+		cli.WithWorkingDirectory(root), cli.WithConsistency(true), cli.WithResolvedPaths(true), cli.WithProfiles([]string{"ha"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("compose.yaml, profile ha: %v", err)
+	}
+	svc := func(name string) types.ServiceConfig {
+		s, err := p.GetService(name)
+		if err != nil {
+			t.Fatalf("profile ha: service %s: %v", name, err)
+		}
+		return s
+	}
+	if r := svc("valkey-replica"); !slices.Contains(r.Command, "--replicaof") {
+		t.Errorf("valkey-replica command %v: want --replicaof", r.Command)
+	}
+	for _, name := range []string{"valkey-primary", "valkey-replica"} {
+		if c := svc(name).Command; !slices.Contains(c, "noeviction") || !slices.Contains(c, "--appendonly") {
+			t.Errorf("%s command %v: want noeviction and the AOF", name, c)
+		}
+	}
+	if s := svc("sentinel"); s.Deploy == nil || s.Deploy.Replicas == nil || *s.Deploy.Replicas != 3 || !strings.Contains(strings.Join(s.Command, " "), "sentinel monitor chatpipe") {
+		t.Error("sentinel needs three replicas monitoring the set chatpipe")
+	}
+	for _, name := range []string{"ingest-ha", "flushworker-ha"} {
+		env := svc(name).Environment
+		if m := env["VALKEY_MODE"]; m == nil || *m != "sentinel" {
+			t.Errorf("%s: VALKEY_MODE %v, want sentinel", name, m)
+		}
+		if m := env["VALKEY_SENTINEL_MASTER"]; m == nil || *m != "chatpipe" {
+			t.Errorf("%s: VALKEY_SENTINEL_MASTER %v, want chatpipe", name, m)
+		}
+	}
+	if d := svc("ingest-ha").Environment["INGEST_DURABILITY"]; d == nil || *d != "replica" {
+		t.Errorf("ingest-ha: INGEST_DURABILITY %v, want replica", d)
+	}
+	for _, problem := range replicaProblems(p) {
+		t.Error(problem)
+	}
+}
+
 // replicaProblems: a replicated service can have neither a fixed container name nor a fixed
 // host port, or its replicas would collide.
 func replicaProblems(p *types.Project) []string {

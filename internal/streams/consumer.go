@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/valkey-io/valkey-go"
@@ -75,6 +76,14 @@ type Config struct {
 	Metrics *Metrics
 	// NowFunc is the clock for end-to-end latency. Default time.Now.
 	NowFunc func() time.Time
+	// Replicas, when above 0, makes the consumer write only entries that this many replicas
+	// hold: each read is followed by a WAIT on its connection, and entries read while too
+	// few replicas acknowledged stay pending until they do. A failover can then not leave a
+	// row in PostgreSQL for an entry the promoted replica never had (whose id and
+	// client_msg_id it would give again). Default 0: write what the primary has.
+	Replicas int
+	// ReplicaTimeout bounds each WAIT. Default 1s.
+	ReplicaTimeout time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -100,6 +109,7 @@ func (c *Config) setDefaults() error {
 	def(&c.JanitorIdle, time.Hour)
 	def(&c.Grace, 10*time.Second)
 	def(&c.Timeout, 5*time.Second)
+	def(&c.ReplicaTimeout, time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -133,7 +143,13 @@ type Consumer struct {
 	// ackInFlight is closed when the XACK of the last batch written from a backlog is done:
 	// that ack travels while the next batch is written. Only Run's goroutine touches it.
 	ackInFlight chan struct{}
+	// unconfirmed is set when a read moved entries into this consumer's pending list that too
+	// few replicas held: they are read again from the pending list once replicas catch up.
+	unconfirmed atomic.Bool
 }
+
+// errNotReplicated: a read's entries are not yet on enough replicas (Config.Replicas).
+var errNotReplicated = errors.New("entries not yet on enough replicas")
 
 // entry is one stream entry as read; fields is nil for an entry deleted from the stream while
 // it was pending.
@@ -199,6 +215,16 @@ func (co *Consumer) Run(ctx context.Context) error {
 		if len(buf) > 0 {
 			wait = min(wait, time.Until(first.Add(co.cfg.FlushInterval)))
 		}
+		if co.unconfirmed.Load() {
+			// Write what was confirmed, then the pending entries once replicas hold them.
+			if len(buf) > 0 {
+				_ = co.process(ctx, buf, false)
+				buf = nil
+			}
+			co.unconfirmed.Store(false)
+			co.drainOwn(ctx)
+			continue
+		}
 		// COUNT must stay above 0: XREADGROUP … COUNT 0 returns every entry there is.
 		if wait >= time.Millisecond && len(buf) < co.cfg.BatchSize {
 			got, err := co.read(ctx, ">", co.cfg.BatchSize-len(buf), wait)
@@ -214,6 +240,11 @@ func (co *Consumer) Run(ctx context.Context) error {
 			}
 			if err != nil {
 				failures++
+				if errors.Is(err, errNotReplicated) {
+					co.log.WarnContext(ctx, "read entries are not on enough replicas yet; they stay pending", "replicas", co.cfg.Replicas, "failures", failures)
+					sleep(ctx, backoff(failures))
+					continue
+				}
 				co.log.WarnContext(ctx, "reading the flush stream failed", "err", err, "failures", failures)
 				sleep(ctx, backoff(failures))
 				continue
@@ -319,7 +350,7 @@ func (co *Consumer) read(ctx context.Context, id string, count int, block time.D
 	if count < 1 {
 		return nil, nil // COUNT 0 would mean "everything"
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), block+co.cfg.Timeout)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), block+co.cfg.Timeout+co.cfg.ReplicaTimeout)
 	defer cancel()
 	b := co.c.B().Xreadgroup().Group(co.cfg.Group, co.cfg.Consumer).Count(int64(count))
 	var cmd valkey.Completed
@@ -328,7 +359,11 @@ func (co *Consumer) read(ctx context.Context, id string, count int, block time.D
 	} else {
 		cmd = b.Streams().Key(co.stream).Id(id).Build()
 	}
-	res, err := co.c.Do(rctx, cmd).AsXRead()
+	r, err := co.confirmed(rctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	res, err := r.AsXRead()
 	if valkey.IsValkeyNil(err) {
 		return nil, nil
 	}
@@ -344,6 +379,31 @@ func (co *Consumer) read(ctx context.Context, id string, count int, block time.D
 		co.m.read.WithLabelValues(co.kind).Add(float64(len(out)))
 	}
 	return out, nil
+}
+
+// confirmed runs cmd, a read that delivers entries; with Config.Replicas it is followed by a
+// WAIT in the same DoMulti (one connection: the WAIT covers the read's own write to the
+// pending list, which replication orders after the entries' XADDs). When too few replicas
+// answer, the entries it delivered are left pending and errNotReplicated is returned.
+func (co *Consumer) confirmed(ctx context.Context, cmd valkey.Completed) (valkey.ValkeyResult, error) {
+	if co.cfg.Replicas == 0 {
+		r := co.c.Do(ctx, cmd)
+		return r, nil
+	}
+	wait := co.c.B().Wait().Numreplicas(int64(co.cfg.Replicas)).Timeout(co.cfg.ReplicaTimeout.Milliseconds()).Build()
+	res := co.c.DoMulti(ctx, cmd, wait)
+	if err := res[0].Error(); err != nil {
+		return res[0], nil
+	}
+	n, err := res[1].AsInt64()
+	if err != nil || n < int64(co.cfg.Replicas) {
+		co.unconfirmed.Store(true)
+		if err == nil {
+			err = fmt.Errorf("%d of %d replicas acknowledged", n, co.cfg.Replicas)
+		}
+		return res[0], fmt.Errorf("%w: %w", errNotReplicated, err)
+	}
+	return res[0], nil
 }
 
 type deadLetter struct {
@@ -643,10 +703,16 @@ func (co *Consumer) deliveries(ctx context.Context, es []entry) (map[string]int6
 func (co *Consumer) reclaim(ctx context.Context) {
 	start := "0-0"
 	for round := 0; round < 1000 && ctx.Err() == nil; round++ {
-		cctx, cancel := context.WithTimeout(ctx, co.cfg.Timeout)
+		cctx, cancel := context.WithTimeout(ctx, co.cfg.Timeout+co.cfg.ReplicaTimeout)
 		cmd := co.c.B().Xautoclaim().Key(co.stream).Group(co.cfg.Group).Consumer(co.cfg.Consumer).
 			MinIdleTime(strconv.FormatInt(co.cfg.MinIdle.Milliseconds(), 10)).Start(start).Count(int64(co.cfg.BatchSize)).Build()
-		reply, err := co.c.Do(cctx, cmd).ToArray()
+		r, err := co.confirmed(cctx, cmd)
+		if err != nil {
+			cancel()
+			co.log.WarnContext(ctx, "claimed entries are not on enough replicas yet; they stay pending", "err", err)
+			return
+		}
+		reply, err := r.ToArray()
 		cancel()
 		if err != nil {
 			co.log.WarnContext(ctx, "reclaiming idle entries failed", "err", err)

@@ -24,6 +24,8 @@ type Sentinels struct {
 	Sentinels []*Valkey
 	// Addrs is the Sentinels' addresses, comma-separated, as VALKEY_ADDR takes them.
 	Addrs string
+	// alias maps an address in front of a node (SentinelOptions.PrimaryViaFunc) to the node.
+	alias map[string]*Valkey
 }
 
 // StartSentinel starts a primary (with the extra server arguments, given to every data node),
@@ -38,23 +40,25 @@ func StartSentinel(t testing.TB, args ...string) *Sentinels {
 type SentinelOptions struct {
 	// Args are extra server arguments of every data node.
 	Args []string
-	// ReplicaLinkFunc, when set, returns the address replica i (1 or 2) replicates the first
-	// primary through — a proxy that can delay the link. Sentinel reconfigures replicas with
-	// the nodes' own addresses after a failover.
-	ReplicaLinkFunc func(i int, primary string) string
+	// PrimaryViaFunc, when set, returns an address in front of the first primary — a proxy that
+	// can slow it down — which the Sentinels monitor, the replicas replicate from and clients
+	// are given. After a failover the Sentinels name the promoted node by its own address.
+	PrimaryViaFunc func(primary string) string
 }
 
 // StartSentinelWith is StartSentinel with options.
 func StartSentinelWith(t testing.TB, o SentinelOptions) *Sentinels {
 	t.Helper()
-	s := &Sentinels{}
+	s := &Sentinels{alias: map[string]*Valkey{}}
 	primary := StartValkey(t, o.Args...)
 	s.Nodes = append(s.Nodes, primary)
-	for i := 1; i <= 2; i++ {
-		host, port := "127.0.0.1", strconv.Itoa(primary.port)
-		if o.ReplicaLinkFunc != nil {
-			host, port, _ = strings.Cut(o.ReplicaLinkFunc(i, primary.Addr), ":")
-		}
+	host, port := "127.0.0.1", strconv.Itoa(primary.port)
+	if o.PrimaryViaFunc != nil {
+		via := o.PrimaryViaFunc(primary.Addr)
+		s.alias[via] = primary
+		host, port, _ = strings.Cut(via, ":")
+	}
+	for range 2 {
 		s.Nodes = append(s.Nodes, StartValkey(t, append([]string{"--replicaof", host, port}, o.Args...)...))
 	}
 	pc := primary.Client(t)
@@ -66,8 +70,8 @@ func StartSentinelWith(t testing.TB, o SentinelOptions) *Sentinels {
 	for range 3 {
 		dir := t.TempDir()
 		conf := filepath.Join(dir, "sentinel.conf")
-		body := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 2\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\nsentinel resolve-hostnames yes\n",
-			SentinelMaster, primary.port, SentinelMaster, SentinelMaster, SentinelMaster)
+		body := fmt.Sprintf("sentinel monitor %s %s %s 2\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\nsentinel resolve-hostnames yes\n",
+			SentinelMaster, host, port, SentinelMaster, SentinelMaster, SentinelMaster)
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -132,6 +136,9 @@ func (s *Sentinels) PrimaryAddr(t testing.TB) string {
 func (s *Sentinels) Primary(t testing.TB) *Valkey {
 	t.Helper()
 	addr := s.PrimaryAddr(t)
+	if n, ok := s.alias[addr]; ok {
+		return n
+	}
 	for _, n := range s.Nodes {
 		if n.Addr == addr {
 			return n
@@ -148,7 +155,7 @@ func (s *Sentinels) WaitFailover(t testing.TB, old string, d time.Duration) *Val
 	var p *Valkey
 	WaitFor(t, "the Sentinels to promote a replica", d, func() bool {
 		addr := s.PrimaryAddr(t)
-		if addr == old {
+		if addr == old || s.alias[addr] != nil && s.alias[addr].Addr == old {
 			return false
 		}
 		for _, n := range s.Nodes {
