@@ -46,4 +46,3 @@ func TestDrainsWhileFull(t *testing.T) {
 		t.Fatalf("%d pending after the drain", p)
 	}
 }
-
