@@ -359,7 +359,7 @@ func (co *Consumer) read(ctx context.Context, id string, count int, block time.D
 	} else {
 		cmd = b.Streams().Key(co.stream).Id(id).Build()
 	}
-	r, err := co.confirmed(rctx, cmd)
+	r, err := co.confirmed(ctx, rctx, cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -381,29 +381,58 @@ func (co *Consumer) read(ctx context.Context, id string, count int, block time.D
 	return out, nil
 }
 
-// confirmed runs cmd, a read that delivers entries; with Config.Replicas it is followed by a
-// WAIT in the same DoMulti (one connection: the WAIT covers the read's own write to the
-// pending list, which replication orders after the entries' XADDs). When too few replicas
-// answer, the entries it delivered are left pending and errNotReplicated is returned.
-func (co *Consumer) confirmed(ctx context.Context, cmd valkey.Completed) (valkey.ValkeyResult, error) {
+// confirmed runs cmd, a read that delivers entries. With Config.Replicas the read and a WAIT go
+// in one DoMulti on a dedicated connection (the WAIT covers the read's own write to the pending
+// list, which replication orders after the entries' XADDs), and while too few replicas answer
+// the WAIT is repeated on that same connection, so that no re-read counts as a delivery. The
+// connection is named with a random tag first and the tag checked with each WAIT: a WAIT on a
+// connection valkey-go opened anew would count no earlier write. When the connection changed
+// (a failover) or ctx ends first, the delivered entries stay pending, marked for a re-read,
+// and errNotReplicated is returned.
+func (co *Consumer) confirmed(ctx, rctx context.Context, cmd valkey.Completed) (valkey.ValkeyResult, error) {
 	if co.cfg.Replicas == 0 {
-		r := co.c.Do(ctx, cmd)
-		return r, nil
+		return co.c.Do(rctx, cmd), nil
 	}
-	wait := co.c.B().Wait().Numreplicas(int64(co.cfg.Replicas)).Timeout(co.cfg.ReplicaTimeout.Milliseconds()).Build()
-	res := co.c.DoMulti(ctx, cmd, wait)
+	dc, release := co.c.Dedicate()
+	defer release()
+	tag := fmt.Sprintf("chatpipe-%s-%016x", co.cfg.Consumer, rand.Uint64())
+	wait := func() valkey.Completed {
+		return dc.B().Wait().Numreplicas(int64(co.cfg.Replicas)).Timeout(co.cfg.ReplicaTimeout.Milliseconds()).Build()
+	}
+	res := dc.DoMulti(rctx, dc.B().ClientSetname().ConnectionName(tag).Build(), cmd, wait())
 	if err := res[0].Error(); err != nil {
-		return res[0], nil
+		return res[1], nil // nothing was read: the caller sees the read's error, or an empty read
 	}
-	n, err := res[1].AsInt64()
+	read := res[1]
+	if read.Error() != nil {
+		return read, nil
+	}
+	n, err := res[2].AsInt64()
+	for since := time.Now(); err == nil && n < int64(co.cfg.Replicas); {
+		if ctx.Err() != nil {
+			break
+		}
+		if time.Since(since) > 10*time.Second {
+			co.log.WarnContext(ctx, "waiting for replicas to hold the entries read", "replicas", co.cfg.Replicas, "acknowledged", n)
+			since = time.Now()
+		}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), co.cfg.Timeout+co.cfg.ReplicaTimeout)
+		r := dc.DoMulti(wctx, dc.B().ClientGetname().Build(), wait())
+		cancel()
+		if name, gerr := r[0].ToString(); gerr != nil || name != tag {
+			err = fmt.Errorf("the connection changed while waiting for replicas")
+			break
+		}
+		n, err = r[1].AsInt64()
+	}
 	if err != nil || n < int64(co.cfg.Replicas) {
 		co.unconfirmed.Store(true)
 		if err == nil {
 			err = fmt.Errorf("%d of %d replicas acknowledged", n, co.cfg.Replicas)
 		}
-		return res[0], fmt.Errorf("%w: %w", errNotReplicated, err)
+		return read, fmt.Errorf("%w: %w", errNotReplicated, err)
 	}
-	return res[0], nil
+	return read, nil
 }
 
 type deadLetter struct {
@@ -706,7 +735,7 @@ func (co *Consumer) reclaim(ctx context.Context) {
 		cctx, cancel := context.WithTimeout(ctx, co.cfg.Timeout+co.cfg.ReplicaTimeout)
 		cmd := co.c.B().Xautoclaim().Key(co.stream).Group(co.cfg.Group).Consumer(co.cfg.Consumer).
 			MinIdleTime(strconv.FormatInt(co.cfg.MinIdle.Milliseconds(), 10)).Start(start).Count(int64(co.cfg.BatchSize)).Build()
-		r, err := co.confirmed(cctx, cmd)
+		r, err := co.confirmed(ctx, cctx, cmd)
 		if err != nil {
 			cancel()
 			co.log.WarnContext(ctx, "claimed entries are not on enough replicas yet; they stay pending", "err", err)
