@@ -311,11 +311,19 @@ func (s *Scripts) Ping(ctx context.Context) error {
 	return classify(s.c.Do(ctx, s.c.B().Ping().Build()).Error())
 }
 
-// Probe writes a short-lived key: it fails with ErrFull while Valkey refuses writes for
-// memory, and tells readiness when it takes them again.
+// Probe tells readiness, after Valkey answered OOM, whether it takes writes again: it returns
+// ErrFull while used memory is above 95% of maxmemory (hysteresis: right at the limit a tiny
+// write passes while the next message fails) or a short-lived probe key is refused.
 func (s *Scripts) Probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
+	info, err := valkeyconn.ReadInfo(ctx, s.c)
+	if err != nil {
+		return classify(err)
+	}
+	if info.MaxMemory > 0 && float64(info.UsedMemory) > 0.95*float64(info.MaxMemory) {
+		return fmt.Errorf("%w: %d of %d bytes used", ErrFull, info.UsedMemory, info.MaxMemory)
+	}
 	return classify(s.c.Do(ctx, s.c.B().Set().Key(s.cfg.Keys.Probe()).Value("1").PxMilliseconds(1000).Build()).Error())
 }
 
