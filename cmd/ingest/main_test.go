@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -191,16 +190,5 @@ func TestBinarySIGTERM(t *testing.T) {
 // standalone mode are refused at start with one line naming the setting (exit status 2).
 func TestRefusesUnsafeValkey(t *testing.T) {
 	t.Parallel()
-	lru := testenv.StartValkey(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
-	cluster := testenv.StartValkey(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-	env := func(addr string) map[string]string {
-		return map[string]string{"VALKEY_ADDR": addr, "INGEST_ADDR": "127.0.0.1:0", "FLUSH_METRICS_ADDR": "127.0.0.1:0", "DATABASE_URL": "postgres://127.0.0.1:1/none"}
-	}
-	testenv.WantInvalidSetting(t, run, nil, env(lru.Addr), "VALKEY_ALLOW_EVICTION")
-	testenv.WantInvalidSetting(t, run, nil, env(cluster.Addr), "VALKEY_MODE")
-	var out bytes.Buffer
-	err := run(context.Background(), nil, testenv.Env(env(lru.Addr)), &out, &out)
-	if !strings.Contains(fmt.Sprint(err), "allkeys-lru") || config.ExitCode(err) != 2 {
-		t.Fatalf("err %v (exit %d), want the policy named and exit 2", err, config.ExitCode(err))
-	}
+	testenv.WantUnsafeValkeyRefused(t, run)
 }

@@ -272,16 +272,7 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 		w.start(t)
 		workers = append(workers, w)
 	}
-	t.Cleanup(func() {
-		for _, p := range append(workers, ingest) {
-			p.kill()
-		}
-		if t.Failed() {
-			for _, p := range append(workers, ingest) {
-				t.Logf("--- %s log (tail):\n%s", p.name, tail(p.logs.String(), 30))
-			}
-		}
-	})
+	killOnCleanup(t, append(workers, ingest)...)
 	testenv.WaitReady(t, "http://"+ingestAddr+"/readyz", 20*time.Second)
 
 	// Load: bounded in time, at most 8 clients.
@@ -598,6 +589,21 @@ func startProxy(t *testing.T, name, upstream string) *toxiproxy.Proxy {
 	}
 	t.Cleanup(p.Stop)
 	return p
+}
+
+// killOnCleanup kills the processes when the test ends, and prints the tail of their logs
+// when it failed.
+func killOnCleanup(t *testing.T, procs ...*proc) {
+	t.Cleanup(func() {
+		for _, p := range procs {
+			p.kill()
+		}
+		if t.Failed() {
+			for _, p := range procs {
+				t.Logf("--- %s log (tail):\n%s", p.name, tail(p.logs.String(), 30))
+			}
+		}
+	})
 }
 
 func tail(s string, n int) string {

@@ -36,13 +36,7 @@ func TestFullValkey(t *testing.T) {
 	ingest.start(t)
 	worker := &proc{name: "worker", bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
 		env: []string{"VALKEY_ADDR=" + v.Addr, "DATABASE_URL=" + dsn, "FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t), "FLUSH_MIGRATE=false", "FLUSH_INTERVAL=100ms"}}
-	t.Cleanup(func() {
-		worker.kill()
-		ingest.kill()
-		if t.Failed() {
-			t.Logf("ingest log:\n%s\nworker log:\n%s", tail(ingest.logs.String(), 20), tail(worker.logs.String(), 20))
-		}
-	})
+	killOnCleanup(t, worker, ingest)
 	base := "http://" + ingestAddr
 	testenv.WaitReady(t, base+"/readyz", 20*time.Second)
 

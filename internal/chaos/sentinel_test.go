@@ -110,16 +110,7 @@ func runSentinel(t *testing.T, o sentinelRun) result {
 		w.start(t)
 		workers = append(workers, w)
 	}
-	t.Cleanup(func() {
-		for _, p := range append(workers, ingest) {
-			p.kill()
-		}
-		if t.Failed() {
-			for _, p := range append(workers, ingest) {
-				t.Logf("--- %s log (tail):\n%s", p.name, tail(p.logs.String(), 30))
-			}
-		}
-	})
+	killOnCleanup(t, append(workers, ingest)...)
 	testenv.WaitReady(t, "http://"+ingestAddr+"/readyz", 20*time.Second)
 
 	l := newLedger()

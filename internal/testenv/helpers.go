@@ -120,3 +120,23 @@ func WantInvalidSetting(t testing.TB, run RunFunc, args []string, env map[string
 		t.Errorf("error is not one short line without secrets: %q", msg)
 	}
 }
+
+// WantUnsafeValkeyRefused runs a command against a Valkey with an evicting maxmemory-policy and
+// against a cluster-enabled server in standalone mode, and fails the test unless each is
+// refused at start as an invalid setting (VALKEY_ALLOW_EVICTION, naming the policy; VALKEY_MODE)
+// in one short line, which main turns into exit status 2.
+func WantUnsafeValkeyRefused(t *testing.T, run RunFunc) {
+	t.Helper()
+	lru := StartValkey(t, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
+	cluster := StartValkey(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	env := func(addr string) map[string]string {
+		return map[string]string{"VALKEY_ADDR": addr, "INGEST_ADDR": "127.0.0.1:0", "FLUSH_METRICS_ADDR": "127.0.0.1:0", "DATABASE_URL": "postgres://127.0.0.1:1/none"}
+	}
+	WantInvalidSetting(t, run, nil, env(lru.Addr), "VALKEY_ALLOW_EVICTION")
+	WantInvalidSetting(t, run, nil, env(cluster.Addr), "VALKEY_MODE")
+	var out bytes.Buffer
+	err := run(context.Background(), nil, Env(env(lru.Addr)), &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "allkeys-lru") || config.ExitCode(err) != 2 {
+		t.Fatalf("err %v (exit %d), want the policy named and exit 2", err, config.ExitCode(err))
+	}
+}
