@@ -42,7 +42,7 @@ wait_port() { # host port name
 # setsid: a Ctrl-C in the terminal reaches ingest and the workers, not the servers they need
 # to finish; the cleanup stops the servers last.
 setsid valkey-server --port "$VALKEY_PORT" --bind 127.0.0.1 --dir "$root/valkey" \
-  --appendonly yes --save "" --logfile "$root/log/valkey.log" &
+  --appendonly yes --save "" --maxmemory 512mb --maxmemory-policy noeviction --logfile "$root/log/valkey.log" &
 valkey_pid=$!
 wait_port 127.0.0.1 "$VALKEY_PORT" valkey-server
 

@@ -26,6 +26,8 @@ type Sentinels struct {
 	Addrs string
 	// alias maps an address in front of a node (SentinelOptions.PrimaryViaFunc) to the node.
 	alias map[string]*Valkey
+	// password is the Sentinels' password, if any.
+	password string
 }
 
 // StartSentinel starts a primary (with the extra server arguments, given to every data node),
@@ -44,12 +46,15 @@ type SentinelOptions struct {
 	// can slow it down — which the Sentinels monitor, the replicas replicate from and clients
 	// are given. After a failover the Sentinels name the promoted node by its own address.
 	PrimaryViaFunc func(primary string) string
+	// SentinelPassword, when set, is required by the Sentinels (requirepass) and used between
+	// them (sentinel sentinel-pass).
+	SentinelPassword string
 }
 
 // StartSentinelWith is StartSentinel with options.
 func StartSentinelWith(t testing.TB, o SentinelOptions) *Sentinels {
 	t.Helper()
-	s := &Sentinels{alias: map[string]*Valkey{}}
+	s := &Sentinels{alias: map[string]*Valkey{}, password: o.SentinelPassword}
 	primary := StartValkey(t, o.Args...)
 	s.Nodes = append(s.Nodes, primary)
 	host, port := "127.0.0.1", strconv.Itoa(primary.port)
@@ -72,6 +77,9 @@ func StartSentinelWith(t testing.TB, o SentinelOptions) *Sentinels {
 		conf := filepath.Join(dir, "sentinel.conf")
 		body := fmt.Sprintf("sentinel monitor %s %s %s 2\nsentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\nsentinel resolve-hostnames yes\n",
 			SentinelMaster, host, port, SentinelMaster, SentinelMaster, SentinelMaster)
+		if o.SentinelPassword != "" {
+			body += fmt.Sprintf("requirepass %s\nsentinel sentinel-pass %s\n", o.SentinelPassword, o.SentinelPassword)
+		}
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +89,11 @@ func StartSentinelWith(t testing.TB, o SentinelOptions) *Sentinels {
 	}
 	s.Addrs = strings.Join(addrs, ",")
 	for _, sv := range s.Sentinels {
-		sc := sv.Client(t)
+		sc, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{sv.Addr}, Password: o.SentinelPassword, ForceSingleClient: true, DisableCache: true})
+		if err != nil {
+			t.Fatalf("connecting to the Sentinel at %s: %v", sv.Addr, err)
+		}
+		t.Cleanup(sc.Close)
 		WaitFor(t, "each Sentinel to know both replicas and the other Sentinels", 30*time.Second, func() bool {
 			m := sentinelMaster(sc)
 			return m["num-slaves"] == "2" && m["num-other-sentinels"] == "2"
@@ -116,7 +128,7 @@ func (s *Sentinels) PrimaryAddr(t testing.TB) string {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{sv.Addr}, ForceSingleClient: true, DisableCache: true})
+		c, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{sv.Addr}, Password: s.password, ForceSingleClient: true, DisableCache: true})
 		if err != nil {
 			cancel()
 			continue

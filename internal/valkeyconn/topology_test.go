@@ -180,3 +180,43 @@ func TestWAITAOFEverysec(t *testing.T) {
 		t.Logf("20 SET + WAITAOF 1 0 0 under everysec: %s (a real wait would take seconds)", d.Round(time.Millisecond))
 	}
 }
+
+// TestSentinel: sentinel mode reaches the primary the Sentinels name, with the Sentinels'
+// own password; a wrong one is refused promptly without the password in the error; after the
+// primary is killed the same client writes to the promoted replica by itself.
+func TestSentinel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts six servers and waits for a failover; skipped with -short")
+	}
+	t.Parallel()
+	s := testenv.StartSentinelWith(t, testenv.SentinelOptions{SentinelPassword: "sentinel-topsecret"})
+	cfg := valkeyconn.Config{Mode: valkeyconn.Sentinel, Addr: s.Addrs, SentinelMaster: testenv.SentinelMaster, SentinelPassword: "wrong-topsecret"}
+	start := time.Now()
+	err := connect(t, cfg)
+	if err == nil || time.Since(start) > 5*time.Second || strings.Contains(err.Error(), "topsecret") {
+		t.Fatalf("wrong Sentinel password: err %v after %s; want a prompt error without the password", err, time.Since(start))
+	}
+	cfg.SentinelPassword = "sentinel-topsecret"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := valkeyconn.Connect(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	set := func(v string) error {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return c.Do(cctx, c.B().Set().Key("k").Value(v).Build()).Error()
+	}
+	if err := set("before"); err != nil {
+		t.Fatal(err)
+	}
+	old := s.Primary(t)
+	old.Stop()
+	p := s.WaitFailover(t, old.Addr, 20*time.Second)
+	testenv.WaitFor(t, "the client to write to the promoted replica", 15*time.Second, func() bool { return set("after") == nil })
+	if got, _ := testenv.Do(t, p.Client(t), "GET", "k").ToString(); got != "after" {
+		t.Fatalf("the promoted node holds %q, want after", got)
+	}
+}
