@@ -367,6 +367,9 @@ func TestComposeHA(t *testing.T) {
 	if d := svc("ingest-ha").Environment["INGEST_DURABILITY"]; d == nil || *d != "replica" {
 		t.Errorf("ingest-ha: INGEST_DURABILITY %v, want replica", d)
 	}
+	if w := svc("flushworker-ha").Environment["FLUSH_WAIT_REPLICAS"]; w == nil || *w != "1" {
+		t.Errorf("flushworker-ha: FLUSH_WAIT_REPLICAS %v, want 1 (write only what the replica holds)", w)
+	}
 	for _, problem := range replicaProblems(p) {
 		t.Error(problem)
 	}
