@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chatpipe/chatpipe/internal/config"
+	"github.com/chatpipe/chatpipe/internal/flush"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/streams"
@@ -72,7 +73,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	log := s.logger(stderr, "flushworker")
 	reg, metricsHandler := telemetry.NewRegistry("flushworker")
-	metrics, err := streams.NewMetrics(reg)
+	metrics, err := flush.NewMetrics(reg)
 	if err != nil {
 		return err
 	}
@@ -131,7 +132,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	g.Go(func() error { return vmon.Run(gctx) })
 	g.Go(func() error { return telemetry.ServePprof(gctx, s.pprofAddr, log) })
 	for _, kind := range keyspace.Kinds {
-		co, err := streams.New(client, streams.Config{
+		co, err := flush.New(client, flush.Config{
 			Kind: kind, Keys: s.keys(), Group: s.group, Consumer: s.consumer,
 			BatchSize: s.batchSize, FlushInterval: s.flushInterval, MinIdle: s.minIdle,
 			MaxDeliveries: s.maxDeliveries, JanitorIdle: s.janitorIdle, Grace: s.grace,

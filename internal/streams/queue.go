@@ -140,7 +140,7 @@ func (q *QueueMonitor) read(ctx context.Context, kind keyspace.Kind) (queueStats
 	}
 	if summary, err := res[3].ToArray(); err == nil && len(summary) >= 2 {
 		if minID, err := summary[1].ToString(); err == nil {
-			if t, ok := idTime(minID); ok {
+			if t, ok := IDTime(minID); ok {
 				s.oldestAge = max(0, time.Since(t).Seconds())
 			}
 		}

@@ -1,4 +1,4 @@
-package streams
+package flush
 
 import (
 	"github.com/prometheus/client_golang/prometheus"

@@ -1,4 +1,4 @@
-package streams_test
+package flush_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/chatpipe/chatpipe/internal/flush"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
@@ -34,7 +35,7 @@ type testBundle struct {
 	pool    *pgxpool.Pool
 	store   *pg.Store
 	reg     *prometheus.Registry
-	metrics *streams.Metrics
+	metrics *flush.Metrics
 }
 
 func setup(t *testing.T) *testBundle {
@@ -56,15 +57,15 @@ func setup(t *testing.T) *testBundle {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	m, err := streams.NewMetrics(reg)
+	m, err := flush.NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &testBundle{valkey: v, client: c, keys: keys, scripts: scripts, pool: pool, store: pg.New(pool), reg: reg, metrics: m}
 }
 
-func (b *testBundle) config(name string) streams.Config {
-	return streams.Config{
+func (b *testBundle) config(name string) flush.Config {
+	return flush.Config{
 		Keys: b.keys, Consumer: name, Sink: b.store, Metrics: b.metrics,
 		BatchSize: 100, FlushInterval: 50 * time.Millisecond, Block: 50 * time.Millisecond,
 		TrimInterval: 50 * time.Millisecond, MinIdle: 30 * time.Second, Grace: 5 * time.Second,
@@ -73,9 +74,9 @@ func (b *testBundle) config(name string) streams.Config {
 }
 
 // start runs a consumer until the returned stop is called; stop waits for Run to return.
-func (b *testBundle) start(t *testing.T, cfg streams.Config) (stop func()) {
+func (b *testBundle) start(t *testing.T, cfg flush.Config) (stop func()) {
 	t.Helper()
-	co, err := streams.New(b.client, cfg)
+	co, err := flush.New(b.client, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +349,7 @@ func TestReclaimAndPoison(t *testing.T) {
 // lockedTable holds an ACCESS EXCLUSIVE lock on chat_messages in tx, and returns a consumer
 // config whose sink gives up waiting for it after 100ms (lock_timeout: SQLSTATE 55P03, a real
 // transient error). Commit tx to let writes through.
-func (b *testBundle) lockedTable(t *testing.T) (streams.Config, pgx.Tx) {
+func (b *testBundle) lockedTable(t *testing.T) (flush.Config, pgx.Tx) {
 	t.Helper()
 	ctx := context.Background()
 	cfgPool := b.pool.Config().Copy()

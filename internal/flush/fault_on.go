@@ -1,6 +1,6 @@
 //go:build chaos_ackfirst
 
-package streams
+package flush
 
 // ackBeforeWrite: a deliberately broken build (tag chaos_ackfirst) that acks a batch before
 // writing it, for the chaos suite to prove that it catches a broken guarantee. Never ship it.

@@ -1,4 +1,4 @@
-package streams_test
+package flush_test
 
 import (
 	"fmt"

@@ -1,0 +1,224 @@
+package flush
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/streams"
+)
+
+type deadLetter struct {
+	e      entry
+	reason string // metric label
+	err    string // human-readable
+}
+
+// process writes a batch and acks it: undecodable entries and rows Postgres refuses are
+// dead-lettered, entries deleted from the stream while pending are counted as lost, transient
+// errors are retried until ctx ends; then it returns the error and the entries stay pending.
+// With ackAsync the ack is sent in the background after the commit, and process returns at
+// once: the next batch's write overlaps it (one round trip less per batch on a backlog).
+func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) error {
+	start := time.Now()
+	if ackBeforeWrite {
+		ids := make([]string, len(es))
+		for i, e := range es {
+			ids[i] = e.ID
+		}
+		_ = co.ack(ctx, ids)
+	}
+	var (
+		recs   []message.Record
+		recIdx []int
+		dead   []deadLetter
+		lost   []string
+	)
+	for i, e := range es {
+		if e.Fields == nil {
+			lost = append(lost, e.ID)
+			continue
+		}
+		r, err := message.DecodeEntry(co.kind, e.ID, e.Fields)
+		if err != nil {
+			dead = append(dead, deadLetter{e: e, reason: ReasonDecode, err: err.Error()})
+			continue
+		}
+		recs = append(recs, r)
+		recIdx = append(recIdx, i)
+	}
+	var res pg.Result
+	if len(recs) > 0 {
+		var err error
+		if res, err = co.persist(ctx, recs, es); err != nil {
+			co.log.WarnContext(ctx, "batch left pending", "entries", len(es), "err", err)
+			return err
+		}
+	}
+	rejected := make(map[int]bool, len(res.Rejected))
+	for _, rj := range res.Rejected {
+		rejected[rj.Index] = true
+		if errors.Is(rj.Err, pg.ErrIDReused) {
+			co.log.ErrorContext(ctx, "a cache id was given to two messages; dead-lettering the second", "id", es[recIdx[rj.Index]].ID, "err", rj.Err)
+			dead = append(dead, deadLetter{e: es[recIdx[rj.Index]], reason: ReasonIDReused, err: rj.Err.Error()})
+			continue
+		}
+		dead = append(dead, deadLetter{e: es[recIdx[rj.Index]], reason: ReasonRejected, err: "postgres refused the row: " + rj.Err.Error()})
+	}
+	if len(dead) > 0 {
+		co.deadLetter(ctx, dead, nil)
+	}
+	deadIDs := make(map[string]bool, len(dead))
+	for _, d := range dead {
+		deadIDs[d.e.ID] = true
+	}
+	ack := make([]string, 0, len(es))
+	for _, e := range es {
+		if !deadIDs[e.ID] {
+			ack = append(ack, e.ID)
+		}
+	}
+	co.ackWritten(ctx, ack, ackAsync)
+	if len(lost) > 0 {
+		co.reportLost(ctx, lost)
+	}
+	if co.m == nil {
+		return nil
+	}
+	now := co.cfg.NowFunc()
+	deletes := 0
+	e2e := co.m.endToEnd.WithLabelValues(co.kind) // once per batch, not per row
+	for j, r := range recs {
+		if rejected[j] {
+			continue
+		}
+		if r.Delete {
+			deletes++
+			continue
+		}
+		if ms, ok := streams.IDTime(r.StreamID); ok {
+			e2e.Observe(now.Sub(ms).Seconds())
+		}
+	}
+	co.m.persisted.WithLabelValues(co.kind).Add(float64(res.Inserted))
+	co.m.deletes.WithLabelValues(co.kind).Add(float64(deletes))
+	co.m.batchSize.WithLabelValues(co.kind).Observe(float64(len(es)))
+	co.m.flushDuration.WithLabelValues(co.kind).Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// persist writes recs, retrying transient errors with capped, jittered exponential backoff
+// while touching the entries so that no other consumer claims them meanwhile.
+func (co *Consumer) persist(ctx context.Context, recs []message.Record, es []entry) (pg.Result, error) {
+	for attempt := 1; ; attempt++ {
+		res, err := co.cfg.Sink.Persist(ctx, co.cfg.Kind, recs)
+		if err == nil {
+			if attempt > 1 {
+				co.log.InfoContext(ctx, "batch written after retries", "attempts", attempt, "entries", len(recs))
+			}
+			return res, nil
+		}
+		if ctx.Err() != nil {
+			return res, err
+		}
+		class := pg.Class(err)
+		if co.m != nil {
+			co.m.retries.WithLabelValues(co.kind, class).Inc()
+		}
+		co.log.WarnContext(ctx, "writing the batch failed, retrying", "class", class, "attempt", attempt, "entries", len(recs), "err", err)
+		co.touch(ctx, es)
+		sleep(ctx, backoff(attempt))
+	}
+}
+
+// deadLetter moves entries to the dead-letter stream, each atomically with its ack, in one
+// pipelined round trip. counts, when nil, is read from XPENDING.
+func (co *Consumer) deadLetter(ctx context.Context, dead []deadLetter, counts map[string]int64) {
+	if counts == nil {
+		ids := make([]string, len(dead))
+		for i, d := range dead {
+			ids[i] = d.e.ID
+		}
+		counts, _ = co.g.Deliveries(ctx, ids)
+	}
+	moves := make([]streams.Failed, len(dead))
+	for i, d := range dead {
+		moves[i] = streams.Failed{Entry: d.e, Error: d.err, Deliveries: counts[d.e.ID]}
+	}
+	moved, errs := co.g.MoveToDeadLetter(ctx, moves, co.cfg.NowFunc())
+	for i, d := range dead {
+		switch {
+		case errs[i] != nil:
+			co.log.WarnContext(ctx, "dead-lettering failed; the entry stays pending", "id", d.e.ID, "err", errs[i])
+		case moved[i]:
+			co.log.WarnContext(ctx, "entry dead-lettered", "id", d.e.ID, "reason", d.reason, "error", d.err)
+			if co.m != nil {
+				co.m.deadLettered.WithLabelValues(co.kind, d.reason).Inc()
+			}
+		}
+	}
+}
+
+func (co *Consumer) ack(ctx context.Context, ids []string) error { return co.g.Ack(ctx, ids) }
+
+// ackWritten acks the entries of a committed batch, in the background when async. One ack at
+// most is in flight: the next one waits for it.
+func (co *Consumer) ackWritten(ctx context.Context, ids []string, async bool) {
+	co.waitAck()
+	ack := func(ctx context.Context) {
+		if err := co.ack(ctx, ids); err != nil {
+			// The rows are committed; the entries will be delivered again and written as no-ops.
+			co.log.WarnContext(ctx, "acking a written batch failed; it will be redelivered", "entries", len(ids), "err", err)
+		}
+	}
+	if !async {
+		ack(ctx)
+		return
+	}
+	done := make(chan struct{})
+	co.ackInFlight = done
+	go func() {
+		defer close(done)
+		ack(context.WithoutCancel(ctx)) // bounded by the Valkey timeout; it must not be lost to shutdown
+	}()
+}
+
+// waitAck waits for the ack in flight, if any.
+func (co *Consumer) waitAck() {
+	if co.ackInFlight != nil {
+		<-co.ackInFlight
+		co.ackInFlight = nil
+	}
+}
+
+// reportLost acks pending entries that were deleted from the stream before they were persisted
+// (someone trimmed by length or XDELed them), and counts and logs them: never silently.
+func (co *Consumer) reportLost(ctx context.Context, ids []string) {
+	if co.m != nil {
+		co.m.lost.WithLabelValues(co.kind).Add(float64(len(ids)))
+	}
+	co.log.ErrorContext(ctx, "pending entries were deleted from the stream before they were persisted",
+		"count", len(ids), "ids", strings.Join(ids[:min(len(ids), 20)], ","))
+	if err := co.ack(ctx, ids); err != nil {
+		co.log.WarnContext(ctx, "acking deleted entries failed", "err", err)
+	}
+}
+
+// touch resets the idle time of entries this consumer holds, so that they are not reclaimed
+// while it still works.
+func (co *Consumer) touch(ctx context.Context, es []entry) {
+	if err := co.g.Touch(ctx, ids(es)); err != nil {
+		co.log.WarnContext(ctx, "touching held entries failed", "err", err)
+	}
+}
+
+func ids(es []entry) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.ID
+	}
+	return out
+}
