@@ -72,6 +72,9 @@ func AddrList(v string) error {
 }
 
 func checkURL(v string) error {
+	if len(v) > 4096 {
+		return errors.New("longer than 4096 bytes")
+	}
 	if !strings.HasPrefix(v, "valkey://") && !strings.HasPrefix(v, "valkeys://") &&
 		!strings.HasPrefix(v, "redis://") && !strings.HasPrefix(v, "rediss://") {
 		return errors.New("must start with valkey://, valkeys://, redis:// or rediss://")
