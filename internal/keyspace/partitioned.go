@@ -1,0 +1,116 @@
+package keyspace
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+)
+
+// Partition bounds: P is fixed when a deployment is created and recorded in Valkey; ids carry
+// the partition in their low 6 bits (id % IDStride), so P can never exceed IDStride.
+const (
+	// IDStride is the factor between an id's sequence number and its partition.
+	IDStride = 64
+	// MaxPartitions is the most partitions a layout may have.
+	MaxPartitions = IDStride
+	// DefaultPartitions is P when none is given.
+	DefaultPartitions = 16
+)
+
+// Partitioned builds the keys of the partitioned layout for Valkey Cluster: every key a script
+// touches carries the hash tag of one partition ({cp<k>}) or of one user ({cu:<user>}), so each
+// script runs on one slot. Public messages go to the partition of their owner, private ones to
+// the partition of their conversation (both users, in either order), so ids rise within a
+// conversation and within one owner's public messages.
+type Partitioned struct {
+	prefix string
+	p      int
+}
+
+// NewPartitioned returns the partitioned key builder for prefix and p partitions. The prefix may
+// not hold braces: it comes before the hash tag, and a brace in it would become the tag.
+func NewPartitioned(prefix string, p int) (Partitioned, error) {
+	if err := ValidatePrefix(prefix); err != nil {
+		return Partitioned{}, err
+	}
+	if strings.ContainsAny(prefix, "{}") {
+		return Partitioned{}, errors.New("holds { or }, which would become the hash tag of every key")
+	}
+	if p < 1 || p > MaxPartitions {
+		return Partitioned{}, fmt.Errorf("partitions must be 1..%d", MaxPartitions)
+	}
+	return Partitioned{prefix: prefix, p: p}, nil
+}
+
+// Partitions is P.
+func (k Partitioned) Partitions() int { return k.p }
+
+// Prefix returns the prefix the keys are built under.
+func (k Partitioned) Prefix() string { return k.prefix }
+
+// PublicPartition is the partition of a public message of owner.
+func (k Partitioned) PublicPartition(owner string) int { return hash(owner) % k.p }
+
+// PrivatePartition is the partition of the conversation between a and b, whichever sent.
+func (k Partitioned) PrivatePartition(a, b string) int {
+	if b < a {
+		a, b = b, a
+	}
+	return hash(a+"\x00"+b) % k.p
+}
+
+// PartitionOf is the partition an id was given in.
+func (k Partitioned) PartitionOf(id int64) int { return int(id % IDStride) }
+
+// hash is FNV-1a, 32 bits: never change it or P, or messages move partition.
+func hash(s string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(s))
+	return int(h.Sum32() & 0x7fffffff)
+}
+
+func (k Partitioned) tag(part int) string { return k.prefix + "{cp" + strconv.Itoa(part) + "}:" }
+
+// Seq is partition part's sequence counter, shared by both kinds.
+func (k Partitioned) Seq(part int) string { return k.tag(part) + "seq" }
+
+// Stream is partition part's flush stream of a kind.
+func (k Partitioned) Stream(part int, kind Kind) string { return k.tag(part) + "flush:" + kind.String() }
+
+// DeadLetter is the dead-letter stream beside partition part's flush stream of a kind.
+func (k Partitioned) DeadLetter(part int, kind Kind) string {
+	return k.tag(part) + "dead:" + kind.String()
+}
+
+// PublicRing is partition part's shard of the public ring; the ring is read as a merge of them.
+func (k Partitioned) PublicRing(part int) string { return k.tag(part) + "recent" }
+
+// ClientMsg is the record of a client_msg_id, in the message's partition, length-prefixed as
+// in the single layout.
+func (k Partitioned) ClientMsg(part int, kind Kind, ownerID, clientMsgID string) string {
+	return k.tag(part) + "client_msg:" + kind.String() + ":" + strconv.Itoa(len(ownerID)) + ":" + ownerID + ":" + clientMsgID
+}
+
+// PrivateRing is a user's ring of private messages (a sorted set scored by id), in the user's
+// own slot.
+func (k Partitioned) PrivateRing(user string) string { return k.prefix + "{cu:" + user + "}:recent_private" }
+
+// RateLimit and RateLimitGCRA are a user's rate-limit state, in the user's own slot.
+func (k Partitioned) RateLimit(user string) string { return k.prefix + "{cu:" + user + "}:ratelimit" }
+
+// RateLimitGCRA is a user's GCRA state.
+func (k Partitioned) RateLimitGCRA(user string) string {
+	return k.prefix + "{cu:" + user + "}:ratelimit_gcra"
+}
+
+// RateSettings is the rate-limit settings hash shared by every ingest replica.
+func (k Partitioned) RateSettings() string { return k.prefix + "chatpipe:ratelimit_settings" }
+
+// Layout is the key recording the layout and P, so that a replica started with another P
+// refuses to run.
+func (k Partitioned) Layout() string { return k.prefix + "chatpipe:layout" }
+
+// LayoutValue is what Layout holds for this builder.
+func (k Partitioned) LayoutValue() string { return "partitioned:" + strconv.Itoa(k.p) }
