@@ -44,14 +44,13 @@ func isNoScript(err error) bool {
 	return ok && verr.IsNoScript()
 }
 
-// Exec runs the script once, loading it first when Valkey does not know it.
+// Exec runs the script once; when Valkey does not know it, it sends it whole with EVAL, which
+// runs it and caches it on the node that owns its keys (a SCRIPT LOAD carries no key: on a
+// cluster it would reach any node).
 func (s *Script) Exec(ctx context.Context, c valkey.Client, keys, args []string) valkey.ValkeyResult {
 	res := c.Do(ctx, s.cmd(c, keys, args))
 	if isNoScript(res.Error()) {
-		if err := s.load(ctx, c); err != nil {
-			return valkey.NewErrorResult(err)
-		}
-		res = c.Do(ctx, s.cmd(c, keys, args))
+		res = c.Do(ctx, c.B().Eval().Script(s.src).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build())
 	}
 	return res
 }

@@ -1,0 +1,226 @@
+package lua_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/testenv"
+)
+
+type partBundle struct {
+	c    valkey.Client
+	keys keyspace.Partitioned
+	ops  *lua.Partitioned
+}
+
+// partitioned returns the partitioned layout's operations on a real 3+3 cluster, through
+// valkey-go's cluster client from one seed, or on a standalone server.
+func partitioned(t *testing.T, cluster bool, cfg lua.Config) *partBundle {
+	t.Helper()
+	var addr string
+	if cluster {
+		addr = strings.Split(testenv.StartCluster(t).Addrs, ",")[0]
+	} else {
+		addr = testenv.StartValkey(t).Addr
+	}
+	c, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{addr}, DisableCache: true, ForceSingleClient: !cluster})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	keys, _ := keyspace.NewPartitioned("t:", keyspace.DefaultPartitions)
+	if cfg.DefaultRate == (lua.RateLimit{}) {
+		cfg.DefaultRate = unlimited
+	}
+	ops, err := lua.NewPartitioned(c, keys, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &partBundle{c: c, keys: keys, ops: ops}
+}
+
+// TestPartitionedEnqueue, on a real cluster and on one server: 8 goroutines × 150 mixed sends
+// (a fifth private, some self-DMs) give no error and no panic; every id is unique, carries its
+// partition (id % 64), and rises within each conversation; the public ring, read as a merge of
+// its shards, holds exactly the newest public ids in order; each private ring exactly the
+// user's newest messages.
+func TestPartitionedEnqueue(t *testing.T) {
+	t.Parallel()
+	for _, cluster := range []bool{true, false} {
+		t.Run(map[bool]string{true: "cluster", false: "standalone"}[cluster], func(t *testing.T) {
+			t.Parallel()
+			b := partitioned(t, cluster, lua.Config{RecentSize: 50})
+			ctx := context.Background()
+			type sent struct {
+				id              int64
+				kind            keyspace.Kind
+				owner, to, conv string
+			}
+			var mu sync.Mutex
+			var all []sent
+			var wg sync.WaitGroup
+			for g := range 8 {
+				wg.Go(func() {
+					for i := range 150 {
+						owner := fmt.Sprintf("u%d", g)
+						m := pub(owner, fmt.Sprintf("%d-%d", g, i))
+						s := sent{kind: keyspace.Public, owner: owner, conv: owner}
+						if i%5 == 0 {
+							to := fmt.Sprintf("u%d", (g+i/5)%8) // sometimes g itself: a self-DM
+							m = priv(owner, to, fmt.Sprintf("%d-%d", g, i))
+							a, z := min(owner, to), max(owner, to)
+							s = sent{kind: keyspace.Private, owner: owner, to: to, conv: a + ">" + z}
+						}
+						res, err := b.ops.Enqueue(ctx, m)
+						if err != nil {
+							t.Errorf("enqueue: %v", err)
+							return
+						}
+						s.id = res.CacheID
+						mu.Lock()
+						all = append(all, s)
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			seen := map[int64]bool{}
+			var public []int64
+			for _, s := range all {
+				if seen[s.id] {
+					t.Fatalf("id %d given twice", s.id)
+				}
+				seen[s.id] = true
+				want := b.keys.PublicPartition(s.owner)
+				if s.kind == keyspace.Private {
+					want = b.keys.PrivatePartition(s.owner, s.to)
+				}
+				if got := b.keys.PartitionOf(s.id); got != want {
+					t.Fatalf("id %d is in partition %d, want %d", s.id, got, want)
+				}
+				if s.kind == keyspace.Public {
+					public = append(public, s.id)
+				}
+			}
+			// Ids rise within a conversation: one sender's messages of one conversation, in the
+			// order that sender sent them (all keeps each goroutine's order).
+			perConv := map[string][]int64{}
+			for _, s := range all {
+				perConv[s.owner+"|"+s.conv] = append(perConv[s.owner+"|"+s.conv], s.id)
+			}
+			for conv, ids := range perConv {
+				for i := 1; i < len(ids); i++ {
+					if ids[i] <= ids[i-1] {
+						t.Fatalf("conversation %s: id %d after %d", conv, ids[i], ids[i-1])
+					}
+				}
+			}
+			got, err := b.ops.RecentPublic(ctx, 50)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantIDs := newest(public, 50)
+			if ids := entryIDs(t, got); fmt.Sprint(ids) != fmt.Sprint(wantIDs) {
+				t.Fatalf("public ring %v\nwant the 50 newest %v", ids, wantIDs)
+			}
+			for u := range 8 {
+				user := fmt.Sprintf("u%d", u)
+				var mine []int64
+				for _, s := range all {
+					if s.kind == keyspace.Private && (s.owner == user || s.to == user) {
+						mine = append(mine, s.id)
+					}
+				}
+				ring, err := b.ops.RecentPrivate(ctx, user, 50)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ids := entryIDs(t, ring); fmt.Sprint(ids) != fmt.Sprint(newest(mine, 50)) {
+					t.Fatalf("%s's private ring %v, want %v (a self-DM once)", user, ids, newest(mine, 50))
+				}
+			}
+		})
+	}
+}
+
+func newest(ids []int64, n int) []int64 {
+	s := append([]int64(nil), ids...)
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+	if len(s) > n {
+		s = s[len(s)-n:]
+	}
+	return s
+}
+
+func entryIDs(t *testing.T, entries []string) []int64 {
+	t.Helper()
+	out := make([]int64, len(entries))
+	for i, e := range entries {
+		var v struct {
+			CacheID int64 `json:"cache_id"`
+		}
+		if err := json.Unmarshal([]byte(e), &v); err != nil {
+			t.Fatalf("ring entry %q: %v", e, err)
+		}
+		out[i] = v.CacheID
+	}
+	return out
+}
+
+// TestPartitionedRateLimitAndRetry, on a real cluster: one user's burst gets exactly the limit
+// accepted whatever partitions its messages go to; a rejected message takes no id; a retry with
+// the same client_msg_id returns the first id even at the limit, and costs no quota.
+func TestPartitionedRateLimitAndRetry(t *testing.T) {
+	t.Parallel()
+	b := partitioned(t, true, lua.Config{})
+	ctx := context.Background()
+	if err := b.ops.SetRateLimit(ctx, lua.RateLimit{Limit: 5, WindowSeconds: 60, Algorithm: lua.Fixed}); err != nil {
+		t.Fatal(err)
+	}
+	first := pub("alice", "first")
+	first.ClientMsgID = "c1"
+	res, err := b.ops.Enqueue(ctx, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted, limited := 1, 0
+	for i := range 8 {
+		// Private messages to many peers: many partitions, one user's quota.
+		_, err := b.ops.Enqueue(ctx, priv("alice", fmt.Sprintf("peer%d", i), "x"))
+		var rle *lua.RateLimitedError
+		switch {
+		case err == nil:
+			accepted++
+		case errors.As(err, &rle) && rle.RetryAfter > 0:
+			limited++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if accepted != 5 || limited != 4 {
+		t.Fatalf("accepted %d, limited %d; want 5 and 4", accepted, limited)
+	}
+	again, err := b.ops.Enqueue(ctx, first)
+	if err != nil || !again.Duplicate || again.CacheID != res.CacheID {
+		t.Fatalf("retry at the limit: %+v, %v; want id %d again", again, err, res.CacheID)
+	}
+	if err := b.ops.SetRateLimit(ctx, lua.RateLimit{Limit: 6, WindowSeconds: 60, Algorithm: lua.Fixed}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ops.Enqueue(ctx, pub("alice", "sixth")); err != nil {
+		t.Fatalf("the retry cost quota: %v", err)
+	}
+}
