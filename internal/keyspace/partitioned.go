@@ -77,7 +77,9 @@ func (k Partitioned) tag(part int) string { return k.prefix + "{cp" + strconv.It
 func (k Partitioned) Seq(part int) string { return k.tag(part) + "seq" }
 
 // Stream is partition part's flush stream of a kind.
-func (k Partitioned) Stream(part int, kind Kind) string { return k.tag(part) + "flush:" + kind.String() }
+func (k Partitioned) Stream(part int, kind Kind) string {
+	return k.tag(part) + "flush:" + kind.String()
+}
 
 // DeadLetter is the dead-letter stream beside partition part's flush stream of a kind.
 func (k Partitioned) DeadLetter(part int, kind Kind) string {
@@ -95,7 +97,9 @@ func (k Partitioned) ClientMsg(part int, kind Kind, ownerID, clientMsgID string)
 
 // PrivateRing is a user's ring of private messages (a sorted set scored by id), in the user's
 // own slot.
-func (k Partitioned) PrivateRing(user string) string { return k.prefix + "{cu:" + user + "}:recent_private" }
+func (k Partitioned) PrivateRing(user string) string {
+	return k.prefix + "{cu:" + user + "}:recent_private"
+}
 
 // RateLimit and RateLimitGCRA are a user's rate-limit state, in the user's own slot.
 func (k Partitioned) RateLimit(user string) string { return k.prefix + "{cu:" + user + "}:ratelimit" }
