@@ -4,6 +4,7 @@
 package api
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"log/slog"
@@ -16,13 +17,35 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
 )
+
+// Store is what the API needs of Valkey, in terms of messages and users, never of keys:
+// *lua.Scripts is the single layout, and the partitioned layout implements the same.
+type Store interface {
+	// Enqueue accepts one message (see lua.Scripts.Enqueue for the errors).
+	Enqueue(ctx context.Context, m lua.Message) (lua.Result, error)
+	// EnqueueMany accepts messages of one kind, outcomes in order.
+	EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs []lua.Message) []lua.Outcome
+	// RecentPublic and RecentPrivate return up to limit of the newest ring entries, oldest
+	// first (limit < 1: the whole ring).
+	RecentPublic(ctx context.Context, limit int) ([]string, error)
+	RecentPrivate(ctx context.Context, user string, limit int) ([]string, error)
+	// DeletePublic deletes a public message (lua.ErrNotFound for an id never issued).
+	DeletePublic(ctx context.Context, id int64) error
+	// RateLimit and SetRateLimit read and store the shared rate limit.
+	RateLimit(ctx context.Context) (lua.RateLimit, error)
+	SetRateLimit(ctx context.Context, rl lua.RateLimit) error
+	// Ping checks that Valkey answers; Probe, after an OOM, that it takes writes again.
+	Ping(ctx context.Context) error
+	Probe(ctx context.Context) error
+}
 
 // Config configures a Server.
 type Config struct {
 	// Scripts runs the Valkey operations. Required.
-	Scripts *lua.Scripts
+	Scripts Store
 	// Logger logs failures. Default: discard.
 	Logger *slog.Logger
 	// Registerer takes the API's metrics. Default: a throwaway registry.

@@ -26,6 +26,9 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
+// The single layout is a Store.
+var _ api.Store = (*lua.Scripts)(nil)
+
 type testBundle struct {
 	url    string
 	server *testenv.Valkey

@@ -216,7 +216,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getRecentPublic(w http.ResponseWriter, r *http.Request) error {
-	return s.recent(w, r, s.cfg.Scripts.Keys().PublicRing())
+	return s.recent(w, r, "public", func(limit int) ([]string, error) { return s.cfg.Scripts.RecentPublic(r.Context(), limit) })
 }
 
 func (s *Server) getRecentPrivate(w http.ResponseWriter, r *http.Request) error {
@@ -224,11 +224,11 @@ func (s *Server) getRecentPrivate(w http.ResponseWriter, r *http.Request) error 
 	if err := message.ValidateID("id", id); err != nil {
 		return err
 	}
-	return s.recent(w, r, s.cfg.Scripts.Keys().PrivateRing(id))
+	return s.recent(w, r, "private", func(limit int) ([]string, error) { return s.cfg.Scripts.RecentPrivate(r.Context(), id, limit) })
 }
 
 // recent answers with a ring's entries, oldest first, as stored.
-func (s *Server) recent(w http.ResponseWriter, r *http.Request, ring string) error {
+func (s *Server) recent(w http.ResponseWriter, r *http.Request, ring string, read func(limit int) ([]string, error)) error {
 	limit := 0
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -238,7 +238,7 @@ func (s *Server) recent(w http.ResponseWriter, r *http.Request, ring string) err
 		limit = n
 	}
 	start := time.Now()
-	entries, err := s.cfg.Scripts.Recent(r.Context(), ring, limit)
+	entries, err := read(limit)
 	s.m.script.WithLabelValues("recent").Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.valkeyFailed(r, "recent", err)
@@ -272,7 +272,7 @@ func (s *Server) deleteMessage(w http.ResponseWriter, r *http.Request) error {
 		return &apiError{code: codeInvalid, field: "cache_id", detail: "cache_id: must be a positive integer"}
 	}
 	start := time.Now()
-	err = s.cfg.Scripts.Delete(r.Context(), keyspace.Public, id, s.cfg.Scripts.Keys().PublicRing())
+	err = s.cfg.Scripts.DeletePublic(r.Context(), id)
 	s.m.script.WithLabelValues("delete").Observe(time.Since(start).Seconds())
 	if err != nil {
 		if errors.Is(err, lua.ErrUnavailable) {

@@ -74,6 +74,21 @@ func (s *Scripts) Recent(ctx context.Context, ring string, limit int) ([]string,
 	return v, nil
 }
 
+// RecentPublic returns up to limit of the newest public messages, oldest first.
+func (s *Scripts) RecentPublic(ctx context.Context, limit int) ([]string, error) {
+	return s.Recent(ctx, s.cfg.Keys.PublicRing(), limit)
+}
+
+// RecentPrivate returns up to limit of a user's newest private messages, oldest first.
+func (s *Scripts) RecentPrivate(ctx context.Context, user string, limit int) ([]string, error) {
+	return s.Recent(ctx, s.cfg.Keys.PrivateRing(user), limit)
+}
+
+// DeletePublic deletes a public message from the public ring and the flush stream's future.
+func (s *Scripts) DeletePublic(ctx context.Context, id int64) error {
+	return s.Delete(ctx, keyspace.Public, id, s.cfg.Keys.PublicRing())
+}
+
 // RateLimit returns the shared rate limit, the defaults filling in what the hash lacks.
 func (s *Scripts) RateLimit(ctx context.Context) (RateLimit, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
