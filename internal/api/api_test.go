@@ -26,8 +26,11 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
-// The single layout is a Store.
-var _ api.Store = (*lua.Scripts)(nil)
+// Both layouts are Stores.
+var (
+	_ api.Store = (*lua.Scripts)(nil)
+	_ api.Store = (*lua.Partitioned)(nil)
+)
 
 type testBundle struct {
 	url    string

@@ -112,6 +112,10 @@ func (k Partitioned) RateLimitGCRA(user string) string {
 // RateSettings is the rate-limit settings hash shared by every ingest replica.
 func (k Partitioned) RateSettings() string { return k.prefix + "chatpipe:ratelimit_settings" }
 
+// Probe is the short-lived key written in partition part's slot to learn whether its node
+// takes writes again after it answered OOM.
+func (k Partitioned) Probe(part int) string { return k.tag(part) + "probe" }
+
 // Layout is the key recording the layout and P, so that a replica started with another P
 // refuses to run.
 func (k Partitioned) Layout() string { return k.prefix + "chatpipe:layout" }

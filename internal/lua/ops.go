@@ -16,7 +16,7 @@ func (s *Scripts) Delete(ctx context.Context, kind keyspace.Kind, cacheID int64,
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	keys := append([]string{s.cfg.Keys.Counter(kind), s.cfg.Keys.Stream(kind)}, rings...)
-	args := []string{strconv.FormatInt(cacheID, 10), strconv.FormatInt(s.cfg.BacklogCap, 10)}
+	args := []string{strconv.FormatInt(cacheID, 10), strconv.FormatInt(s.cfg.BacklogCap, 10), strconv.FormatInt(cacheID, 10)}
 	n, err := s.delete.Exec(ctx, s.c, keys, args).AsInt64()
 	switch {
 	case err != nil:

@@ -27,8 +27,8 @@ var (
 // takes two round trips (rate limit on the user's slot, then the enqueue on its partition's),
 // a private one a third (its two rings, on the users' slots).
 //
-// Work in progress for the partitioned layout: enqueue, the rings and the rate limit; the API,
-// the workers and durability do not use it yet.
+// Work in progress (issue 11): it serves the API's Store, but no binary offers the layout yet,
+// the workers do not consume its streams, and durability levels are not applied here.
 type Partitioned struct {
 	c         valkey.Client
 	cfg       Config
@@ -147,43 +147,23 @@ func (p *Partitioned) Enqueue(ctx context.Context, m Message) (Result, error) {
 	if retry > 0 {
 		return Result{}, &RateLimitedError{RetryAfter: time.Duration(retry) * time.Millisecond}
 	}
-	ekeys := []string{client, p.keys.Seq(part), p.keys.Stream(part, m.Kind)}
-	if m.Kind == keyspace.Public {
-		ekeys = append(ekeys, p.keys.PublicRing(part))
-	}
-	eargs := []string{string(m.Data), strconv.Itoa(p.cfg.RecentSize), strconv.FormatInt(p.cfg.BacklogCap, 10),
-		strconv.FormatInt(int64(p.cfg.ClientMsgTTL/time.Second), 10), flag(m.ClientMsgID != ""), m.Kind.String(), strconv.Itoa(part)}
-	out, err := parseEnqueue(p.enqueue.Exec(ctx, p.c, ekeys, eargs))
+	call := p.enqueueCall(m)
+	out, err := parseEnqueue(p.enqueue.Exec(ctx, p.c, call.Keys, call.Args))
 	if err != nil || out.Duplicate {
 		p.refund(ctx, m, rl)
 		return out, err
 	}
 	if m.Kind == keyspace.Private {
-		if err := p.pushPrivate(ctx, m, out.CacheID); err != nil {
-			// The message is accepted and on its stream; only the rings missed it.
-			return out, nil
-		}
+		// Accepted and on its stream whatever happens here; a failure costs the rings the entry
+		// (the workers' repair from the stream entry comes with the partitioned workers).
+		_ = p.pushPrivate(ctx, m, out.CacheID)
 	}
 	return out, nil
 }
 
-// pushPrivate adds an accepted private message to the sender's and the recipient's rings
-// (once for a self-DM): sorted sets scored by id, trimmed to RecentSize. The member is the
-// ring entry, the same every time, so pushing it again repairs a ring and changes nothing else.
+// pushPrivate adds an accepted private message to both users' rings.
 func (p *Partitioned) pushPrivate(ctx context.Context, m Message, id int64) error {
-	entry := `{"cache_id":` + strconv.FormatInt(id, 10) + `,"data":` + string(m.Data) + `}`
-	users := []string{m.OwnerID}
-	if m.RecipientID != m.OwnerID {
-		users = append(users, m.RecipientID)
-	}
-	var cmds valkey.Commands
-	for _, u := range users {
-		ring := p.keys.PrivateRing(u)
-		cmds = append(cmds,
-			p.c.B().Zadd().Key(ring).ScoreMember().ScoreMember(float64(id), entry).Build(),
-			p.c.B().Zremrangebyrank().Key(ring).Start(0).Stop(int64(-p.cfg.RecentSize-1)).Build())
-	}
-	for _, r := range p.c.DoMulti(ctx, cmds...) {
+	for _, r := range p.c.DoMulti(ctx, p.ringCommands(m, id)...) {
 		if err := r.Error(); err != nil {
 			return classify(err)
 		}
@@ -250,4 +230,184 @@ func (p *Partitioned) RecentPrivate(ctx context.Context, user string, limit int)
 // String names the layout, for logs.
 func (p *Partitioned) String() string {
 	return fmt.Sprintf("partitioned (%d partitions)", p.keys.Partitions())
+}
+
+// RateLimit returns the shared rate limit, the defaults filling in what the hash lacks.
+func (p *Partitioned) RateLimit(ctx context.Context) (RateLimit, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	return p.settings(ctx)
+}
+
+// Ping checks that Valkey answers (on a cluster: the node the client picks).
+func (p *Partitioned) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	return classify(p.c.Do(ctx, p.c.B().Ping().Build()).Error())
+}
+
+// Probe writes a short-lived key in every partition's slot, so on every primary that holds a
+// partition: ErrFull while any of them refuses writes for memory.
+func (p *Partitioned) Probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	cmds := make(valkey.Commands, p.keys.Partitions())
+	for k := range cmds {
+		cmds[k] = p.c.B().Set().Key(p.keys.Probe(k)).Value("1").PxMilliseconds(1000).Build()
+	}
+	for _, r := range p.c.DoMulti(ctx, cmds...) {
+		if err := classify(r.Error()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeletePublic deletes a public message from its partition's ring shard and records the
+// deletion on its partition's flush stream (delete.lua). The partition comes from the id.
+func (p *Partitioned) DeletePublic(ctx context.Context, id int64) error {
+	part := p.keys.PartitionOf(id)
+	if id < 1 || part >= p.keys.Partitions() {
+		return ErrNotFound
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	keys := []string{p.keys.Seq(part), p.keys.Stream(part, keyspace.Public), p.keys.PublicRing(part)}
+	args := []string{strconv.FormatInt(id, 10), strconv.FormatInt(p.cfg.BacklogCap, 10), strconv.FormatInt(id/keyspace.IDStride, 10)}
+	n, err := NewScript("delete", deleteSrc).Exec(ctx, p.c, keys, args).AsInt64()
+	switch {
+	case err != nil:
+		return classify(err)
+	case n == -1:
+		return ErrNotFound
+	case n == -2:
+		return ErrBacklogFull
+	}
+	return nil
+}
+
+// enqueueCall is the part_enqueue.lua call of m in its partition.
+func (p *Partitioned) enqueueCall(m Message) Call {
+	part := p.partition(m)
+	keys := []string{p.keys.ClientMsg(part, m.Kind, m.OwnerID, m.ClientMsgID), p.keys.Seq(part), p.keys.Stream(part, m.Kind)}
+	if m.Kind == keyspace.Public {
+		keys = append(keys, p.keys.PublicRing(part))
+	}
+	args := []string{string(m.Data), strconv.Itoa(p.cfg.RecentSize), strconv.FormatInt(p.cfg.BacklogCap, 10),
+		strconv.FormatInt(int64(p.cfg.ClientMsgTTL/time.Second), 10), flag(m.ClientMsgID != ""), m.Kind.String(), strconv.Itoa(part)}
+	return Call{Keys: keys, Args: args}
+}
+
+// ringCommands are the commands that add an accepted private message to the sender's and the
+// recipient's rings (once for a self-DM): sorted sets scored by id, trimmed to RecentSize. The
+// member is the ring entry, the same every time, so adding it again repairs a ring and changes
+// nothing else.
+func (p *Partitioned) ringCommands(m Message, id int64) valkey.Commands {
+	entry := `{"cache_id":` + strconv.FormatInt(id, 10) + `,"data":` + string(m.Data) + `}`
+	users := []string{m.OwnerID}
+	if m.RecipientID != m.OwnerID {
+		users = append(users, m.RecipientID)
+	}
+	var cmds valkey.Commands
+	for _, u := range users {
+		ring := p.keys.PrivateRing(u)
+		cmds = append(cmds,
+			p.c.B().Zadd().Key(ring).ScoreMember().ScoreMember(float64(id), entry).Build(),
+			p.c.B().Zremrangebyrank().Key(ring).Start(0).Stop(int64(-p.cfg.RecentSize-1)).Build())
+	}
+	return cmds
+}
+
+// EnqueueMany accepts messages of one kind in three pipelined round trips for the whole batch
+// (rate limits with client_msg_id look-ups, enqueues, then refunds and private rings); valkey-go
+// sends each round trip's commands to their nodes at once. Outcomes come back in order.
+func (p *Partitioned) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs []Message) []Outcome {
+	out := make([]Outcome, len(msgs))
+	if len(msgs) == 0 {
+		return out
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*p.cfg.Timeout)
+	defer cancel()
+	rl, err := p.settings(ctx)
+	if err != nil {
+		for i := range out {
+			out[i].Err = err
+		}
+		return out
+	}
+	// Round trip 1: a rate-limit take per message, and the look-up of its client_msg_id.
+	var cmds valkey.Commands
+	for i := range msgs {
+		msgs[i].Kind = kind
+		keys, args := p.rateCall(msgs[i], rl, "take")
+		cmds = append(cmds, p.rateLimit.cmd(p.c, keys, args))
+		if msgs[i].ClientMsgID != "" {
+			cmds = append(cmds, p.c.B().Get().Key(p.keys.ClientMsg(p.partition(msgs[i]), kind, msgs[i].OwnerID, msgs[i].ClientMsgID)).Build())
+		}
+	}
+	res := p.c.DoMulti(ctx, cmds...)
+	taken := make([]bool, len(msgs))
+	var enq []int
+	var calls []Call
+	pos := 0
+	for i, m := range msgs {
+		r := res[pos]
+		pos++
+		if isNoScript(r.Error()) {
+			keys, args := p.rateCall(m, rl, "take")
+			r = p.rateLimit.Exec(ctx, p.c, keys, args)
+		}
+		var prev valkey.ValkeyResult
+		if m.ClientMsgID != "" {
+			prev = res[pos]
+			pos++
+		}
+		retry, err := r.AsInt64()
+		if err != nil {
+			out[i].Err = classify(err)
+			continue
+		}
+		taken[i] = retry == 0
+		if m.ClientMsgID != "" {
+			if id, err := prev.AsInt64(); err == nil {
+				out[i].Result = Result{CacheID: id, Duplicate: true}
+				continue
+			}
+		}
+		if retry > 0 {
+			out[i].Err = &RateLimitedError{RetryAfter: time.Duration(retry) * time.Millisecond}
+			continue
+		}
+		enq = append(enq, i)
+		calls = append(calls, p.enqueueCall(m))
+	}
+	// Round trip 2: the enqueues; one that met NOSCRIPT is sent again whole (Exec).
+	if len(calls) > 0 {
+		ecmds := make(valkey.Commands, len(calls))
+		for j, c := range calls {
+			ecmds[j] = p.enqueue.cmd(p.c, c.Keys, c.Args)
+		}
+		for j, r := range p.c.DoMulti(ctx, ecmds...) {
+			if isNoScript(r.Error()) {
+				r = p.enqueue.Exec(ctx, p.c, calls[j].Keys, calls[j].Args)
+			}
+			out[enq[j]].Result, out[enq[j]].Err = parseEnqueue(r)
+		}
+	}
+	// Round trip 3: give back the tokens of messages not accepted, and fill private rings.
+	var after valkey.Commands
+	for i, m := range msgs {
+		accepted := out[i].Err == nil && !out[i].Duplicate
+		if taken[i] && !accepted {
+			keys, args := p.rateCall(m, rl, "refund")
+			after = append(after, p.rateLimit.cmd(p.c, keys, args))
+		}
+		if accepted && kind == keyspace.Private {
+			after = append(after, p.ringCommands(m, out[i].CacheID)...)
+		}
+	}
+	if len(after) > 0 {
+		_ = p.c.DoMulti(ctx, after...) // best effort: a lost refund costs quota, a lost ring entry only the ring
+	}
+	return out
 }

@@ -224,3 +224,73 @@ func TestPartitionedRateLimitAndRetry(t *testing.T) {
 		t.Fatalf("the retry cost quota: %v", err)
 	}
 }
+
+// TestPartitionedBatchAndDelete, on a real cluster: a batch spread over every partition is
+// accepted in order with the rate limit per user kept within the batch, a client_msg_id retry
+// inside it gets the first id, and a public delete removes the message from its ring shard and
+// records the deletion on its partition's stream; an id never issued is not found.
+func TestPartitionedBatchAndDelete(t *testing.T) {
+	t.Parallel()
+	b := partitioned(t, true, lua.Config{})
+	ctx := context.Background()
+	if err := b.ops.SetRateLimit(ctx, lua.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: lua.Fixed}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []lua.Message
+	for i := range 200 {
+		msgs = append(msgs, pub(fmt.Sprintf("u%d", i), "x"))
+	}
+	for range 5 {
+		msgs = append(msgs, pub("busy", "y")) // 3 accepted, 2 limited
+	}
+	retry := pub("u1", "retried")
+	retry.ClientMsgID = "r1"
+	msgs = append(msgs, retry)
+	outs := b.ops.EnqueueMany(ctx, keyspace.Public, msgs)
+	accepted, limited := 0, 0
+	parts := map[int]bool{}
+	for i, o := range outs {
+		var rle *lua.RateLimitedError
+		switch {
+		case o.Err == nil:
+			accepted++
+			parts[b.keys.PartitionOf(o.CacheID)] = true
+		case errors.As(o.Err, &rle):
+			limited++
+			if msgs[i].OwnerID != "busy" {
+				t.Fatalf("message %d of %s limited", i, msgs[i].OwnerID)
+			}
+		default:
+			t.Fatalf("message %d: %v", i, o.Err)
+		}
+	}
+	if accepted != 204 || limited != 2 || len(parts) != keyspace.DefaultPartitions {
+		t.Fatalf("accepted %d, limited %d, partitions %d; want 204, 2, %d", accepted, limited, len(parts), keyspace.DefaultPartitions)
+	}
+	first := outs[len(outs)-1].CacheID
+	again := b.ops.EnqueueMany(ctx, keyspace.Public, []lua.Message{retry})
+	if again[0].Err != nil || !again[0].Duplicate || again[0].CacheID != first {
+		t.Fatalf("retry in a batch: %+v, want id %d again", again[0], first)
+	}
+
+	victim := outs[0].CacheID
+	if err := b.ops.DeletePublic(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	ring, _ := b.ops.RecentPublic(ctx, 0)
+	for _, id := range entryIDs(t, ring) {
+		if id == victim {
+			t.Fatalf("deleted %d is still in the ring", victim)
+		}
+	}
+	part := b.keys.PartitionOf(victim)
+	xs, err := b.c.Do(ctx, b.c.B().Xrevrange().Key(b.keys.Stream(part, keyspace.Public)).End("+").Start("-").Count(1).Build()).AsXRange()
+	if err != nil || len(xs) != 1 || xs[0].FieldValues["kind"] != "delete" || xs[0].FieldValues["cache_id"] != fmt.Sprint(victim) {
+		t.Fatalf("partition %d's stream ends with %v, %v; want the deletion of %d", part, xs, err, victim)
+	}
+	for _, id := range []int64{victim + 64*1_000_000, 5, 63} { // never issued; partitions 5 and 63 hold no such id
+		if err := b.ops.DeletePublic(ctx, id); !errors.Is(err, lua.ErrNotFound) {
+			t.Errorf("delete %d: %v, want ErrNotFound", id, err)
+		}
+	}
+}
