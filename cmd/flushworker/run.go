@@ -123,7 +123,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	})
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
-	monitor := streams.NewQueueMonitor(client, s.keys(), s.group, s.consumer, 5*time.Second, log)
+	monitor := streams.NewQueueMonitor(client, s.keys().FlushStreams(), s.keys().QueueMonitorLease(), s.group, s.consumer, 5*time.Second, log)
 	if err := reg.Register(monitor); err != nil {
 		return err
 	}

@@ -39,6 +39,9 @@ type Config struct {
 	Kind keyspace.Kind
 	// Keys builds the stream names. Default: no prefix.
 	Keys keyspace.Keys
+	// Flush, when its Stream is set, names the stream to consume instead of Keys and Kind (a
+	// partition's stream in the partitioned layout); its Kind replaces Kind.
+	Flush keyspace.FlushStream
 	// Group is the consumer group. Default "flushworkers".
 	Group string
 	// Consumer is this replica's stable name. Required.
@@ -84,6 +87,10 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() error {
+	if c.Flush.Stream == "" {
+		c.Flush = keyspace.FlushStream{Kind: c.Kind, Stream: c.Keys.Stream(c.Kind), DeadLetter: c.Keys.DeadLetter(c.Kind)}
+	}
+	c.Kind = c.Flush.Kind
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -150,8 +157,11 @@ func New(c valkey.Client, cfg Config) (*Consumer, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With("stream", cfg.Kind.String())
+	if cfg.Flush.Partition != "" {
+		log = log.With("partition", cfg.Flush.Partition)
+	}
 	g, err := streams.NewGroup(c, streams.GroupConfig{
-		Stream: cfg.Keys.Stream(cfg.Kind), DeadLetter: cfg.Keys.DeadLetter(cfg.Kind),
+		Stream: cfg.Flush.Stream, DeadLetter: cfg.Flush.DeadLetter,
 		Group: cfg.Group, Consumer: cfg.Consumer, Timeout: cfg.Timeout,
 		Replicas: cfg.Replicas, ReplicaTimeout: cfg.ReplicaTimeout, Logger: log,
 	})
@@ -161,7 +171,7 @@ func New(c valkey.Client, cfg Config) (*Consumer, error) {
 	co := &Consumer{
 		g:      g,
 		cfg:    cfg,
-		stream: cfg.Keys.Stream(cfg.Kind),
+		stream: cfg.Flush.Stream,
 		kind:   cfg.Kind.String(),
 		log:    log,
 		m:      cfg.Metrics,

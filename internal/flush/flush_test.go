@@ -487,7 +487,7 @@ func TestQueueMonitor(t *testing.T) {
 	defer cancel()
 	regs := []*prometheus.Registry{prometheus.NewRegistry(), prometheus.NewRegistry()}
 	for i, reg := range regs {
-		m := streams.NewQueueMonitor(b.client, b.keys, "flushworkers", fmt.Sprintf("r%d", i), 50*time.Millisecond, slog.New(slog.DiscardHandler))
+		m := streams.NewQueueMonitor(b.client, b.keys.FlushStreams(), b.keys.QueueMonitorLease(), "flushworkers", fmt.Sprintf("r%d", i), 50*time.Millisecond, slog.New(slog.DiscardHandler))
 		reg.MustRegister(m)
 		go func() { _ = m.Run(ctx) }()
 	}
@@ -498,8 +498,13 @@ func TestQueueMonitor(t *testing.T) {
 				continue
 			}
 			for _, m := range f.GetMetric() {
-				if len(m.GetLabel()) == 0 || m.GetLabel()[0].GetValue() == "message" {
+				if len(m.GetLabel()) == 0 {
 					return m.GetGauge().GetValue(), true
+				}
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "stream" && l.GetValue() == "message" {
+						return m.GetGauge().GetValue(), true
+					}
 				}
 			}
 		}

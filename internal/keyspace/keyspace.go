@@ -115,3 +115,24 @@ func (k Keys) LegacyFlushList(kind Kind) string {
 // Probe is the short-lived key ingest writes to learn whether Valkey takes writes again after
 // it answered OOM.
 func (k Keys) Probe() string { return k.prefix + "chatpipe:probe" }
+
+// QueueMonitorLease is the key of the lease that picks the one replica exporting queue gauges.
+func (k Keys) QueueMonitorLease() string { return k.prefix + "chatpipe:queue_monitor_leader" }
+
+// FlushStream is one flush stream of a layout: its kind, its partition ("" in the single
+// layout) and the keys of the stream and of its dead letters.
+type FlushStream struct {
+	Kind       Kind
+	Partition  string
+	Stream     string
+	DeadLetter string
+}
+
+// FlushStreams lists the single layout's flush streams, public first.
+func (k Keys) FlushStreams() []FlushStream {
+	out := make([]FlushStream, 0, len(Kinds))
+	for _, kind := range Kinds {
+		out = append(out, FlushStream{Kind: kind, Stream: k.Stream(kind), DeadLetter: k.DeadLetter(kind)})
+	}
+	return out
+}

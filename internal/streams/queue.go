@@ -26,7 +26,8 @@ var leaderScript = lua.NewScript("leader", leaderSrc)
 // holder dies its lease expires and another replica takes over.
 type QueueMonitor struct {
 	c        valkey.Client
-	keys     keyspace.Keys
+	streams  []keyspace.FlushStream
+	lease    string
 	group    string
 	replica  string
 	interval time.Duration
@@ -34,7 +35,7 @@ type QueueMonitor struct {
 
 	mu     sync.Mutex
 	leader bool
-	stats  map[string]queueStats // by stream kind
+	stats  map[keyspace.FlushStream]queueStats
 
 	descs map[string]*prometheus.Desc
 }
@@ -44,18 +45,20 @@ type queueStats struct {
 	oldestAge                             float64
 }
 
-// NewQueueMonitor returns a monitor of keys' streams for group, refreshed every interval
-// (default 5s). replica names this process in the lease.
-func NewQueueMonitor(c valkey.Client, keys keyspace.Keys, group, replica string, interval time.Duration, log *slog.Logger) *QueueMonitor {
+// NewQueueMonitor returns a monitor of the flush streams for group, refreshed every interval
+// (default 5s); the gauges are labelled by stream kind and partition ("" in the single
+// layout). lease is the key of the lease; replica names this process in it. Each refresh
+// costs four cheap calls per stream, pipelined.
+func NewQueueMonitor(c valkey.Client, flushStreams []keyspace.FlushStream, lease, group, replica string, interval time.Duration, log *slog.Logger) *QueueMonitor {
 	if interval == 0 {
 		interval = 5 * time.Second
 	}
 	d := func(name, help string) *prometheus.Desc {
-		return prometheus.NewDesc(name, help, []string{"stream"}, nil)
+		return prometheus.NewDesc(name, help, []string{"stream", "partition"}, nil)
 	}
 	return &QueueMonitor{
-		c: c, keys: keys, group: group, replica: replica, interval: interval, log: log,
-		stats: map[string]queueStats{},
+		c: c, streams: flushStreams, lease: lease, group: group, replica: replica, interval: interval, log: log,
+		stats: map[keyspace.FlushStream]queueStats{},
 		descs: map[string]*prometheus.Desc{
 			"length":    d("chatpipe_queue_stream_length", "Entries in the flush stream (XLEN)."),
 			"lag":       d("chatpipe_queue_group_lag", "Entries the flush workers' group has not read yet."),
@@ -86,20 +89,20 @@ func (q *QueueMonitor) refresh(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, q.interval)
 	defer cancel()
 	lease := strconv.FormatInt((3 * q.interval).Milliseconds(), 10)
-	n, err := leaderScript.Exec(cctx, q.c, []string{q.keys.Prefix() + "chatpipe:queue_monitor_leader"}, []string{q.replica, lease}).AsInt64()
+	n, err := leaderScript.Exec(cctx, q.c, []string{q.lease}, []string{q.replica, lease}).AsInt64()
 	if err != nil {
 		q.log.DebugContext(ctx, "queue monitor lease failed", "err", err)
 	}
 	leader := err == nil && n == 1
-	stats := map[string]queueStats{}
+	stats := map[keyspace.FlushStream]queueStats{}
 	if leader {
-		for _, kind := range keyspace.Kinds {
-			s, err := q.read(cctx, kind)
+		for _, fs := range q.streams {
+			s, err := q.read(cctx, fs)
 			if err != nil {
-				q.log.DebugContext(ctx, "reading queue state failed", "stream", kind.String(), "err", err)
+				q.log.DebugContext(ctx, "reading queue state failed", "stream", fs.Stream, "err", err)
 				continue
 			}
-			stats[kind.String()] = s
+			stats[fs] = s
 		}
 	}
 	q.mu.Lock()
@@ -107,11 +110,11 @@ func (q *QueueMonitor) refresh(ctx context.Context) {
 	q.mu.Unlock()
 }
 
-func (q *QueueMonitor) read(ctx context.Context, kind keyspace.Kind) (queueStats, error) {
-	stream := q.keys.Stream(kind)
+func (q *QueueMonitor) read(ctx context.Context, fs keyspace.FlushStream) (queueStats, error) {
+	stream := fs.Stream
 	res := q.c.DoMulti(ctx,
 		q.c.B().Xlen().Key(stream).Build(),
-		q.c.B().Xlen().Key(q.keys.DeadLetter(kind)).Build(),
+		q.c.B().Xlen().Key(fs.DeadLetter).Build(),
 		q.c.B().XinfoGroups().Key(stream).Build(),
 		q.c.B().Xpending().Key(stream).Group(q.group).Build(),
 	)
@@ -165,9 +168,9 @@ func (q *QueueMonitor) Collect(ch chan<- prometheus.Metric) {
 		leader = 1
 	}
 	ch <- prometheus.MustNewConstMetric(q.descs["leader"], prometheus.GaugeValue, leader)
-	for stream, s := range q.stats {
+	for fs, s := range q.stats {
 		for key, v := range map[string]float64{"length": s.length, "lag": s.lag, "pending": s.pending, "oldest": s.oldestAge, "dead": s.dead, "consumers": s.consumers} {
-			ch <- prometheus.MustNewConstMetric(q.descs[key], prometheus.GaugeValue, v, stream)
+			ch <- prometheus.MustNewConstMetric(q.descs[key], prometheus.GaugeValue, v, fs.Kind.String(), fs.Partition)
 		}
 	}
 }
