@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/valkeyconn"
 )
 
@@ -95,4 +96,26 @@ func checkName(v string) error {
 		}
 	}
 	return nil
+}
+
+// Layout adds KEY_LAYOUT and KEY_PARTITIONS, shared by both binaries.
+func Layout(s *Set, name *string, partitions *int) {
+	s.String(name, "KEY_LAYOUT", keyspace.SingleLayout, "single (the list-based cache's keys) or partitioned (hash-tagged partitions: Valkey Cluster, and any other server)", func(v string) error {
+		if v != keyspace.SingleLayout && v != keyspace.PartitionedLayout {
+			return errors.New("must be single or partitioned")
+		}
+		return nil
+	})
+	s.Int(partitions, "KEY_PARTITIONS", keyspace.DefaultPartitions, 1, keyspace.MaxPartitions, "partitions of the partitioned layout, fixed when a deployment is created")
+}
+
+// NewLayout builds the layout of KEY_LAYOUT, KEY_PARTITIONS and KEY_PREFIX, once all are read,
+// and tells the Valkey settings whether cluster mode may be used.
+func NewLayout(name, prefix string, partitions int, v *valkeyconn.Config) (keyspace.Layout, error) {
+	l, err := keyspace.NewLayout(name, prefix, partitions)
+	if err != nil {
+		return nil, &Error{Setting: "KEY_PREFIX", Problem: err.Error()}
+	}
+	v.AllowCluster = name == keyspace.PartitionedLayout
+	return l, nil
 }

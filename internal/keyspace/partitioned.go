@@ -122,14 +122,3 @@ func (k Partitioned) Layout() string { return k.prefix + "chatpipe:layout" }
 
 // LayoutValue is what Layout holds for this builder.
 func (k Partitioned) LayoutValue() string { return "partitioned:" + strconv.Itoa(k.p) }
-
-// FlushStreams lists the partitioned layout's flush streams, by partition, public first.
-func (k Partitioned) FlushStreams() []FlushStream {
-	out := make([]FlushStream, 0, k.p*len(Kinds))
-	for part := range k.p {
-		for _, kind := range Kinds {
-			out = append(out, FlushStream{Kind: kind, Partition: strconv.Itoa(part), Stream: k.Stream(part, kind), DeadLetter: k.DeadLetter(part, kind)})
-		}
-	}
-	return out
-}

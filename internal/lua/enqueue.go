@@ -64,26 +64,30 @@ func (s *Scripts) callTimeout() time.Duration {
 }
 
 // waitCommand is the WAIT or WAITAOF of the durability level.
-func (s *Scripts) waitCommand() valkey.Completed {
-	ms := s.cfg.DurableTimeout.Milliseconds()
-	if s.cfg.Durability == DurableFsync {
-		return s.c.B().Waitaof().Numlocal(1).Numreplicas(0).Timeout(ms).Build()
+func (s *Scripts) waitCommand() valkey.Completed { return waitCommand(s.c.B(), s.cfg) }
+
+func waitCommand(b valkey.Builder, cfg Config) valkey.Completed {
+	ms := cfg.DurableTimeout.Milliseconds()
+	if cfg.Durability == DurableFsync {
+		return b.Waitaof().Numlocal(1).Numreplicas(0).Timeout(ms).Build()
 	}
-	return s.c.B().Wait().Numreplicas(int64(s.cfg.DurableReplicas)).Timeout(ms).Build()
+	return b.Wait().Numreplicas(int64(cfg.DurableReplicas)).Timeout(ms).Build()
 }
 
 // durableError checks a WAIT or WAITAOF reply against the level; nil when durable.
-func (s *Scripts) durableError(r valkey.ValkeyResult) error {
+func (s *Scripts) durableError(r valkey.ValkeyResult) error { return durableError(s.cfg, r) }
+
+func durableError(cfg Config, r valkey.ValkeyResult) error {
 	if err := r.Error(); err != nil {
 		return fmt.Errorf("waiting for durability: %w", err)
 	}
-	if s.cfg.Durability == DurableFsync {
+	if cfg.Durability == DurableFsync {
 		v, err := r.AsIntSlice()
 		if err != nil || len(v) != 2 {
 			return fmt.Errorf("unexpected WAITAOF reply: %v", r)
 		}
 		if v[0] < 1 {
-			return fmt.Errorf("not fsynced to the primary's AOF within %s", s.cfg.DurableTimeout)
+			return fmt.Errorf("not fsynced to the primary's AOF within %s", cfg.DurableTimeout)
 		}
 		return nil
 	}
@@ -91,8 +95,8 @@ func (s *Scripts) durableError(r valkey.ValkeyResult) error {
 	if err != nil {
 		return fmt.Errorf("unexpected WAIT reply: %v", r)
 	}
-	if n < int64(s.cfg.DurableReplicas) {
-		return fmt.Errorf("%d of %d replicas acknowledged within %s", n, s.cfg.DurableReplicas, s.cfg.DurableTimeout)
+	if n < int64(cfg.DurableReplicas) {
+		return fmt.Errorf("%d of %d replicas acknowledged within %s", n, cfg.DurableReplicas, cfg.DurableTimeout)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@
 -- KEYS[4] public ring shard (public messages only)
 -- ARGV[1] message JSON  ARGV[2] ring size  ARGV[3] backlog cap  ARGV[4] client id TTL (s)
 -- ARGV[5] "1" when a client_msg_id is given  ARGV[6] entry kind  ARGV[7] partition
+-- ARGV[8] "1" when a WAIT follows (a retry then writes, so that the WAIT covers the first write)
 -- Returns {0, id, stream id} accepted, {1, id} retry of an accepted message, {3} backlog full.
 --
 -- Ids: n = max(last n + 1, (now_ms - 2025-01-01) * 16) and id = n * 64 + partition. Unique
@@ -11,7 +12,10 @@
 -- from its clock floor (unless it gave more than 16 ids a millisecond on average).
 if ARGV[5] == '1' then
   local prev = redis.call('GET', KEYS[1])
-  if prev then return {1, tonumber(prev)} end
+  if prev then
+    if ARGV[8] == '1' then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) * 1000) end
+    return {1, tonumber(prev)}
+  end
 end
 if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[3]) then return {3} end
 local t = redis.call('TIME')

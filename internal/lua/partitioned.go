@@ -6,8 +6,10 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"errors"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/valkey-io/valkey-go"
@@ -27,8 +29,8 @@ var (
 // takes two round trips (rate limit on the user's slot, then the enqueue on its partition's),
 // a private one a third (its two rings, on the users' slots).
 //
-// Work in progress (issue 11): it serves the API's Store, but no binary offers the layout yet,
-// the workers do not consume its streams, and durability levels are not applied here.
+// Durability levels apply per partition group (enqueueDurable). Private rings are written after
+// the enqueue; the workers do not repair a ring that missed an entry yet.
 type Partitioned struct {
 	c         valkey.Client
 	cfg       Config
@@ -131,12 +133,15 @@ func (p *Partitioned) Enqueue(ctx context.Context, m Message) (Result, error) {
 	if err != nil {
 		return Result{}, classify(err)
 	}
+	known := false
 	if m.ClientMsgID != "" {
-		if prev, err := res[1].AsInt64(); err == nil {
+		if prev, err := res[1].AsInt64(); err == nil && p.cfg.Durability == DurableNone {
 			if retry == 0 {
 				p.refund(ctx, m, rl)
 			}
 			return Result{CacheID: prev, Duplicate: true}, nil
+		} else if err == nil {
+			known = true // a durable retry: the enqueue below answers it after its WAIT
 		} else if !valkey.IsValkeyNil(err) {
 			if retry == 0 {
 				p.refund(ctx, m, rl)
@@ -144,13 +149,21 @@ func (p *Partitioned) Enqueue(ctx context.Context, m Message) (Result, error) {
 			return Result{}, classify(err)
 		}
 	}
-	if retry > 0 {
+	if retry > 0 && !known {
 		return Result{}, &RateLimitedError{RetryAfter: time.Duration(retry) * time.Millisecond}
 	}
 	call := p.enqueueCall(m)
-	out, err := parseEnqueue(p.enqueue.Exec(ctx, p.c, call.Keys, call.Args))
-	if err != nil || out.Duplicate {
-		p.refund(ctx, m, rl)
+	var o Outcome
+	if p.cfg.Durability == DurableNone {
+		o.Result, o.Err = parseEnqueue(p.enqueue.Exec(ctx, p.c, call.Keys, call.Args))
+	} else {
+		o = p.enqueueDurable(ctx, []Call{call})[0]
+	}
+	out, err := o.Result, o.Err
+	if err != nil && !errors.Is(err, ErrNotDurable) || out.Duplicate {
+		if retry == 0 {
+			p.refund(ctx, m, rl)
+		}
 		return out, err
 	}
 	if m.Kind == keyspace.Private {
@@ -158,7 +171,56 @@ func (p *Partitioned) Enqueue(ctx context.Context, m Message) (Result, error) {
 		// (the workers' repair from the stream entry comes with the partitioned workers).
 		_ = p.pushPrivate(ctx, m, out.CacheID)
 	}
-	return out, nil
+	return out, err // nil, or a *NotDurableError: accepted all the same
+}
+
+// enqueueDurable runs the enqueue calls grouped by partition, each group followed by the WAIT
+// (or WAITAOF) of the durability level on a dedicated connection to its partition's primary,
+// the groups at once; valkey-go's dedicated client returns a MOVED as an error instead of
+// following it, so that a WAIT is never answered by another node than the writes'. Outcomes
+// come back in the calls' order; an accepted message not confirmed gets a *NotDurableError.
+func (p *Partitioned) enqueueDurable(ctx context.Context, calls []Call) []Outcome {
+	out := make([]Outcome, len(calls))
+	groups := map[string][]int{} // by the sequence key, one per partition
+	for i, c := range calls {
+		groups[c.Keys[1]] = append(groups[c.Keys[1]], i)
+	}
+	var wg sync.WaitGroup
+	for _, idx := range groups {
+		wg.Go(func() {
+			err := p.c.Dedicated(func(dc valkey.DedicatedClient) error {
+				run := func(script bool) ([]valkey.ValkeyResult, error) {
+					cmds := make(valkey.Commands, 0, len(idx)+1)
+					for _, i := range idx {
+						c := calls[i]
+						if script {
+							cmds = append(cmds, dc.B().Evalsha().Sha1(p.enqueue.sha).Numkeys(int64(len(c.Keys))).Key(c.Keys...).Arg(c.Args...).Build())
+						} else {
+							cmds = append(cmds, dc.B().Eval().Script(p.enqueue.src).Numkeys(int64(len(c.Keys))).Key(c.Keys...).Arg(c.Args...).Build())
+						}
+					}
+					cmds = append(cmds, waitCommand(dc.B(), p.cfg))
+					res := dc.DoMulti(ctx, cmds...)
+					return res[:len(idx)], durableError(p.cfg, res[len(idx)])
+				}
+				res, durable := run(true)
+				if isNoScript(res[0].Error()) {
+					res, durable = run(false) // NOSCRIPT: nothing ran; the source runs and caches it
+				}
+				for j, i := range idx {
+					out[i] = outcome(res[j], durable)
+				}
+				return nil
+			})
+			if err != nil {
+				for _, i := range idx {
+					out[i].Err = classify(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // pushPrivate adds an accepted private message to both users' rings.
@@ -294,7 +356,8 @@ func (p *Partitioned) enqueueCall(m Message) Call {
 		keys = append(keys, p.keys.PublicRing(part))
 	}
 	args := []string{string(m.Data), strconv.Itoa(p.cfg.RecentSize), strconv.FormatInt(p.cfg.BacklogCap, 10),
-		strconv.FormatInt(int64(p.cfg.ClientMsgTTL/time.Second), 10), flag(m.ClientMsgID != ""), m.Kind.String(), strconv.Itoa(part)}
+		strconv.FormatInt(int64(p.cfg.ClientMsgTTL/time.Second), 10), flag(m.ClientMsgID != ""), m.Kind.String(), strconv.Itoa(part),
+		flag(p.cfg.Durability != DurableNone)}
 	return Call{Keys: keys, Args: args}
 }
 
@@ -368,21 +431,29 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs 
 			continue
 		}
 		taken[i] = retry == 0
+		known := false
 		if m.ClientMsgID != "" {
-			if id, err := prev.AsInt64(); err == nil {
+			if id, err := prev.AsInt64(); err == nil && p.cfg.Durability == DurableNone {
 				out[i].Result = Result{CacheID: id, Duplicate: true}
 				continue
+			} else if err == nil {
+				known = true // a durable retry: answered by the enqueue after its WAIT
 			}
 		}
-		if retry > 0 {
+		if retry > 0 && !known {
 			out[i].Err = &RateLimitedError{RetryAfter: time.Duration(retry) * time.Millisecond}
 			continue
 		}
 		enq = append(enq, i)
 		calls = append(calls, p.enqueueCall(m))
 	}
-	// Round trip 2: the enqueues; one that met NOSCRIPT is sent again whole (Exec).
-	if len(calls) > 0 {
+	// Round trip 2: the enqueues; one that met NOSCRIPT is sent again whole (Exec). With a
+	// durability level, each partition's group goes with its WAIT on a connection of its own.
+	if len(calls) > 0 && p.cfg.Durability != DurableNone {
+		for j, o := range p.enqueueDurable(ctx, calls) {
+			out[enq[j]] = o
+		}
+	} else if len(calls) > 0 {
 		ecmds := make(valkey.Commands, len(calls))
 		for j, c := range calls {
 			ecmds[j] = p.enqueue.cmd(p.c, c.Keys, c.Args)
@@ -397,7 +468,7 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs 
 	// Round trip 3: give back the tokens of messages not accepted, and fill private rings.
 	var after valkey.Commands
 	for i, m := range msgs {
-		accepted := out[i].Err == nil && !out[i].Duplicate
+		accepted := (out[i].Err == nil || errors.Is(out[i].Err, ErrNotDurable)) && !out[i].Duplicate
 		if taken[i] && !accepted {
 			keys, args := p.rateCall(m, rl, "refund")
 			after = append(after, p.rateLimit.cmd(p.c, keys, args))

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/valkey-io/valkey-go"
 
@@ -292,5 +293,75 @@ func TestPartitionedBatchAndDelete(t *testing.T) {
 		if err := b.ops.DeletePublic(ctx, id); !errors.Is(err, lua.ErrNotFound) {
 			t.Errorf("delete %d: %v, want ErrNotFound", id, err)
 		}
+	}
+}
+
+// TestPartitionedDurable, on a real cluster: with durability replica a message is accepted once
+// its partition's replica holds it; with every replica stopped a message and a batch spread over
+// the partitions are enqueued but answered NotDurableError with their ids, and a retry with the
+// same client_msg_id after the replicas are back returns the same id, durable.
+func TestPartitionedDurable(t *testing.T) {
+	t.Parallel()
+	cl := testenv.StartCluster(t)
+	c, err := valkey.NewClient(valkey.ClientOption{InitAddress: strings.Split(cl.Addrs, ",")[:1], DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	keys, _ := keyspace.NewPartitioned("", keyspace.DefaultPartitions)
+	ops, err := lua.NewPartitioned(c, keys, lua.Config{DefaultRate: unlimited, Durability: lua.DurableReplica, DurableTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	testenv.WaitFor(t, "a durable enqueue", 10*time.Second, func() bool { _, err := ops.Enqueue(ctx, pub("warm", "up")); return err == nil })
+	var replicas []*testenv.Valkey
+	for _, n := range cl.Nodes {
+		if s, _ := testenv.Do(t, n.Client(t), "INFO", "replication").ToString(); strings.Contains(s, "role:slave") {
+			replicas = append(replicas, n)
+		}
+	}
+	if len(replicas) != 3 {
+		t.Fatalf("%d replicas, want 3", len(replicas))
+	}
+	for _, r := range replicas {
+		r.Pause()
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			for _, r := range replicas {
+				r.Resume()
+			}
+		}
+	}()
+	m := pub("alice", "while the replicas are stopped")
+	m.ClientMsgID = "d1"
+	_, err = ops.Enqueue(ctx, m)
+	var nde *lua.NotDurableError
+	if !errors.As(err, &nde) || nde.CacheID == 0 {
+		t.Fatalf("replicas stopped: %v, want NotDurableError with an id", err)
+	}
+	first := nde.CacheID
+	var batch []lua.Message
+	for i := range 40 {
+		batch = append(batch, pub(fmt.Sprintf("b%d", i), "x"))
+	}
+	for i, o := range ops.EnqueueMany(ctx, keyspace.Public, batch) {
+		if !errors.As(o.Err, &nde) || nde.CacheID == 0 {
+			t.Fatalf("batch message %d: %v, want NotDurableError with an id", i, o.Err)
+		}
+	}
+	for _, r := range replicas {
+		r.Resume()
+	}
+	resumed = true
+	var res lua.Result
+	testenv.WaitFor(t, "the retry to be durable", 10*time.Second, func() bool {
+		res, err = ops.Enqueue(ctx, m)
+		return err == nil
+	})
+	if !res.Duplicate || res.CacheID != first {
+		t.Fatalf("retry: %+v, want id %d again", res, first)
 	}
 }

@@ -93,9 +93,13 @@ func Check(ctx context.Context, c valkey.Client, cfg Config, log *slog.Logger) e
 		}
 	}
 	where := cfg.Where()
+	clustered := info.ClusterEnabled || info.ServerMode == "cluster"
 	switch {
-	case info.ClusterEnabled || info.ServerMode == "cluster":
-		return &SetupError{"VALKEY_MODE", fmt.Sprintf("%s, but the server is cluster-enabled: Valkey Cluster needs VALKEY_MODE=cluster and the partitioned key layout, not in this release", where)}
+	case cfg.mode() == Cluster && !clustered:
+		return &SetupError{"VALKEY_MODE", fmt.Sprintf("%s, but the server is not cluster-enabled: set VALKEY_MODE=standalone or sentinel", where)}
+	case cfg.mode() == Cluster:
+	case clustered:
+		return &SetupError{"VALKEY_MODE", fmt.Sprintf("%s, but the server is cluster-enabled: set VALKEY_MODE=cluster with KEY_LAYOUT=partitioned", where)}
 	case info.ServerMode == "sentinel":
 		return &SetupError{"VALKEY_MODE", fmt.Sprintf("%s, but the server is a Sentinel: set VALKEY_MODE=sentinel and VALKEY_SENTINEL_MASTER", where)}
 	}
@@ -137,6 +141,23 @@ func CheckFsync(ctx context.Context, c valkey.Client) error {
 	}
 	if p := kv["appendfsync"]; p != "always" {
 		return &SetupError{"INGEST_DURABILITY", fmt.Sprintf("fsync needs appendfsync always, the server has %q: under everysec Valkey 8.0's WAITAOF can report an fsync that has not happened", p)}
+	}
+	return nil
+}
+
+// CheckRecord records value under key unless a value is there, and refuses to run (a
+// SetupError naming setting) when another value is: the layout and P are fixed when a
+// deployment is created.
+func CheckRecord(ctx context.Context, c valkey.Client, key, value, setting string) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	res := c.DoMulti(cctx, c.B().Set().Key(key).Value(value).Nx().Build(), c.B().Get().Key(key).Build())
+	got, err := res[1].ToString()
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", key, err)
+	}
+	if got != value {
+		return &SetupError{setting, fmt.Sprintf("this deployment was created as %q (recorded in %s), not %q: the partitions are fixed at creation", got, key, value)}
 	}
 	return nil
 }

@@ -29,8 +29,8 @@ const (
 	Standalone Mode = "standalone"
 	// Sentinel asks the Sentinels for the primary of a master set and follows failovers.
 	Sentinel Mode = "sentinel"
-	// Cluster is Valkey Cluster: it needs the partitioned key layout, which this release does
-	// not have yet, so it is refused with that reason.
+	// Cluster is Valkey Cluster through valkey-go's cluster client: it needs the partitioned key
+	// layout, where every script's keys are in one slot (Config.AllowCluster).
 	Cluster Mode = "cluster"
 )
 
@@ -65,6 +65,8 @@ type Config struct {
 	// FlushDelay lets valkey-go's writer wait up to this long after a write to gather the calls
 	// of concurrent requests into the next one: fewer write syscalls for a few µs of latency.
 	FlushDelay time.Duration
+	// AllowCluster permits Cluster mode: the caller's key layout keeps each script in one slot.
+	AllowCluster bool
 	// AllowEviction lets chatpipe run on a server whose maxmemory-policy evicts keys. Accepted
 	// messages and ids can then vanish; a warning is logged and a metric set. Default false.
 	AllowEviction bool
@@ -120,7 +122,9 @@ func (c Config) Validate() error {
 	switch c.mode() {
 	case Standalone, Sentinel:
 	case Cluster:
-		return &SetupError{"VALKEY_MODE", "cluster needs the partitioned key layout (every script's keys in one slot), which this release does not have yet: run standalone or sentinel"}
+		if !c.AllowCluster {
+			return &SetupError{"VALKEY_MODE", "cluster needs KEY_LAYOUT=partitioned (every script's keys in one slot); the single layout's scripts span slots"}
+		}
 	default:
 		return &SetupError{"VALKEY_MODE", fmt.Sprintf("%q is not standalone, sentinel or cluster", c.Mode)}
 	}
@@ -136,7 +140,7 @@ func (c Config) Validate() error {
 		return &SetupError{"VALKEY_ADDR", "no address"}
 	case c.mode() == Standalone && len(addrs) > 1:
 		return &SetupError{"VALKEY_ADDR", "standalone mode takes one address; for Sentinels set VALKEY_MODE=sentinel"}
-	case c.mode() == Sentinel && c.SentinelMaster == "":
+	case c.mode() == Sentinel && c.SentinelMaster == "" && c.URL == "":
 		return &SetupError{"VALKEY_SENTINEL_MASTER", "required in sentinel mode: the name of the primary set the Sentinels watch"}
 	}
 	return nil
@@ -187,6 +191,9 @@ func (c Config) options() (valkey.ClientOption, error) {
 		// Off by default in valkey-go: one missed +switch-master would then tie the client to
 		// the old primary until restarted (HA.md).
 		opt.Sentinel.TopologyRefreshInterval = 2 * time.Second
+	case Cluster:
+		// valkey-go's cluster client, from the seeds; it follows MOVED and failovers by itself.
+		opt.Sentinel = valkey.SentinelOption{}
 	}
 	return opt, nil
 }
