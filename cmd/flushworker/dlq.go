@@ -87,6 +87,9 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err := cs.Parse(args, getenv, stdout); err != nil {
 		return err
 	}
+	if err := s.checkValkey(); err != nil {
+		return err
+	}
 	if sub != "list" {
 		switch {
 		case (s.ids == "") == !s.all:
@@ -101,22 +104,78 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	defer client.Close()
-	dl := streams.NewDeadLetters(client, s.keys())
-	for _, kind := range keyspace.Kinds {
-		if s.stream != "all" && s.stream != kind.String() {
-			continue
+	dl := streams.NewDeadLetters(client)
+	var chosen []keyspace.FlushStream
+	for _, fs := range s.layout.FlushStreams() {
+		if s.stream == "all" || s.stream == fs.Kind.String() {
+			chosen = append(chosen, fs)
 		}
-		var err error
-		switch sub {
-		case "list":
-			err = dlqList(ctx, dl, kind, s, stdout)
-		default:
-			err = dlqApply(ctx, dl, kind, s, sub, stdout, stderr)
+	}
+	if sub == "list" {
+		for _, fs := range chosen {
+			if err := dlqList(ctx, dl, fs, s, stdout); err != nil {
+				return err
+			}
 		}
-		if err != nil {
+		return nil
+	}
+	if s.ids != "" {
+		return dlqApplyIDs(ctx, dl, chosen, s, sub, stdout)
+	}
+	for _, fs := range chosen {
+		if err := dlqApply(ctx, dl, fs, s, sub, stdout, stderr); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// label names a flush stream in output: its kind, and its partition when there is one.
+func label(fs keyspace.FlushStream) string {
+	if fs.Partition == "" {
+		return fs.Kind.String()
+	}
+	return fs.Kind.String() + "/" + fs.Partition
+}
+
+// apply replays or purges one dead letter of fs; false when fs has no such dead letter.
+func apply(ctx context.Context, dl *streams.DeadLetters, fs keyspace.FlushStream, sub, id string) (bool, error) {
+	if sub == "replay" {
+		newID, err := dl.Replay(ctx, fs, id)
+		return newID != "", err
+	}
+	n, err := dl.Purge(ctx, fs, id)
+	return n == 1, err
+}
+
+// dlqApplyIDs replays or purges the given ids, each from the stream (of the chosen kind, in any
+// partition) that holds it.
+func dlqApplyIDs(ctx context.Context, dl *streams.DeadLetters, chosen []keyspace.FlushStream, s dlqSettings, sub string, stdout io.Writer) error {
+	done, missing := 0, 0
+	for _, id := range strings.Split(s.ids, ",") {
+		found := false
+		for _, fs := range chosen {
+			ok, err := apply(ctx, dl, fs, sub, strings.TrimSpace(id))
+			if err != nil {
+				return err
+			}
+			if ok {
+				found = true
+				break
+			}
+		}
+		if found {
+			done++
+		} else {
+			missing++
+		}
+	}
+	verb := map[string]string{"replay": "replayed", "purge": "purged"}[sub]
+	fmt.Fprintf(stdout, "%s: %s %d dead letters", s.stream, verb, done)
+	if missing > 0 {
+		fmt.Fprintf(stdout, " (%d ids not found)", missing)
+	}
+	fmt.Fprintln(stdout)
 	return nil
 }
 
@@ -125,22 +184,29 @@ func describe(cs *config.Set, summary string) *config.Set {
 	return cs
 }
 
-func dlqList(ctx context.Context, dl *streams.DeadLetters, kind keyspace.Kind, s dlqSettings, stdout io.Writer) error {
-	letters, err := dl.List(ctx, kind, "", s.count)
+func dlqList(ctx context.Context, dl *streams.DeadLetters, fs keyspace.FlushStream, s dlqSettings, stdout io.Writer) error {
+	letters, err := dl.List(ctx, fs, "", s.count)
 	if err != nil {
 		return err
 	}
-	total, err := dl.Len(ctx, kind)
+	total, err := dl.Len(ctx, fs)
 	if err != nil {
 		return err
+	}
+	if fs.Partition != "" && total == 0 {
+		return nil // sixteen empty partitions say nothing
 	}
 	if !s.asJSON {
-		fmt.Fprintf(stdout, "# %s: %d dead letters\n", kind, total)
+		fmt.Fprintf(stdout, "# %s: %d dead letters\n", label(fs), total)
 	}
 	enc := json.NewEncoder(stdout)
 	for _, l := range letters {
 		if s.asJSON {
-			if err := enc.Encode(map[string]any{"stream": kind.String(), "id": l.ID, "fields": l.Fields}); err != nil {
+			obj := map[string]any{"stream": fs.Kind.String(), "id": l.ID, "fields": l.Fields}
+			if fs.Partition != "" {
+				obj["partition"] = fs.Partition
+			}
+			if err := enc.Encode(obj); err != nil {
 				return err
 			}
 			continue
@@ -156,70 +222,47 @@ func dlqList(ctx context.Context, dl *streams.DeadLetters, kind keyspace.Kind, s
 	return nil
 }
 
-// dlqApply replays or purges, printing progress every 1000 entries.
-func dlqApply(ctx context.Context, dl *streams.DeadLetters, kind keyspace.Kind, s dlqSettings, sub string, stdout, stderr io.Writer) error {
-	apply := func(id string) (bool, error) {
-		if sub == "replay" {
-			newID, err := dl.Replay(ctx, kind, id)
-			return newID != "", err
-		}
-		n, err := dl.Purge(ctx, kind, id)
-		return n == 1, err
-	}
-	done, missing := 0, 0
+// dlqApply replays or purges every dead letter of fs (up to --count), printing progress every
+// 1000 entries.
+func dlqApply(ctx context.Context, dl *streams.DeadLetters, fs keyspace.FlushStream, s dlqSettings, sub string, stdout, stderr io.Writer) error {
+	done := 0
 	progress := func() {
 		if done%1000 == 0 && done > 0 {
-			fmt.Fprintf(stderr, "%s %s: %d done\n", sub, kind, done)
+			fmt.Fprintf(stderr, "%s %s: %d done\n", sub, label(fs), done)
 		}
 	}
-	if s.ids != "" {
-		for _, id := range strings.Split(s.ids, ",") {
-			ok, err := apply(strings.TrimSpace(id))
-			if err != nil {
-				return err
-			}
-			if ok {
-				done++
-			} else {
-				missing++
-			}
-			progress()
-		}
-	} else {
-		total, err := dl.Len(ctx, kind)
+	total, err := dl.Len(ctx, fs)
+	if err != nil {
+		return err
+	}
+	after := ""
+	for s.count == 0 || done < s.count {
+		page, err := dl.List(ctx, fs, after, 500)
 		if err != nil {
 			return err
 		}
-		after := ""
-		for s.count == 0 || done < s.count {
-			page, err := dl.List(ctx, kind, after, 500)
-			if err != nil {
-				return err
-			}
-			if len(page) == 0 {
+		if len(page) == 0 {
+			break
+		}
+		for _, l := range page {
+			if s.count > 0 && done >= s.count {
 				break
 			}
-			for _, l := range page {
-				if s.count > 0 && done >= s.count {
-					break
-				}
-				if _, err := apply(l.ID); err != nil {
-					return err
-				}
-				done++
-				progress()
-				after = l.ID
+			if _, err := apply(ctx, dl, fs, sub, l.ID); err != nil {
+				return err
 			}
-			if done > 0 && total > 0 && done%5000 == 0 {
-				fmt.Fprintf(stderr, "%s %s: %d of %d\n", sub, kind, done, total)
-			}
+			done++
+			progress()
+			after = l.ID
+		}
+		if done > 0 && total > 0 && done%5000 == 0 {
+			fmt.Fprintf(stderr, "%s %s: %d of %d\n", sub, label(fs), done, total)
 		}
 	}
-	verb := map[string]string{"replay": "replayed", "purge": "purged"}[sub]
-	fmt.Fprintf(stdout, "%s: %s %d dead letters", kind, verb, done)
-	if missing > 0 {
-		fmt.Fprintf(stdout, " (%d ids not found)", missing)
+	if fs.Partition != "" && done == 0 {
+		return nil
 	}
-	fmt.Fprintln(stdout)
+	verb := map[string]string{"replay": "replayed", "purge": "purged"}[sub]
+	fmt.Fprintf(stdout, "%s: %s %d dead letters\n", label(fs), verb, done)
 	return nil
 }

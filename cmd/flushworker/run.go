@@ -60,7 +60,7 @@ func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (w
 	if err := cs.Parse(args, getenv, stdout); err != nil {
 		return s, err
 	}
-	return s, config.CheckValkey(s.valkey)
+	return s, s.checkValkey()
 }
 
 // runWorker wires the worker: one consumer per flush stream, and the health and metrics
@@ -123,7 +123,13 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	})
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
-	monitor := streams.NewQueueMonitor(client, s.keys().FlushStreams(), s.keys().QueueMonitorLease(), s.group, s.consumer, 5*time.Second, log)
+	if l, ok := s.layout.(keyspace.Partitioned); ok {
+		if err := valkeyconn.CheckRecord(ctx, client, l.Layout(), l.LayoutValue(), "KEY_PARTITIONS"); err != nil {
+			return config.SetupErr(err)
+		}
+	}
+	flushStreams := s.layout.FlushStreams()
+	monitor := streams.NewQueueMonitor(client, flushStreams, s.layout.QueueMonitorLease(), s.group, s.consumer, 5*time.Second, log)
 	if err := reg.Register(monitor); err != nil {
 		return err
 	}
@@ -131,9 +137,9 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	g.Go(func() error { return monitor.Run(gctx) })
 	g.Go(func() error { return vmon.Run(gctx) })
 	g.Go(func() error { return telemetry.ServePprof(gctx, s.pprofAddr, log) })
-	for _, kind := range keyspace.Kinds {
+	for _, fs := range flushStreams {
 		co, err := flush.New(client, flush.Config{
-			Kind: kind, Keys: s.keys(), Group: s.group, Consumer: s.consumer,
+			Flush: fs, Group: s.group, Consumer: s.consumer,
 			BatchSize: s.batchSize, FlushInterval: s.flushInterval, MinIdle: s.minIdle,
 			MaxDeliveries: s.maxDeliveries, JanitorIdle: s.janitorIdle, Grace: s.grace,
 			Timeout: s.valkey.Timeout, Sink: store, Logger: log, Metrics: metrics, Replicas: s.waitReplicas,
@@ -155,7 +161,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		defer cancel()
 		return httpSrv.Shutdown(sctx)
 	})
-	log.InfoContext(ctx, "consuming", "streams", []string{s.keys().Stream(keyspace.Public), s.keys().Stream(keyspace.Private)})
+	log.InfoContext(ctx, "consuming", "layout", s.layout.Name(), "streams", len(flushStreams))
 	err = g.Wait()
 	log.InfoContext(context.WithoutCancel(ctx), "stopped", "err", err)
 	return err

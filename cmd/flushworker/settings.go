@@ -23,6 +23,9 @@ import (
 type common struct {
 	valkey      valkeyconn.Config
 	keyPrefix   string
+	layoutName  string
+	partitions  int
+	layout      keyspace.Layout
 	databaseURL string
 	pgMaxConns  int
 	logLevel    string
@@ -33,6 +36,7 @@ func (c *common) addValkey(cs *config.Set) {
 	config.Valkey(cs, &c.valkey)
 	cs.Duration(&c.valkey.Timeout, "VALKEY_TIMEOUT", 5*time.Second, 10*time.Millisecond, time.Minute, "bound on every Valkey call")
 	cs.String(&c.keyPrefix, "KEY_PREFIX", "", "prefix of every Valkey key", keyspace.ValidatePrefix)
+	config.Layout(cs, &c.layoutName, &c.partitions)
 }
 
 func (c *common) addPostgres(cs *config.Set) {
@@ -55,6 +59,15 @@ func checkDSN(v string) error {
 
 func (c *common) logger(w io.Writer, component string) *slog.Logger {
 	return telemetry.NewLogger(w, c.logLevel, c.logFormat, component)
+}
+
+// checkValkey builds the layout and checks the Valkey settings together, once all are read.
+func (c *common) checkValkey() error {
+	var err error
+	if c.layout, err = config.NewLayout(c.layoutName, c.keyPrefix, c.partitions, &c.valkey); err != nil {
+		return err
+	}
+	return config.CheckValkey(c.valkey)
 }
 
 func (c *common) keys() keyspace.Keys {

@@ -38,6 +38,9 @@ func main() {
 type settings struct {
 	valkey          valkeyconn.Config
 	keyPrefix       string
+	layoutName      string
+	partitions      int
+	layout          keyspace.Layout
 	addr            string
 	authToken       string
 	recentSize      int
@@ -69,6 +72,7 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	// rate (three alternating runs each, 60 000 requests, this 2-core machine).
 	cs.Duration(&s.valkey.FlushDelay, "VALKEY_FLUSH_DELAY", 20*time.Microsecond, 0, time.Millisecond, "longest the Valkey writer waits to gather concurrent requests' calls into one write (0: write at once)")
 	cs.String(&s.keyPrefix, "KEY_PREFIX", "", "prefix of every Valkey key", keyspace.ValidatePrefix)
+	config.Layout(cs, &s.layoutName, &s.partitions)
 	cs.String(&s.addr, "INGEST_ADDR", ":8080", "listen address of the API, /healthz, /readyz and /metrics", config.Addr)
 	cs.Secret(&s.authToken, "INGEST_AUTH_TOKEN", "", "bearer token required on /v1/... (empty: no auth)", nil)
 	cs.String(&s.durability, "INGEST_DURABILITY", string(lua.DurableNone), "none (202 once the script ran on the primary), replica (also WAIT for replicas) or fsync (also WAITAOF: fsynced to the primary's AOF)", oneOf(lua.DurableNone, lua.DurableReplica, lua.DurableFsync))
@@ -90,11 +94,15 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	cs.String(&s.pprofAddr, "PPROF_ADDR", "", "listen address of net/http/pprof (empty: off; bind it to loopback)", config.OptionalAddr)
 	cs.String(&s.logLevel, "LOG_LEVEL", "info", "debug, info, warn or error", telemetry.CheckLogLevel)
 	cs.String(&s.logFormat, "LOG_FORMAT", "text", "text or json", telemetry.CheckLogFormat)
-	if err := cs.Parse(args, getenv, stdout); err != nil {
+	err := cs.Parse(args, getenv, stdout)
+	if err != nil {
 		return s, err
 	}
 	if s.rateWindow%time.Second != 0 {
 		return s, &config.Error{Setting: "RATE_WINDOW", Problem: "must be whole seconds"}
+	}
+	if s.layout, err = config.NewLayout(s.layoutName, s.keyPrefix, s.partitions, &s.valkey); err != nil {
+		return s, err
 	}
 	if s.ids == "auto" {
 		s.ids = string(lua.CounterIDs)
@@ -131,7 +139,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := telemetry.NewLogger(stderr, s.logLevel, s.logFormat, "ingest")
 	reg, metrics := telemetry.NewRegistry("ingest")
-	keys, _ := keyspace.New(s.keyPrefix) // validated by parse
 
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
@@ -140,7 +147,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer ln.Close()
 
 	log.InfoContext(ctx, "starting", "version", telemetry.Version(), "addr", ln.Addr().String(), "valkey", s.valkey.Where(),
-		"auth", s.authToken != "", "durability", s.durability, "ids", s.ids)
+		"auth", s.authToken != "", "durability", s.durability, "ids", s.ids, "layout", s.layout.Name())
 	client, err := valkeyconn.Connect(ctx, s.valkey, log)
 	if err != nil {
 		return config.SetupErr(err)
@@ -159,8 +166,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	scripts, err := lua.New(client, lua.Config{
-		Keys:            keys,
+	lcfg := lua.Config{
 		RecentSize:      s.recentSize,
 		BacklogCap:      int64(s.backlogCap),
 		ClientMsgTTL:    s.clientMsgTTL,
@@ -170,15 +176,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		DurableReplicas: s.durableReplicas,
 		DurableTimeout:  s.durableTimeout,
 		IDs:             lua.IDs(s.ids),
-	})
-	if err != nil {
-		return err
 	}
-	if err := scripts.Load(ctx); err != nil {
-		log.WarnContext(ctx, "loading scripts failed; they load on first use", "err", err)
+	var (
+		store   api.Store
+		scripts *lua.Scripts // the single layout's, which also mirrors the legacy lists
+	)
+	switch l := s.layout.(type) {
+	case keyspace.Keys:
+		lcfg.Keys = l
+		if scripts, err = lua.New(client, lcfg); err != nil {
+			return err
+		}
+		if err := scripts.Load(ctx); err != nil {
+			log.WarnContext(ctx, "loading scripts failed; they load on first use", "err", err)
+		}
+		store = scripts
+	case keyspace.Partitioned:
+		if err := valkeyconn.CheckRecord(ctx, client, l.Layout(), l.LayoutValue(), "KEY_PARTITIONS"); err != nil {
+			return config.SetupErr(err)
+		}
+		if store, err = lua.NewPartitioned(client, l, lcfg); err != nil {
+			return err
+		}
 	}
 	srv, err := api.New(api.Config{
-		Scripts:          scripts,
+		Scripts:          store,
 		Logger:           log,
 		Registerer:       reg,
 		Metrics:          metrics,
@@ -219,7 +241,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	g.Go(func() error { return telemetry.ServePprof(gctx, s.pprofAddr, log) })
 	g.Go(func() error { return monitor.Run(gctx) })
-	if s.mirrorInterval > 0 {
+	if s.mirrorInterval > 0 && scripts != nil {
 		g.Go(func() error { return mirrorLoop(gctx, scripts, s.mirrorInterval, log) })
 	}
 	log.InfoContext(ctx, "ready", "addr", ln.Addr().String())

@@ -245,8 +245,8 @@ func TestBadEntriesAreIsolated(t *testing.T) {
 	if total, distinct := b.rows(t, "chat_messages"); total != 3 || distinct != 3 {
 		t.Fatalf("rows: %d (%d distinct), want 1, 4 and 12 once each", total, distinct)
 	}
-	dl := streams.NewDeadLetters(b.client, b.keys)
-	letters, err := dl.List(context.Background(), keyspace.Public, "", 100)
+	dl := streams.NewDeadLetters(b.client)
+	letters, err := dl.List(context.Background(), b.keys.FlushStreams()[0], "", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +279,7 @@ func TestBadEntriesAreIsolated(t *testing.T) {
 	}
 	for _, l := range letters {
 		if l.Fields["cache_id"] == "5" {
-			if id, err := dl.Replay(context.Background(), keyspace.Public, l.ID); err != nil || id == "" {
+			if id, err := dl.Replay(context.Background(), b.keys.FlushStreams()[0], l.ID); err != nil || id == "" {
 				t.Fatalf("replay: %q, %v", id, err)
 			}
 		}
@@ -324,7 +324,7 @@ func TestReclaimAndPoison(t *testing.T) {
 	if first != 0 {
 		t.Errorf("the poison entry was written")
 	}
-	letters, _ := streams.NewDeadLetters(b.client, b.keys).List(context.Background(), keyspace.Public, "", 10)
+	letters, _ := streams.NewDeadLetters(b.client).List(context.Background(), b.keys.FlushStreams()[0], "", 10)
 	if len(letters) != 1 || !strings.Contains(letters[0].Fields["error"], "poison") || letters[0].Fields["deliveries"] != "10" {
 		t.Fatalf("dead letters = %v, want the poison entry with 10 deliveries", letters)
 	}

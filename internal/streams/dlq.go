@@ -10,16 +10,15 @@ import (
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 )
 
-// DeadLetters lists, replays and purges the dead-letter streams.
+// DeadLetters lists, replays and purges the dead-letter streams of flush streams.
 type DeadLetters struct {
 	c       valkey.Client
-	keys    keyspace.Keys
 	timeout time.Duration
 }
 
 // NewDeadLetters returns the dead-letter operations on c.
-func NewDeadLetters(c valkey.Client, keys keyspace.Keys) *DeadLetters {
-	return &DeadLetters{c: c, keys: keys, timeout: 5 * time.Second}
+func NewDeadLetters(c valkey.Client) *DeadLetters {
+	return &DeadLetters{c: c, timeout: 5 * time.Second}
 }
 
 // DeadLetter is one dead-letter entry: the original's fields plus error, original_id,
@@ -29,23 +28,23 @@ type DeadLetter struct {
 	Fields map[string]string
 }
 
-// Len returns how many dead letters kind has.
-func (d *DeadLetters) Len(ctx context.Context, kind keyspace.Kind) (int64, error) {
+// Len returns how many dead letters fs has.
+func (d *DeadLetters) Len(ctx context.Context, fs keyspace.FlushStream) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	return d.c.Do(ctx, d.c.B().Xlen().Key(d.keys.DeadLetter(kind)).Build()).AsInt64()
+	return d.c.Do(ctx, d.c.B().Xlen().Key(fs.DeadLetter).Build()).AsInt64()
 }
 
-// List returns up to count dead letters of kind, oldest first, from the id after `after`
+// List returns up to count dead letters of fs, oldest first, from the id after `after`
 // ("" for the start).
-func (d *DeadLetters) List(ctx context.Context, kind keyspace.Kind, after string, count int) ([]DeadLetter, error) {
+func (d *DeadLetters) List(ctx context.Context, fs keyspace.FlushStream, after string, count int) ([]DeadLetter, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	start := "-"
 	if after != "" {
 		start = "(" + after
 	}
-	xs, err := d.c.Do(ctx, d.c.B().Xrange().Key(d.keys.DeadLetter(kind)).Start(start).End("+").Count(int64(count)).Build()).AsXRange()
+	xs, err := d.c.Do(ctx, d.c.B().Xrange().Key(fs.DeadLetter).Start(start).End("+").Count(int64(count)).Build()).AsXRange()
 	if err != nil {
 		return nil, fmt.Errorf("listing dead letters: %w", err)
 	}
@@ -56,13 +55,13 @@ func (d *DeadLetters) List(ctx context.Context, kind keyspace.Kind, after string
 	return out, nil
 }
 
-// Replay puts the dead letter id back on kind's flush stream (its cache_id, kind and payload),
+// Replay puts the dead letter id back on its flush stream fs (its cache_id, kind and payload),
 // atomically with its removal from the dead-letter stream. It returns the new stream entry's
 // id, or "" when there is no such dead letter.
-func (d *DeadLetters) Replay(ctx context.Context, kind keyspace.Kind, id string) (string, error) {
+func (d *DeadLetters) Replay(ctx context.Context, fs keyspace.FlushStream, id string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	newID, err := replayScript.Exec(ctx, d.c, []string{d.keys.DeadLetter(kind), d.keys.Stream(kind)}, []string{id}).ToString()
+	newID, err := replayScript.Exec(ctx, d.c, []string{fs.DeadLetter, fs.Stream}, []string{id}).ToString()
 	if err != nil {
 		return "", fmt.Errorf("replaying dead letter %s: %w", id, err)
 	}
@@ -70,13 +69,13 @@ func (d *DeadLetters) Replay(ctx context.Context, kind keyspace.Kind, id string)
 }
 
 // Purge deletes the dead letters ids and returns how many existed.
-func (d *DeadLetters) Purge(ctx context.Context, kind keyspace.Kind, ids ...string) (int64, error) {
+func (d *DeadLetters) Purge(ctx context.Context, fs keyspace.FlushStream, ids ...string) (int64, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	n, err := d.c.Do(ctx, d.c.B().Xdel().Key(d.keys.DeadLetter(kind)).Id(ids...).Build()).AsInt64()
+	n, err := d.c.Do(ctx, d.c.B().Xdel().Key(fs.DeadLetter).Id(ids...).Build()).AsInt64()
 	if err != nil {
 		return 0, fmt.Errorf("purging dead letters: %w", err)
 	}

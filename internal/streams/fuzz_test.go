@@ -18,14 +18,14 @@ func FuzzReplay(f *testing.F) {
 	v := testenv.StartValkey(f)
 	c := v.Client(f)
 	keys, _ := keyspace.New("fuzz:")
-	dl := streams.NewDeadLetters(c, keys)
+	dl := streams.NewDeadLetters(c)
 	dead, stream := keys.DeadLetter(keyspace.Public), keys.Stream(keyspace.Public)
 	f.Fuzz(func(t *testing.T, cacheID, kind, payload string) {
 		id, err := testenv.Do(t, c, "XADD", dead, "*", "cache_id", cacheID, "kind", kind, "payload", payload, "error", "x").ToString()
 		if err != nil {
 			t.Fatal(err)
 		}
-		newID, err := dl.Replay(context.Background(), keyspace.Public, id)
+		newID, err := dl.Replay(context.Background(), keys.FlushStreams()[0], id)
 		if err != nil || newID == "" {
 			t.Fatalf("replay: %q, %v", newID, err)
 		}
