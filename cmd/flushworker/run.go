@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -129,6 +130,11 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		}
 	}
 	flushStreams := s.layout.FlushStreams()
+	if s.valkey.Mode == valkeyconn.Cluster {
+		// The single layout never ran on a cluster: no old streams to drain there (and their
+		// dead-letter streams would sit in other slots than the streams).
+		flushStreams = slices.DeleteFunc(flushStreams, func(fs keyspace.FlushStream) bool { return fs.Partition == "" })
+	}
 	monitor := streams.NewQueueMonitor(client, flushStreams, s.layout.QueueMonitorLease(), s.group, s.consumer, 5*time.Second, log)
 	if err := reg.Register(monitor); err != nil {
 		return err

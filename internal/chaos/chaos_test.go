@@ -105,11 +105,40 @@ type ledger struct {
 	retried  int
 	// onAccept, when set, is called on each 202, under mu.
 	onAccept func()
+	// owner is each token's sender.
+	owner map[string]string
 }
 
 func newLedger() *ledger {
 	return &ledger{accepted: map[string]map[int64]string{"message": {}, "private_message": {}},
-		deleted: map[int64]bool{}, rejected: map[string]string{}, unknown: map[string]bool{}}
+		deleted: map[int64]bool{}, rejected: map[string]string{}, unknown: map[string]bool{}, owner: map[string]string{}}
+}
+
+// privateUser is a user and the ids of the private messages answered 202 that involve them.
+type privateUser struct {
+	name string
+	ids  []int64
+}
+
+// privateUsers lists the users of accepted private messages, senders and recipients, most
+// messages first. It knows the clients' convention: the recipient of owner is "peer"+owner.
+func (l *ledger) privateUsers() []privateUser {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	by := map[string][]int64{}
+	for id, token := range l.accepted["private_message"] {
+		owner := l.owner[token]
+		by[owner] = append(by[owner], id)
+		by["peer"+owner] = append(by["peer"+owner], id)
+	}
+	out := make([]privateUser, 0, len(by))
+	for u, ids := range by {
+		if u != "" && u != "peer" {
+			out = append(out, privateUser{u, ids})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i].ids) > len(out[j].ids) })
+	return out
 }
 
 type client struct {
@@ -147,6 +176,7 @@ func (c *client) send(kind, owner, token string, retries int) {
 				c.l.rejected["id-reused:"+token] = fmt.Sprintf("cache id %d given to %s and %s", out.CacheID, prev, token)
 			}
 			c.l.accepted[kind][out.CacheID] = token
+			c.l.owner[token] = owner
 			c.l.retried += attempt
 			if c.l.onAccept != nil {
 				c.l.onAccept()
@@ -407,12 +437,15 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 	return check(t, seed, dsn, vc, l, faults, workers)
 }
 
-// waitDrained waits until, on both flush streams, nothing is pending and the group has been
-// delivered the stream's last entry.
-func waitDrained(t *testing.T, vc valkey.Client) {
+// waitDrained waits until, on both flush streams of the single layout (or the streams given),
+// nothing is pending and the group has been delivered the stream's last entry.
+func waitDrained(t *testing.T, vc valkey.Client, streams ...string) {
 	t.Helper()
+	if len(streams) == 0 {
+		streams = []string{"chatpipe:flush:message", "chatpipe:flush:private_message"}
+	}
 	testenv.WaitFor(t, "the streams to drain", 120*time.Second, func() bool {
-		for _, s := range []string{"chatpipe:flush:message", "chatpipe:flush:private_message"} {
+		for _, s := range streams {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			res := vc.DoMulti(ctx, vc.B().XinfoGroups().Key(s).Build(), vc.B().XinfoStream().Key(s).Build())
 			cancel()
@@ -451,7 +484,8 @@ func (r result) violations() int {
 }
 
 // check is the independent checker: raw SQL and raw stream reads, no chatpipe package.
-func check(t *testing.T, seed uint64, dsn string, vc valkey.Client, l *ledger, faults map[string]int, workers []*proc) result {
+// deadStreams, when given, are the dead-letter streams by kind (else the single layout's).
+func check(t *testing.T, seed uint64, dsn string, vc valkey.Client, l *ledger, faults map[string]int, workers []*proc, deadStreams ...map[string][]string) result {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -474,10 +508,18 @@ func check(t *testing.T, seed uint64, dsn string, vc valkey.Client, l *ledger, f
 	}
 	dead := map[string]map[string]int{"message": {}, "private_message": {}}
 	reasons := map[string]int{}
+	deadKeys := map[string][]string{"message": {"chatpipe:dead:message"}, "private_message": {"chatpipe:dead:private_message"}}
+	if len(deadStreams) > 0 {
+		deadKeys = deadStreams[0]
+	}
 	for kind := range dead {
-		xs, err := vc.Do(ctx, vc.B().Xrange().Key("chatpipe:dead:"+kind).Start("-").End("+").Build()).AsXRange()
-		if err != nil && !valkey.IsValkeyNil(err) {
-			t.Fatal(err)
+		var xs []valkey.XRangeEntry
+		for _, key := range deadKeys[kind] {
+			got, err := vc.Do(ctx, vc.B().Xrange().Key(key).Start("-").End("+").Build()).AsXRange()
+			if err != nil && !valkey.IsValkeyNil(err) {
+				t.Fatal(err)
+			}
+			xs = append(xs, got...)
 		}
 		for _, x := range xs {
 			dead[kind][x.FieldValues["cache_id"]]++

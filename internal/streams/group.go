@@ -137,7 +137,7 @@ func (g *Group) Read(ctx context.Context, id string, count int, block time.Durat
 // DoMulti on a dedicated connection (the WAIT covers the read's own write to the pending list,
 // which replication orders after the entries' XADDs), and while too few replicas answer the
 // WAIT is repeated on that same connection, so that no re-read counts as a delivery. The
-// connection is named with a random tag first and the tag checked with each WAIT: a WAIT on a
+// connection is named with a random tag and the tag checked with each WAIT: a WAIT on a
 // connection valkey-go opened anew would count no earlier write. When the connection changed
 // (a failover) or ctx ends first, the delivered entries stay pending, marked for a re-read,
 // and ErrNotReplicated is returned.
@@ -151,13 +151,16 @@ func (g *Group) confirmed(ctx, rctx context.Context, cmd valkey.Completed) (valk
 	wait := func() valkey.Completed {
 		return dc.B().Wait().Numreplicas(int64(g.cfg.Replicas)).Timeout(g.cfg.ReplicaTimeout.Milliseconds()).Build()
 	}
-	res := dc.DoMulti(rctx, dc.B().ClientSetname().ConnectionName(tag).Build(), cmd, wait())
-	if err := res[0].Error(); err != nil {
-		return res[1], nil // nothing was read: the caller sees the read's error, or an empty read
-	}
-	read := res[1]
+	// The read goes first: on a cluster the dedicated connection is the one to the first
+	// command's slot (CLIENT SETNAME has no key).
+	res := dc.DoMulti(rctx, cmd, dc.B().ClientSetname().ConnectionName(tag).Build(), wait())
+	read := res[0]
 	if read.Error() != nil {
 		return read, nil
+	}
+	if err := res[1].Error(); err != nil {
+		g.unconfirmed.Store(true)
+		return read, fmt.Errorf("%w: naming the connection: %w", ErrNotReplicated, err)
 	}
 	n, err := res[2].AsInt64()
 	for since := time.Now(); err == nil && n < int64(g.cfg.Replicas); {

@@ -1,0 +1,231 @@
+package chaos_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/chatpipe/chatpipe/internal/testenv"
+)
+
+// TestChaosCluster is the partitioned layout on a real local cluster (3 primaries + 3
+// replicas): two ingest replicas (INGEST_DURABILITY=replica) and two workers
+// (FLUSH_WAIT_REPLICAS=1) in cluster mode from two seed nodes, 2×16 clients for 24 s with 20 %
+// private messages, one primary SIGKILLed at 8 s and restarted 6 s later. The checker then
+// reads every partition's streams: every message answered 202 in PostgreSQL once with its own
+// content, no id answered 202 to two messages.
+func TestChaosCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the cluster run takes about 45 s; skipped with -short")
+	}
+	const (
+		duration   = 24 * time.Second
+		killAt     = 8 * time.Second
+		downFor    = 6 * time.Second
+		partitions = 16
+	)
+	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
+	cl := testenv.StartCluster(t)
+	seeds := strings.Join(strings.Split(cl.Addrs, ",")[:2], ",")
+	dsn := testenv.Postgres(t)
+	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
+	clusterEnv := []string{"VALKEY_MODE=cluster", "VALKEY_ADDR=" + seeds, "KEY_LAYOUT=partitioned", fmt.Sprintf("KEY_PARTITIONS=%d", partitions)}
+	var procs, workers []*proc
+	var bases []string
+	for i := range 2 {
+		addr := testenv.FreeAddr(t)
+		in := &proc{name: fmt.Sprintf("ingest%d", i), bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
+			env: append([]string{"INGEST_ADDR=" + addr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s", "VALKEY_TIMEOUT=500ms",
+				"INGEST_DURABILITY=replica", "INGEST_DURABILITY_TIMEOUT=200ms"}, clusterEnv...)}
+		in.start(t)
+		procs = append(procs, in)
+		bases = append(bases, "http://"+addr)
+	}
+	for i := range 2 {
+		w := &proc{name: fmt.Sprintf("w%d", i), bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
+			env: append([]string{"DATABASE_URL=" + dsn, "FLUSH_CONSUMER=" + fmt.Sprintf("w%d", i), "FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t),
+				"FLUSH_MIN_IDLE=2s", "FLUSH_INTERVAL=100ms", "FLUSH_MIGRATE=false", "VALKEY_TIMEOUT=2s", "FLUSH_WAIT_REPLICAS=1"}, clusterEnv...)}
+		w.start(t)
+		workers = append(workers, w)
+	}
+	killOnCleanup(t, append(workers, procs...)...)
+	for _, b := range bases {
+		testenv.WaitReady(t, b+"/readyz", 30*time.Second)
+	}
+
+	l := newLedger()
+	clients := []*client{{base: bases[0], http: keepAlive(3 * time.Second), l: l}, {base: bases[1], http: keepAlive(3 * time.Second), l: l}}
+	var killed, firstAfter atomic.Int64
+	l.onAccept = func() {
+		if killed.Load() != 0 && firstAfter.Load() == 0 {
+			firstAfter.CompareAndSwap(0, time.Now().UnixNano())
+		}
+	}
+	start := time.Now()
+	loadCtx, stopLoad := context.WithTimeout(context.Background(), duration)
+	defer stopLoad()
+	var load sync.WaitGroup
+	var next atomic.Int64
+	for g := range 32 {
+		grng := rand.New(rand.NewPCG(2, uint64(g+1)))
+		c := clients[g%2]
+		load.Go(func() {
+			for loadCtx.Err() == nil {
+				token := fmt.Sprintf("t%d", next.Add(1))
+				owner := fmt.Sprintf("u%d", grng.IntN(200))
+				kind := "message"
+				if grng.Float64() < 0.2 {
+					kind = "private_message"
+				}
+				c.send(kind, owner, token, 150)
+			}
+		})
+	}
+	faults := map[string]int{}
+	time.Sleep(time.Until(start.Add(killAt)))
+	victim := cl.Nodes[0] // a primary at creation
+	victim.Stop()
+	killed.Store(time.Now().UnixNano())
+	faults["a primary SIGKILLed"]++
+	time.Sleep(downFor)
+	victim.Restart()
+	faults["the old primary restarted (empty) 6 s later"]++
+	load.Wait()
+	stopLoad()
+	if f := firstAfter.Load(); f == 0 {
+		t.Error("no message was accepted after the kill")
+	} else {
+		t.Logf("first 202 %s after the kill", time.Duration(f-killed.Load()).Round(10*time.Millisecond))
+	}
+
+	vc, err := valkey.NewClient(valkey.ClientOption{InitAddress: strings.Split(cl.Addrs, ","), DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vc.Close()
+	var flushStreams []string
+	dead := map[string][]string{}
+	for _, kind := range []string{"message", "private_message"} {
+		for k := range partitions {
+			flushStreams = append(flushStreams, fmt.Sprintf("{cp%d}:flush:%s", k, kind))
+			dead[kind] = append(dead[kind], fmt.Sprintf("{cp%d}:dead:%s", k, kind))
+		}
+		dead[kind] = append(dead[kind], "chatpipe:dead:"+kind)
+	}
+	waitDrained(t, vc, flushStreams...)
+	for _, w := range workers {
+		w.stop()
+	}
+	r := check(t, 2, dsn, vc, l, faults, workers, dead)
+	if r.messages == 0 {
+		t.Fatal("no message was accepted: the run proved nothing")
+	}
+	if r.violations() > 0 {
+		t.Errorf("invariants violated on the cluster:\n  %s", strings.Join(r.examples, "\n  "))
+	}
+	for _, p := range append(procs, workers...) {
+		if logs := p.logs.String(); strings.Contains(logs, "panic") || strings.Contains(logs, "CROSSSLOT") {
+			t.Errorf("%s panicked or sent a cross-slot command:\n%s", p.name, tail(logs, 20))
+		}
+	}
+	ringsHaveNoHoles(t, bases[0], l)
+	rateLimitShared(t, bases)
+}
+
+// ringsHaveNoHoles: the public ring's newest 50 (read through ingest, a merge of 16 shards)
+// are in ascending id order with no message answered 202 missing between them; so is a user's
+// private ring.
+func ringsHaveNoHoles(t *testing.T, base string, l *ledger) {
+	t.Helper()
+	get := func(path string) []int64 {
+		res, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var body struct {
+			Messages []struct {
+				CacheID int64 `json:"cache_id"`
+			} `json:"messages"`
+		}
+		if err := json.NewDecoder(res.Body).Decode(&body); err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d, %v", path, res.StatusCode, err)
+		}
+		ids := make([]int64, len(body.Messages))
+		for i, m := range body.Messages {
+			ids[i] = m.CacheID
+		}
+		return ids
+	}
+	holes := func(what string, ring []int64, accepted []int64) {
+		if len(ring) == 0 {
+			t.Fatalf("%s is empty", what)
+		}
+		if !slices.IsSorted(ring) {
+			t.Fatalf("%s is not in ascending id order: %v", what, ring)
+		}
+		in := map[int64]bool{}
+		for _, id := range ring {
+			in[id] = true
+		}
+		for _, id := range accepted {
+			if id >= ring[0] && id <= ring[len(ring)-1] && !in[id] {
+				t.Fatalf("%s misses accepted message %d between %d and %d", what, id, ring[0], ring[len(ring)-1])
+			}
+		}
+	}
+	var public []int64
+	for id := range l.accepted["message"] {
+		public = append(public, id)
+	}
+	ring := get("/v1/messages/recent?limit=50")
+	if len(ring) != 50 {
+		t.Fatalf("the public ring holds %d, want 50", len(ring))
+	}
+	holes("the public ring", ring, public)
+	users := l.privateUsers()
+	if len(users) == 0 {
+		t.Fatal("no private message was accepted")
+	}
+	for _, u := range users[:min(3, len(users))] {
+		holes("the private ring of "+u.name, get("/v1/users/"+u.name+"/private-messages/recent?limit=50"), u.ids)
+	}
+	t.Logf("public ring %d..%d (%d entries), no hole", ring[0], ring[len(ring)-1], len(ring))
+}
+
+// rateLimitShared: PUT /v1/rate-limit on one ingest replica; 8 messages of one user sent
+// alternately to both get five 202 and three 429.
+func rateLimitShared(t *testing.T, bases []string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, bases[0]+"/v1/rate-limit", strings.NewReader(`{"limit":5,"window_seconds":60}`))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("PUT /v1/rate-limit: %v %v", res, err)
+	}
+	res.Body.Close()
+	counts := map[int]int{}
+	for i := range 8 {
+		res, err := http.Post(bases[i%2]+"/v1/messages", "application/json", strings.NewReader(`{"owner_id":"limited","content":"x"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		drain(res)
+		counts[res.StatusCode]++
+	}
+	if counts[http.StatusAccepted] != 5 || counts[http.StatusTooManyRequests] != 3 {
+		t.Fatalf("8 messages alternately to both replicas after PUT 5/60s: %v, want five 202 and three 429", counts)
+	}
+}
+
