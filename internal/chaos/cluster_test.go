@@ -228,4 +228,3 @@ func rateLimitShared(t *testing.T, bases []string) {
 		t.Fatalf("8 messages alternately to both replicas after PUT 5/60s: %v, want five 202 and three 429", counts)
 	}
 }
-
