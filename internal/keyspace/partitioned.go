@@ -17,6 +17,9 @@ const (
 	MaxPartitions = IDStride
 	// DefaultPartitions is P when none is given.
 	DefaultPartitions = 16
+	// IDBase is the lowest id of the partitioned layout, 2^52: the single layout's ids (counter
+	// or clock) stay below it for a century, so both layouts' ids can meet in one table.
+	IDBase = 1 << 52
 )
 
 // Partitioned builds the keys of the partitioned layout for Valkey Cluster: every key a script
@@ -63,6 +66,14 @@ func (k Partitioned) PrivatePartition(a, b string) int {
 
 // PartitionOf is the partition an id was given in.
 func (k Partitioned) PartitionOf(id int64) int { return int(id % IDStride) }
+
+// Sequence is the partition sequence's value when id was given, or 0 for an id below IDBase.
+func (k Partitioned) Sequence(id int64) int64 {
+	if id < IDBase {
+		return 0
+	}
+	return (id - IDBase) / IDStride
+}
 
 // hash is FNV-1a, 32 bits: never change it or P, or messages move partition.
 func hash(s string) int {

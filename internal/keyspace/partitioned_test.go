@@ -38,8 +38,8 @@ func TestPartitionedKeys(t *testing.T) {
 			t.Errorf("%q is not in bob's slot", key)
 		}
 	}
-	if k.PartitionOf(64*1000+5) != 5 {
-		t.Fatal("PartitionOf")
+	if id := int64(keyspace.IDBase + 64*1000 + 5); k.PartitionOf(id) != 5 || k.Sequence(id) != 1000 || k.Sequence(64*1000+5) != 0 {
+		t.Fatal("PartitionOf or Sequence")
 	}
 }
 

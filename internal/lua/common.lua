@@ -99,7 +99,7 @@ end
 -- With ARGV[11] == '1' the counter is floored by the server's clock, 1024 ids a millisecond
 -- since 2025-01-01: a replica promoted after missing the last increments starts past every id
 -- the old primary gave (unless the old primary gave more than 1024 a millisecond on average),
--- and ids stay below 2^53 for about 270 years.
+-- and ids stay below 2^52 (where the partitioned layout's ids begin) for about 139 years.
 local function accept(k_counter)
   local id = redis.call('INCR', k_counter)
   if ARGV[11] == '1' then

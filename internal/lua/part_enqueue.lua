@@ -6,10 +6,12 @@
 -- ARGV[8] "1" when a WAIT follows (a retry then writes, so that the WAIT covers the first write)
 -- Returns {0, id, stream id} accepted, {1, id} retry of an accepted message, {3} backlog full.
 --
--- Ids: n = max(last n + 1, (now_ms - 2025-01-01) * 16) and id = n * 64 + partition. Unique
--- across partitions (id % 64 is the partition), rising within a partition, below 2^53 for
--- about 270 years, and a promoted replica that missed the last increments starts past them
--- from its clock floor (unless it gave more than 16 ids a millisecond on average).
+-- Ids: n = max(last n + 1, (now_ms - 2025-01-01) * 16) and id = 2^52 + n * 64 + partition.
+-- Unique across partitions (id % 64 is the partition), rising within a partition, in [2^52,
+-- 2^53) for about 139 years — above every id of the single layout, counter or clock, so both
+-- can meet in one table while producers switch over — and a promoted replica that missed the
+-- last increments starts past them from its clock floor (unless it gave more than 16 ids a
+-- millisecond on average).
 if ARGV[5] == '1' then
   local prev = redis.call('GET', KEYS[1])
   if prev then
@@ -25,7 +27,7 @@ if n < floor then
   n = floor
   redis.call('SET', KEYS[2], string.format('%d', n))
 end
-local id = string.format('%d', n * 64 + tonumber(ARGV[7]))
+local id = string.format('%d', 4503599627370496 + n * 64 + tonumber(ARGV[7]))
 local entry = '{"cache_id":' .. id .. ',"data":' .. ARGV[1] .. '}'
 if #KEYS >= 4 then
   redis.call('RPUSH', KEYS[4], entry)

@@ -329,13 +329,13 @@ func (p *Partitioned) Probe(ctx context.Context) error {
 // deletion on its partition's flush stream (delete.lua). The partition comes from the id.
 func (p *Partitioned) DeletePublic(ctx context.Context, id int64) error {
 	part := p.keys.PartitionOf(id)
-	if id < 1 || part >= p.keys.Partitions() {
+	if p.keys.Sequence(id) < 1 || part >= p.keys.Partitions() {
 		return ErrNotFound
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	keys := []string{p.keys.Seq(part), p.keys.Stream(part, keyspace.Public), p.keys.PublicRing(part)}
-	args := []string{strconv.FormatInt(id, 10), strconv.FormatInt(p.cfg.BacklogCap, 10), strconv.FormatInt(id/keyspace.IDStride, 10)}
+	args := []string{strconv.FormatInt(id, 10), strconv.FormatInt(p.cfg.BacklogCap, 10), strconv.FormatInt(p.keys.Sequence(id), 10)}
 	n, err := NewScript("delete", deleteSrc).Exec(ctx, p.c, keys, args).AsInt64()
 	switch {
 	case err != nil:

@@ -100,6 +100,9 @@ func TestPartitionedEnqueue(t *testing.T) {
 				if seen[s.id] {
 					t.Fatalf("id %d given twice", s.id)
 				}
+				if s.id < keyspace.IDBase || s.id >= 1<<53 {
+					t.Fatalf("id %d outside [2^52, 2^53)", s.id)
+				}
 				seen[s.id] = true
 				want := b.keys.PublicPartition(s.owner)
 				if s.kind == keyspace.Private {
@@ -289,7 +292,7 @@ func TestPartitionedBatchAndDelete(t *testing.T) {
 	if err != nil || len(xs) != 1 || xs[0].FieldValues["kind"] != "delete" || xs[0].FieldValues["cache_id"] != fmt.Sprint(victim) {
 		t.Fatalf("partition %d's stream ends with %v, %v; want the deletion of %d", part, xs, err, victim)
 	}
-	for _, id := range []int64{victim + 64*1_000_000, 5, 63} { // never issued; partitions 5 and 63 hold no such id
+	for _, id := range []int64{victim + 64*1_000_000, 5, 63, keyspace.IDBase + 63} { // never issued; below the base; partition 63 unused
 		if err := b.ops.DeletePublic(ctx, id); !errors.Is(err, lua.ErrNotFound) {
 			t.Errorf("delete %d: %v, want ErrNotFound", id, err)
 		}
