@@ -22,13 +22,28 @@ import (
 // TestChaosCluster is the partitioned layout on a real local cluster (3 primaries + 3
 // replicas): two ingest replicas (INGEST_DURABILITY=replica) and two workers
 // (FLUSH_WAIT_REPLICAS=1) in cluster mode from two seed nodes, 2×16 clients for 24 s with 20 %
-// private messages, one primary SIGKILLed at 8 s and restarted 6 s later. The checker then
-// reads every partition's streams: every message answered 202 in PostgreSQL once with its own
-// content, no id answered 202 to two messages.
+// private messages; a worker SIGKILLed at 4 s, one primary SIGKILLed at 8 s and restarted 6 s
+// later, PostgreSQL restarted at 17 s. The checker then reads every partition's streams: every
+// message answered 202 in PostgreSQL once with its own content, no id answered 202 to two
+// messages; the rings have no hole and the rate limit is shared.
 func TestChaosCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the cluster run takes about 45 s; skipped with -short")
 	}
+	runPartitioned(t, true)
+}
+
+// TestChaosPartitionedStandalone is the same run, same checks, in the partitioned layout on
+// one standalone server (AOF, appendfsync always) that is SIGKILLed and restarted instead of a
+// primary; durability none and no replica wait (there is no replica).
+func TestChaosPartitionedStandalone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the partitioned run takes about 40 s; skipped with -short")
+	}
+	runPartitioned(t, false)
+}
+
+func runPartitioned(t *testing.T, cluster bool) {
 	const (
 		duration   = 24 * time.Second
 		killAt     = 8 * time.Second
@@ -36,18 +51,32 @@ func TestChaosCluster(t *testing.T) {
 		partitions = 16
 	)
 	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
-	cl := testenv.StartCluster(t)
-	seeds := strings.Join(strings.Split(cl.Addrs, ",")[:2], ",")
+	var (
+		victim     *testenv.Valkey
+		all        []string
+		clusterEnv = []string{"KEY_LAYOUT=partitioned", fmt.Sprintf("KEY_PARTITIONS=%d", partitions)}
+		durability = []string{"INGEST_DURABILITY=replica", "INGEST_DURABILITY_TIMEOUT=200ms"}
+		waitRepl   = "FLUSH_WAIT_REPLICAS=1"
+	)
+	if cluster {
+		cl := testenv.StartCluster(t)
+		all = strings.Split(cl.Addrs, ",")
+		victim = cl.Nodes[0] // a primary at creation
+		clusterEnv = append(clusterEnv, "VALKEY_MODE=cluster", "VALKEY_ADDR="+strings.Join(all[:2], ","))
+	} else {
+		victim = testenv.StartValkey(t, "--appendonly", "yes", "--appendfsync", "always")
+		all = []string{victim.Addr}
+		clusterEnv = append(clusterEnv, "VALKEY_ADDR="+victim.Addr)
+		durability, waitRepl = []string{"INGEST_DURABILITY=none"}, "FLUSH_WAIT_REPLICAS=0"
+	}
 	dsn := testenv.Postgres(t)
 	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
-	clusterEnv := []string{"VALKEY_MODE=cluster", "VALKEY_ADDR=" + seeds, "KEY_LAYOUT=partitioned", fmt.Sprintf("KEY_PARTITIONS=%d", partitions)}
 	var procs, workers []*proc
 	var bases []string
 	for i := range 2 {
 		addr := testenv.FreeAddr(t)
 		in := &proc{name: fmt.Sprintf("ingest%d", i), bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
-			env: append([]string{"INGEST_ADDR=" + addr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s", "VALKEY_TIMEOUT=500ms",
-				"INGEST_DURABILITY=replica", "INGEST_DURABILITY_TIMEOUT=200ms"}, clusterEnv...)}
+			env: append(append([]string{"INGEST_ADDR=" + addr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s", "VALKEY_TIMEOUT=500ms"}, durability...), clusterEnv...)}
 		in.start(t)
 		procs = append(procs, in)
 		bases = append(bases, "http://"+addr)
@@ -55,7 +84,7 @@ func TestChaosCluster(t *testing.T) {
 	for i := range 2 {
 		w := &proc{name: fmt.Sprintf("w%d", i), bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
 			env: append([]string{"DATABASE_URL=" + dsn, "FLUSH_CONSUMER=" + fmt.Sprintf("w%d", i), "FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t),
-				"FLUSH_MIN_IDLE=2s", "FLUSH_INTERVAL=100ms", "FLUSH_MIGRATE=false", "VALKEY_TIMEOUT=2s", "FLUSH_WAIT_REPLICAS=1"}, clusterEnv...)}
+				"FLUSH_MIN_IDLE=2s", "FLUSH_INTERVAL=100ms", "FLUSH_MIGRATE=false", "VALKEY_TIMEOUT=2s", waitRepl}, clusterEnv...)}
 		w.start(t)
 		workers = append(workers, w)
 	}
@@ -93,14 +122,21 @@ func TestChaosCluster(t *testing.T) {
 		})
 	}
 	faults := map[string]int{}
+	time.Sleep(time.Until(start.Add(4 * time.Second)))
+	workers[1].kill()
+	time.Sleep(300 * time.Millisecond)
+	workers[1].start(t)
+	faults["worker SIGKILL + restart"]++
 	time.Sleep(time.Until(start.Add(killAt)))
-	victim := cl.Nodes[0] // a primary at creation
 	victim.Stop()
 	killed.Store(time.Now().UnixNano())
-	faults["a primary SIGKILLed"]++
+	faults["valkey node SIGKILLed"]++
 	time.Sleep(downFor)
 	victim.Restart()
-	faults["the old primary restarted (empty) 6 s later"]++
+	faults["valkey node restarted 6 s later"]++
+	time.Sleep(time.Until(start.Add(17 * time.Second)))
+	testenv.RestartPostgres(t, 2*time.Second)
+	faults["postgres restart"]++
 	load.Wait()
 	stopLoad()
 	if f := firstAfter.Load(); f == 0 {
@@ -109,7 +145,7 @@ func TestChaosCluster(t *testing.T) {
 		t.Logf("first 202 %s after the kill", time.Duration(f-killed.Load()).Round(10*time.Millisecond))
 	}
 
-	vc, err := valkey.NewClient(valkey.ClientOption{InitAddress: strings.Split(cl.Addrs, ","), DisableCache: true})
+	vc, err := valkey.NewClient(valkey.ClientOption{InitAddress: all, DisableCache: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +158,10 @@ func TestChaosCluster(t *testing.T) {
 			dead[kind] = append(dead[kind], fmt.Sprintf("{cp%d}:dead:%s", k, kind))
 		}
 		dead[kind] = append(dead[kind], "chatpipe:dead:"+kind)
+	}
+	if !cluster {
+		// The single layout's streams, drained too (empty here).
+		flushStreams = append(flushStreams, "chatpipe:flush:message", "chatpipe:flush:private_message")
 	}
 	waitDrained(t, vc, flushStreams...)
 	for _, w := range workers {
