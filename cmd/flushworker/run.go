@@ -17,6 +17,8 @@ import (
 	"github.com/chatpipe/chatpipe/internal/config"
 	"github.com/chatpipe/chatpipe/internal/flush"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/streams"
 	"github.com/chatpipe/chatpipe/internal/telemetry"
@@ -37,6 +39,7 @@ type workerSettings struct {
 	pprofAddr     string
 	migrate       bool
 	waitReplicas  int
+	recentSize    int
 }
 
 func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (workerSettings, error) {
@@ -55,6 +58,7 @@ func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (w
 	cs.String(&s.metricsAddr, "FLUSH_METRICS_ADDR", ":9091", "listen address of /healthz, /readyz and /metrics", config.Addr)
 	cs.String(&s.pprofAddr, "PPROF_ADDR", "", "listen address of net/http/pprof (empty: off; bind it to loopback)", config.OptionalAddr)
 	cs.Int(&s.waitReplicas, "FLUSH_WAIT_REPLICAS", 0, 0, 100, "write only entries this many replicas hold (WAIT after each read; 0: off). With INGEST_DURABILITY=replica set it to INGEST_DURABILITY_REPLICAS, so that a failover cannot leave rows for entries the new primary never had")
+	cs.Int(&s.recentSize, "RECENT_SIZE", 500, 1, 100_000, "size of each private ring the workers repair in the partitioned layout (as ingest's)")
 	cs.Bool(&s.migrate, "FLUSH_MIGRATE", true, "apply schema migrations at start (under an advisory lock)")
 	s.addLog(cs)
 	cs.SetUsageLine("Usage: flushworker [run] [flags]")
@@ -129,6 +133,14 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 			return config.SetupErr(err)
 		}
 	}
+	var repair func(context.Context, []message.Record, []string) error
+	if l, ok := s.layout.(keyspace.Partitioned); ok {
+		rings, err := lua.NewPartitioned(client, l, lua.Config{RecentSize: s.recentSize, Timeout: s.valkey.Timeout})
+		if err != nil {
+			return err
+		}
+		repair = rings.RepairRings
+	}
 	flushStreams := s.layout.FlushStreams()
 	if s.valkey.Mode == valkeyconn.Cluster {
 		// The single layout never ran on a cluster: no old streams to drain there (and their
@@ -144,12 +156,16 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	g.Go(func() error { return vmon.Run(gctx) })
 	g.Go(func() error { return telemetry.ServePprof(gctx, s.pprofAddr, log) })
 	for _, fs := range flushStreams {
-		co, err := flush.New(client, flush.Config{
+		cfg := flush.Config{
 			Flush: fs, Group: s.group, Consumer: s.consumer,
 			BatchSize: s.batchSize, FlushInterval: s.flushInterval, MinIdle: s.minIdle,
 			MaxDeliveries: s.maxDeliveries, JanitorIdle: s.janitorIdle, Grace: s.grace,
 			Timeout: s.valkey.Timeout, Sink: store, Logger: log, Metrics: metrics, Replicas: s.waitReplicas,
-		})
+		}
+		if fs.Kind == keyspace.Private && fs.Partition != "" {
+			cfg.RepairFunc = repair
+		}
+		co, err := flush.New(client, cfg)
 		if err != nil {
 			return err
 		}

@@ -84,6 +84,10 @@ type Config struct {
 	Replicas int
 	// ReplicaTimeout bounds each WAIT. Default 1s.
 	ReplicaTimeout time.Duration
+	// RepairFunc, when set, gets the messages of each written batch with their ring entries as
+	// on the stream, before the batch is acked: the partitioned layout writes private rings
+	// after the enqueue, and repairs them here (lua.Partitioned.RepairRings).
+	RepairFunc func(ctx context.Context, recs []message.Record, entries []string) error
 }
 
 func (c *Config) setDefaults() error {

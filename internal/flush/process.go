@@ -71,6 +71,9 @@ func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) erro
 	if len(dead) > 0 {
 		co.deadLetter(ctx, dead, nil)
 	}
+	if co.cfg.RepairFunc != nil {
+		co.repair(ctx, recs, recIdx, rejected, es)
+	}
 	deadIDs := make(map[string]bool, len(dead))
 	for _, d := range dead {
 		deadIDs[d.e.ID] = true
@@ -221,4 +224,26 @@ func ids(es []entry) []string {
 		out[i] = e.ID
 	}
 	return out
+}
+
+// repair hands the written messages (not deletions, not rejected ones) and their ring entries,
+// as the stream holds them, to RepairFunc before the batch is acked: a ring that missed an entry
+// when ingest stopped between the enqueue and the ring write gets it now. A failure is logged;
+// the rows are written and the batch is acked all the same (the rings are a cache).
+func (co *Consumer) repair(ctx context.Context, recs []message.Record, recIdx []int, rejected map[int]bool, es []entry) {
+	var written []message.Record
+	var entries []string
+	for j, r := range recs {
+		if r.Delete || rejected[j] {
+			continue
+		}
+		written = append(written, r)
+		entries = append(entries, es[recIdx[j]].Fields["payload"])
+	}
+	if len(written) == 0 {
+		return
+	}
+	if err := co.cfg.RepairFunc(ctx, written, entries); err != nil {
+		co.log.WarnContext(ctx, "repairing the rings failed", "entries", len(written), "err", err)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
 )
 
 var (
@@ -30,7 +31,7 @@ var (
 // a private one a third (its two rings, on the users' slots).
 //
 // Durability levels apply per partition group (enqueueDurable). Private rings are written after
-// the enqueue; the workers do not repair a ring that missed an entry yet.
+// the enqueue and repaired by the workers (RepairRings).
 type Partitioned struct {
 	c         valkey.Client
 	cfg       Config
@@ -167,8 +168,8 @@ func (p *Partitioned) Enqueue(ctx context.Context, m Message) (Result, error) {
 		return out, err
 	}
 	if m.Kind == keyspace.Private {
-		// Accepted and on its stream whatever happens here; a failure costs the rings the entry
-		// (the workers' repair from the stream entry comes with the partitioned workers).
+		// Accepted and on its stream whatever happens here; a ring that missed the entry gets it
+		// from the workers (RepairRings) before they ack.
 		_ = p.pushPrivate(ctx, m, out.CacheID)
 	}
 	return out, err // nil, or a *NotDurableError: accepted all the same
@@ -221,6 +222,41 @@ func (p *Partitioned) enqueueDurable(ctx context.Context, calls []Call) []Outcom
 	}
 	wg.Wait()
 	return out
+}
+
+// RepairRings adds written private messages to their users' rings again, with their ring
+// entries as the flush stream holds them (the members ingest wrote, byte for byte, so an entry
+// already there is not doubled), in one pipelined round trip. The workers call it before they
+// ack, so a ring that missed a message when ingest stopped between the enqueue and the ring
+// write gets it. Public messages are skipped: their ring shard is written by the enqueue itself.
+func (p *Partitioned) RepairRings(ctx context.Context, recs []message.Record, entries []string) error {
+	var cmds valkey.Commands
+	for i, r := range recs {
+		if r.Message.RecipientID == "" || i >= len(entries) || entries[i] == "" {
+			continue
+		}
+		users := []string{r.Message.OwnerID}
+		if r.Message.RecipientID != r.Message.OwnerID {
+			users = append(users, r.Message.RecipientID)
+		}
+		for _, u := range users {
+			ring := p.keys.PrivateRing(u)
+			cmds = append(cmds,
+				p.c.B().Zadd().Key(ring).ScoreMember().ScoreMember(float64(r.CacheID), entries[i]).Build(),
+				p.c.B().Zremrangebyrank().Key(ring).Start(0).Stop(int64(-p.cfg.RecentSize-1)).Build())
+		}
+	}
+	if len(cmds) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	for _, r := range p.c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return classify(err)
+		}
+	}
+	return nil
 }
 
 // pushPrivate adds an accepted private message to both users' rings.
@@ -478,7 +514,7 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs 
 		}
 	}
 	if len(after) > 0 {
-		_ = p.c.DoMulti(ctx, after...) // best effort: a lost refund costs quota, a lost ring entry only the ring
+		_ = p.c.DoMulti(ctx, after...) // best effort: a lost refund costs quota; a lost ring entry is repaired by the workers
 	}
 	return out
 }
