@@ -52,8 +52,8 @@ fuzz: deps ## run each fuzz target for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzScanEntry$$' -fuzztime $${FUZZTIME:-60s} ./internal/message/
 	$(GO) test -run '^$$' -fuzz '^FuzzReplay$$' -fuzztime $${FUZZTIME:-60s} ./internal/streams/
 
-chaos: deps ## fault-injection runs proving the invariants (CHAOS_DURATION, default 2m; CHAOS_SEED to replay), then the Sentinel failover runs (replica and none)
-	set -o pipefail; CHAOS_SEED=$${CHAOS_SEED:-$$(date +%s)} CHAOS_DURATION=$${CHAOS_DURATION:-2m} CHAOS_SENTINEL_SLOW=1 $(GO) test -count=1 -v -timeout 40m -run '^TestChaos$$|^TestChaosSentinel' ./internal/chaos/ 2>&1 | grep -v '^=== ' | grep -v 'level=WARN'
+chaos: deps ## fault-injection runs proving the invariants (CHAOS_DURATION, default 2m; CHAOS_SEED to replay), the Sentinel failover runs (replica and none) and the partitioned layout on a cluster and on one server
+	set -o pipefail; CHAOS_SEED=$${CHAOS_SEED:-$$(date +%s)} CHAOS_DURATION=$${CHAOS_DURATION:-2m} CHAOS_SENTINEL_SLOW=1 $(GO) test -count=1 -v -timeout 40m -run '^TestChaos$$|^TestChaosSentinel|^TestChaosCluster$$|^TestChaosPartitionedStandalone$$' ./internal/chaos/ 2>&1 | grep -v '^=== ' | grep -v 'level=WARN'
 
 soak: deps ## SOAK_DURATION (default 10m) at 70% of the measured maximum, a worker restart a minute; RSS, goroutines, p99
 	set -o pipefail; $(GO) test -tags soak -count=1 -v -timeout 90m -run '^TestSoak$$' ./internal/chaos/ 2>&1 | grep -v '^=== '

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -45,11 +46,16 @@ func TestChaosPartitionedStandalone(t *testing.T) {
 
 func runPartitioned(t *testing.T, cluster bool) {
 	const (
-		duration   = 24 * time.Second
-		killAt     = 8 * time.Second
 		downFor    = 6 * time.Second
 		partitions = 16
 	)
+	// 24 s in make test; make chaos passes CHAOS_DURATION (the long run), the faults spread
+	// over it in the same proportions.
+	duration := 24 * time.Second
+	if _, d := settings(); os.Getenv("CHAOS_DURATION") != "" && d > duration {
+		duration = d
+	}
+	killAt := duration / 3
 	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	var (
 		victim     *testenv.Valkey
@@ -122,7 +128,7 @@ func runPartitioned(t *testing.T, cluster bool) {
 		})
 	}
 	faults := map[string]int{}
-	time.Sleep(time.Until(start.Add(4 * time.Second)))
+	time.Sleep(time.Until(start.Add(duration / 6)))
 	workers[1].kill()
 	time.Sleep(300 * time.Millisecond)
 	workers[1].start(t)
@@ -134,7 +140,7 @@ func runPartitioned(t *testing.T, cluster bool) {
 	time.Sleep(downFor)
 	victim.Restart()
 	faults["valkey node restarted 6 s later"]++
-	time.Sleep(time.Until(start.Add(17 * time.Second)))
+	time.Sleep(time.Until(start.Add(duration * 17 / 24)))
 	testenv.RestartPostgres(t, 2*time.Second)
 	faults["postgres restart"]++
 	load.Wait()
