@@ -79,3 +79,40 @@ func TestPartitionedRingsRepaired(t *testing.T) {
 		})
 	}
 }
+
+// TestPartitionedDeleteEitherOrder: in the partitioned layout a deletion goes to the deleted
+// message's partition stream, and the worker removes the row whichever it meets first.
+func TestPartitionedDeleteEitherOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	keys, _ := keyspace.NewPartitioned("", 4)
+	ops, err := lua.NewPartitioned(b.client, keys, lua.Config{DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var ids []int64
+	for i := range 3 {
+		m := message.Message{OwnerID: fmt.Sprintf("u%d", i), Content: "x", CreatedAt: "2026-12-01T10:00:00Z"}
+		res, err := ops.Enqueue(ctx, lua.Message{Kind: keyspace.Public, OwnerID: m.OwnerID, Data: m.JSON()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.CacheID)
+	}
+	if err := ops.DeletePublic(ctx, ids[0]); err != nil { // before any worker ran
+		t.Fatal(err)
+	}
+	for _, fs := range keys.FlushStreams() {
+		if fs.Kind == keyspace.Public && fs.Partition != "" {
+			cfg := b.config("w-" + fs.Partition)
+			cfg.Flush = fs
+			b.start(t, cfg)
+		}
+	}
+	testenv.WaitFor(t, "two rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 2 })
+	if err := ops.DeletePublic(ctx, ids[1]); err != nil { // after its row was written
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, "the row deleted", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 1 })
+}

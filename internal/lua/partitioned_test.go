@@ -368,3 +368,44 @@ func TestPartitionedDurable(t *testing.T) {
 		t.Fatalf("retry: %+v, want id %d again", res, first)
 	}
 }
+
+// TestPartitionedBacklogCap: a partition's stream at the cap refuses messages with
+// ErrBacklogFull, takes no id and gives the user's token back; other partitions still accept.
+func TestPartitionedBacklogCap(t *testing.T) {
+	t.Parallel()
+	b := partitioned(t, false, lua.Config{BacklogCap: 3})
+	ctx := context.Background()
+	if err := b.ops.SetRateLimit(ctx, lua.RateLimit{Limit: 4, WindowSeconds: 60, Algorithm: lua.Fixed}); err != nil {
+		t.Fatal(err)
+	}
+	var last int64
+	for i := range 3 {
+		res, err := b.ops.Enqueue(ctx, pub("alice", fmt.Sprint(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = res.CacheID
+	}
+	seq := b.keys.Seq(b.keys.PublicPartition("alice"))
+	before, _ := testenv.Do(t, b.c, "GET", seq).ToString()
+	if _, err := b.ops.Enqueue(ctx, pub("alice", "over")); !errors.Is(err, lua.ErrBacklogFull) {
+		t.Fatalf("4th message into a full partition: %v, want ErrBacklogFull", err)
+	}
+	if after, _ := testenv.Do(t, b.c, "GET", seq).ToString(); after != before {
+		t.Fatalf("the partition's sequence moved from %s to %s: the refused message took an id", before, after)
+	}
+	if got := testenv.Do(t, b.c, "XLEN", b.keys.Stream(b.keys.PublicPartition("alice"), keyspace.Public)); got.Error() != nil {
+		t.Fatal(got.Error())
+	} else if n, _ := got.AsInt64(); n != 3 {
+		t.Fatalf("the stream holds %d, want 3", n)
+	}
+	// The refused message gave its token back: alice has one left of four.
+	testenv.Do(t, b.c, "XTRIM", b.keys.Stream(b.keys.PublicPartition("alice"), keyspace.Public), "MAXLEN", "0")
+	res, err := b.ops.Enqueue(ctx, pub("alice", "after"))
+	if err != nil {
+		t.Fatalf("after room was made: %v (the refusal must not cost quota)", err)
+	}
+	if res.CacheID <= last {
+		t.Fatalf("id %d after %d", res.CacheID, last)
+	}
+}
