@@ -34,25 +34,6 @@ func TestInvalidSettings(t *testing.T) {
 		env     map[string]string
 		setting string
 	}{
-		{"valkey mode unknown", nil, map[string]string{"VALKEY_MODE": "ring"}, "VALKEY_MODE"},
-		{"valkey mode cluster", nil, map[string]string{"VALKEY_MODE": "cluster"}, "VALKEY_MODE"},
-		{"valkey addr list with a bad entry", nil, map[string]string{"VALKEY_MODE": "sentinel", "VALKEY_SENTINEL_MASTER": "m", "VALKEY_ADDR": "127.0.0.1:26379,,x"}, "VALKEY_ADDR"},
-		{"valkey addr list hostile", nil, map[string]string{"VALKEY_ADDR": "127.0.0.1:1,$(reboot):2"}, "VALKEY_ADDR"},
-		{"two addresses in standalone", nil, map[string]string{"VALKEY_ADDR": "127.0.0.1:1,127.0.0.1:2"}, "VALKEY_ADDR"},
-		{"sentinel without master", nil, map[string]string{"VALKEY_MODE": "sentinel", "VALKEY_ADDR": "127.0.0.1:26379"}, "VALKEY_SENTINEL_MASTER"},
-		{"sentinel master with space", []string{"--valkey-sentinel-master", "my master"}, nil, "--valkey-sentinel-master"},
-		{"valkey url bad scheme", nil, map[string]string{"VALKEY_URL": "http://u:topsecret@h:1"}, "VALKEY_URL"},
-		{"valkey url malformed", nil, map[string]string{"VALKEY_URL": "valkey://u:topsecret@[::1"}, "VALKEY_URL"},
-		{"sentinel master too long", nil, map[string]string{"VALKEY_SENTINEL_MASTER": strings.Repeat("m", 200)}, "VALKEY_SENTINEL_MASTER"},
-		{"too many valkey addresses", nil, map[string]string{"VALKEY_ADDR": strings.TrimSuffix(strings.Repeat("127.0.0.1:1,", 65), ",")}, "VALKEY_ADDR"},
-		{"valkey url huge", nil, map[string]string{"VALKEY_URL": "valkey://" + strings.Repeat("h", 100000) + ":1"}, "VALKEY_URL"},
-		{"cluster with the single layout", nil, map[string]string{"VALKEY_MODE": "cluster", "KEY_LAYOUT": "single"}, "VALKEY_MODE"},
-		{"layout unknown", nil, map[string]string{"KEY_LAYOUT": "sharded"}, "KEY_LAYOUT"},
-		{"layout empty flag", []string{"--key-layout="}, nil, "--key-layout"},
-		{"partitions zero", nil, map[string]string{"KEY_LAYOUT": "partitioned", "KEY_PARTITIONS": "0"}, "KEY_PARTITIONS"},
-		{"partitions too many", nil, map[string]string{"KEY_LAYOUT": "partitioned", "KEY_PARTITIONS": "65"}, "KEY_PARTITIONS"},
-		{"partitioned prefix with a brace", nil, map[string]string{"KEY_LAYOUT": "partitioned", "KEY_PREFIX": "app{x}:"}, "KEY_PREFIX"},
-		{"allow eviction not a bool", nil, map[string]string{"VALKEY_ALLOW_EVICTION": "sometimes"}, "VALKEY_ALLOW_EVICTION"},
 		{"batch zero", nil, map[string]string{"FLUSH_BATCH_SIZE": "0"}, "FLUSH_BATCH_SIZE"},
 		{"batch not a number", []string{"--flush-batch-size", "many"}, nil, "--flush-batch-size"},
 		{"interval empty flag", []string{"--flush-interval="}, nil, "--flush-interval"},
@@ -75,6 +56,9 @@ func TestInvalidSettings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { testenv.WantInvalidSetting(t, run, tt.args, tt.env, tt.setting) })
+	}
+	for _, tt := range testenv.InvalidValkeySettings() {
+		t.Run(tt.Name, func(t *testing.T) { testenv.WantInvalidSetting(t, run, tt.Args, tt.Env, tt.Setting) })
 	}
 	var out bytes.Buffer
 	for _, args := range [][]string{{"dlq", "frobnicate"}, {"frobnicate"}, {"dlq"}, {""}} {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/valkey-io/valkey-go"
+
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 )
 
@@ -93,11 +95,16 @@ func (s *Scripts) DeletePublic(ctx context.Context, id int64) error {
 func (s *Scripts) RateLimit(ctx context.Context) (RateLimit, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	v, err := s.c.Do(ctx, s.c.B().Hmget().Key(s.cfg.Keys.RateSettings()).Field("limit", "window_seconds", "algorithm").Build()).ToArray()
+	return readRateLimit(ctx, s.c, s.cfg.Keys.RateSettings(), s.cfg.DefaultRate)
+}
+
+// readRateLimit reads the settings hash at key, def filling in what it lacks.
+func readRateLimit(ctx context.Context, c valkey.Client, key string, def RateLimit) (RateLimit, error) {
+	v, err := c.Do(ctx, c.B().Hmget().Key(key).Field("limit", "window_seconds", "algorithm").Build()).ToArray()
 	if err != nil {
 		return RateLimit{}, classify(err)
 	}
-	rl := s.cfg.DefaultRate
+	rl := def
 	if len(v) != 3 {
 		return rl, fmt.Errorf("rate settings: unexpected reply of %d fields", len(v))
 	}

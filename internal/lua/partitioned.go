@@ -61,26 +61,7 @@ func (p *Partitioned) partition(m Message) int {
 // settings reads the shared rate limit. It is read on every message (one more round trip):
 // a cached copy would let a replica apply an old limit after PUT /v1/rate-limit.
 func (p *Partitioned) settings(ctx context.Context) (RateLimit, error) {
-	v, err := p.c.Do(ctx, p.c.B().Hmget().Key(p.keys.RateSettings()).Field("limit", "window_seconds", "algorithm").Build()).ToArray()
-	if err != nil {
-		return RateLimit{}, classify(err)
-	}
-	rl := p.cfg.DefaultRate
-	if len(v) == 3 {
-		if n, err := v[0].AsInt64(); err == nil {
-			rl.Limit = int(n)
-		}
-		if n, err := v[1].AsInt64(); err == nil {
-			rl.WindowSeconds = int(n)
-		}
-		if a, err := v[2].ToString(); err == nil {
-			rl.Algorithm = Algorithm(a)
-		}
-	}
-	if rl.Algorithm != GCRA {
-		rl.Algorithm = Fixed
-	}
-	return rl, nil
+	return readRateLimit(ctx, p.c, p.keys.RateSettings(), p.cfg.DefaultRate)
 }
 
 // SetRateLimit stores the shared rate limit.
