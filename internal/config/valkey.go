@@ -12,7 +12,7 @@ import (
 // Valkey adds the settings that say where and how to reach Valkey, shared by both binaries
 // (the timeout excepted: each binary has its own default).
 func Valkey(s *Set, c *valkeyconn.Config) {
-	s.String((*string)(&c.Mode), "VALKEY_MODE", string(valkeyconn.Standalone), "standalone, sentinel or cluster (cluster: not in this release)", checkMode)
+	s.String((*string)(&c.Mode), "VALKEY_MODE", string(valkeyconn.Standalone), "standalone (one server), sentinel (the primary the Sentinels name) or cluster (Valkey Cluster; needs KEY_LAYOUT=partitioned)", checkMode)
 	s.String(&c.Addr, "VALKEY_ADDR", "127.0.0.1:6379", "host:port of the server (standalone), or a comma-separated list of the Sentinels (sentinel)", AddrList)
 	s.Secret(&c.URL, "VALKEY_URL", "", "valkey:// or valkeys:// URL in valkey-go's syntax; replaces VALKEY_ADDR, the credentials and TLS", checkURL)
 	s.String(&c.Username, "VALKEY_USERNAME", "", "Valkey ACL user name", nil)
