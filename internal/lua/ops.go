@@ -19,7 +19,12 @@ func (s *Scripts) Delete(ctx context.Context, kind keyspace.Kind, cacheID int64,
 	defer cancel()
 	keys := append([]string{s.cfg.Keys.Counter(kind), s.cfg.Keys.Stream(kind)}, rings...)
 	args := []string{strconv.FormatInt(cacheID, 10), strconv.FormatInt(s.cfg.BacklogCap, 10), strconv.FormatInt(cacheID, 10)}
-	n, err := s.delete.Exec(ctx, s.c, keys, args).AsInt64()
+	return deleteResult(s.delete.Exec(ctx, s.c, keys, args))
+}
+
+// deleteResult maps delete.lua's reply to the sentinel errors, in both layouts.
+func deleteResult(r valkey.ValkeyResult) error {
+	n, err := r.AsInt64()
 	switch {
 	case err != nil:
 		return classify(err)

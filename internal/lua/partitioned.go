@@ -38,6 +38,7 @@ type Partitioned struct {
 	keys      keyspace.Partitioned
 	rateLimit *Script
 	enqueue   *Script
+	delete    *Script
 }
 
 // NewPartitioned returns the operations of the partitioned layout on c. cfg.Keys is not used.
@@ -47,7 +48,8 @@ func NewPartitioned(c valkey.Client, keys keyspace.Partitioned, cfg Config) (*Pa
 	}
 	return &Partitioned{c: c, cfg: cfg, keys: keys,
 		rateLimit: NewScript("part_ratelimit", commonSrc, partRateLimitSrc),
-		enqueue:   NewScript("part_enqueue", partEnqueueSrc)}, nil
+		enqueue:   NewScript("part_enqueue", partEnqueueSrc),
+		delete:    NewScript("delete", deleteSrc)}, nil
 }
 
 // partition is the partition of m.
@@ -353,16 +355,7 @@ func (p *Partitioned) DeletePublic(ctx context.Context, id int64) error {
 	defer cancel()
 	keys := []string{p.keys.Seq(part), p.keys.Stream(part, keyspace.Public), p.keys.PublicRing(part)}
 	args := []string{strconv.FormatInt(id, 10), strconv.FormatInt(p.cfg.BacklogCap, 10), strconv.FormatInt(p.keys.Sequence(id), 10)}
-	n, err := NewScript("delete", deleteSrc).Exec(ctx, p.c, keys, args).AsInt64()
-	switch {
-	case err != nil:
-		return classify(err)
-	case n == -1:
-		return ErrNotFound
-	case n == -2:
-		return ErrBacklogFull
-	}
-	return nil
+	return deleteResult(p.delete.Exec(ctx, p.c, keys, args))
 }
 
 // enqueueCall is the part_enqueue.lua call of m in its partition.
