@@ -44,7 +44,7 @@ func TestCountsAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := api.New(api.Config{Scripts: scripts})
+	a, err := api.New(api.Config{Store: scripts})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -200,7 +200,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	srv, err := api.New(api.Config{
-		Scripts:          store,
+		Store:            store,
 		Logger:           log,
 		Registerer:       reg,
 		Metrics:          metrics,

@@ -44,8 +44,8 @@ type Store interface {
 
 // Config configures a Server.
 type Config struct {
-	// Scripts runs the Valkey operations. Required.
-	Scripts Store
+	// Store runs the Valkey operations (either layout). Required.
+	Store Store
 	// Logger logs failures. Default: discard.
 	Logger *slog.Logger
 	// Registerer takes the API's metrics. Default: a throwaway registry.
@@ -92,8 +92,8 @@ type Server struct {
 
 // New returns a Server, ready to serve.
 func New(cfg Config) (*Server, error) {
-	if cfg.Scripts == nil {
-		return nil, errors.New("api: Scripts is required")
+	if cfg.Store == nil {
+		return nil, errors.New("api: Store is required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -62,7 +62,7 @@ func setup(t testing.TB, o options) *testBundle {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	a, err := api.New(api.Config{Scripts: scripts, Registerer: reg, AuthToken: o.token, RecentSize: o.recentSize,
+	a, err := api.New(api.Config{Store: scripts, Registerer: reg, AuthToken: o.token, RecentSize: o.recentSize,
 		BatchConcurrency: o.batchSlots, BatchWait: o.batchWait,
 		NowFunc: func() time.Time { return time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC) }})
 	if err != nil {
@@ -458,7 +458,7 @@ func TestShutdownReadiness(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartValkey(t)
 	scripts, _ := lua.New(srv.Client(t), lua.Config{})
-	a, _ := api.New(api.Config{Scripts: scripts})
+	a, _ := api.New(api.Config{Store: scripts})
 	hs := httptest.NewServer(a)
 	defer hs.Close()
 	a.SetReady(false)

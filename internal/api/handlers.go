@@ -96,7 +96,7 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, limit int64, v a
 func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, m lua.Message) error {
 	op := "enqueue_" + m.Kind.String()
 	start := time.Now()
-	res, err := s.cfg.Scripts.Enqueue(r.Context(), m)
+	res, err := s.cfg.Store.Enqueue(r.Context(), m)
 	s.m.script.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	s.count(r, op, m.Kind, res, err)
 	if err != nil {
@@ -194,7 +194,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 		index = append(index, i)
 	}
 	start := time.Now()
-	outs := s.cfg.Scripts.EnqueueMany(r.Context(), keyspace.Public, msgs)
+	outs := s.cfg.Store.EnqueueMany(r.Context(), keyspace.Public, msgs)
 	s.m.script.WithLabelValues("enqueue_batch").Observe(time.Since(start).Seconds())
 	unavailable := 0
 	for j, o := range outs {
@@ -216,7 +216,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getRecentPublic(w http.ResponseWriter, r *http.Request) error {
-	return s.recent(w, r, "public", func(limit int) ([]string, error) { return s.cfg.Scripts.RecentPublic(r.Context(), limit) })
+	return s.recent(w, r, "public", func(limit int) ([]string, error) { return s.cfg.Store.RecentPublic(r.Context(), limit) })
 }
 
 func (s *Server) getRecentPrivate(w http.ResponseWriter, r *http.Request) error {
@@ -224,7 +224,7 @@ func (s *Server) getRecentPrivate(w http.ResponseWriter, r *http.Request) error 
 	if err := message.ValidateID("id", id); err != nil {
 		return err
 	}
-	return s.recent(w, r, "private", func(limit int) ([]string, error) { return s.cfg.Scripts.RecentPrivate(r.Context(), id, limit) })
+	return s.recent(w, r, "private", func(limit int) ([]string, error) { return s.cfg.Store.RecentPrivate(r.Context(), id, limit) })
 }
 
 // recent answers with a ring's entries, oldest first, as stored.
@@ -272,7 +272,7 @@ func (s *Server) deleteMessage(w http.ResponseWriter, r *http.Request) error {
 		return &apiError{code: codeInvalid, field: "cache_id", detail: "cache_id: must be a positive integer"}
 	}
 	start := time.Now()
-	err = s.cfg.Scripts.DeletePublic(r.Context(), id)
+	err = s.cfg.Store.DeletePublic(r.Context(), id)
 	s.m.script.WithLabelValues("delete").Observe(time.Since(start).Seconds())
 	if err != nil {
 		if errors.Is(err, lua.ErrUnavailable) {
@@ -285,7 +285,7 @@ func (s *Server) deleteMessage(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getRateLimit(w http.ResponseWriter, r *http.Request) error {
-	rl, err := s.cfg.Scripts.RateLimit(r.Context())
+	rl, err := s.cfg.Store.RateLimit(r.Context())
 	if err != nil {
 		s.valkeyFailed(r, "rate_limit", err)
 		return err
@@ -317,7 +317,7 @@ func (s *Server) putRateLimit(w http.ResponseWriter, r *http.Request) error {
 	if req.Algorithm != nil {
 		rl.Algorithm = lua.Algorithm(*req.Algorithm)
 	} else {
-		cur, err := s.cfg.Scripts.RateLimit(r.Context())
+		cur, err := s.cfg.Store.RateLimit(r.Context())
 		if err != nil {
 			s.valkeyFailed(r, "rate_limit", err)
 			return err
@@ -331,7 +331,7 @@ func (s *Server) putRateLimit(w http.ResponseWriter, r *http.Request) error {
 		}
 		return &apiError{code: codeInvalid, detail: err.Error()}
 	}
-	if err := s.cfg.Scripts.SetRateLimit(r.Context(), rl); err != nil {
+	if err := s.cfg.Store.SetRateLimit(r.Context(), rl); err != nil {
 		s.valkeyFailed(r, "rate_limit", err)
 		return err
 	}
@@ -350,12 +350,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if !s.ready.Load() {
 		return &apiError{code: codeUnavailable, detail: "shutting down", retryAfter: time.Second}
 	}
-	if err := s.cfg.Scripts.Ping(r.Context()); err != nil {
+	if err := s.cfg.Store.Ping(r.Context()); err != nil {
 		s.valkeyFailed(r, "ping", err)
 		return &apiError{code: codeUnavailable, detail: "valkey unreachable", retryAfter: time.Second}
 	}
 	if s.full.Load() {
-		switch err := s.cfg.Scripts.Probe(r.Context()); {
+		switch err := s.cfg.Store.Probe(r.Context()); {
 		case errors.Is(err, lua.ErrFull):
 			return &apiError{code: codeValkeyFull, detail: "valkey is out of memory: writes are refused until the backlog drains", retryAfter: time.Second}
 		case err != nil:

@@ -31,7 +31,7 @@ func TestPartitionedStoreOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := api.New(api.Config{Scripts: ops})
+	a, err := api.New(api.Config{Store: ops})
 	if err != nil {
 		t.Fatal(err)
 	}
