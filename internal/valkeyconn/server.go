@@ -31,13 +31,49 @@ type Info struct {
 // and the id counters would go with them (HA.md).
 func (i Info) Evicting() bool { return i.Policy != "" && i.Policy != "noeviction" }
 
-// ReadInfo reads INFO server, replication, memory, persistence and cluster in one call.
+// ReadInfo reads INFO server, replication, memory, persistence and cluster in one call. On a
+// cluster it asks every primary and returns the one that matters most: an evicting policy if
+// any node has one, else the node nearest its maxmemory.
 func ReadInfo(ctx context.Context, c valkey.Client) (Info, error) {
+	nodes := c.Nodes()
+	if len(nodes) <= 1 {
+		return readInfo(ctx, c)
+	}
+	var worst Info
+	found := false
+	for _, n := range nodes {
+		i, err := readInfo(ctx, n)
+		if err != nil {
+			return Info{}, err
+		}
+		if !found || worse(i, worst) {
+			worst, found = i, true
+		}
+	}
+	return worst, nil
+}
+
+func readInfo(ctx context.Context, c valkey.Client) (Info, error) {
 	s, err := c.Do(ctx, c.B().Info().Section("server", "replication", "memory", "persistence", "cluster").Build()).ToString()
 	if err != nil {
 		return Info{}, err
 	}
 	return parseInfo(s), nil
+}
+
+// worse reports whether node a is in a worse state than b: evicting first, then fuller.
+func worse(a, b Info) bool {
+	if a.Evicting() != b.Evicting() {
+		return a.Evicting()
+	}
+	return fill(a) > fill(b)
+}
+
+func fill(i Info) float64 {
+	if i.MaxMemory <= 0 {
+		return 0
+	}
+	return float64(i.UsedMemory) / float64(i.MaxMemory)
 }
 
 func parseInfo(s string) Info {

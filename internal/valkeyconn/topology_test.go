@@ -220,3 +220,36 @@ func TestSentinel(t *testing.T) {
 		t.Fatalf("the promoted node holds %q, want after", got)
 	}
 }
+
+// TestClusterPolicyEveryNode: on a cluster the policy of every primary is checked, at start and
+// by the monitor: one node turned evicting is enough to refuse or to fail readiness.
+func TestClusterPolicyEveryNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a six-node cluster; skipped with -short")
+	}
+	t.Parallel()
+	cl := testenv.StartCluster(t)
+	cfg := valkeyconn.Config{Mode: valkeyconn.Cluster, AllowCluster: true, Addr: strings.Split(cl.Addrs, ",")[0]}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := valkeyconn.Connect(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	m, err := valkeyconn.NewMonitor(c, false, time.Hour, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Poll(ctx)
+	if err := m.Ready(); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	// One primary only (the third node at creation) turns evicting.
+	testenv.Do(t, cl.Nodes[2].Client(t), "CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+	m.Poll(ctx)
+	if err := m.Ready(); !errors.Is(err, valkeyconn.ErrEvicting) {
+		t.Fatalf("Ready with one evicting primary: %v, want ErrEvicting", err)
+	}
+	wantSetupError(t, connect(t, cfg), "VALKEY_ALLOW_EVICTION", "allkeys-lru")
+}
