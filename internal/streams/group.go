@@ -114,7 +114,21 @@ func (g *Group) Read(ctx context.Context, id string, count int, block time.Durat
 	} else {
 		cmd = b.Streams().Key(g.cfg.Stream).Id(id).Build()
 	}
-	r, err := g.confirmed(ctx, rctx, cmd)
+	var touch func(valkey.ValkeyResult) []string
+	if id != ">" {
+		// A read of this consumer's history may write nothing that replication carries, and a
+		// WAIT after no write confirms nothing: touch what it returned (XCLAIM JUSTID, a write
+		// after the entries' XADDs) and wait for that.
+		touch = func(r valkey.ValkeyResult) []string {
+			xs, _ := r.AsXRead()
+			ids := make([]string, 0, len(xs[g.cfg.Stream]))
+			for _, x := range xs[g.cfg.Stream] {
+				ids = append(ids, x.ID)
+			}
+			return ids
+		}
+	}
+	r, err := g.confirmed(ctx, rctx, cmd, touch)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +155,10 @@ func (g *Group) Read(ctx context.Context, id string, count int, block time.Durat
 // connection valkey-go opened anew would count no earlier write. When the connection changed
 // (a failover) or ctx ends first, the delivered entries stay pending, marked for a re-read,
 // and ErrNotReplicated is returned.
-func (g *Group) confirmed(ctx, rctx context.Context, cmd valkey.Completed) (valkey.ValkeyResult, error) {
+//
+// touch, when set, returns the ids the read delivered: they are touched (XCLAIM JUSTID) on the
+// same connection and the WAIT waits for that write, for reads that may write nothing.
+func (g *Group) confirmed(ctx, rctx context.Context, cmd valkey.Completed, touch func(valkey.ValkeyResult) []string) (valkey.ValkeyResult, error) {
 	if g.cfg.Replicas == 0 {
 		return g.c.Do(rctx, cmd), nil
 	}
@@ -163,6 +180,15 @@ func (g *Group) confirmed(ctx, rctx context.Context, cmd valkey.Completed) (valk
 		return read, fmt.Errorf("%w: naming the connection: %w", ErrNotReplicated, err)
 	}
 	n, err := res[2].AsInt64()
+	if touch != nil {
+		if ids := touch(read); len(ids) > 0 {
+			tc := dc.B().Xclaim().Key(g.cfg.Stream).Group(g.cfg.Group).Consumer(g.cfg.Consumer).MinIdleTime("0").Id(ids...).Justid().Build()
+			tr := dc.DoMulti(rctx, tc, wait())
+			if err = tr[0].Error(); err == nil {
+				n, err = tr[1].AsInt64()
+			}
+		}
+	}
 	for since := time.Now(); err == nil && n < int64(g.cfg.Replicas); {
 		if ctx.Err() != nil {
 			break
@@ -249,7 +275,7 @@ func (g *Group) Claim(ctx context.Context, start string, count int, minIdle time
 	defer cancel()
 	cmd := g.c.B().Xautoclaim().Key(g.cfg.Stream).Group(g.cfg.Group).Consumer(g.cfg.Consumer).
 		MinIdleTime(strconv.FormatInt(minIdle.Milliseconds(), 10)).Start(start).Count(int64(count)).Build()
-	r, err := g.confirmed(ctx, cctx, cmd)
+	r, err := g.confirmed(ctx, cctx, cmd, nil) // XAUTOCLAIM writes what it claims
 	if err != nil {
 		return "", nil, nil, err
 	}

@@ -136,6 +136,20 @@ func TestGroupWaitsForReplicas(t *testing.T) {
 	if !g.Unconfirmed() || g.Unconfirmed() {
 		t.Fatal("Unconfirmed should report the read once")
 	}
+	// Reading the pending list again writes nothing replication carries, and a WAIT on a
+	// connection that wrote nothing counts every replica: on a fresh client (the same consumer,
+	// as after a restart) it must still not pass for a confirmation while the replica is stopped.
+	fresh, err := streams.NewGroup(primary.Client(t), streams.GroupConfig{Stream: "s", DeadLetter: "d", Group: "g", Consumer: "a",
+		Replicas: 1, ReplicaTimeout: 50 * time.Millisecond, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx2, cancel2 := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel2()
+	if es, err := fresh.Read(cctx2, "0", 10, 0); !errors.Is(err, streams.ErrNotReplicated) {
+		t.Fatalf("history read while the replica is stopped: %v, %v; want ErrNotReplicated", es, err)
+	}
+	g.Unconfirmed()
 	if p, _ := testenv.Do(t, c, "XPENDING", "s", "g").ToArray(); len(p) == 0 {
 		t.Fatal("no XPENDING reply")
 	} else if n, _ := p[0].AsInt64(); n != 3 {
