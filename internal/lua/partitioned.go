@@ -85,77 +85,14 @@ func (p *Partitioned) rateCall(m Message, rl RateLimit, mode string) ([]string, 
 		[]string{strconv.Itoa(rl.Limit), strconv.Itoa(rl.WindowSeconds), string(rl.Algorithm), mode}
 }
 
-// refund gives back the token taken for m; best effort (a lost refund costs the user one
-// message of quota, never a message).
-func (p *Partitioned) refund(ctx context.Context, m Message, rl RateLimit) {
-	keys, args := p.rateCall(m, rl, "refund")
-	_ = p.rateLimit.Exec(ctx, p.c, keys, args).Error()
-}
-
 // Enqueue accepts one message: the rate limit (with, for a client_msg_id, a look for an earlier
 // acceptance in the same round trip), then the enqueue on the message's partition, then, for a
-// private message, its rings. A message not accepted gives its token back and takes no id.
+// private message, its rings — EnqueueMany's three round trips for one message. A message not
+// accepted gives its token back and takes no id; one accepted but not confirmed durable comes
+// with a *NotDurableError.
 func (p *Partitioned) Enqueue(ctx context.Context, m Message) (Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*p.cfg.Timeout)
-	defer cancel()
-	rl, err := p.settings(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	part := p.partition(m)
-	client := p.keys.ClientMsg(part, m.Kind, m.OwnerID, m.ClientMsgID)
-	keys, args := p.rateCall(m, rl, "take")
-	cmds := valkey.Commands{p.rateLimit.cmd(p.c, keys, args)}
-	if m.ClientMsgID != "" {
-		cmds = append(cmds, p.c.B().Get().Key(client).Build())
-	}
-	res := p.c.DoMulti(ctx, cmds...)
-	if isNoScript(res[0].Error()) {
-		res[0] = p.rateLimit.Exec(ctx, p.c, keys, args)
-	}
-	retry, err := res[0].AsInt64()
-	if err != nil {
-		return Result{}, classify(err)
-	}
-	known := false
-	if m.ClientMsgID != "" {
-		if prev, err := res[1].AsInt64(); err == nil && p.cfg.Durability == DurableNone {
-			if retry == 0 {
-				p.refund(ctx, m, rl)
-			}
-			return Result{CacheID: prev, Duplicate: true}, nil
-		} else if err == nil {
-			known = true // a durable retry: the enqueue below answers it after its WAIT
-		} else if !valkey.IsValkeyNil(err) {
-			if retry == 0 {
-				p.refund(ctx, m, rl)
-			}
-			return Result{}, classify(err)
-		}
-	}
-	if retry > 0 && !known {
-		return Result{}, &RateLimitedError{RetryAfter: time.Duration(retry) * time.Millisecond}
-	}
-	call := p.enqueueCall(m)
-	var o Outcome
-	if p.cfg.Durability == DurableNone {
-		o.Result, o.Err = parseEnqueue(p.enqueue.Exec(ctx, p.c, call.Keys, call.Args))
-	} else {
-		o = p.enqueueDurable(ctx, []Call{call})[0]
-	}
-	out, err := o.Result, o.Err
-	if err != nil && !errors.Is(err, ErrNotDurable) || out.Duplicate {
-		if retry == 0 {
-			p.refund(ctx, m, rl)
-		}
-		return out, err
-	}
-	if m.Kind == keyspace.Private {
-		// Accepted and on its stream whatever happens here; a ring that missed the entry gets it
-		// from the workers (RepairRings) before they ack.
-		_ = p.pushPrivate(ctx, m, out.CacheID)
-	}
-	return out, err // nil, or a *NotDurableError: accepted all the same
+	o := p.EnqueueMany(ctx, m.Kind, []Message{m})[0]
+	return o.Result, o.Err
 }
 
 // enqueueDurable runs the enqueue calls grouped by partition, each group followed by the WAIT
@@ -218,16 +155,7 @@ func (p *Partitioned) RepairRings(ctx context.Context, recs []message.Record, en
 		if r.Message.RecipientID == "" || i >= len(entries) || entries[i] == "" {
 			continue
 		}
-		users := []string{r.Message.OwnerID}
-		if r.Message.RecipientID != r.Message.OwnerID {
-			users = append(users, r.Message.RecipientID)
-		}
-		for _, u := range users {
-			ring := p.keys.PrivateRing(u)
-			cmds = append(cmds,
-				p.c.B().Zadd().Key(ring).ScoreMember().ScoreMember(float64(r.CacheID), entries[i]).Build(),
-				p.c.B().Zremrangebyrank().Key(ring).Start(0).Stop(int64(-p.cfg.RecentSize-1)).Build())
-		}
+		cmds = append(cmds, p.ringsFor(r.Message.OwnerID, r.Message.RecipientID, r.CacheID, entries[i])...)
 	}
 	if len(cmds) == 0 {
 		return nil
@@ -235,16 +163,6 @@ func (p *Partitioned) RepairRings(ctx context.Context, recs []message.Record, en
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	for _, r := range p.c.DoMulti(ctx, cmds...) {
-		if err := r.Error(); err != nil {
-			return classify(err)
-		}
-	}
-	return nil
-}
-
-// pushPrivate adds an accepted private message to both users' rings.
-func (p *Partitioned) pushPrivate(ctx context.Context, m Message, id int64) error {
-	for _, r := range p.c.DoMulti(ctx, p.ringCommands(m, id)...) {
 		if err := r.Error(); err != nil {
 			return classify(err)
 		}
@@ -377,9 +295,15 @@ func (p *Partitioned) enqueueCall(m Message) Call {
 // nothing else.
 func (p *Partitioned) ringCommands(m Message, id int64) valkey.Commands {
 	entry := `{"cache_id":` + strconv.FormatInt(id, 10) + `,"data":` + string(m.Data) + `}`
-	users := []string{m.OwnerID}
-	if m.RecipientID != m.OwnerID {
-		users = append(users, m.RecipientID)
+	return p.ringsFor(m.OwnerID, m.RecipientID, id, entry)
+}
+
+// ringsFor adds entry, scored by id, to the rings of owner and recipient (once for a self-DM)
+// and trims each to RecentSize.
+func (p *Partitioned) ringsFor(owner, recipient string, id int64, entry string) valkey.Commands {
+	users := []string{owner}
+	if recipient != owner {
+		users = append(users, recipient)
 	}
 	var cmds valkey.Commands
 	for _, u := range users {
