@@ -40,6 +40,7 @@ type workerSettings struct {
 	migrate       bool
 	waitReplicas  int
 	recentSize    int
+	tailRetention time.Duration
 }
 
 func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (workerSettings, error) {
@@ -59,6 +60,7 @@ func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (w
 	cs.String(&s.pprofAddr, "PPROF_ADDR", "", "listen address of net/http/pprof (empty: off; bind it to loopback)", config.OptionalAddr)
 	cs.Int(&s.waitReplicas, "FLUSH_WAIT_REPLICAS", 0, 0, 100, "write only entries this many replicas hold (WAIT after each read; 0: off). With INGEST_DURABILITY=replica set it to INGEST_DURABILITY_REPLICAS, so that a failover cannot leave rows for entries the new primary never had")
 	cs.Int(&s.recentSize, "RECENT_SIZE", 500, 1, 100_000, "size of each private ring the workers repair in the partitioned layout (as ingest's)")
+	cs.Duration(&s.tailRetention, "FLUSH_TAIL_RETENTION", 10*time.Second, 0, time.Hour, "keep acked entries this long before trimming them, so that ingest's live-tail clients resume after a lost connection (entries count toward INGEST_BACKLOG_CAP meanwhile; 0: trim at once)")
 	cs.Bool(&s.migrate, "FLUSH_MIGRATE", true, "apply schema migrations at start (under an advisory lock)")
 	s.addLog(cs)
 	cs.SetUsageLine("Usage: flushworker [run] [flags]")
@@ -133,13 +135,28 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 			return config.SetupErr(err)
 		}
 	}
+	// Private rings: the workers clear deleted messages from them (ForgetFunc), and in the
+	// partitioned layout repair what ingest missed (RepairFunc). The single layout's keys are
+	// those of its streams, also under the partitioned layout (migration).
 	var repair func(context.Context, []message.Record, []string) error
-	if l, ok := s.layout.(keyspace.Partitioned); ok {
+	var forget func(context.Context, []message.Record) error
+	singleKeys := keyspace.Keys{}
+	switch l := s.layout.(type) {
+	case keyspace.Keys:
+		singleKeys = l
+	case keyspace.Partitioned:
+		if singleKeys, err = keyspace.New(l.Prefix()); err != nil {
+			return err
+		}
 		rings, err := lua.NewPartitioned(client, l, lua.Config{RecentSize: s.recentSize, Timeout: s.valkey.Timeout})
 		if err != nil {
 			return err
 		}
-		repair = rings.RepairRings
+		repair, forget = rings.RepairRings, rings.ForgetPrivate
+	}
+	single, err := lua.New(client, lua.Config{Keys: singleKeys, RecentSize: s.recentSize, Timeout: s.valkey.Timeout})
+	if err != nil {
+		return err
 	}
 	flushStreams := s.layout.FlushStreams()
 	if s.valkey.Mode == valkeyconn.Cluster {
@@ -161,9 +178,13 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 			BatchSize: s.batchSize, FlushInterval: s.flushInterval, MinIdle: s.minIdle,
 			MaxDeliveries: s.maxDeliveries, JanitorIdle: s.janitorIdle, Grace: s.grace,
 			Timeout: s.valkey.Timeout, Sink: store, Logger: log, Metrics: metrics, Replicas: s.waitReplicas,
+			TailRetention: s.tailRetention,
 		}
-		if fs.Kind == keyspace.Private && fs.Partition != "" {
-			cfg.RepairFunc = repair
+		switch {
+		case fs.Kind == keyspace.Private && fs.Partition != "":
+			cfg.RepairFunc, cfg.ForgetFunc = repair, forget
+		case fs.Kind == keyspace.Private:
+			cfg.ForgetFunc = single.ForgetPrivate
 		}
 		co, err := flush.New(client, cfg)
 		if err != nil {

@@ -88,6 +88,14 @@ type Config struct {
 	// on the stream, before the batch is acked: the partitioned layout writes private rings
 	// after the enqueue, and repairs them here (lua.Partitioned.RepairRings).
 	RepairFunc func(ctx context.Context, recs []message.Record, entries []string) error
+	// ForgetFunc, when set, gets the private messages that deletions removed, with their users,
+	// once PostgreSQL applied the deletions and before the ack: their users' rings are cleared
+	// of them, whether or not ingest knew the users when it took the deletion.
+	ForgetFunc func(ctx context.Context, recs []message.Record) error
+	// TailRetention keeps acked entries this long before trimming them, so that a live-tail
+	// client that lost its connection resumes from the stream (ingest's SSE endpoints). It never
+	// keeps an unacked entry shorter. 0: trim everything acked.
+	TailRetention time.Duration
 }
 
 func (c *Config) setDefaults() error {

@@ -9,7 +9,7 @@ import (
 
 // trim removes what every group has acked.
 func (co *Consumer) trim(ctx context.Context) {
-	n, err := co.g.Trim(ctx)
+	n, err := co.g.Trim(ctx, co.cfg.TailRetention)
 	if err != nil {
 		co.log.WarnContext(ctx, "trimming the stream failed", "err", err)
 		return

@@ -71,8 +71,14 @@ func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) erro
 	if len(dead) > 0 {
 		co.deadLetter(ctx, dead, nil)
 	}
+	for _, i := range res.Tombstoned {
+		rejected[i] = true // deleted before it was written: no row, and no ring to repair
+	}
 	if co.cfg.RepairFunc != nil {
 		co.repair(ctx, recs, recIdx, rejected, es)
+	}
+	if co.cfg.ForgetFunc != nil {
+		co.forget(ctx, recs, res)
 	}
 	deadIDs := make(map[string]bool, len(dead))
 	for _, d := range dead {
@@ -245,5 +251,22 @@ func (co *Consumer) repair(ctx context.Context, recs []message.Record, recIdx []
 	}
 	if err := co.cfg.RepairFunc(ctx, written, entries); err != nil {
 		co.log.WarnContext(ctx, "repairing the rings failed", "entries", len(written), "err", err)
+	}
+}
+
+// forget hands the private messages that are gone (rows the batch's deletions removed, and
+// messages that met their deletion first) to ForgetFunc before the ack, so that their users'
+// rings are cleared of them. A failure is logged: the rings are a cache, and history never
+// reads private rings.
+func (co *Consumer) forget(ctx context.Context, recs []message.Record, res pg.Result) {
+	gone := append([]message.Record(nil), res.Removed...)
+	for _, i := range res.Tombstoned {
+		gone = append(gone, recs[i])
+	}
+	if len(gone) == 0 {
+		return
+	}
+	if err := co.cfg.ForgetFunc(ctx, gone); err != nil {
+		co.log.WarnContext(ctx, "clearing deleted messages from the rings failed", "messages", len(gone), "err", err)
 	}
 }

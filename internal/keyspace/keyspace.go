@@ -136,3 +136,28 @@ func (k Keys) FlushStreams() []FlushStream {
 	}
 	return out
 }
+
+// PendingDeletes is the sorted set of a kind's deletions not yet known to be applied in
+// PostgreSQL (member: the cache id; score: the deletion's stream time in ms), read by history so
+// that a deletion still on its way to PostgreSQL is honoured.
+func (k Keys) PendingDeletes(kind Kind) string {
+	return k.prefix + "chatpipe:pending_deletes:" + kind.String()
+}
+
+// Shard is one part of a kind's messages as the read side sees it: a flush stream, its pending
+// deletions and, for public messages, the ring that holds the newest of them ("" when none is
+// exact enough to answer from).
+type Shard struct {
+	Stream         string
+	PendingDeletes string
+	Ring           string
+}
+
+// Shards lists the single layout's one shard of kind.
+func (k Keys) Shards(kind Kind) []Shard {
+	s := Shard{Stream: k.Stream(kind), PendingDeletes: k.PendingDeletes(kind)}
+	if kind == Public {
+		s.Ring = k.PublicRing()
+	}
+	return []Shard{s}
+}

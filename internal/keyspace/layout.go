@@ -14,6 +14,8 @@ type Layout interface {
 	FlushStreams() []FlushStream
 	// QueueMonitorLease is the key of the queue monitor's lease.
 	QueueMonitorLease() string
+	// Shards lists what the read side (history, live tail) reads of a kind.
+	Shards(kind Kind) []Shard
 }
 
 // The layouts of KEY_LAYOUT.

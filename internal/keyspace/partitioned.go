@@ -133,3 +133,21 @@ func (k Partitioned) Layout() string { return k.prefix + "chatpipe:layout" }
 
 // LayoutValue is what Layout holds for this builder.
 func (k Partitioned) LayoutValue() string { return "partitioned:" + strconv.Itoa(k.p) }
+
+// PendingDeletes is partition part's set of deletions not yet applied (see Keys.PendingDeletes).
+func (k Partitioned) PendingDeletes(part int, kind Kind) string {
+	return k.tag(part) + "pending_deletes:" + kind.String()
+}
+
+// Shards lists kind's shards, one per partition. Private rings are per user and written after
+// the enqueue, so they are no source of history.
+func (k Partitioned) Shards(kind Kind) []Shard {
+	out := make([]Shard, k.p)
+	for part := range out {
+		out[part] = Shard{Stream: k.Stream(part, kind), PendingDeletes: k.PendingDeletes(part, kind)}
+		if kind == Public {
+			out[part].Ring = k.PublicRing(part)
+		}
+	}
+	return out
+}

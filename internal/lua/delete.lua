@@ -1,30 +1,37 @@
--- delete.lua: delete one message.
+-- delete.lua: delete one message (ring.lua is prepended).
 -- KEYS[1] id counter (the partition's sequence in the partitioned layout)  KEYS[2] flush stream
--- KEYS[3..] rings that may hold the message
+-- KEYS[3] the kind's pending deletions (sorted set)  KEYS[4..] list rings that may hold the message
 -- ARGV[1] cache id  ARGV[2] backlog cap  ARGV[3] the id's counter value (the id itself in the
--- single layout, id // 64 in the partitioned one)
+-- single layout, id // 64 in the partitioned one)  ARGV[4], ARGV[5] the private message's owner
+-- and recipient when known ('' otherwise), carried on the deletion for the live tail
 -- Returns -1 when the id was never issued, -2 when the flush stream is at its cap, else the
 -- number of ring entries removed. Every accepted delete puts a deletion on the flush stream, so
--- the worker removes the row, or never writes it, whichever it meets first.
+-- the worker removes the row, or never writes it, whichever it meets first; and records it as
+-- pending, so that history hides the message until PostgreSQL has applied the deletion.
 local id = tonumber(ARGV[1])
 local seq = tonumber(ARGV[3])
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 if id == nil or id < 1 or seq == nil or seq < 1 or seq > last then return -1 end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then return -2 end
-local prefix = '{"cache_id":' .. ARGV[1] .. ','
 local removed = 0
-for i = 3, #KEYS do
-  for _, v in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do
-    local match = string.sub(v, 1, #prefix) == prefix
-    if not match and string.sub(v, 1, 12) ~= '{"cache_id":' then
-      -- An entry written by another producer, with other spacing: decode it to compare.
-      local ok, e = pcall(cjson.decode, v)
-      match = ok and type(e) == 'table' and tonumber(e.cache_id) == id
-    end
-    if match then
-      removed = removed + redis.call('LREM', KEYS[i], 1, v)
-    end
-  end
+for i = 4, #KEYS do
+  removed = removed + unring(KEYS[i], ARGV[1])
 end
-redis.call('XADD', KEYS[2], '*', 'cache_id', ARGV[1], 'kind', 'delete', 'payload', '')
+-- A deletion whose entry was trimmed was acked, so applied: forget those first. What is left
+-- is bounded by the deletions still in the stream.
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+if first then
+  local ms = tonumber(string.match(first[1], '^(%d+)-'))
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ms)
+else
+  redis.call('DEL', KEYS[3])
+end
+local sid
+if ARGV[4] ~= nil and ARGV[4] ~= '' then
+  sid = redis.call('XADD', KEYS[2], '*', 'cache_id', ARGV[1], 'kind', 'delete', 'payload', '',
+    'owner_id', ARGV[4], 'recipient_id', ARGV[5])
+else
+  sid = redis.call('XADD', KEYS[2], '*', 'cache_id', ARGV[1], 'kind', 'delete', 'payload', '')
+end
+redis.call('ZADD', KEYS[3], tonumber(string.match(sid, '^(%d+)-')), ARGV[1])
 return removed

@@ -30,6 +30,10 @@ var (
 	enqueuePrivateSrc string
 	//go:embed delete.lua
 	deleteSrc string
+	//go:embed ring.lua
+	ringSrc string
+	//go:embed unring.lua
+	unringSrc string
 	//go:embed mirror.lua
 	mirrorSrc string
 )
@@ -245,6 +249,7 @@ type Scripts struct {
 	enqueuePublic  *Script
 	enqueuePrivate *Script
 	delete         *Script
+	unring         *Script
 	mirror         *Script
 	// staticArgs are ARGV[2..11] of the enqueue scripts, which do not change per message.
 	staticArgs [kindCount][]string
@@ -262,7 +267,8 @@ func New(c valkey.Client, cfg Config) (*Scripts, error) {
 		cfg:            cfg,
 		enqueuePublic:  NewScript("enqueue_public", commonSrc, enqueuePublicSrc),
 		enqueuePrivate: NewScript("enqueue_private", commonSrc, enqueuePrivateSrc),
-		delete:         NewScript("delete", deleteSrc),
+		delete:         NewScript("delete", ringSrc, deleteSrc),
+		unring:         NewScript("unring", ringSrc, unringSrc),
 		mirror:         NewScript("mirror", mirrorSrc),
 	}
 	for _, k := range keyspace.Kinds {
@@ -296,7 +302,7 @@ func (s *Scripts) Keys() keyspace.Keys { return s.cfg.Keys }
 func (s *Scripts) Load(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	for _, sc := range []*Script{s.enqueuePublic, s.enqueuePrivate, s.delete, s.mirror} {
+	for _, sc := range []*Script{s.enqueuePublic, s.enqueuePrivate, s.delete, s.unring, s.mirror} {
 		if err := sc.load(ctx, s.c); err != nil {
 			return classify(err)
 		}

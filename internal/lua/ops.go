@@ -8,18 +8,78 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
 )
 
-// Delete deletes a message of kind from rings (which may be none) and records the deletion on
-// the kind's flush stream. It returns ErrNotFound for an id never issued and ErrBacklogFull when
-// the stream is at its cap. A message no longer in any ring is still deleted: the worker removes
-// its row.
-func (s *Scripts) Delete(ctx context.Context, kind keyspace.Kind, cacheID int64, rings ...string) error {
+// Delete deletes a message of kind from rings (which may be none), records the deletion on the
+// kind's flush stream and among its pending deletions. owner and recipient, when known, name a
+// private message's users on the deletion (the live tail routes it by them). It returns
+// ErrNotFound for an id never issued and ErrBacklogFull when the stream is at its cap. A message
+// no longer in any ring is still deleted: the worker removes its row.
+func (s *Scripts) Delete(ctx context.Context, kind keyspace.Kind, cacheID int64, owner, recipient string, rings ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	keys := append([]string{s.cfg.Keys.Counter(kind), s.cfg.Keys.Stream(kind)}, rings...)
-	args := []string{strconv.FormatInt(cacheID, 10), strconv.FormatInt(s.cfg.BacklogCap, 10), strconv.FormatInt(cacheID, 10)}
+	keys := append([]string{s.cfg.Keys.Counter(kind), s.cfg.Keys.Stream(kind), s.cfg.Keys.PendingDeletes(kind)}, rings...)
+	id := strconv.FormatInt(cacheID, 10)
+	args := []string{id, strconv.FormatInt(s.cfg.BacklogCap, 10), id, owner, recipient}
 	return deleteResult(s.delete.Exec(ctx, s.c, keys, args))
+}
+
+// DeletePrivate deletes a private message: from the rings of owner and recipient when they are
+// known (else the worker removes it from them once PostgreSQL names them), and from the flush
+// stream's future.
+func (s *Scripts) DeletePrivate(ctx context.Context, id int64, owner, recipient string) error {
+	return s.Delete(ctx, keyspace.Private, id, owner, recipient, privateRings(s.cfg.Keys.PrivateRing, owner, recipient)...)
+}
+
+// privateRings are the ring keys of a private message's users: none when they are unknown, one
+// for a self-DM.
+func privateRings(ring func(string) string, owner, recipient string) []string {
+	switch {
+	case owner == "":
+		return nil
+	case recipient == "" || recipient == owner:
+		return []string{ring(owner)}
+	}
+	return []string{ring(owner), ring(recipient)}
+}
+
+// ForgetPrivate removes deleted private messages (with their users) from the users' rings, in
+// one pipelined round trip; the workers call it once PostgreSQL applied the deletions.
+func (s *Scripts) ForgetPrivate(ctx context.Context, recs []message.Record) error {
+	var cmds valkey.Commands
+	for _, r := range recs {
+		keys := privateRings(s.cfg.Keys.PrivateRing, r.Message.OwnerID, r.Message.RecipientID)
+		if len(keys) > 0 {
+			cmds = append(cmds, s.unring.cmd(s.c, keys, []string{strconv.FormatInt(r.CacheID, 10)}))
+		}
+	}
+	return s.runScriptCmds(ctx, s.unring, cmds)
+}
+
+// runScriptCmds sends the EVALSHA commands of sc in one round trip; on NOSCRIPT it loads the
+// script and sends them again (the calls are idempotent).
+func (s *Scripts) runScriptCmds(ctx context.Context, sc *Script, cmds valkey.Commands) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		var err error
+		for _, r := range s.c.DoMulti(ctx, cmds...) {
+			if e := r.Error(); e != nil && err == nil {
+				err = e
+			}
+		}
+		if isNoScript(err) && attempt == 0 {
+			if err := sc.load(ctx, s.c); err != nil {
+				return classify(err)
+			}
+			continue
+		}
+		return classify(err)
+	}
 }
 
 // deleteResult maps delete.lua's reply to the sentinel errors, in both layouts.
@@ -93,7 +153,7 @@ func (s *Scripts) RecentPrivate(ctx context.Context, user string, limit int) ([]
 
 // DeletePublic deletes a public message from the public ring and the flush stream's future.
 func (s *Scripts) DeletePublic(ctx context.Context, id int64) error {
-	return s.Delete(ctx, keyspace.Public, id, s.cfg.Keys.PublicRing())
+	return s.Delete(ctx, keyspace.Public, id, "", "", s.cfg.Keys.PublicRing())
 }
 
 // RateLimit returns the shared rate limit, the defaults filling in what the hash lacks.

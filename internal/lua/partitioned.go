@@ -49,7 +49,7 @@ func NewPartitioned(c valkey.Client, keys keyspace.Partitioned, cfg Config) (*Pa
 	return &Partitioned{c: c, cfg: cfg, keys: keys,
 		rateLimit: NewScript("part_ratelimit", commonSrc, partRateLimitSrc),
 		enqueue:   NewScript("part_enqueue", partEnqueueSrc),
-		delete:    NewScript("delete", deleteSrc)}, nil
+		delete:    NewScript("delete", ringSrc, deleteSrc)}, nil
 }
 
 // partition is the partition of m.
@@ -265,15 +265,58 @@ func (p *Partitioned) Probe(ctx context.Context) error {
 // DeletePublic deletes a public message from its partition's ring shard and records the
 // deletion on its partition's flush stream (delete.lua). The partition comes from the id.
 func (p *Partitioned) DeletePublic(ctx context.Context, id int64) error {
+	return p.deleteIn(ctx, keyspace.Public, id, "", "")
+}
+
+// DeletePrivate records the deletion of a private message on its partition's flush stream,
+// then removes it from the rings of owner and recipient when they are known (else the worker
+// does, once PostgreSQL names them).
+func (p *Partitioned) DeletePrivate(ctx context.Context, id int64, owner, recipient string) error {
+	if err := p.deleteIn(ctx, keyspace.Private, id, owner, recipient); err != nil {
+		return err
+	}
+	if owner == "" {
+		return nil
+	}
+	return p.ForgetPrivate(ctx, []message.Record{{CacheID: id, Message: message.Message{OwnerID: owner, RecipientID: recipient}}})
+}
+
+func (p *Partitioned) deleteIn(ctx context.Context, kind keyspace.Kind, id int64, owner, recipient string) error {
 	part := p.keys.PartitionOf(id)
 	if p.keys.Sequence(id) < 1 || part >= p.keys.Partitions() {
 		return ErrNotFound
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	keys := []string{p.keys.Seq(part), p.keys.Stream(part, keyspace.Public), p.keys.PublicRing(part)}
-	args := []string{strconv.FormatInt(id, 10), strconv.FormatInt(p.cfg.BacklogCap, 10), strconv.FormatInt(p.keys.Sequence(id), 10)}
+	keys := []string{p.keys.Seq(part), p.keys.Stream(part, kind), p.keys.PendingDeletes(part, kind)}
+	if kind == keyspace.Public {
+		keys = append(keys, p.keys.PublicRing(part))
+	}
+	args := []string{strconv.FormatInt(id, 10), strconv.FormatInt(p.cfg.BacklogCap, 10), strconv.FormatInt(p.keys.Sequence(id), 10), owner, recipient}
 	return deleteResult(p.delete.Exec(ctx, p.c, keys, args))
+}
+
+// ForgetPrivate removes deleted private messages from their users' rings (ZREMRANGEBYSCORE on
+// the id), in one pipelined round trip.
+func (p *Partitioned) ForgetPrivate(ctx context.Context, recs []message.Record) error {
+	var cmds valkey.Commands
+	for _, r := range recs {
+		id := strconv.FormatInt(r.CacheID, 10)
+		for _, ring := range privateRings(p.keys.PrivateRing, r.Message.OwnerID, r.Message.RecipientID) {
+			cmds = append(cmds, p.c.B().Zremrangebyscore().Key(ring).Min(id).Max(id).Build())
+		}
+	}
+	if len(cmds) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	for _, r := range p.c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return classify(err)
+		}
+	}
+	return nil
 }
 
 // enqueueCall is the part_enqueue.lua call of m in its partition.

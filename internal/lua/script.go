@@ -56,34 +56,18 @@ func (s *Script) Exec(ctx context.Context, c valkey.Client, keys, args []string)
 }
 
 // ExecMulti runs the script for each call in one pipelined round trip, results in order.
-// Calls that met NOSCRIPT are run again, in order, after one load.
+// Calls that met NOSCRIPT are sent again whole, one by one (Exec's EVAL, which caches the script
+// on the node of their keys): that happens once per node and script.
 func (s *Script) ExecMulti(ctx context.Context, c valkey.Client, calls []Call) []valkey.ValkeyResult {
 	cmds := make(valkey.Commands, len(calls))
 	for i, cl := range calls {
 		cmds[i] = s.cmd(c, cl.Keys, cl.Args)
 	}
 	res := c.DoMulti(ctx, cmds...)
-	var again []int
 	for i, r := range res {
 		if isNoScript(r.Error()) {
-			again = append(again, i)
+			res[i] = s.Exec(ctx, c, calls[i].Keys, calls[i].Args)
 		}
-	}
-	if len(again) == 0 {
-		return res
-	}
-	if err := s.load(ctx, c); err != nil {
-		for _, i := range again {
-			res[i] = valkey.NewErrorResult(err)
-		}
-		return res
-	}
-	retry := make(valkey.Commands, len(again))
-	for j, i := range again {
-		retry[j] = s.cmd(c, calls[i].Keys, calls[i].Args)
-	}
-	for j, r := range c.DoMulti(ctx, retry...) {
-		res[again[j]] = r
 	}
 	return res
 }

@@ -56,7 +56,9 @@ func DecodeEntry(streamKind, streamID string, fields map[string]string) (Record,
 	r.CacheID = id
 	switch kind := fields["kind"]; kind {
 	case KindDelete:
+		// A private deletion may name its users (for the live tail); a public one names none.
 		r.Delete = true
+		r.Message.OwnerID, r.Message.RecipientID = fields["owner_id"], fields["recipient_id"]
 		return r, nil
 	case streamKind:
 	default:
@@ -95,4 +97,18 @@ func DecodeEntry(streamKind, streamID string, fields map[string]string) (Record,
 	}
 	r.Message, r.CreatedAt = *e.Data, t
 	return r, nil
+}
+
+// JSON is the record's ring entry as the read side answers with it, whatever source it came
+// from: {"cache_id":N,"data":{...}} with created_at in the one form PostgreSQL gives back (UTC,
+// microseconds), so that a message read from a ring, a stream or a table is the same bytes.
+func (r *Record) JSON() []byte {
+	m := r.Message
+	m.CreatedAt = FormatTime(r.CreatedAt)
+	b := make([]byte, 0, 64+len(m.Content)+len(m.Username)+len(m.OwnerID)+len(m.RecipientID))
+	b = append(b, `{"cache_id":`...)
+	b = strconv.AppendInt(b, r.CacheID, 10)
+	b = append(b, `,"data":`...)
+	b = append(b, m.JSON()...)
+	return append(b, '}')
 }

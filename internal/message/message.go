@@ -90,12 +90,21 @@ func (m *Message) Validate(private bool, now time.Time) error {
 	case strings.ContainsRune(m.Content, 0):
 		return &FieldError{"content", "holds a NUL character"}
 	}
-	if m.CreatedAt == "" {
-		m.CreatedAt = now.UTC().Format(time.RFC3339Nano)
-	} else if _, err := time.Parse(time.RFC3339Nano, m.CreatedAt); err != nil {
-		return &FieldError{"created_at", "not an RFC 3339 time"}
+	t := now
+	if m.CreatedAt != "" {
+		var err error
+		if t, err = time.Parse(time.RFC3339Nano, m.CreatedAt); err != nil {
+			return &FieldError{"created_at", "not an RFC 3339 time"}
+		}
 	}
+	m.CreatedAt = FormatTime(t)
 	return nil
+}
+
+// FormatTime writes t as every message carries its created_at: UTC, to the microsecond, the
+// precision PostgreSQL keeps, so that a message read back from PostgreSQL is the one accepted.
+func FormatTime(t time.Time) string {
+	return t.UTC().Truncate(time.Microsecond).Format(time.RFC3339Nano)
 }
 
 // JSON encodes m as the "data" object, without HTML escaping so that content is kept as sent.

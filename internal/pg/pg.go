@@ -61,6 +61,12 @@ type Result struct {
 	Rejected []Rejection
 	// RoundTrips counts the statements sent, to show what isolation cost.
 	RoundTrips int
+	// Tombstoned lists the records (indexes) that made no row because their id was deleted
+	// first: a deletion that met its message's insert in that order.
+	Tombstoned []int
+	// Removed are the private rows the deletions removed (cache id, owner and recipient), for
+	// the caller to clear the users' rings.
+	Removed []message.Record
 }
 
 // Persist writes the records of one stream: messages in one statement, idempotent on cache_id,
@@ -101,17 +107,20 @@ func (s *Store) Persist(ctx context.Context, kind keyspace.Kind, recs []message.
 	if int(res.Inserted)+len(res.Rejected) < len(all) {
 		// Some records made no row: redeliveries, tombstoned ids, in-batch repeats — or ids
 		// given to two messages, which must not pass for redeliveries.
-		reused, err := s.findReused(ctx, kind, recs, all)
+		reused, missing, err := s.findReused(ctx, kind, recs, all)
 		res.RoundTrips++
 		if err != nil {
 			return res, err
 		}
 		res.Rejected = append(res.Rejected, reused...)
+		res.Tombstoned = missing
 	}
 	if len(dels) > 0 {
-		if err := s.delete(ctx, kind, recs, dels); err != nil {
+		removed, err := s.delete(ctx, kind, recs, dels)
+		if err != nil {
 			return res, err
 		}
+		res.Removed = removed
 		res.Deleted = len(dels)
 	}
 	return res, nil
@@ -169,8 +178,9 @@ func (s *Store) insert(ctx context.Context, kind keyspace.Kind, recs []message.R
 	return tag.RowsAffected(), nil
 }
 
-// delete records tombstones and removes the rows, under the table lock of lock_message.sql.
-func (s *Store) delete(ctx context.Context, kind keyspace.Kind, recs []message.Record, idx []int) error {
+// delete records tombstones and removes the rows, under the table lock of lock_message.sql. It
+// returns the private rows removed, with their users.
+func (s *Store) delete(ctx context.Context, kind keyspace.Kind, recs []message.Record, idx []int) ([]message.Record, error) {
 	ids := make([]int64, len(idx))
 	streamIDs := make([]string, len(idx))
 	for j, i := range idx {
@@ -180,24 +190,42 @@ func (s *Store) delete(ctx context.Context, kind keyspace.Kind, recs []message.R
 	if kind == keyspace.Private {
 		lock, del = lockPrivateMessageSQL, deletePrivateMessageSQL
 	}
+	var removed []message.Record
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		removed = removed[:0]
 		b := &pgx.Batch{}
 		b.Queue(lock)
 		b.Queue(tombstoneSQL, kind.String(), ids, streamIDs)
-		b.Queue(del, ids)
+		if kind == keyspace.Private {
+			b.Queue(del, ids).Query(func(rows pgx.Rows) error {
+				var r message.Record
+				_, err := pgx.ForEachRow(rows, []any{&r.CacheID, &r.Message.OwnerID, &r.Message.RecipientID}, func() error {
+					removed = append(removed, r)
+					return nil
+				})
+				return err
+			})
+		} else {
+			b.Queue(del, ids)
+		}
 		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
-		return fmt.Errorf("deleting %d %ss: %w", len(idx), kind, err)
+		return nil, fmt.Errorf("deleting %d %ss: %w", len(idx), kind, err)
 	}
-	return nil
+	return removed, nil
 }
 
 // Ping checks that Postgres answers.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
-// Connect opens a pool on dsn and checks it answers.
+// Connect opens a flush worker's pool on dsn.
 func Connect(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
+	return ConnectAs(ctx, dsn, "chatpipe-flushworker", maxConns)
+}
+
+// ConnectAs opens a pool on dsn that names itself app to PostgreSQL (pg_stat_activity).
+func ConnectAs(ctx context.Context, dsn, app string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's parse error can quote the DSN, password included: say only what is wrong.
@@ -206,7 +234,7 @@ func Connect(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, er
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
 	}
-	cfg.ConnConfig.RuntimeParams["application_name"] = "chatpipe-flushworker"
+	cfg.ConnConfig.RuntimeParams["application_name"] = app
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening postgres pool: %w", err)

@@ -26,9 +26,9 @@ var (
 var ErrIDReused = errors.New("cache id already holds another message")
 
 // findReused returns the records at idx whose id is stored with other content (owner,
-// recipient, user name, text or time). A record the same as its row is a redelivery; an id
-// with no row was tombstoned. It runs only when a write stored fewer rows than it was given.
-func (s *Store) findReused(ctx context.Context, kind keyspace.Kind, recs []message.Record, idx []int) ([]Rejection, error) {
+// recipient, user name, text or time), and those whose id has no row (tombstoned). A record the
+// same as its row is a redelivery. It runs only when a write stored fewer rows than it was given.
+func (s *Store) findReused(ctx context.Context, kind keyspace.Kind, recs []message.Record, idx []int) ([]Rejection, []int, error) {
 	ids := make([]int64, len(idx))
 	for j, i := range idx {
 		ids[j] = recs[i].CacheID
@@ -39,7 +39,7 @@ func (s *Store) findReused(ctx context.Context, kind keyspace.Kind, recs []messa
 	}
 	rows, err := s.pool.Query(ctx, q, ids)
 	if err != nil {
-		return nil, fmt.Errorf("reading stored %ss: %w", kind, err)
+		return nil, nil, fmt.Errorf("reading stored %ss: %w", kind, err)
 	}
 	type stored struct {
 		owner, recipient, user, content string
@@ -53,13 +53,15 @@ func (s *Store) findReused(ctx context.Context, kind keyspace.Kind, recs []messa
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading stored %ss: %w", kind, err)
+		return nil, nil, fmt.Errorf("reading stored %ss: %w", kind, err)
 	}
 	var out []Rejection
+	var missing []int
 	for _, i := range idx {
 		r := &recs[i]
 		st, ok := have[r.CacheID]
 		if !ok {
+			missing = append(missing, i)
 			continue
 		}
 		m := r.Message
@@ -73,5 +75,5 @@ func (s *Store) findReused(ctx context.Context, kind keyspace.Kind, recs []messa
 		}
 		out = append(out, Rejection{Index: i, Err: fmt.Errorf("%w (id %d, owner %q; this entry's owner %q)", ErrIDReused, r.CacheID, st.owner, m.OwnerID)})
 	}
-	return out, nil
+	return out, missing, nil
 }

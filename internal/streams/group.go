@@ -353,10 +353,10 @@ func (g *Group) MoveToDeadLetter(ctx context.Context, dead []Failed, failedAt ti
 }
 
 // Trim removes what every group has acked (trim.lua) and returns how many entries went.
-func (g *Group) Trim(ctx context.Context) (int64, error) {
+func (g *Group) Trim(ctx context.Context, retain time.Duration) (int64, error) {
 	cctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
-	return trimScript.Exec(cctx, g.c, []string{g.cfg.Stream}, nil).AsInt64()
+	return trimScript.Exec(cctx, g.c, []string{g.cfg.Stream}, []string{strconv.FormatInt(retain.Milliseconds(), 10)}).AsInt64()
 }
 
 // DelConsumer deletes the consumer name when nothing is pending for it and it has been idle

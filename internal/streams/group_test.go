@@ -63,7 +63,7 @@ func TestGroupBasics(t *testing.T) {
 	if err := b.Ack(ctx, []string{es[2].ID}); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := a.Trim(ctx); err != nil || n != 3 {
+	if n, err := a.Trim(ctx, 0); err != nil || n != 3 {
 		t.Fatalf("trim: %d, %v; want 3", n, err)
 	}
 	if ok, err := a.DelConsumer(ctx, "a", 0); err != nil || !ok {

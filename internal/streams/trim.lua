@@ -1,5 +1,7 @@
 -- trim.lua: trim a flush stream below the oldest entry that any group still needs.
 -- KEYS[1] flush stream
+-- ARGV[1] retention in ms: entries younger than this (by the server's clock) are kept even when
+-- acked, for live-tail readers that resume after a lost connection
 -- Returns the number of entries removed. A group needs its oldest pending entry and every entry
 -- after its last-delivered id; what lies below the lowest of those over all groups has been
 -- acked by every group. A stream without groups is left alone. Entries are never trimmed by
@@ -24,5 +26,11 @@ for _, g in ipairs(groups) do
   if min_ms == nil or ms < min_ms or (ms == min_ms and seq < min_seq) then
     min_ms, min_seq = ms, seq
   end
+end
+local retain = tonumber(ARGV[1] or '0') or 0
+if retain > 0 then
+  local t = redis.call('TIME')
+  local keep = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - retain
+  if keep < min_ms then min_ms, min_seq = keep, 0 end
 end
 return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', min_ms, min_seq))

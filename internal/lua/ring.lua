@@ -1,0 +1,22 @@
+-- ring.lua: removal from list rings, shared by delete.lua and unring.lua (the Go side prepends
+-- this file). It defines functions only.
+
+-- unring removes the entry of cache id id (a decimal string) from the list ring at key and
+-- returns how many entries it removed. Ring entries begin with {"cache_id":<id>, as ingest writes
+-- them; an entry written by another producer, with other spacing, is decoded to compare.
+local function unring(key, id)
+  local prefix = '{"cache_id":' .. id .. ','
+  local n = tonumber(id)
+  local removed = 0
+  for _, v in ipairs(redis.call('LRANGE', key, 0, -1)) do
+    local match = string.sub(v, 1, #prefix) == prefix
+    if not match and string.sub(v, 1, 12) ~= '{"cache_id":' then
+      local ok, e = pcall(cjson.decode, v)
+      match = ok and type(e) == 'table' and tonumber(e.cache_id) == n
+    end
+    if match then
+      removed = removed + redis.call('LREM', key, 1, v)
+    end
+  end
+  return removed
+end

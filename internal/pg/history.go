@@ -1,0 +1,106 @@
+package pg
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
+)
+
+var (
+	//go:embed history_message_before.sql
+	historyMessageBeforeSQL string
+	//go:embed history_message_after.sql
+	historyMessageAfterSQL string
+	//go:embed history_private_before.sql
+	historyPrivateBeforeSQL string
+	//go:embed history_private_after.sql
+	historyPrivateAfterSQL string
+	//go:embed private_participants.sql
+	privateParticipantsSQL string
+)
+
+// History reads persisted messages page by page, for ingest's history endpoints. It only
+// reads: the role it runs as needs SELECT on the message tables (grants.sql).
+type History struct {
+	pool *pgxpool.Pool
+}
+
+// NewHistory returns a History on pool.
+func NewHistory(pool *pgxpool.Pool) *History { return &History{pool: pool} }
+
+// PageQuery asks for one page.
+type PageQuery struct {
+	Kind keyspace.Kind
+	// User is whose private history (sent and received); "" for public.
+	User string
+	// Before pages below Cursor, newest first; else above it, oldest first. Cursor 0 with Before
+	// is the newest page.
+	Before bool
+	Cursor int64
+	// Limit bounds the rows.
+	Limit int
+	// Exclude lists ids not to return (deletions not yet applied).
+	Exclude []int64
+}
+
+// Page returns up to q.Limit rows in q's order, as records (StreamID empty).
+func (h *History) Page(ctx context.Context, q PageQuery) ([]message.Record, error) {
+	cursor := q.Cursor
+	if q.Before && cursor == 0 {
+		cursor = math.MaxInt64
+	}
+	exclude := q.Exclude
+	if exclude == nil {
+		exclude = []int64{}
+	}
+	var sql string
+	args := []any{cursor, q.Limit, exclude}
+	switch {
+	case q.Kind == keyspace.Public && q.Before:
+		sql = historyMessageBeforeSQL
+	case q.Kind == keyspace.Public:
+		sql = historyMessageAfterSQL
+	case q.Before:
+		sql, args = historyPrivateBeforeSQL, append(args, q.User)
+	default:
+		sql, args = historyPrivateAfterSQL, append(args, q.User)
+	}
+	rows, err := h.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s history: %w", q.Kind, err)
+	}
+	out := make([]message.Record, 0, q.Limit)
+	var r message.Record
+	_, err = pgx.ForEachRow(rows, []any{&r.CacheID, &r.Message.OwnerID, &r.Message.RecipientID, &r.Message.Username, &r.Message.Content, &r.CreatedAt}, func() error {
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading %s history: %w", q.Kind, err)
+	}
+	return out, nil
+}
+
+// PrivateParticipants returns the owner and recipient of a persisted private message; ok is
+// false when no such row exists.
+func (h *History) PrivateParticipants(ctx context.Context, id int64) (owner, recipient string, ok bool, err error) {
+	err = h.pool.QueryRow(ctx, privateParticipantsSQL, id).Scan(&owner, &recipient)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", "", false, nil
+	}
+	if err != nil {
+		return "", "", false, fmt.Errorf("reading a private message's users: %w", err)
+	}
+	return owner, recipient, true, nil
+}
+
+// Ping checks that PostgreSQL answers.
+func (h *History) Ping(ctx context.Context) error { return h.pool.Ping(ctx) }
