@@ -40,21 +40,13 @@ func (c *common) addValkey(cs *config.Set) {
 }
 
 func (c *common) addPostgres(cs *config.Set) {
-	cs.Secret(&c.databaseURL, "DATABASE_URL", "postgres://localhost:5432/chatpipe", "PostgreSQL URL or DSN (sslmode, password, … as libpq takes them)", checkDSN)
+	cs.Secret(&c.databaseURL, "DATABASE_URL", "postgres://localhost:5432/chatpipe", "PostgreSQL URL or DSN (sslmode, password, … as libpq takes them)", pg.CheckDSN)
 	cs.Int(&c.pgMaxConns, "FLUSH_PG_MAX_CONNS", 4, 1, 1000, "most PostgreSQL connections of one replica")
 }
 
 func (c *common) addLog(cs *config.Set) {
 	cs.String(&c.logLevel, "LOG_LEVEL", "info", "debug, info, warn or error", telemetry.CheckLogLevel)
 	cs.String(&c.logFormat, "LOG_FORMAT", "text", "text or json", telemetry.CheckLogFormat)
-}
-
-// checkDSN validates DATABASE_URL without ever repeating it: it may hold a password.
-func checkDSN(v string) error {
-	if _, err := pgxpool.ParseConfig(v); err != nil {
-		return errors.New("not a valid PostgreSQL URL or DSN")
-	}
-	return nil
 }
 
 func (c *common) logger(w io.Writer, component string) *slog.Logger {

@@ -19,8 +19,11 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/api"
 	"github.com/chatpipe/chatpipe/internal/config"
+	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/tail"
 	"github.com/chatpipe/chatpipe/internal/telemetry"
 	"github.com/chatpipe/chatpipe/internal/valkeyconn"
 )
@@ -60,6 +63,8 @@ type settings struct {
 	durableReplicas int
 	durableTimeout  time.Duration
 	ids             string
+	databaseURL     string
+	tailMax         int
 }
 
 func parse(args []string, getenv func(string) string, stdout io.Writer) (settings, error) {
@@ -79,6 +84,8 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	cs.Int(&s.durableReplicas, "INGEST_DURABILITY_REPLICAS", 1, 1, 100, "replicas that must acknowledge each write under INGEST_DURABILITY=replica")
 	cs.Duration(&s.durableTimeout, "INGEST_DURABILITY_TIMEOUT", 200*time.Millisecond, time.Millisecond, time.Minute, "longest a request waits for durability; then 503 not_durable with the cache id")
 	cs.String(&s.ids, "INGEST_IDS", "auto", "counter (1, 2, 3, … as the list-based cache), clock (counter floored by the server's clock: never given twice across a failover) or auto (clock in sentinel mode, else counter)", oneOf(lua.IDs("auto"), lua.CounterIDs, lua.ClockIDs))
+	cs.Secret(&s.databaseURL, "DATABASE_URL", "", "PostgreSQL URL or DSN for the history endpoints, read only (grants.sql); empty: they answer 503 history_unavailable", optionalDSN)
+	cs.Int(&s.tailMax, "INGEST_TAIL_MAX", 1000, 1, 1_000_000, "most live-tail (SSE) subscribers of this replica; past it they get 503")
 	cs.Int(&s.recentSize, "RECENT_SIZE", 500, 1, 100_000, "size of each recent-messages ring")
 	cs.Int(&s.backlogCap, "INGEST_BACKLOG_CAP", 1_000_000, 1, 1_000_000_000, "most entries a flush stream may hold; past it messages get 503")
 	cs.Int(&s.batchSlots, "INGEST_BATCH_CONCURRENCY", 8, 1, 1024, "most batch requests worked on at once; the others wait (bounds memory, not throughput: Valkey runs one script at a time)")
@@ -111,6 +118,13 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 		}
 	}
 	return s, config.CheckValkey(s.valkey)
+}
+
+func optionalDSN(v string) error {
+	if v == "" {
+		return nil
+	}
+	return pg.CheckDSN(v)
 }
 
 // oneOf checks that a value is one of the given words.
@@ -199,7 +213,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 	}
+	var db *pg.History
+	if s.databaseURL != "" {
+		// The pool connects lazily: PostgreSQL down at start only makes history answer 503.
+		pool, err := pg.ConnectAs(ctx, s.databaseURL, "chatpipe-ingest", 4)
+		if err != nil {
+			return config.SetupErr(err)
+		}
+		defer pool.Close()
+		db = pg.NewHistory(pool)
+		log.InfoContext(ctx, "history enabled", "postgres", pg.Redact(s.databaseURL))
+	} else {
+		log.InfoContext(ctx, "history disabled: no DATABASE_URL; the history endpoints answer 503")
+	}
+	hist, err := history.New(history.Config{Valkey: client, Layout: s.layout, DB: db, Timeout: 2 * s.valkey.Timeout, Registerer: reg, Logger: log})
+	if err != nil {
+		return err
+	}
+	tails, err := tail.New(tail.Config{Valkey: client, Layout: s.layout, MaxSubscribers: s.tailMax, Timeout: s.valkey.Timeout, Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
 	srv, err := api.New(api.Config{
+		History:          hist,
+		Tail:             tails,
 		Store:            store,
 		Logger:           log,
 		Registerer:       reg,
@@ -222,6 +259,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	// The live tail ends its streams when shutdown begins: Shutdown waits for every open
+	// request, and an SSE response never ends by itself.
+	tctx, stopTails := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopTails()
+	httpSrv.RegisterOnShutdown(stopTails)
+	g.Go(func() error { return tails.Run(tctx) })
 	g.Go(func() error {
 		if err := httpSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serving HTTP: %w", err)

@@ -17,8 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/tail"
 )
 
 // Store is what the API needs of Valkey, in terms of messages and users, never of keys:
@@ -34,6 +36,9 @@ type Store interface {
 	RecentPrivate(ctx context.Context, user string, limit int) ([]string, error)
 	// DeletePublic deletes a public message (lua.ErrNotFound for an id never issued).
 	DeletePublic(ctx context.Context, id int64) error
+	// DeletePrivate deletes a private message, from the rings of owner and recipient when they
+	// are known ("" when not).
+	DeletePrivate(ctx context.Context, id int64, owner, recipient string) error
 	// RateLimit and SetRateLimit read and store the shared rate limit.
 	RateLimit(ctx context.Context) (lua.RateLimit, error)
 	SetRateLimit(ctx context.Context, rl lua.RateLimit) error
@@ -71,6 +76,15 @@ type Config struct {
 	BatchWait time.Duration
 	// NowFunc gives the time for messages sent without created_at. Default time.Now.
 	NowFunc func() time.Time
+	// History reads the history endpoints; nil (or one without a database) answers them 503
+	// history_unavailable.
+	History *history.Reader
+	// Tail serves the live-tail endpoints; nil answers them 503.
+	Tail *tail.Tails
+	// TailHeartbeat is the time between SSE comments on a quiet stream. Default 15s.
+	TailHeartbeat time.Duration
+	// TailWriteTimeout bounds each write to an SSE client. Default 10s.
+	TailWriteTimeout time.Duration
 	// ReadyFunc, when set, is one more readiness check (Valkey's memory policy); /readyz fails
 	// with its error.
 	ReadyFunc func() error
@@ -122,6 +136,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.NowFunc == nil {
 		cfg.NowFunc = time.Now
 	}
+	if cfg.TailHeartbeat == 0 {
+		cfg.TailHeartbeat = 15 * time.Second
+	}
+	if cfg.TailWriteTimeout == 0 {
+		cfg.TailWriteTimeout = 10 * time.Second
+	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -148,6 +168,11 @@ func (s *Server) routes() http.Handler {
 	v1("/v1/messages/recent", methods{http.MethodGet: s.getRecentPublic})
 	v1("/v1/users/{id}/private-messages/recent", methods{http.MethodGet: s.getRecentPrivate})
 	v1("/v1/messages/{cache_id}", methods{http.MethodDelete: s.deleteMessage})
+	v1("/v1/private-messages/{cache_id}", methods{http.MethodDelete: s.deletePrivate})
+	v1("/v1/messages/history", methods{http.MethodGet: s.getHistoryPublic})
+	v1("/v1/users/{id}/private-messages/history", methods{http.MethodGet: s.getHistoryPrivate})
+	v1("/v1/messages/stream", methods{http.MethodGet: s.getStreamPublic})
+	v1("/v1/users/{id}/private-messages/stream", methods{http.MethodGet: s.getStreamPrivate})
 	v1("/v1/rate-limit", methods{http.MethodGet: s.getRateLimit, http.MethodPut: s.putRateLimit})
 	mux.Handle("/healthz", s.route(methods{http.MethodGet: s.healthz}))
 	mux.Handle("/readyz", s.route(methods{http.MethodGet: s.readyz}))

@@ -29,6 +29,8 @@ const (
 	codeUnavailable          = "unavailable"
 	codeValkeyFull           = "valkey_full"
 	codeNotDurable           = "not_durable"
+	codeHistoryUnavailable   = "history_unavailable"
+	codeCursorTooOld         = "cursor_too_old"
 	codeInternal             = "internal"
 )
 
@@ -47,6 +49,8 @@ var statusOf = map[string]int{
 	codeUnavailable:          http.StatusServiceUnavailable,
 	codeValkeyFull:           http.StatusServiceUnavailable,
 	codeNotDurable:           http.StatusServiceUnavailable,
+	codeHistoryUnavailable:   http.StatusServiceUnavailable,
+	codeCursorTooOld:         http.StatusGone,
 	codeInternal:             http.StatusInternalServerError,
 }
 

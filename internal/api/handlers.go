@@ -266,22 +266,26 @@ func (s *Server) recent(w http.ResponseWriter, r *http.Request, ring string, rea
 }
 
 func (s *Server) deleteMessage(w http.ResponseWriter, r *http.Request) error {
-	raw := r.PathValue("cache_id")
-	id, err := strconv.ParseInt(raw, 10, 64)
-	if err != nil || id < 1 || strconv.FormatInt(id, 10) != raw {
-		return &apiError{code: codeInvalid, field: "cache_id", detail: "cache_id: must be a positive integer"}
+	id, err := pathID(r)
+	if err != nil {
+		return err
 	}
 	start := time.Now()
 	err = s.cfg.Store.DeletePublic(r.Context(), id)
 	s.m.script.WithLabelValues("delete").Observe(time.Since(start).Seconds())
 	if err != nil {
-		if errors.Is(err, lua.ErrUnavailable) {
-			s.valkeyFailed(r, "delete", err)
-		}
-		return err
+		return s.deleteFailed(r, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// deleteFailed logs a Valkey failure of a deletion and returns err for the answer.
+func (s *Server) deleteFailed(r *http.Request, err error) error {
+	if errors.Is(err, lua.ErrUnavailable) || errors.Is(err, lua.ErrFull) {
+		s.valkeyFailed(r, "delete", err)
+	}
+	return err
 }
 
 func (s *Server) getRateLimit(w http.ResponseWriter, r *http.Request) error {

@@ -252,3 +252,11 @@ func Redact(dsn string) string {
 	fmt.Fprintf(&b, "postgres://%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
 	return b.String()
 }
+
+// CheckDSN validates a DATABASE_URL without ever repeating it: it may hold a password.
+func CheckDSN(v string) error {
+	if _, err := pgxpool.ParseConfig(v); err != nil {
+		return errors.New("not a valid PostgreSQL URL or DSN")
+	}
+	return nil
+}

@@ -1,0 +1,271 @@
+package api
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/chatpipe/chatpipe/internal/history"
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/tail"
+)
+
+// History page sizes (READPATH.md: most chat APIs reject a limit out of range rather than clamp
+// it, since a clamped page cannot be told from the end).
+const (
+	defaultHistoryLimit = 50
+	maxHistoryLimit     = 200
+)
+
+func (s *Server) getHistoryPublic(w http.ResponseWriter, r *http.Request) error {
+	return s.history(w, r, keyspace.Public, "")
+}
+
+func (s *Server) getHistoryPrivate(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := message.ValidateID("id", id); err != nil {
+		return err
+	}
+	return s.history(w, r, keyspace.Private, id)
+}
+
+// historyQuery reads before, after and limit: each at most once, cursors non-negative integers
+// (before positive), not both.
+func historyQuery(r *http.Request) (history.Query, error) {
+	q := history.Query{Before: true, Limit: defaultHistoryLimit}
+	vals := r.URL.Query()
+	one := func(name string) (string, bool, error) {
+		v, ok := vals[name]
+		switch {
+		case !ok:
+			return "", false, nil
+		case len(v) != 1:
+			return "", false, &apiError{code: codeInvalid, field: name, detail: name + ": given more than once"}
+		}
+		return v[0], true, nil
+	}
+	before, hasBefore, err := one("before")
+	if err != nil {
+		return q, err
+	}
+	after, hasAfter, err := one("after")
+	if err != nil {
+		return q, err
+	}
+	limit, hasLimit, err := one("limit")
+	if err != nil {
+		return q, err
+	}
+	switch {
+	case hasBefore && hasAfter:
+		return q, &apiError{code: codeInvalid, field: "after", detail: "before and after: give one cursor, not both"}
+	case hasBefore:
+		id, ok := parseCursor(before)
+		if !ok || id < 1 {
+			return q, &apiError{code: codeInvalid, field: "before", detail: "before: must be a positive integer (a cache id)"}
+		}
+		q.Cursor = id
+	case hasAfter:
+		id, ok := parseCursor(after)
+		if !ok {
+			return q, &apiError{code: codeInvalid, field: "after", detail: "after: must be a non-negative integer (a cache id; 0 reads from the oldest)"}
+		}
+		q.Before, q.Cursor = false, id
+	}
+	if hasLimit {
+		n, ok := parseCursor(limit)
+		if !ok || n < 1 || n > maxHistoryLimit {
+			return q, &apiError{code: codeInvalid, field: "limit", detail: fmt.Sprintf("limit: must be an integer in 1..%d", maxHistoryLimit)}
+		}
+		q.Limit = int(n)
+	}
+	return q, nil
+}
+
+// parseCursor reads a decimal integer written plainly: digits only, no sign, no spaces, no
+// leading zero.
+func parseCursor(v string) (int64, bool) {
+	if v == "" || len(v) > 19 || (len(v) > 1 && v[0] == '0') {
+		return 0, false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil
+}
+
+// history answers a page: {"messages":[...],"has_more":bool}, oldest first.
+func (s *Server) history(w http.ResponseWriter, r *http.Request, kind keyspace.Kind, user string) error {
+	q, err := historyQuery(r)
+	if err != nil {
+		return err
+	}
+	if s.cfg.History == nil || !s.cfg.History.Available() {
+		return &apiError{code: codeHistoryUnavailable, detail: "history needs PostgreSQL: start ingest with DATABASE_URL (a role with SELECT on the message tables)"}
+	}
+	q.Kind, q.User = kind, user
+	start := time.Now()
+	p, err := s.cfg.History.Page(r.Context(), q)
+	s.m.script.WithLabelValues("history").Observe(time.Since(start).Seconds())
+	if err != nil {
+		switch {
+		case errors.Is(err, history.ErrDatabase):
+			s.log.WarnContext(r.Context(), "reading history from postgres failed", "err", err)
+			return &apiError{code: codeHistoryUnavailable, retryAfter: time.Second, detail: "PostgreSQL is unreachable, retry later"}
+		default:
+			s.valkeyFailed(r, "history", err)
+		}
+		return err
+	}
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer putBuf(buf)
+	buf.WriteString(`{"messages":[`)
+	for i, m := range p.Messages {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(m)
+	}
+	buf.WriteString(`],"has_more":`)
+	buf.WriteString(strconv.FormatBool(p.HasMore))
+	buf.WriteString("}\n")
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	_, _ = w.Write(buf.Bytes())
+	return nil
+}
+
+// deletePrivate deletes a private message. Its users, looked up in the flush stream and then in
+// PostgreSQL, have it removed from their rings at once; when neither knows them (no
+// DATABASE_URL, and the message already flushed), the workers remove it once PostgreSQL names
+// them. Either way the deletion holds in whichever order it meets the message's write.
+func (s *Server) deletePrivate(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	var owner, recipient string
+	if s.cfg.History != nil {
+		owner, recipient = s.cfg.History.Participants(r.Context(), id)
+	}
+	start := time.Now()
+	err = s.cfg.Store.DeletePrivate(r.Context(), id, owner, recipient)
+	s.m.script.WithLabelValues("delete").Observe(time.Since(start).Seconds())
+	if err != nil {
+		return s.deleteFailed(r, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// pathID reads the {cache_id} of a path.
+func pathID(r *http.Request) (int64, error) {
+	id, ok := parseCursor(r.PathValue("cache_id"))
+	if !ok || id < 1 {
+		return 0, &apiError{code: codeInvalid, field: "cache_id", detail: "cache_id: must be a positive integer"}
+	}
+	return id, nil
+}
+
+func (s *Server) getStreamPublic(w http.ResponseWriter, r *http.Request) error {
+	return s.stream(w, r, keyspace.Public, "")
+}
+
+func (s *Server) getStreamPrivate(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := message.ValidateID("id", id); err != nil {
+		return err
+	}
+	return s.stream(w, r, keyspace.Private, id)
+}
+
+// stream serves the live tail as Server-Sent Events: an event per accepted message and per
+// deletion, each with the id that resumes right after it, and a comment every TailHeartbeat.
+// Last-Event-ID (sent by EventSource on reconnection) wins over ?after= (the URL it keeps).
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind keyspace.Kind, user string) error {
+	if s.cfg.Tail == nil {
+		return &apiError{code: codeUnavailable, retryAfter: time.Second, detail: "the live tail is not running"}
+	}
+	field, cursor := "Last-Event-ID", r.Header.Get("Last-Event-ID")
+	if cursor == "" {
+		vals := r.URL.Query()["after"]
+		if len(vals) > 1 {
+			return &apiError{code: codeInvalid, field: "after", detail: "after: given more than once"}
+		}
+		if len(vals) == 1 {
+			field, cursor = "after", vals[0]
+			if cursor == "" {
+				return &apiError{code: codeInvalid, field: "after", detail: "after: empty; give the id of the last event received, or leave after out"}
+			}
+		}
+	}
+	sub, err := s.cfg.Tail.Subscribe(r.Context(), kind, user, cursor)
+	switch {
+	case errors.Is(err, tail.ErrBadCursor):
+		return &apiError{code: codeInvalid, field: field, detail: field + ": not an event id of this stream"}
+	case errors.Is(err, tail.ErrTooOld):
+		return &apiError{code: codeCursorTooOld, detail: "entries after this event id were already trimmed; read history after your last cache id, then subscribe without an id"}
+	case errors.Is(err, tail.ErrFull):
+		return &apiError{code: codeUnavailable, retryAfter: 5 * time.Second, detail: fmt.Sprintf("this replica serves its most live-tail subscribers (INGEST_TAIL_MAX); retry later")}
+	case errors.Is(err, tail.ErrClosed):
+		return &apiError{code: codeUnavailable, retryAfter: time.Second, detail: "shutting down"}
+	case err != nil:
+		if r.Context().Err() == nil {
+			s.valkeyFailed(r, "tail", err)
+		}
+		return err
+	}
+	defer sub.Close()
+	rc := http.NewResponseController(w)
+	// The server's WriteTimeout would cut the stream: each write gets a deadline of its own.
+	_ = rc.SetWriteDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	write := func(b []byte) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.TailWriteTimeout))
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !write([]byte("retry: 1000\n\n")) {
+		return nil
+	}
+	var buf []byte
+	for {
+		ev, ok, err := sub.Next(r.Context(), s.cfg.TailHeartbeat)
+		if err != nil {
+			if errors.Is(err, tail.ErrDropped) {
+				write([]byte("event: error\ndata: {\"error\":\"too_slow\",\"detail\":\"this subscriber fell behind; reconnect with Last-Event-ID\"}\n\n"))
+			}
+			return nil // the response has begun: the client reconnects with its last id
+		}
+		if !ok {
+			if !write([]byte(": heartbeat\n\n")) {
+				return nil
+			}
+			continue
+		}
+		buf = append(buf[:0], "id: "...)
+		buf = append(buf, ev.ID...)
+		buf = append(buf, "\nevent: "...)
+		buf = append(buf, ev.Type...)
+		buf = append(buf, "\ndata: "...)
+		buf = append(buf, ev.Data...)
+		buf = append(buf, "\n\n"...)
+		if !write(buf) {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,437 @@
+// Package history reads chat history without holes from a write-behind pipeline: the rings and
+// flush streams in Valkey, and the tables in PostgreSQL, merged by cache id. It joins package
+// streams (Valkey) and package pg (PostgreSQL), which know nothing of each other.
+//
+// The rule (READPATH.md): read Valkey first — the pending deletions, and each flush stream's
+// messages in the page's range — then PostgreSQL, and merge. Every accepted message is in its
+// flush stream until it was acked, and acked only once its row committed, so a message missing
+// from the stream when Valkey was read was committed before PostgreSQL is read: the two reads
+// overlap (duplicates, merged) and never leave a hole, however far behind the workers are or
+// whatever order they commit in. The other order could lose a row committed and trimmed between
+// the reads. A deletion is pending from the moment ingest takes it until its entry is trimmed
+// (after PostgreSQL applied it), so a deleted message is hidden whichever read finds it.
+package history
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valkey-io/valkey-go"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/streams"
+)
+
+// Errors of Page, for the caller to answer differently.
+var (
+	// ErrNoDatabase: no PostgreSQL was configured; history cannot be read.
+	ErrNoDatabase = errors.New("history needs DATABASE_URL")
+	// ErrDatabase: PostgreSQL did not answer; retry later.
+	ErrDatabase = errors.New("postgres unavailable")
+)
+
+// Config configures a Reader.
+type Config struct {
+	// Valkey is the client of the layout's keys. Required.
+	Valkey valkey.Client
+	// Layout gives the shards to read. Required.
+	Layout keyspace.Layout
+	// DB reads PostgreSQL; nil makes Page fail with ErrNoDatabase.
+	DB *pg.History
+	// Timeout bounds one page's reads. Default 5s.
+	Timeout time.Duration
+	// Registerer takes the metrics. Default: a throwaway registry.
+	Registerer prometheus.Registerer
+	// Logger logs. Default: discard.
+	Logger *slog.Logger
+	// NowFunc is the clock of the watermark's lag. Default time.Now.
+	NowFunc func() time.Time
+}
+
+// Reader reads history pages.
+type Reader struct {
+	cfg     Config
+	flights singleflight.Group
+	m       metrics
+}
+
+// New returns a Reader.
+func New(cfg Config) (*Reader, error) {
+	if cfg.Valkey == nil || cfg.Layout == nil {
+		return nil, errors.New("history: Valkey and Layout are required")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NowFunc == nil {
+		cfg.NowFunc = time.Now
+	}
+	r := &Reader{cfg: cfg}
+	if err := r.m.register(cfg.Registerer); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Available reports whether a database is configured.
+func (r *Reader) Available() bool { return r.cfg.DB != nil }
+
+// Query asks for one page.
+type Query struct {
+	Kind keyspace.Kind
+	// User is whose private history (sent and received); "" for public.
+	User string
+	// Before pages below Cursor (newest first; Cursor 0: the newest page); else above it
+	// (oldest first; Cursor 0: from the oldest).
+	Before bool
+	Cursor int64
+	// Limit is the page size, at least 1.
+	Limit int
+}
+
+// Page is one page of history, oldest first.
+type Page struct {
+	// Messages are ring entries, {"cache_id":N,"data":{...}}, the same bytes whatever source
+	// a message came from.
+	Messages [][]byte
+	// HasMore says whether more messages lie in the paging direction.
+	HasMore bool
+	// Source is where the messages came from: ring, backlog, postgres, mixed (or empty).
+	Source string
+}
+
+// Page reads a page. Identical pages asked for at once are read once and shared.
+func (r *Reader) Page(ctx context.Context, q Query) (Page, error) {
+	if r.cfg.DB == nil {
+		return Page{}, ErrNoDatabase
+	}
+	key := fmt.Sprintf("%d|%t|%d|%d|%s", q.Kind, q.Before, q.Cursor, q.Limit, q.User)
+	v, err, shared := r.flights.Do(key, func() (any, error) {
+		// Detached from the first caller: the others wait on the same read.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Timeout)
+		defer cancel()
+		return r.read(fctx, q)
+	})
+	if shared {
+		r.m.coalesced.Inc()
+	}
+	if err != nil {
+		return Page{}, err
+	}
+	return v.(Page), nil
+}
+
+// item is a message found by a read, keyed by its cache id.
+type item struct {
+	id     int64
+	json   []byte
+	stream bool // read from a flush stream (else PostgreSQL or a ring)
+}
+
+func (r *Reader) read(ctx context.Context, q Query) (Page, error) {
+	shards := r.cfg.Layout.Shards(q.Kind)
+	if q.User == "" && q.Kind == keyspace.Public {
+		if p, ok, err := r.fromRings(ctx, q, shards); err != nil || ok {
+			return p, err
+		}
+	}
+	pending, fromStream, err := r.fromStreams(ctx, q, shards)
+	if err != nil {
+		return Page{}, err
+	}
+	rows, err := r.cfg.DB.Page(ctx, pg.PageQuery{Kind: q.Kind, User: q.User, Before: q.Before, Cursor: q.Cursor, Limit: q.Limit + 1, Exclude: pending})
+	if err != nil {
+		return Page{}, fmt.Errorf("%w: %v", ErrDatabase, err)
+	}
+	seen := make(map[int64]bool, len(fromStream)+len(rows))
+	all := make([]item, 0, len(fromStream)+len(rows))
+	for _, it := range fromStream {
+		if !seen[it.id] {
+			seen[it.id] = true
+			all = append(all, it)
+		}
+	}
+	for i := range rows {
+		if !seen[rows[i].CacheID] {
+			seen[rows[i].CacheID] = true
+			all = append(all, item{id: rows[i].CacheID, json: rows[i].JSON()})
+		}
+	}
+	p, kept := page(all, q)
+	// Which source served the page's messages: a stream entry wins the tie (it was read first).
+	nStream := 0
+	for _, it := range kept {
+		if it.stream {
+			nStream++
+		}
+	}
+	switch {
+	case len(p.Messages) == 0:
+		p.Source = "empty"
+	case nStream == len(p.Messages):
+		p.Source = "backlog"
+	case nStream == 0:
+		p.Source = "postgres"
+	default:
+		p.Source = "mixed"
+	}
+	r.m.pages.WithLabelValues(q.Kind.String(), p.Source).Inc()
+	return p, nil
+}
+
+// page sorts items in the paging direction, keeps Limit of them, and returns them oldest first,
+// with the items kept.
+func page(all []item, q Query) (Page, []item) {
+	slices.SortFunc(all, func(a, b item) int {
+		if q.Before {
+			return compare(b.id, a.id)
+		}
+		return compare(a.id, b.id)
+	})
+	p := Page{HasMore: len(all) > q.Limit}
+	all = all[:min(len(all), q.Limit)]
+	if q.Before {
+		slices.Reverse(all)
+	}
+	p.Messages = make([][]byte, len(all))
+	for i, it := range all {
+		p.Messages[i] = it.json
+	}
+	return p, all
+}
+
+func compare(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// fromRings answers a public page from the rings alone when they hold it whole. Each ring (or
+// shard of it) is written in the script that takes the id and cleared by the one that deletes,
+// so it holds every undeleted message from its oldest entry on: the rings together hold every
+// message from the highest of their oldest ids on (C). A page that lies above C, with one
+// message more than the page to tell has_more, needs nothing else.
+func (r *Reader) fromRings(ctx context.Context, q Query, shards []keyspace.Shard) (Page, bool, error) {
+	cmds := make(valkey.Commands, 0, 2*len(shards))
+	for _, s := range shards {
+		if s.Ring == "" {
+			return Page{}, false, nil
+		}
+		cmds = append(cmds, r.cfg.Valkey.B().Lrange().Key(s.Ring).Start(0).Stop(-1).Build(),
+			r.cfg.Valkey.B().Zrange().Key(s.PendingDeletes).Min("0").Max("-1").Build())
+	}
+	res := r.cfg.Valkey.DoMulti(ctx, cmds...)
+	var all []item
+	var complete int64 // C
+	pending := map[int64]bool{}
+	for i := 0; i < len(res); i += 2 {
+		entries, err := res[i].AsStrSlice()
+		if err != nil {
+			return Page{}, false, unavailable(err)
+		}
+		ids, err := res[i+1].AsStrSlice()
+		if err != nil {
+			return Page{}, false, unavailable(err)
+		}
+		for _, s := range ids {
+			if id, err := strconv.ParseInt(s, 10, 64); err == nil {
+				pending[id] = true
+			}
+		}
+		oldest := int64(-1)
+		for _, e := range entries {
+			rec, ok := decodeRingEntry(q.Kind, e)
+			if !ok {
+				continue
+			}
+			if oldest < 0 || rec.CacheID < oldest {
+				oldest = rec.CacheID
+			}
+			all = append(all, item{id: rec.CacheID, json: rec.JSON()})
+		}
+		if oldest < 0 {
+			return Page{}, false, nil // an empty shard says nothing of what came before
+		}
+		complete = max(complete, oldest)
+	}
+	var in []item
+	for _, it := range all {
+		if it.id < complete || pending[it.id] {
+			continue
+		}
+		if (q.Before && (q.Cursor == 0 || it.id < q.Cursor)) || (!q.Before && it.id > q.Cursor) {
+			in = append(in, it)
+		}
+	}
+	switch {
+	case q.Before && len(in) <= q.Limit:
+		return Page{}, false, nil // the page, or has_more, reaches below C
+	case !q.Before && q.Cursor < complete:
+		return Page{}, false, nil // messages between the cursor and C are not in the rings
+	}
+	p, _ := page(in, q)
+	p.Source = "ring"
+	if len(p.Messages) == 0 {
+		p.Source = "empty"
+	}
+	r.m.pages.WithLabelValues(q.Kind.String(), p.Source).Inc()
+	return p, true, nil
+}
+
+// fromStreams reads every shard's flush stream for the page: at most Limit+1 matching messages
+// a shard (a private history filters the shared stream by user, scanning chunk by chunk), and
+// the pending deletions, which it applies. It returns the pending deletions for PostgreSQL too.
+func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Shard) ([]int64, []item, error) {
+	chunk := q.Limit + 1
+	if q.User != "" {
+		chunk = 1000
+	}
+	type state struct {
+		resume string
+		found  []message.Record
+		done   bool
+	}
+	st := make([]state, len(shards))
+	pendingSet := map[int64]bool{}
+	var pending []int64
+	first := true
+	var lag time.Duration
+	for {
+		var qs []streams.BacklogQuery
+		var idx []int
+		for i, s := range shards {
+			if st[i].done {
+				continue
+			}
+			qs = append(qs, streams.BacklogQuery{Stream: s.Stream, PendingDeletes: s.PendingDeletes, Before: q.Before,
+				Cursor: q.Cursor, Resume: st[i].resume, Max: chunk, WithPending: first})
+			idx = append(idx, i)
+		}
+		if len(qs) == 0 {
+			break
+		}
+		pages, err := streams.ReadBacklogs(ctx, r.cfg.Valkey, qs)
+		if err != nil {
+			return nil, nil, unavailable(err)
+		}
+		for j, bp := range pages {
+			s := &st[idx[j]]
+			if first {
+				for _, id := range bp.Pending {
+					if !pendingSet[id] {
+						pendingSet[id] = true
+						pending = append(pending, id)
+					}
+				}
+				if t, ok := streams.IDTime(bp.FirstID); ok {
+					lag = max(lag, r.cfg.NowFunc().Sub(t))
+				}
+			}
+			for _, e := range bp.Entries {
+				e.Fields["kind"] = q.Kind.String()
+				rec, err := message.DecodeEntry(q.Kind.String(), e.StreamID, e.Fields)
+				if err != nil || pendingSet[rec.CacheID] {
+					continue // undecodable entries are dead-lettered, never persisted
+				}
+				if q.User != "" && rec.Message.OwnerID != q.User && rec.Message.RecipientID != q.User {
+					continue
+				}
+				s.found = append(s.found, rec)
+			}
+			s.resume = bp.Next
+			s.done = bp.Next == "" || len(s.found) > q.Limit
+		}
+		first = false
+	}
+	r.m.watermarkLag.WithLabelValues(q.Kind.String()).Set(lag.Seconds())
+	var out []item
+	for _, s := range st {
+		for i := range s.found {
+			out = append(out, item{id: s.found[i].CacheID, json: s.found[i].JSON(), stream: true})
+		}
+	}
+	return pending, out, nil
+}
+
+// Participants returns the owner and recipient of private message id, from its flush stream
+// while it waits there, else from PostgreSQL; "" when neither knows it (no database, or not
+// reachable).
+func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient string) {
+	shards := r.cfg.Layout.Shards(keyspace.Private)
+	s := shards[0]
+	if l, ok := r.cfg.Layout.(keyspace.Partitioned); ok {
+		part := l.PartitionOf(id)
+		if part >= len(shards) {
+			return "", ""
+		}
+		s = shards[part]
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	pages, err := streams.ReadBacklogs(ctx, r.cfg.Valkey, []streams.BacklogQuery{{Stream: s.Stream, PendingDeletes: s.PendingDeletes, Cursor: id - 1, Max: 1}})
+	if err == nil && len(pages[0].Entries) == 1 && pages[0].Entries[0].CacheID == id {
+		e := pages[0].Entries[0]
+		e.Fields["kind"] = keyspace.Private.String()
+		if rec, err := message.DecodeEntry(keyspace.Private.String(), e.StreamID, e.Fields); err == nil {
+			return rec.Message.OwnerID, rec.Message.RecipientID
+		}
+	}
+	if r.cfg.DB == nil {
+		return "", ""
+	}
+	owner, recipient, ok, err := r.cfg.DB.PrivateParticipants(ctx, id)
+	if err != nil {
+		r.cfg.Logger.WarnContext(ctx, "reading a private message's users failed; the workers clear its rings", "id", id, "err", err)
+	}
+	if !ok {
+		return "", ""
+	}
+	return owner, recipient
+}
+
+// decodeRingEntry decodes a ring entry of kind; false for one that is not a valid message.
+func decodeRingEntry(kind keyspace.Kind, e string) (message.Record, bool) {
+	id, ok := headID([]byte(e))
+	if !ok {
+		return message.Record{}, false
+	}
+	rec, err := message.DecodeEntry(kind.String(), "", map[string]string{"cache_id": strconv.FormatInt(id, 10), "kind": kind.String(), "payload": e})
+	return rec, err == nil
+}
+
+// headID reads the cache_id of a ring entry.
+func headID(b []byte) (int64, bool) {
+	var head struct {
+		CacheID *int64 `json:"cache_id"`
+	}
+	if json.Unmarshal(b, &head) != nil || head.CacheID == nil {
+		return 0, false
+	}
+	return *head.CacheID, true
+}
+
+// unavailable classifies a Valkey failure of a read: always worth a retry.
+func unavailable(err error) error {
+	return fmt.Errorf("%w: %v", lua.ErrUnavailable, err)
+}

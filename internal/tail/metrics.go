@@ -1,0 +1,40 @@
+package tail
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	subscribers *prometheus.GaugeVec
+	dropped     prometheus.Counter
+	refused     prometheus.Counter
+	tooOld      prometheus.Counter
+	readErrors  prometheus.Counter
+}
+
+func (m *metrics) register(reg prometheus.Registerer) error {
+	m.subscribers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "chatpipe_tail_subscribers",
+		Help: "Live-tail (SSE) subscribers connected to this replica, by kind.",
+	}, []string{"kind"})
+	m.dropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "chatpipe_tail_dropped_total",
+		Help: "Live-tail subscribers disconnected because they fell behind (they resume from their last event).",
+	})
+	m.refused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "chatpipe_tail_refused_total",
+		Help: "Live-tail subscriptions refused because the replica serves INGEST_TAIL_MAX already.",
+	})
+	m.tooOld = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "chatpipe_tail_cursor_too_old_total",
+		Help: "Live-tail resumes refused because entries after the cursor were trimmed (410 cursor_too_old).",
+	})
+	m.readErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "chatpipe_tail_read_errors_total",
+		Help: "Failed stream reads of the live tail's readers (retried from the same entry).",
+	})
+	for _, c := range []prometheus.Collector{m.subscribers, m.dropped, m.refused, m.tooOld, m.readErrors} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

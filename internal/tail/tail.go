@@ -1,0 +1,530 @@
+// Package tail is the live tail of ingest's SSE endpoints: one reader per flush stream per ingest
+// replica follows the stream with XREAD (outside the consumer group, so it never holds back
+// trimming) and fans every entry out to the subscribers of its kind, public or a user's private
+// messages. A subscriber that falls behind is dropped rather than allowed to stall the others;
+// it resumes from the cursor of the last event it got, which names its position in every
+// stream of the layout, so resuming works alike with one stream or one per partition.
+//
+// Resume reads the streams from the cursor on, and answers ErrTooOld when an entry after it has
+// been trimmed (the workers keep acked entries for FLUSH_TAIL_RETENTION): trimming removes the
+// oldest entries, so comparing the ordinal of the cursor's entry with that of the stream's
+// oldest tells whether anything after the cursor is gone (streams.Position.Gap).
+package tail
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valkey-io/valkey-go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/streams"
+)
+
+// Errors of Subscribe.
+var (
+	// ErrTooOld: entries after the cursor were trimmed; resuming would leave a hole. Read
+	// history from the last cache id instead, and subscribe without a cursor.
+	ErrTooOld = errors.New("cursor too old")
+	// ErrFull: the replica serves its most subscribers.
+	ErrFull = errors.New("too many subscribers")
+	// ErrClosed: the tail is shutting down, or not started yet.
+	ErrClosed = errors.New("tail closed")
+)
+
+// Event is one event of a tail.
+type Event struct {
+	// ID is the cursor that resumes right after this event.
+	ID string
+	// Type is "message" or "delete".
+	Type string
+	// Data is the message as history gives it, or {"cache_id":N} for a deletion.
+	Data []byte
+	// owner and recipient route a private event.
+	owner, recipient string
+}
+
+// Config configures the tails of one ingest replica.
+type Config struct {
+	// Valkey is the client. Required.
+	Valkey valkey.Client
+	// Layout gives the streams. Required.
+	Layout keyspace.Layout
+	// MaxSubscribers bounds the subscribers of both kinds together. Default 1000.
+	MaxSubscribers int
+	// Buffer is how many events a subscriber may lag before it is dropped. Default 1024.
+	Buffer int
+	// Timeout bounds each Valkey call but the blocking read. Default 5s.
+	Timeout time.Duration
+	// Block is how long one XREAD waits. Default 5s.
+	Block time.Duration
+	// Logger logs. Default: discard.
+	Logger *slog.Logger
+	// Registerer takes the metrics. Default: a throwaway registry.
+	Registerer prometheus.Registerer
+}
+
+// Tails are the public and the private tail of one replica.
+type Tails struct {
+	cfg  Config
+	hubs [2]*hub
+	m    metrics
+
+	mu    sync.Mutex
+	count int
+}
+
+// New returns the tails; Run starts them.
+func New(cfg Config) (*Tails, error) {
+	if cfg.Valkey == nil || cfg.Layout == nil {
+		return nil, errors.New("tail: Valkey and Layout are required")
+	}
+	if cfg.MaxSubscribers == 0 {
+		cfg.MaxSubscribers = 1000
+	}
+	if cfg.Buffer == 0 {
+		cfg.Buffer = 1024
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Block == 0 {
+		cfg.Block = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	t := &Tails{cfg: cfg}
+	if err := t.m.register(cfg.Registerer); err != nil {
+		return nil, err
+	}
+	for _, k := range keyspace.Kinds {
+		t.hubs[k] = &hub{t: t, kind: k, shards: cfg.Layout.Shards(k), ready: make(chan struct{}), subs: map[*Subscription]struct{}{}}
+	}
+	return t, nil
+}
+
+// Run follows every stream until ctx ends, then closes every subscription.
+func (t *Tails) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, h := range t.hubs {
+		g.Go(func() error { return h.run(gctx) })
+	}
+	return g.Wait()
+}
+
+// Subscribe subscribes to kind (user's private messages for Private), after cursor ("" for
+// what comes from now on). ErrBadCursor, ErrTooOld, ErrFull, ErrClosed, or a Valkey error
+// wrapped in lua.ErrUnavailable.
+func (t *Tails) Subscribe(ctx context.Context, kind keyspace.Kind, user, cursor string) (*Subscription, error) {
+	h := t.hubs[kind]
+	var from []pos
+	if cursor != "" {
+		var err error
+		if from, err = decodeCursor(cursor, len(h.shards)); err != nil {
+			return nil, err
+		}
+	}
+	t.mu.Lock()
+	if t.count >= t.cfg.MaxSubscribers {
+		t.mu.Unlock()
+		t.m.refused.Inc()
+		return nil, ErrFull
+	}
+	t.count++
+	t.mu.Unlock()
+	s, err := h.subscribe(ctx, user, from)
+	if err != nil {
+		t.release()
+		return nil, err
+	}
+	t.m.subscribers.WithLabelValues(kind.String()).Inc()
+	return s, nil
+}
+
+func (t *Tails) release() {
+	t.mu.Lock()
+	t.count--
+	t.mu.Unlock()
+}
+
+// hub follows the streams of one kind.
+type hub struct {
+	t      *Tails
+	kind   keyspace.Kind
+	shards []keyspace.Shard
+	ready  chan struct{}
+
+	mu     sync.Mutex
+	pos    []pos
+	subs   map[*Subscription]struct{}
+	closed bool
+}
+
+func (h *hub) run(ctx context.Context) error {
+	defer h.closeAll()
+	h.pos = make([]pos, len(h.shards))
+	for i := range h.shards {
+		for attempt := 1; ; attempt++ {
+			p, err := h.position(ctx, i)
+			if err == nil {
+				h.pos[i] = p
+				break
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			h.t.cfg.Logger.WarnContext(ctx, "live tail: reading the stream's position failed, retrying", "stream", h.shards[i].Stream, "err", err)
+			sleep(ctx, backoff(attempt))
+		}
+	}
+	close(h.ready)
+	var wg sync.WaitGroup
+	for i := range h.shards {
+		wg.Go(func() { h.follow(ctx, i) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// position reads where stream i stands now.
+func (h *hub) position(ctx context.Context, i int) (pos, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.t.cfg.Timeout)
+	defer cancel()
+	sp, err := streams.StreamPosition(ctx, h.t.cfg.Valkey, h.shards[i].Stream)
+	if err != nil {
+		return pos{}, err
+	}
+	ms, seq, err := parseID(sp.LastID)
+	if err != nil {
+		return pos{}, err
+	}
+	return pos{ms: ms, seq: seq, ord: sp.Added}, nil
+}
+
+// follow reads stream i with XREAD from the hub's position on, and hands each batch to the
+// subscribers. A failure (a restart, a failover) is retried from the same position.
+func (h *hub) follow(ctx context.Context, i int) {
+	stream := h.shards[i].Stream
+	failures := 0
+	for ctx.Err() == nil {
+		h.mu.Lock()
+		from := h.pos[i]
+		h.mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, h.t.cfg.Block+h.t.cfg.Timeout)
+		es, err := streams.Follow(rctx, h.t.cfg.Valkey, stream, from.id(), 500, h.t.cfg.Block)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			h.t.m.readErrors.Inc()
+			h.t.cfg.Logger.WarnContext(ctx, "live tail: reading the stream failed, resuming from the same entry", "stream", stream, "err", err)
+			sleep(ctx, backoff(failures))
+			h.resync(ctx, i, from)
+			continue
+		}
+		failures = 0
+		if len(es) > 0 {
+			h.publish(i, es)
+		}
+	}
+}
+
+// resync, after a failure, checks the stream did not go back behind the hub (a promoted replica
+// that missed the last entries, a server restarted without its data): then the hub follows the
+// stream from where it stands now; the ordinals it counted no longer hold.
+func (h *hub) resync(ctx context.Context, i int, from pos) {
+	p, err := h.position(ctx, i)
+	if err != nil || p.ms > from.ms || (p.ms == from.ms && p.seq >= from.seq) {
+		return
+	}
+	h.t.cfg.Logger.WarnContext(ctx, "live tail: the stream is behind the tail (failover or data loss); following it from its end", "stream", h.shards[i].Stream, "last", p.id())
+	h.mu.Lock()
+	h.pos[i] = p
+	h.mu.Unlock()
+}
+
+// publish advances shard i over es and fans each event out; a subscriber whose buffer is full
+// is dropped.
+func (h *hub) publish(i int, es []streams.Entry) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, e := range es {
+		ms, seq, err := parseID(e.ID)
+		if err != nil {
+			continue
+		}
+		h.pos[i] = pos{ms: ms, seq: seq, ord: h.pos[i].ord + 1}
+		ev, ok := toEvent(h.kind, e)
+		if !ok {
+			continue
+		}
+		ev.ID = encodeCursor(h.pos)
+		for s := range h.subs {
+			if !s.wants(ev) {
+				continue
+			}
+			select {
+			case s.live <- ev:
+			default:
+				h.drop(s)
+			}
+		}
+	}
+}
+
+// drop removes s, which fell behind; the caller holds h.mu.
+func (h *hub) drop(s *Subscription) {
+	delete(h.subs, s)
+	s.dropped = true
+	close(s.live)
+	h.t.m.dropped.Inc()
+}
+
+func (h *hub) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for s := range h.subs {
+		delete(h.subs, s)
+		close(s.live)
+	}
+}
+
+// subscribe registers a subscription at the hub's current position, so that every entry after
+// it comes live; from, when set, is caught up to that position first (Subscription.Next).
+func (h *hub) subscribe(ctx context.Context, user string, from []pos) (*Subscription, error) {
+	select {
+	case <-h.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	s := &Subscription{h: h, user: user, live: make(chan Event, h.t.cfg.Buffer)}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
+	s.upTo = append([]pos(nil), h.pos...)
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	if from != nil {
+		s.at = from
+		// Every stream's gap is checked, and the first chunk read, before the caller answers:
+		// a cursor too old is refused before any event.
+		err := s.checkGaps(ctx)
+		if err == nil {
+			err = s.catchUp(ctx)
+		}
+		if err != nil {
+			s.unregister()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// checkGaps fails with ErrTooOld when any stream lost an entry after the cursor.
+func (s *Subscription) checkGaps(ctx context.Context) error {
+	cfg := &s.h.t.cfg
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	for k := range s.at {
+		if !before(s.at[k], s.upTo[k]) {
+			continue
+		}
+		sp, err := streams.StreamPosition(ctx, cfg.Valkey, s.h.shards[k].Stream)
+		if err != nil {
+			return unavailable(err)
+		}
+		if sp.Gap(s.at[k].id(), s.at[k].ord) {
+			s.h.t.m.tooOld.Inc()
+			return ErrTooOld
+		}
+	}
+	return nil
+}
+
+// Subscription is one subscriber's events.
+type Subscription struct {
+	h    *hub
+	user string
+	live chan Event
+	// dropped is set (under h.mu) when the subscriber fell behind.
+	dropped bool
+	// at is the catch-up position, nil once caught up; upTo where the live events begin.
+	at      []pos
+	upTo    []pos
+	pending []Event
+	closed  sync.Once
+}
+
+// wants reports whether the event is for this subscriber.
+func (s *Subscription) wants(ev Event) bool {
+	if s.h.kind == keyspace.Public {
+		return true
+	}
+	return ev.owner == s.user || ev.recipient == s.user
+}
+
+// ErrDropped: the subscriber fell behind and was dropped; it resumes from its last event's ID.
+var ErrDropped = errors.New("subscriber fell behind")
+
+// Next returns the next event: first those between the cursor and the subscription's start,
+// then the live ones; ok is false when no event came within wait (time for a heartbeat). It
+// fails with ErrDropped, ErrTooOld (entries trimmed during a long catch-up), ErrClosed, a Valkey
+// error, or ctx's error.
+func (s *Subscription) Next(ctx context.Context, wait time.Duration) (ev Event, ok bool, err error) {
+	for len(s.pending) == 0 && s.at != nil {
+		if err := s.catchUp(ctx); err != nil {
+			return Event{}, false, err
+		}
+	}
+	if len(s.pending) > 0 {
+		ev := s.pending[0]
+		s.pending = s.pending[1:]
+		return ev, true, nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case ev, open := <-s.live:
+		if open {
+			return ev, true, nil
+		}
+		s.h.mu.Lock()
+		dropped := s.dropped
+		s.h.mu.Unlock()
+		if dropped {
+			return Event{}, false, ErrDropped
+		}
+		return Event{}, false, ErrClosed
+	case <-t.C:
+		return Event{}, false, nil
+	case <-ctx.Done():
+		return Event{}, false, ctx.Err()
+	}
+}
+
+// catchUp reads the next chunk of the first shard not yet at upTo into s.pending, checking
+// after the read that nothing after its start had been trimmed (the read was then complete).
+func (s *Subscription) catchUp(ctx context.Context) error {
+	for k := range s.at {
+		if !before(s.at[k], s.upTo[k]) {
+			continue
+		}
+		cfg := &s.h.t.cfg
+		stream := s.h.shards[k].Stream
+		rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+		es, err := streams.ReadAfter(rctx, cfg.Valkey, stream, s.at[k].id(), 500)
+		if err != nil {
+			return unavailable(err)
+		}
+		sp, err := streams.StreamPosition(rctx, cfg.Valkey, stream)
+		if err != nil {
+			return unavailable(err)
+		}
+		if sp.Gap(s.at[k].id(), s.at[k].ord) {
+			s.h.t.m.tooOld.Inc()
+			return ErrTooOld
+		}
+		for _, e := range es {
+			ms, seq, err := parseID(e.ID)
+			if err != nil {
+				continue
+			}
+			p := pos{ms: ms, seq: seq, ord: s.at[k].ord + 1}
+			if !before(s.at[k], s.upTo[k]) || before(s.upTo[k], p) {
+				break // the live events take it from here
+			}
+			s.at[k] = p
+			ev, ok := toEvent(s.h.kind, e)
+			if !ok || !s.wants(ev) {
+				continue
+			}
+			ids := make([]pos, len(s.at))
+			copy(ids, s.upTo[:k])
+			copy(ids[k:], s.at[k:])
+			ev.ID = encodeCursor(ids)
+			s.pending = append(s.pending, ev)
+		}
+		if len(es) == 0 {
+			s.at[k] = s.upTo[k] // nothing after it any more: the stream was reset
+		}
+		return nil
+	}
+	s.at = nil
+	return nil
+}
+
+// before reports whether a is an earlier entry than b.
+func before(a, b pos) bool { return a.ms < b.ms || (a.ms == b.ms && a.seq < b.seq) }
+
+// Close ends the subscription.
+func (s *Subscription) Close() {
+	s.closed.Do(func() {
+		s.unregister()
+		s.h.t.release()
+		s.h.t.m.subscribers.WithLabelValues(s.h.kind.String()).Dec()
+	})
+}
+
+// unregister takes s off its hub.
+func (s *Subscription) unregister() {
+	h := s.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.subs[s]; ok {
+		delete(h.subs, s)
+		close(s.live)
+	}
+}
+
+// toEvent turns a stream entry into an event; false for an entry that is not a message or a
+// deletion (it would be dead-lettered).
+func toEvent(kind keyspace.Kind, e streams.Entry) (Event, bool) {
+	rec, err := message.DecodeEntry(kind.String(), e.ID, e.Fields)
+	if err != nil {
+		return Event{}, false
+	}
+	ev := Event{owner: rec.Message.OwnerID, recipient: rec.Message.RecipientID}
+	if rec.Delete {
+		ev.Type = "delete"
+		ev.Data = []byte(`{"cache_id":` + strconv.FormatInt(rec.CacheID, 10) + `}`)
+		return ev, true
+	}
+	ev.Type = "message"
+	ev.Data = rec.JSON()
+	return ev, true
+}
+
+func unavailable(err error) error { return errors.Join(lua.ErrUnavailable, err) }
+
+func backoff(attempt int) time.Duration {
+	d := 100 * time.Millisecond << min(attempt, 6)
+	return d/2 + rand.N(d/2)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
