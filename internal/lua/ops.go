@@ -47,39 +47,23 @@ func privateRings(ring func(string) string, owner, recipient string) []string {
 // ForgetPrivate removes deleted private messages (with their users) from the users' rings, in
 // one pipelined round trip; the workers call it once PostgreSQL applied the deletions.
 func (s *Scripts) ForgetPrivate(ctx context.Context, recs []message.Record) error {
-	var cmds valkey.Commands
+	var calls []Call
 	for _, r := range recs {
-		keys := privateRings(s.cfg.Keys.PrivateRing, r.Message.OwnerID, r.Message.RecipientID)
-		if len(keys) > 0 {
-			cmds = append(cmds, s.unring.cmd(s.c, keys, []string{strconv.FormatInt(r.CacheID, 10)}))
+		if keys := privateRings(s.cfg.Keys.PrivateRing, r.Message.OwnerID, r.Message.RecipientID); len(keys) > 0 {
+			calls = append(calls, Call{Keys: keys, Args: []string{strconv.FormatInt(r.CacheID, 10)}})
 		}
 	}
-	return s.runScriptCmds(ctx, s.unring, cmds)
-}
-
-// runScriptCmds sends the EVALSHA commands of sc in one round trip; on NOSCRIPT it loads the
-// script and sends them again (the calls are idempotent).
-func (s *Scripts) runScriptCmds(ctx context.Context, sc *Script, cmds valkey.Commands) error {
-	if len(cmds) == 0 {
+	if len(calls) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	for attempt := 0; ; attempt++ {
-		var err error
-		for _, r := range s.c.DoMulti(ctx, cmds...) {
-			if e := r.Error(); e != nil && err == nil {
-				err = e
-			}
+	for _, r := range s.unring.ExecMulti(ctx, s.c, calls) {
+		if err := r.Error(); err != nil {
+			return classify(err)
 		}
-		if isNoScript(err) && attempt == 0 {
-			if err := sc.load(ctx, s.c); err != nil {
-				return classify(err)
-			}
-			continue
-		}
-		return classify(err)
 	}
+	return nil
 }
 
 // deleteResult maps delete.lua's reply to the sentinel errors, in both layouts.

@@ -20,14 +20,15 @@ local function fields(e)
   return m
 end
 
--- first_message returns the id and cache id of the first message entry at or after start.
+-- first_message returns the id, cache id (a number) and cache id as written (exact: a Lua number
+-- would print 2^52 and more in exponent form) of the first message entry at or after start.
 local function first_message(start)
   for _ = 1, 64 do
     local es = redis.call('XRANGE', key, start, '+', 'COUNT', 16)
     if #es == 0 then return nil end
     for _, e in ipairs(es) do
       local m = fields(e)
-      if m['kind'] ~= 'delete' then return e[1], tonumber(m['cache_id']) or 0 end
+      if m['kind'] ~= 'delete' then return e[1], tonumber(m['cache_id']) or 0, m['cache_id'] or '0' end
     end
     start = '(' .. es[#es][1]
   end
@@ -37,7 +38,7 @@ end
 local function ms_of(id) return tonumber(string.match(id, '^(%d+)-')) end
 
 local out_first = {}
-local fid, fcid = first_message('-')
+local fid, _, fcid = first_message('-')
 if fid then out_first = {fid, fcid} end
 
 local pending = {}
@@ -60,7 +61,8 @@ else
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)
     local _, c = first_message(mid .. '-0')
-    if c ~= nil and ((dir == 'b' and c >= cursor) or (dir == 'f' and c > cursor)) then
+    -- No message at or after mid (only deletions, at the stream's end) reaches it too.
+    if c == nil or (dir == 'b' and c >= cursor) or (dir == 'f' and c > cursor) then
       hi = mid
     else
       lo = mid + 1

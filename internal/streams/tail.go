@@ -3,6 +3,7 @@ package streams
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/valkey-io/valkey-go"
@@ -53,9 +54,11 @@ func StreamPosition(ctx context.Context, c valkey.Client, stream string) (Positi
 	return p, nil
 }
 
+// isNoSuchKey recognises XINFO's answer for a missing stream ("ERR no such key" in Valkey 8,
+// "no such key" as valkey-go passes it on).
 func isNoSuchKey(err error) bool {
 	verr, ok := valkey.IsValkeyErr(err)
-	return ok && len(verr.Error()) >= 9 && verr.Error()[:9] == "ERR no su"
+	return ok && strings.Contains(verr.Error(), "no such key")
 }
 
 // ReadAfter returns up to count entries of stream after id (exclusive), oldest first.

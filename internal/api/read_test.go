@@ -1,0 +1,484 @@
+package api_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chatpipe/chatpipe/internal/api"
+	"github.com/chatpipe/chatpipe/internal/flush"
+	"github.com/chatpipe/chatpipe/internal/history"
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/tail"
+	"github.com/chatpipe/chatpipe/internal/testenv"
+)
+
+// readBundle is ingest's API over a real Valkey with history on a real PostgreSQL (dsn "": none)
+// and the live tail running.
+type readBundle struct {
+	*testBundle
+	scripts *lua.Scripts
+	store   *pg.Store
+	dsn     string
+}
+
+func setupRead(t *testing.T, dsn string, recentSize, tailMax int) *readBundle {
+	t.Helper()
+	srv := testenv.StartValkey(t)
+	c := srv.Client(t)
+	keys, _ := keyspace.New("")
+	scripts, err := lua.New(c, lua.Config{Keys: keys, RecentSize: recentSize, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := &readBundle{scripts: scripts, dsn: dsn}
+	var db *pg.History
+	if dsn != "" {
+		pool, err := pg.Connect(context.Background(), dsn, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		if dsn != badDSN {
+			if _, err := pg.Migrate(context.Background(), pool, slog.New(slog.DiscardHandler)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db, rb.store = pg.NewHistory(pool), pg.New(pool)
+	}
+	reg := prometheus.NewRegistry()
+	hist, err := history.New(history.Config{Valkey: c, Layout: keys, DB: db, Registerer: reg, Timeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tails, err := tail.New(tail.Config{Valkey: c, Layout: keys, MaxSubscribers: tailMax, Registerer: reg, Block: 200 * time.Millisecond, Buffer: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = tails.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	a, err := api.New(api.Config{Store: scripts, Registerer: reg, RecentSize: recentSize, History: hist, Tail: tails, TailHeartbeat: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(a)
+	t.Cleanup(hs.Close)
+	rb.testBundle = &testBundle{url: hs.URL, server: srv, client: c, keys: keys, reg: reg}
+	return rb
+}
+
+// badDSN is a PostgreSQL that is not there.
+const badDSN = "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"
+
+// TestHistoryBadInput: every malformed cursor or limit gets 400 naming the field, on both
+// history endpoints, before anything is read.
+func TestHistoryBadInput(t *testing.T) {
+	t.Parallel()
+	b := setupRead(t, "", 50, 10)
+	cases := []struct{ query, field string }{
+		{"before=abc", "before"},
+		{"before=-1", "before"},
+		{"before=0", "before"},
+		{"before=1.5", "before"},
+		{"before=", "before"},
+		{"before=+5", "before"},
+		{"before=05", "before"},
+		{"before=99999999999999999999", "before"},
+		{"before=1&before=2", "before"},
+		{"after=-1", "after"},
+		{"after=x", "after"},
+		{"after=1&before=2", "after"},
+		{"limit=0", "limit"},
+		{"limit=100000", "limit"},
+		{"limit=201", "limit"},
+		{"limit=1.5", "limit"},
+		{"limit=-3", "limit"},
+		{"limit=", "limit"},
+		{"limit=1&limit=2", "limit"},
+		{"before=%00", "before"},
+		{"before=" + strings.Repeat("9", 5000), "before"},
+	}
+	for _, path := range []string{"/v1/messages/history", "/v1/users/alice/private-messages/history"} {
+		for _, c := range cases {
+			r := b.do(t, http.MethodGet, path+"?"+c.query, "", "")
+			if r.status != http.StatusBadRequest || r.body["field"] != c.field {
+				t.Errorf("%s?%s: %d %s, want 400 naming %s", path, c.query, r.status, r.raw, c.field)
+			}
+		}
+	}
+	for _, user := range []string{"a%20b", "%00", strings.Repeat("u", 129)} {
+		r := b.do(t, http.MethodGet, "/v1/users/"+user+"/private-messages/history", "", "")
+		if r.status != http.StatusBadRequest {
+			t.Errorf("user %.20q: %d %s, want 400", user, r.status, r.raw)
+		}
+	}
+	// Valid queries without DATABASE_URL: 503 history_unavailable, and the rest works.
+	r := b.do(t, http.MethodGet, "/v1/messages/history?limit=10", "", "")
+	if r.status != http.StatusServiceUnavailable || r.body["error"] != "history_unavailable" || !strings.Contains(r.raw, "DATABASE_URL") {
+		t.Errorf("no database: %d %s, want 503 history_unavailable naming DATABASE_URL", r.status, r.raw)
+	}
+	wantStatus(t, b.post(t, "/v1/messages", `{"owner_id":"alice","content":"still here"}`), http.StatusAccepted)
+	for _, path := range []string{"/v1/private-messages/abc", "/v1/private-messages/0", "/v1/private-messages/-4", "/v1/private-messages/1.0"} {
+		if r := b.do(t, http.MethodDelete, path, "", ""); r.status != http.StatusBadRequest {
+			t.Errorf("DELETE %s: %d, want 400", path, r.status)
+		}
+	}
+	if r := b.do(t, http.MethodDelete, "/v1/private-messages/12345", "", ""); r.status != http.StatusNotFound {
+		t.Errorf("DELETE of an id never issued: %d %s, want 404", r.status, r.raw)
+	}
+}
+
+// TestHistoryPostgresDown: history answers 503 with Retry-After while PostgreSQL is unreachable;
+// the rest of ingest is unaffected.
+func TestHistoryPostgresDown(t *testing.T) {
+	t.Parallel()
+	b := setupRead(t, badDSN, 50, 10)
+	wantStatus(t, b.post(t, "/v1/messages", `{"owner_id":"alice","content":"one"}`), http.StatusAccepted)
+	r := b.do(t, http.MethodGet, "/v1/messages/history", "", "")
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || r.body["error"] != "history_unavailable" {
+		t.Errorf("postgres down: %d %q %s, want 503 history_unavailable with Retry-After", r.status, r.header.Get("Retry-After"), r.raw)
+	}
+	wantStatus(t, b.do(t, http.MethodGet, "/v1/messages/recent", "", ""), http.StatusOK)
+	wantStatus(t, b.do(t, http.MethodGet, "/readyz", "", ""), http.StatusOK)
+}
+
+// sent is what the test sent and was told: cache id → content, owner, recipient.
+type sent struct {
+	content, owner, recipient string
+}
+
+func (b *readBundle) send(t *testing.T, n int, private bool, got map[int64]sent) {
+	t.Helper()
+	users := []string{"alice", "bob", "carol"}
+	for i := range n {
+		owner, recipient := users[i%3], users[(i+1)%3]
+		if i%7 == 0 {
+			recipient = owner // a self-DM now and then
+		}
+		content := fmt.Sprintf("m%d-%d", len(got), i)
+		path, body := "/v1/messages", fmt.Sprintf(`{"owner_id":%q,"content":%q}`, owner, content)
+		if private {
+			path, body = "/v1/private-messages", fmt.Sprintf(`{"owner_id":%q,"recipient_id":%q,"content":%q}`, owner, recipient, content)
+		} else {
+			recipient = ""
+		}
+		r := b.post(t, path, body)
+		wantStatus(t, r, http.StatusAccepted)
+		got[int64(r.body["cache_id"].(float64))] = sent{content, owner, recipient}
+	}
+}
+
+// flushAll runs real flush consumers of both streams until PostgreSQL holds want rows.
+func (b *readBundle) flushAll(t *testing.T, want int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{}, 2)
+	for _, kind := range keyspace.Kinds {
+		co, err := flush.New(b.client, flush.Config{Keys: b.keys, Kind: kind, Consumer: "w", Sink: b.store,
+			FlushInterval: 20 * time.Millisecond, TailRetention: time.Minute, ForgetFunc: b.scripts.ForgetPrivate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = co.Run(ctx); done <- struct{}{} }()
+	}
+	pool, _ := pg.Connect(ctx, b.dsn, 1)
+	defer pool.Close()
+	testenv.WaitFor(t, "rows in postgres", 20*time.Second, func() bool {
+		var n int
+		_ = pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM chat_messages) + (SELECT count(*) FROM private_messages)").Scan(&n)
+		return n == want
+	})
+	cancel()
+	<-done
+	<-done
+}
+
+// scan pages through path in one direction with limit, checking the pages' order, and
+// returns the messages in cache-id order.
+func (b *testBundle) scan(t *testing.T, path string, backward bool, limit int) []historyMessage {
+	t.Helper()
+	var all []historyMessage
+	cursor := ""
+	if !backward {
+		cursor = "after=0&"
+	}
+	for range 10_000 {
+		r := b.do(t, http.MethodGet, fmt.Sprintf("%s?%slimit=%d", path, cursor, limit), "", "")
+		wantStatus(t, r, http.StatusOK)
+		var p struct {
+			Messages []historyMessage `json:"messages"`
+			HasMore  bool             `json:"has_more"`
+		}
+		if err := json.Unmarshal([]byte(r.raw), &p); err != nil {
+			t.Fatalf("%s: %v", r.raw, err)
+		}
+		if len(p.Messages) > limit || (p.HasMore && len(p.Messages) < limit) {
+			t.Fatalf("page of %d with has_more %t at limit %d", len(p.Messages), p.HasMore, limit)
+		}
+		if !slices.IsSortedFunc(p.Messages, func(a, b historyMessage) int { return int(a.CacheID - b.CacheID) }) {
+			t.Fatalf("page not oldest first: %s", r.raw)
+		}
+		if backward {
+			all = append(p.Messages, all...)
+		} else {
+			all = append(all, p.Messages...)
+		}
+		if !p.HasMore {
+			return all
+		}
+		if backward {
+			cursor = fmt.Sprintf("before=%d&", p.Messages[0].CacheID)
+		} else {
+			cursor = fmt.Sprintf("after=%d&", p.Messages[len(p.Messages)-1].CacheID)
+		}
+	}
+	t.Fatal("no end after 10 000 pages")
+	return nil
+}
+
+type historyMessage struct {
+	CacheID int64 `json:"cache_id"`
+	Data    struct {
+		OwnerID     string `json:"owner_id"`
+		RecipientID string `json:"recipient_id"`
+		Content     string `json:"content"`
+		CreatedAt   string `json:"created_at"`
+	} `json:"data"`
+}
+
+// wantHistory compares a scan with what was sent and not deleted, filtered by keep.
+func wantHistory(t *testing.T, what string, got []historyMessage, sentMsgs map[int64]sent, deleted map[int64]bool, keep func(sent) bool) {
+	t.Helper()
+	var want []int64
+	for id, s := range sentMsgs {
+		if !deleted[id] && keep(s) {
+			want = append(want, id)
+		}
+	}
+	slices.Sort(want)
+	ids := make([]int64, len(got))
+	for i, m := range got {
+		ids[i] = m.CacheID
+		s := sentMsgs[m.CacheID]
+		if m.Data.Content != s.content || m.Data.OwnerID != s.owner || m.Data.RecipientID != s.recipient {
+			t.Errorf("%s: message %d is %+v, sent %+v", what, m.CacheID, m.Data, s)
+		}
+	}
+	if !slices.Equal(ids, want) {
+		var missing, extra []int64
+		for _, id := range want {
+			if !slices.Contains(ids, id) {
+				missing = append(missing, id)
+			}
+		}
+		for _, id := range ids {
+			if !slices.Contains(want, id) {
+				extra = append(extra, id)
+			}
+		}
+		t.Errorf("%s: missing %v, extra or repeated %v", what, missing, extra)
+		t.Errorf("%s: %d messages, want %d (first got %v, want %v)", what, len(ids), len(want), ids[:min(5, len(ids))], want[:min(5, len(want))])
+	}
+}
+
+// TestHistoryAcrossSources: messages in PostgreSQL, in the backlog and in the ring, some of
+// each deleted, page the same way: full scans both ways, at several page sizes, return every
+// undeleted message once, with its content.
+func TestHistoryAcrossSources(t *testing.T) {
+	t.Parallel()
+	b := setupRead(t, testenv.Postgres(t), 20, 10)
+	pub, priv := map[int64]sent{}, map[int64]sent{}
+	b.send(t, 90, false, pub)
+	b.send(t, 40, true, priv)
+	b.flushAll(t, 130)
+	b.send(t, 60, false, pub) // the backlog: no worker runs now
+	b.send(t, 20, true, priv)
+	deleted, deletedPriv := map[int64]bool{}, map[int64]bool{} // ids of each kind
+	var pubIDs, privIDs []int64
+	for id := range pub {
+		pubIDs = append(pubIDs, id)
+	}
+	for id := range priv {
+		privIDs = append(privIDs, id)
+	}
+	slices.Sort(pubIDs)
+	slices.Sort(privIDs)
+	// In PostgreSQL, in the backlog below the ring, in the ring.
+	for _, id := range []int64{pubIDs[3], pubIDs[50], pubIDs[100], pubIDs[140], pubIDs[149]} {
+		wantStatus(t, b.do(t, http.MethodDelete, fmt.Sprintf("/v1/messages/%d", id), "", ""), http.StatusNoContent)
+		deleted[id] = true
+	}
+	for _, id := range []int64{privIDs[2], privIDs[45], privIDs[59]} {
+		wantStatus(t, b.do(t, http.MethodDelete, fmt.Sprintf("/v1/private-messages/%d", id), "", ""), http.StatusNoContent)
+		deletedPriv[id] = true
+	}
+	check := func(stage string) {
+		for _, limit := range []int{1, 7, 50, 200} {
+			for _, backward := range []bool{true, false} {
+				what := fmt.Sprintf("%s, public, limit %d, backward %t", stage, limit, backward)
+				wantHistory(t, what, b.scan(t, "/v1/messages/history", backward, limit), pub, deleted, func(sent) bool { return true })
+				for _, u := range []string{"alice", "bob", "carol"} {
+					got := b.scan(t, "/v1/users/"+u+"/private-messages/history", backward, limit)
+					wantHistory(t, what+", "+u, got, priv, deletedPriv, func(s sent) bool { return s.owner == u || s.recipient == u })
+				}
+			}
+		}
+	}
+	check("backlog waiting")
+	b.flushAll(t, 130+80-len(deleted)-len(deletedPriv))
+	check("flushed")
+	// Rings hold no deleted message either: ingest or the worker cleared them.
+	for _, u := range []string{"alice", "bob", "carol"} {
+		r := b.do(t, http.MethodGet, "/v1/users/"+u+"/private-messages/recent", "", "")
+		for id := range deletedPriv {
+			if strings.Contains(r.raw, fmt.Sprintf(`"cache_id":%d,`, id)) {
+				t.Errorf("%s's ring still holds deleted message %d", u, id)
+			}
+		}
+	}
+}
+
+// sse reads the events of a live-tail response.
+type sse struct {
+	res *http.Response
+	sc  *bufio.Scanner
+}
+
+type sseEvent struct{ id, typ, data string }
+
+func openSSE(t *testing.T, url, lastID string) (*sse, int) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK {
+		res.Body.Close()
+		return nil, res.StatusCode
+	}
+	if ct := res.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	return &sse{res: res, sc: bufio.NewScanner(res.Body)}, res.StatusCode
+}
+
+// next returns the next event, skipping comments and the retry field; ok false at the end.
+func (s *sse) next() (sseEvent, bool) {
+	var ev sseEvent
+	for s.sc.Scan() {
+		line := s.sc.Text()
+		switch {
+		case line == "":
+			if ev.typ != "" {
+				return ev, true
+			}
+		case strings.HasPrefix(line, "id: "):
+			ev.id = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			ev.typ = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			ev.data = line[6:]
+		}
+	}
+	return ev, false
+}
+
+func (s *sse) close() { s.res.Body.Close() }
+
+// TestTailResume: a tail client gets every message and deletion once, in order; disconnected,
+// it resumes with Last-Event-ID (or ?after=) exactly after its last event; a bad id is 400, an
+// id whose successors were trimmed is 410, past INGEST_TAIL_MAX is 503.
+func TestTailResume(t *testing.T) {
+	t.Parallel()
+	b := setupRead(t, "", 50, 3)
+	url := b.url + "/v1/messages/stream"
+	s, _ := openSSE(t, url, "")
+	pub := map[int64]sent{}
+	b.send(t, 5, false, pub)
+	var last string
+	var got []int64
+	for range 5 {
+		ev, ok := s.next()
+		if !ok || ev.typ != "message" {
+			t.Fatalf("event %+v, %t", ev, ok)
+		}
+		var m historyMessage
+		_ = json.Unmarshal([]byte(ev.data), &m)
+		got = append(got, m.CacheID)
+		last = ev.id
+	}
+	s.close()
+	b.send(t, 4, false, pub)
+	wantStatus(t, b.do(t, http.MethodDelete, fmt.Sprintf("/v1/messages/%d", got[0]), "", ""), http.StatusNoContent)
+	for i, how := range []string{"Last-Event-ID", "after"} {
+		var r *sse
+		if how == "after" {
+			r, _ = openSSE(t, url+"?after="+last, "")
+		} else {
+			r, _ = openSSE(t, url, last)
+		}
+		var ids []int64
+		for range 5 {
+			ev, ok := r.next()
+			if !ok {
+				t.Fatal("stream ended")
+			}
+			var m historyMessage
+			_ = json.Unmarshal([]byte(ev.data), &m)
+			if ev.typ == "delete" {
+				m.CacheID = -m.CacheID
+			}
+			ids = append(ids, m.CacheID)
+		}
+		want := []int64{6, 7, 8, 9, -1}
+		if !slices.Equal(ids, want) {
+			t.Errorf("resume %d by %s: %v, want %v", i, how, ids, want)
+		}
+		r.close()
+	}
+	for _, bad := range []string{"garbage", "AQ", strings.Repeat("A", 5000)} {
+		if _, code := openSSE(t, url, bad); code != http.StatusBadRequest {
+			t.Errorf("Last-Event-ID %.20q: %d, want 400", bad, code)
+		}
+	}
+	// Trim everything: the entries after the cursor are gone.
+	testenv.Do(t, b.client, "XTRIM", b.keys.Stream(keyspace.Public), "MAXLEN", "0")
+	if _, code := openSSE(t, url, last); code != http.StatusGone {
+		t.Errorf("trimmed cursor: %d, want 410", code)
+	}
+	// INGEST_TAIL_MAX = 3.
+	var open []*sse
+	for range 3 {
+		s, code := openSSE(t, url, "")
+		if code != http.StatusOK {
+			t.Fatalf("subscriber %d: %d", len(open), code)
+		}
+		open = append(open, s)
+	}
+	r := b.do(t, http.MethodGet, "/v1/messages/stream", "", "")
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+		t.Errorf("past the subscriber cap: %d %s, want 503 with Retry-After", r.status, r.raw)
+	}
+	for _, s := range open {
+		s.close()
+	}
+}
