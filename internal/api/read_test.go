@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -208,61 +207,8 @@ func (b *readBundle) flushAll(t *testing.T, want int) {
 	<-done
 }
 
-// scan pages through path in one direction with limit, checking the pages' order, and
-// returns the messages in cache-id order.
-func (b *testBundle) scan(t *testing.T, path string, backward bool, limit int) []historyMessage {
-	t.Helper()
-	var all []historyMessage
-	cursor := ""
-	if !backward {
-		cursor = "after=0&"
-	}
-	for range 10_000 {
-		r := b.do(t, http.MethodGet, fmt.Sprintf("%s?%slimit=%d", path, cursor, limit), "", "")
-		wantStatus(t, r, http.StatusOK)
-		var p struct {
-			Messages []historyMessage `json:"messages"`
-			HasMore  bool             `json:"has_more"`
-		}
-		if err := json.Unmarshal([]byte(r.raw), &p); err != nil {
-			t.Fatalf("%s: %v", r.raw, err)
-		}
-		if len(p.Messages) > limit || (p.HasMore && len(p.Messages) < limit) {
-			t.Fatalf("page of %d with has_more %t at limit %d", len(p.Messages), p.HasMore, limit)
-		}
-		if !slices.IsSortedFunc(p.Messages, func(a, b historyMessage) int { return int(a.CacheID - b.CacheID) }) {
-			t.Fatalf("page not oldest first: %s", r.raw)
-		}
-		if backward {
-			all = append(p.Messages, all...)
-		} else {
-			all = append(all, p.Messages...)
-		}
-		if !p.HasMore {
-			return all
-		}
-		if backward {
-			cursor = fmt.Sprintf("before=%d&", p.Messages[0].CacheID)
-		} else {
-			cursor = fmt.Sprintf("after=%d&", p.Messages[len(p.Messages)-1].CacheID)
-		}
-	}
-	t.Fatal("no end after 10 000 pages")
-	return nil
-}
-
-type historyMessage struct {
-	CacheID int64 `json:"cache_id"`
-	Data    struct {
-		OwnerID     string `json:"owner_id"`
-		RecipientID string `json:"recipient_id"`
-		Content     string `json:"content"`
-		CreatedAt   string `json:"created_at"`
-	} `json:"data"`
-}
-
 // wantHistory compares a scan with what was sent and not deleted, filtered by keep.
-func wantHistory(t *testing.T, what string, got []historyMessage, sentMsgs map[int64]sent, deleted map[int64]bool, keep func(sent) bool) {
+func wantHistory(t *testing.T, what string, got []testenv.HistoryMessage, sentMsgs map[int64]sent, deleted map[int64]bool, keep func(sent) bool) {
 	t.Helper()
 	var want []int64
 	for id, s := range sentMsgs {
@@ -331,9 +277,9 @@ func TestHistoryAcrossSources(t *testing.T) {
 		for _, limit := range []int{1, 7, 50, 200} {
 			for _, backward := range []bool{true, false} {
 				what := fmt.Sprintf("%s, public, limit %d, backward %t", stage, limit, backward)
-				wantHistory(t, what, b.scan(t, "/v1/messages/history", backward, limit), pub, deleted, func(sent) bool { return true })
+				wantHistory(t, what, testenv.ScanHistory(t, http.DefaultClient, b.url, "/v1/messages/history", backward, limit), pub, deleted, func(sent) bool { return true })
 				for _, u := range []string{"alice", "bob", "carol"} {
-					got := b.scan(t, "/v1/users/"+u+"/private-messages/history", backward, limit)
+					got := testenv.ScanHistory(t, http.DefaultClient, b.url, "/v1/users/"+u+"/private-messages/history", backward, limit)
 					wantHistory(t, what+", "+u, got, priv, deletedPriv, func(s sent) bool { return s.owner == u || s.recipient == u })
 				}
 			}
@@ -353,57 +299,6 @@ func TestHistoryAcrossSources(t *testing.T) {
 	}
 }
 
-// sse reads the events of a live-tail response.
-type sse struct {
-	res *http.Response
-	sc  *bufio.Scanner
-}
-
-type sseEvent struct{ id, typ, data string }
-
-func openSSE(t *testing.T, url, lastID string) (*sse, int) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	if lastID != "" {
-		req.Header.Set("Last-Event-ID", lastID)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.StatusCode != http.StatusOK {
-		res.Body.Close()
-		return nil, res.StatusCode
-	}
-	if ct := res.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Fatalf("Content-Type %q", ct)
-	}
-	return &sse{res: res, sc: bufio.NewScanner(res.Body)}, res.StatusCode
-}
-
-// next returns the next event, skipping comments and the retry field; ok false at the end.
-func (s *sse) next() (sseEvent, bool) {
-	var ev sseEvent
-	for s.sc.Scan() {
-		line := s.sc.Text()
-		switch {
-		case line == "":
-			if ev.typ != "" {
-				return ev, true
-			}
-		case strings.HasPrefix(line, "id: "):
-			ev.id = line[4:]
-		case strings.HasPrefix(line, "event: "):
-			ev.typ = line[7:]
-		case strings.HasPrefix(line, "data: "):
-			ev.data = line[6:]
-		}
-	}
-	return ev, false
-}
-
-func (s *sse) close() { s.res.Body.Close() }
-
 // TestTailResume: a tail client gets every message and deletion once, in order; disconnected,
 // it resumes with Last-Event-ID (or ?after=) exactly after its last event; a bad id is 400, an
 // id whose successors were trimmed is 410, past INGEST_TAIL_MAX is 503.
@@ -411,40 +306,40 @@ func TestTailResume(t *testing.T) {
 	t.Parallel()
 	b := setupRead(t, "", 50, 3)
 	url := b.url + "/v1/messages/stream"
-	s, _ := openSSE(t, url, "")
+	s, _ := testenv.OpenSSE(t, http.DefaultClient, url, "")
 	pub := map[int64]sent{}
 	b.send(t, 5, false, pub)
 	var last string
 	var got []int64
 	for range 5 {
-		ev, ok := s.next()
-		if !ok || ev.typ != "message" {
+		ev, ok := s.Next()
+		if !ok || ev.Type != "message" {
 			t.Fatalf("event %+v, %t", ev, ok)
 		}
-		var m historyMessage
-		_ = json.Unmarshal([]byte(ev.data), &m)
+		var m testenv.HistoryMessage
+		_ = json.Unmarshal([]byte(ev.Data), &m)
 		got = append(got, m.CacheID)
-		last = ev.id
+		last = ev.ID
 	}
-	s.close()
+	s.Close()
 	b.send(t, 4, false, pub)
 	wantStatus(t, b.do(t, http.MethodDelete, fmt.Sprintf("/v1/messages/%d", got[0]), "", ""), http.StatusNoContent)
 	for i, how := range []string{"Last-Event-ID", "after"} {
-		var r *sse
+		var r *testenv.SSE
 		if how == "after" {
-			r, _ = openSSE(t, url+"?after="+last, "")
+			r, _ = testenv.OpenSSE(t, http.DefaultClient, url+"?after="+last, "")
 		} else {
-			r, _ = openSSE(t, url, last)
+			r, _ = testenv.OpenSSE(t, http.DefaultClient, url, last)
 		}
 		var ids []int64
 		for range 5 {
-			ev, ok := r.next()
+			ev, ok := r.Next()
 			if !ok {
 				t.Fatal("stream ended")
 			}
-			var m historyMessage
-			_ = json.Unmarshal([]byte(ev.data), &m)
-			if ev.typ == "delete" {
+			var m testenv.HistoryMessage
+			_ = json.Unmarshal([]byte(ev.Data), &m)
+			if ev.Type == "delete" {
 				m.CacheID = -m.CacheID
 			}
 			ids = append(ids, m.CacheID)
@@ -453,22 +348,22 @@ func TestTailResume(t *testing.T) {
 		if !slices.Equal(ids, want) {
 			t.Errorf("resume %d by %s: %v, want %v", i, how, ids, want)
 		}
-		r.close()
+		r.Close()
 	}
 	for _, bad := range []string{"garbage", "AQ", strings.Repeat("A", 5000)} {
-		if _, code := openSSE(t, url, bad); code != http.StatusBadRequest {
+		if _, code := testenv.OpenSSE(t, http.DefaultClient, url, bad); code != http.StatusBadRequest {
 			t.Errorf("Last-Event-ID %.20q: %d, want 400", bad, code)
 		}
 	}
 	// Trim everything: the entries after the cursor are gone.
 	testenv.Do(t, b.client, "XTRIM", b.keys.Stream(keyspace.Public), "MAXLEN", "0")
-	if _, code := openSSE(t, url, last); code != http.StatusGone {
+	if _, code := testenv.OpenSSE(t, http.DefaultClient, url, last); code != http.StatusGone {
 		t.Errorf("trimmed cursor: %d, want 410", code)
 	}
 	// INGEST_TAIL_MAX = 3.
-	var open []*sse
+	var open []*testenv.SSE
 	for range 3 {
-		s, code := openSSE(t, url, "")
+		s, code := testenv.OpenSSE(t, http.DefaultClient, url, "")
 		if code != http.StatusOK {
 			t.Fatalf("subscriber %d: %d", len(open), code)
 		}
@@ -479,6 +374,6 @@ func TestTailResume(t *testing.T) {
 		t.Errorf("past the subscriber cap: %d %s, want 503 with Retry-After", r.status, r.raw)
 	}
 	for _, s := range open {
-		s.close()
+		s.Close()
 	}
 }
