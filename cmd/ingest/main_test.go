@@ -52,6 +52,12 @@ func TestInvalidSettings(t *testing.T) {
 		{"batch wait empty flag", []string{"--ingest-batch-wait="}, nil, "--ingest-batch-wait"},
 		{"pprof addr without port", nil, map[string]string{"PPROF_ADDR": "127.0.0.1"}, "PPROF_ADDR"},
 		{"pprof addr hostile", []string{"--pprof-addr", "$(reboot):80"}, nil, "--pprof-addr"},
+		{"database url not a url", nil, map[string]string{"DATABASE_URL": "postgres://u:hunter2@host:notaport/db"}, "DATABASE_URL"},
+		{"database url hostile", []string{"--database-url", "host=' sslmode=$(x)"}, nil, "--database-url"},
+		{"tail max zero", nil, map[string]string{"INGEST_TAIL_MAX": "0"}, "INGEST_TAIL_MAX"},
+		{"tail max negative", []string{"--ingest-tail-max", "-1"}, nil, "--ingest-tail-max"},
+		{"tail max not a number", nil, map[string]string{"INGEST_TAIL_MAX": "lots"}, "INGEST_TAIL_MAX"},
+		{"tail max huge", nil, map[string]string{"INGEST_TAIL_MAX": strings.Repeat("9", 40)}, "INGEST_TAIL_MAX"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { testenv.WantInvalidSetting(t, run, tt.args, tt.env, tt.setting) })

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -575,4 +576,57 @@ func TestGroupRecreated(t *testing.T) {
 	testenv.Do(t, b.client, "DEL", b.keys.Stream(keyspace.Public))
 	b.enqueue(t, keyspace.Public, 5)
 	testenv.WaitFor(t, "rows after the group came back", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 10 })
+}
+
+// TestPrivateDeleteClearsRings: a private deletion taken without its users (ingest without
+// PostgreSQL, the message already flushed) leaves the rings to the worker, which clears both
+// users' rings once PostgreSQL named them; one deleted before its write is cleared too.
+func TestPrivateDeleteClearsRings(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	ids := b.enqueue(t, keyspace.Private, 4) // owners u0..u3, recipient r
+	cfg := b.config("w1")
+	cfg.Kind, cfg.ForgetFunc = keyspace.Private, b.scripts.ForgetPrivate
+	stop := b.start(t, cfg)
+	testenv.WaitFor(t, "rows", 10*time.Second, func() bool { return len(rowIDs(t, b, "private_messages")) == 4 })
+	stop()
+	// Flushed first, then deleted without its users; and one deleted before any worker wrote it.
+	if err := b.scripts.DeletePrivate(ctx, ids[0], "", ""); err != nil {
+		t.Fatal(err)
+	}
+	late := b.enqueue(t, keyspace.Private, 1)[0]
+	if err := b.scripts.DeletePrivate(ctx, late, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	inRing := func(user string, id int64) bool {
+		v, _ := testenv.Do(t, b.client, "LRANGE", b.keys.PrivateRing(user), "0", "-1").AsStrSlice()
+		return slices.ContainsFunc(v, func(e string) bool { return strings.HasPrefix(e, fmt.Sprintf(`{"cache_id":%d,`, id)) })
+	}
+	if !inRing("u0", ids[0]) || !inRing("r", ids[0]) {
+		t.Fatal("the rings lost the message before the worker ran: the test sees nothing")
+	}
+	b.start(t, cfg)
+	testenv.WaitFor(t, "the worker to clear the rings", 10*time.Second, func() bool {
+		return !inRing("u0", ids[0]) && !inRing("r", ids[0]) && !inRing("u0", late) && !inRing("r", late)
+	})
+	if !inRing("u1", ids[1]) || !inRing("r", ids[1]) {
+		t.Error("a message not deleted left the rings")
+	}
+	if got := rowIDs(t, b, "private_messages"); slices.Contains(got, ids[0]) || slices.Contains(got, late) {
+		t.Errorf("rows %v hold a deleted message", got)
+	}
+}
+
+func rowIDs(t *testing.T, b *testBundle, table string) []int64 {
+	t.Helper()
+	rows, err := b.pool.Query(context.Background(), "SELECT cache_id FROM "+table+" ORDER BY cache_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
 }
