@@ -8,8 +8,4 @@ GRANT SELECT, INSERT, DELETE ON chat_messages, private_messages TO chatpipe_writ
 GRANT SELECT, INSERT ON deleted_messages TO chatpipe_writer;
 GRANT SELECT ON chatpipe_schema_migrations TO chatpipe_writer;
 
--- The least ingest's role needs for the history endpoints (ingest with DATABASE_URL): it only
--- reads. Replace chatpipe_reader with the role's name.
---   SELECT on the message tables: history pages, and the users of a private message to delete.
--- GRANT USAGE ON SCHEMA public TO chatpipe_reader;
--- GRANT SELECT ON chat_messages, private_messages TO chatpipe_reader;
+-- Ingest's read-only role for the history endpoints: grants_reader.sql.

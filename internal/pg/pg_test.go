@@ -386,33 +386,7 @@ func TestLimitedRole(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	grants, err := os.ReadFile("grants.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	role := fmt.Sprintf("writer_%d", time.Now().UnixNano())
-	var db string
-	_ = b.pool.QueryRow(ctx, "SELECT current_database()").Scan(&db)
-	for _, stmt := range []string{
-		"CREATE ROLE " + role + " LOGIN PASSWORD 'w-secret'",
-		"GRANT CONNECT ON DATABASE " + db + " TO " + role,
-		strings.ReplaceAll(string(grants), "chatpipe_writer", role),
-	} {
-		if _, err := b.pool.Exec(ctx, stmt); err != nil {
-			t.Fatalf("%s: %v", stmt, err)
-		}
-	}
-	t.Cleanup(func() {
-		_, _ = b.pool.Exec(context.Background(), "DROP OWNED BY "+role)
-		_, _ = b.pool.Exec(context.Background(), "DROP ROLE "+role)
-	})
-	cfg := b.pool.Config().ConnConfig
-	dsn := fmt.Sprintf("postgres://%s:w-secret@%s:%d/%s?sslmode=disable", role, cfg.Host, cfg.Port, db)
-	pool, err := pg.Connect(ctx, dsn, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := limitedRole(t, b, "grants.sql", "chatpipe_writer")
 	store := pg.New(pool)
 	big := make([]message.Record, pg.CopyMin) // written by COPY
 	for i := range big {
@@ -434,5 +408,90 @@ func TestLimitedRole(t *testing.T) {
 	}
 	if _, err := pool.Exec(ctx, "UPDATE chat_messages SET content = 'x'"); err == nil {
 		t.Fatal("the limited role could rewrite messages")
+	}
+}
+
+// limitedRole creates a login role with only the grants of file (its role name, placeholder,
+// replaced) and returns a pool connected as it.
+func limitedRole(t *testing.T, b *testBundle, file, placeholder string) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	grants, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := fmt.Sprintf("role_%d", time.Now().UnixNano())
+	var db string
+	_ = b.pool.QueryRow(ctx, "SELECT current_database()").Scan(&db)
+	for _, stmt := range []string{
+		"CREATE ROLE " + role + " LOGIN PASSWORD 'w-secret'",
+		"GRANT CONNECT ON DATABASE " + db + " TO " + role,
+		strings.ReplaceAll(string(grants), placeholder, role),
+	} {
+		if _, err := b.pool.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = b.pool.Exec(context.Background(), "DROP OWNED BY "+role)
+		_, _ = b.pool.Exec(context.Background(), "DROP ROLE "+role)
+	})
+	cfg := b.pool.Config().ConnConfig
+	dsn := fmt.Sprintf("postgres://%s:w-secret@%s:%d/%s?sslmode=disable", role, cfg.Host, cfg.Port, db)
+	pool, err := pg.ConnectAs(ctx, dsn, "chatpipe-test", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// TestReaderRole: ingest's role with only the grants of grants_reader.sql reads history pages,
+// public and private, both ways, and a private message's users, and can write nothing.
+func TestReaderRole(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	for _, kind := range keyspace.Kinds {
+		recs := []message.Record{rec(1, "a"), rec(2, "b"), rec(3, "c"), rec(4, "d")}
+		recs[3].Message.OwnerID, recs[3].Message.RecipientID = "u3", "u3" // a self-DM
+		if _, err := b.store.Persist(ctx, kind, recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := pg.NewHistory(limitedRole(t, b, "grants_reader.sql", "chatpipe_reader"))
+	cases := []struct {
+		q    pg.PageQuery
+		want []int64
+	}{
+		{pg.PageQuery{Kind: keyspace.Public, Before: true, Limit: 2}, []int64{4, 3}},
+		{pg.PageQuery{Kind: keyspace.Public, Before: true, Cursor: 3, Limit: 5, Exclude: []int64{1}}, []int64{2}},
+		{pg.PageQuery{Kind: keyspace.Public, Cursor: 1, Limit: 2}, []int64{2, 3}},
+		{pg.PageQuery{Kind: keyspace.Private, User: "u2", Before: true, Limit: 10}, []int64{3, 2, 1}},
+		{pg.PageQuery{Kind: keyspace.Private, User: "u3", Limit: 10}, []int64{4}}, // found by both seeks, once
+		{pg.PageQuery{Kind: keyspace.Private, User: "u1", Cursor: 1, Limit: 1}, []int64{2}},
+		{pg.PageQuery{Kind: keyspace.Private, User: "nobody", Limit: 10}, nil},
+	}
+	for _, c := range cases {
+		recs, err := h.Page(ctx, c.q)
+		if err != nil {
+			t.Fatalf("%+v: %v", c.q, err)
+		}
+		var got []int64
+		for _, r := range recs {
+			got = append(got, r.CacheID)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%+v: %v, want %v", c.q, got, c.want)
+		}
+	}
+	if owner, recipient, ok, err := h.PrivateParticipants(ctx, 4); err != nil || !ok || owner != "u3" || recipient != "u3" {
+		t.Errorf("participants of 4: %q %q %t %v", owner, recipient, ok, err)
+	}
+	if _, _, ok, err := h.PrivateParticipants(ctx, 99); err != nil || ok {
+		t.Errorf("participants of an unknown id: %t %v", ok, err)
+	}
+	if _, err := pg.New(limitedRole(t, b, "grants_reader.sql", "chatpipe_reader")).Persist(ctx, keyspace.Public, []message.Record{rec(9, "x")}); err == nil {
+		t.Error("the reader role could write")
 	}
 }

@@ -195,6 +195,8 @@ func (h *hub) run(ctx context.Context) error {
 	for i := range h.shards {
 		wg.Go(func() { h.follow(ctx, i) })
 	}
+	<-ctx.Done()
+	h.closeAll() // at once: the subscribers' responses end while the readers' XREADs return
 	wg.Wait()
 	return nil
 }
