@@ -377,3 +377,43 @@ func TestTailResume(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestTailPrivate: a user's private tail carries the messages the user sent or received, and
+// their deletions, and nobody else's.
+func TestTailPrivate(t *testing.T) {
+	t.Parallel()
+	b := setupRead(t, "", 50, 10)
+	s, code := testenv.OpenSSE(t, http.DefaultClient, b.url+"/v1/users/carol/private-messages/stream", "")
+	if code != http.StatusOK {
+		t.Fatalf("open: %d", code)
+	}
+	defer s.Close()
+	priv := map[int64]sent{}
+	b.send(t, 9, true, priv) // alice→bob, bob→carol, carol→alice, …, a self-DM every 7th
+	var want []int64
+	for id, m := range priv {
+		if m.owner == "carol" || m.recipient == "carol" {
+			want = append(want, id)
+		}
+	}
+	slices.Sort(want)
+	wantStatus(t, b.do(t, http.MethodDelete, fmt.Sprintf("/v1/private-messages/%d", want[0]), "", ""), http.StatusNoContent)
+	var got []int64
+	for range len(want) + 1 {
+		ev, ok := s.Next()
+		if !ok {
+			t.Fatal("stream ended")
+		}
+		var m testenv.HistoryMessage
+		_ = json.Unmarshal([]byte(ev.Data), &m)
+		if ev.Type == "delete" {
+			m.CacheID = -m.CacheID
+		} else if m.Data.OwnerID != "carol" && m.Data.RecipientID != "carol" {
+			t.Errorf("carol got %+v", m)
+		}
+		got = append(got, m.CacheID)
+	}
+	if !slices.Equal(got, append(want, -want[0])) {
+		t.Errorf("carol's tail: %v, want %v and the deletion of the first", got, want)
+	}
+}

@@ -38,7 +38,7 @@ func TestMigrateToPartitioned(t *testing.T) {
 	}
 	newWorker := func(name string, env ...string) *proc {
 		p := &proc{name: name, bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
-			env: append(append([]string{"DATABASE_URL=" + dsn, "FLUSH_CONSUMER=" + name, "FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t), "FLUSH_MIGRATE=false", "FLUSH_INTERVAL=100ms"}, common...), env...)}
+			env: append(append([]string{"DATABASE_URL=" + dsn, "FLUSH_CONSUMER=" + name, "FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t), "FLUSH_MIGRATE=false", "FLUSH_INTERVAL=100ms", "FLUSH_TAIL_RETENTION=0"}, common...), env...)}
 		p.start(t)
 		return p
 	}

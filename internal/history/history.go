@@ -389,12 +389,17 @@ func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient s
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	pages, err := streams.ReadBacklogs(ctx, r.cfg.Valkey, []streams.BacklogQuery{{Stream: s.Stream, PendingDeletes: s.PendingDeletes, Cursor: id - 1, Max: 1}})
-	if err == nil && len(pages[0].Entries) == 1 && pages[0].Entries[0].CacheID == id {
-		e := pages[0].Entries[0]
-		e.Fields["kind"] = keyspace.Private.String()
-		if rec, err := message.DecodeEntry(keyspace.Private.String(), e.StreamID, e.Fields); err == nil {
-			return rec.Message.OwnerID, rec.Message.RecipientID
+	// The scan starts a millisecond before the id's entry: a few entries cover it.
+	pages, err := streams.ReadBacklogs(ctx, r.cfg.Valkey, []streams.BacklogQuery{{Stream: s.Stream, PendingDeletes: s.PendingDeletes, Cursor: id - 1, Max: 256}})
+	if err == nil {
+		for _, e := range pages[0].Entries {
+			if e.CacheID != id {
+				continue
+			}
+			e.Fields["kind"] = keyspace.Private.String()
+			if rec, err := message.DecodeEntry(keyspace.Private.String(), e.StreamID, e.Fields); err == nil {
+				return rec.Message.OwnerID, rec.Message.RecipientID
+			}
 		}
 	}
 	if r.cfg.DB == nil {

@@ -21,6 +21,13 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 		Name: "chatpipe_history_watermark_lag_seconds",
 		Help: "Age of the oldest message still in a flush stream (the watermark below which history reads PostgreSQL alone), at the last history read; it includes FLUSH_TAIL_RETENTION.",
 	}, []string{"kind"})
+	// Every series from the start, at zero, so dashboards and alerts see them before traffic.
+	for _, kind := range []string{"message", "private_message"} {
+		for _, src := range []string{"ring", "backlog", "postgres", "mixed", "empty"} {
+			m.pages.WithLabelValues(kind, src)
+		}
+		m.watermarkLag.WithLabelValues(kind)
+	}
 	for _, c := range []prometheus.Collector{m.pages, m.coalesced, m.watermarkLag} {
 		if err := reg.Register(c); err != nil {
 			return err

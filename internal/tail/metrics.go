@@ -31,6 +31,9 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 		Name: "chatpipe_tail_read_errors_total",
 		Help: "Failed stream reads of the live tail's readers (retried from the same entry).",
 	})
+	for _, kind := range []string{"message", "private_message"} {
+		m.subscribers.WithLabelValues(kind) // at zero from the start
+	}
 	for _, c := range []prometheus.Collector{m.subscribers, m.dropped, m.refused, m.tooOld, m.readErrors} {
 		if err := reg.Register(c); err != nil {
 			return err
