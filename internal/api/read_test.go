@@ -337,12 +337,8 @@ func TestTailResume(t *testing.T) {
 			if !ok {
 				t.Fatal("stream ended")
 			}
-			var m testenv.HistoryMessage
-			_ = json.Unmarshal([]byte(ev.Data), &m)
-			if ev.Type == "delete" {
-				m.CacheID = -m.CacheID
-			}
-			ids = append(ids, m.CacheID)
+			id, _ := eventID(t, ev)
+			ids = append(ids, id)
 		}
 		want := []int64{6, 7, 8, 9, -1}
 		if !slices.Equal(ids, want) {
@@ -404,16 +400,26 @@ func TestTailPrivate(t *testing.T) {
 		if !ok {
 			t.Fatal("stream ended")
 		}
-		var m testenv.HistoryMessage
-		_ = json.Unmarshal([]byte(ev.Data), &m)
-		if ev.Type == "delete" {
-			m.CacheID = -m.CacheID
-		} else if m.Data.OwnerID != "carol" && m.Data.RecipientID != "carol" {
+		id, m := eventID(t, ev)
+		if id > 0 && m.Data.OwnerID != "carol" && m.Data.RecipientID != "carol" {
 			t.Errorf("carol got %+v", m)
 		}
-		got = append(got, m.CacheID)
+		got = append(got, id)
 	}
 	if !slices.Equal(got, append(want, -want[0])) {
 		t.Errorf("carol's tail: %v, want %v and the deletion of the first", got, want)
 	}
+}
+
+// eventID is the cache id of a tail event, negative for a deletion.
+func eventID(t *testing.T, ev testenv.SSEEvent) (int64, testenv.HistoryMessage) {
+	t.Helper()
+	var m testenv.HistoryMessage
+	if err := json.Unmarshal([]byte(ev.Data), &m); err != nil {
+		t.Fatalf("event %+v: %v", ev, err)
+	}
+	if ev.Type == "delete" {
+		return -m.CacheID, m
+	}
+	return m.CacheID, m
 }

@@ -157,6 +157,11 @@ func (p *Partitioned) RepairRings(ctx context.Context, recs []message.Record, en
 		}
 		cmds = append(cmds, p.ringsFor(r.Message.OwnerID, r.Message.RecipientID, r.CacheID, entries[i])...)
 	}
+	return p.doAll(ctx, cmds)
+}
+
+// doAll sends cmds in one pipelined round trip and returns the first error, classified.
+func (p *Partitioned) doAll(ctx context.Context, cmds valkey.Commands) error {
 	if len(cmds) == 0 {
 		return nil
 	}
@@ -306,17 +311,7 @@ func (p *Partitioned) ForgetPrivate(ctx context.Context, recs []message.Record) 
 			cmds = append(cmds, p.c.B().Zremrangebyscore().Key(ring).Min(id).Max(id).Build())
 		}
 	}
-	if len(cmds) == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-	for _, r := range p.c.DoMulti(ctx, cmds...) {
-		if err := r.Error(); err != nil {
-			return classify(err)
-		}
-	}
-	return nil
+	return p.doAll(ctx, cmds)
 }
 
 // enqueueCall is the part_enqueue.lua call of m in its partition.
