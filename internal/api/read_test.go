@@ -356,7 +356,9 @@ func TestTailResume(t *testing.T) {
 	if _, code := testenv.OpenSSE(t, http.DefaultClient, url, last); code != http.StatusGone {
 		t.Errorf("trimmed cursor: %d, want 410", code)
 	}
-	// INGEST_TAIL_MAX = 3.
+	// INGEST_TAIL_MAX = 3, once the streams closed above have left (the server sees a client go
+	// on its next write or read).
+	testenv.WaitFor(t, "the closed streams to leave", 10*time.Second, func() bool { return b.gauge(t, "chatpipe_tail_subscribers") == 0 })
 	var open []*testenv.SSE
 	for range 3 {
 		s, code := testenv.OpenSSE(t, http.DefaultClient, url, "")
@@ -422,4 +424,22 @@ func eventID(t *testing.T, ev testenv.SSEEvent) (int64, testenv.HistoryMessage) 
 		return -m.CacheID, m
 	}
 	return m.CacheID, m
+}
+
+// gauge sums the series of a gauge in the bundle's registry.
+func (b *testBundle) gauge(t *testing.T, name string) float64 {
+	t.Helper()
+	mfs, err := b.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
 }
