@@ -33,9 +33,9 @@ type readBundle struct {
 	dsn     string
 }
 
-func setupRead(t *testing.T, dsn string, recentSize, tailMax int) *readBundle {
+func setupRead(t *testing.T, dsn string, recentSize, tailMax int, valkeyArgs ...string) *readBundle {
 	t.Helper()
-	srv := testenv.StartValkey(t)
+	srv := testenv.StartValkey(t, valkeyArgs...)
 	c := srv.Client(t)
 	keys, _ := keyspace.New("")
 	scripts, err := lua.New(c, lua.Config{Keys: keys, RecentSize: recentSize, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}, Timeout: time.Second})
@@ -442,4 +442,36 @@ func (b *testBundle) gauge(t *testing.T, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// TestTailSurvivesRestart: a subscriber's stream goes on across a Valkey restart (from its AOF):
+// the reader retries from the entry it had reached, and the messages after the restart arrive.
+func TestTailSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	b := setupRead(t, "", 50, 10, "--appendonly", "yes", "--appendfsync", "always")
+	s, code := testenv.OpenSSE(t, http.DefaultClient, b.url+"/v1/messages/stream", "")
+	if code != http.StatusOK {
+		t.Fatalf("open: %d", code)
+	}
+	defer s.Close()
+	pub := map[int64]sent{}
+	b.send(t, 3, false, pub)
+	b.server.Stop()
+	time.Sleep(300 * time.Millisecond)
+	b.server.Restart()
+	testenv.WaitFor(t, "ingest to accept again", 10*time.Second, func() bool {
+		return b.post(t, "/v1/messages", `{"owner_id":"alice","content":"after"}`).status == http.StatusAccepted
+	})
+	var got []int64
+	for range 4 {
+		ev, ok := s.Next()
+		if !ok {
+			t.Fatal("the stream ended at the restart")
+		}
+		id, _ := eventID(t, ev)
+		got = append(got, id)
+	}
+	if !slices.Equal(got, []int64{1, 2, 3, 4}) {
+		t.Errorf("events %v, want 1 2 3 4 (the last sent after the restart)", got)
+	}
 }
