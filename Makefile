@@ -51,6 +51,7 @@ fuzz: deps ## run each fuzz target for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEntry$$' -fuzztime $${FUZZTIME:-60s} ./internal/message/
 	$(GO) test -run '^$$' -fuzz '^FuzzScanEntry$$' -fuzztime $${FUZZTIME:-60s} ./internal/message/
 	$(GO) test -run '^$$' -fuzz '^FuzzReplay$$' -fuzztime $${FUZZTIME:-60s} ./internal/streams/
+	$(GO) test -run '^$$' -fuzz '^FuzzCursor$$' -fuzztime $${FUZZTIME:-60s} ./internal/tail/
 
 chaos: deps ## fault-injection runs proving the invariants (CHAOS_DURATION, default 2m; CHAOS_SEED to replay), the Sentinel failover runs (replica and none) and the partitioned layout on a cluster and on one server
 	set -o pipefail; CHAOS_SEED=$${CHAOS_SEED:-$$(date +%s)} CHAOS_DURATION=$${CHAOS_DURATION:-2m} CHAOS_SENTINEL_SLOW=1 $(GO) test -count=1 -v -timeout 40m -run '^TestChaos$$|^TestChaosSentinel|^TestChaosCluster$$|^TestChaosPartitionedStandalone$$' ./internal/chaos/ 2>&1 | grep -v '^=== ' | grep -v 'level=WARN'
