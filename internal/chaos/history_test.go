@@ -38,8 +38,9 @@ func TestHistoryPartitionedCluster(t *testing.T) {
 	runHistory(t, true)
 }
 
+// runHistory is not parallel: its clients send as fast as ingest takes them, and beside the other
+// suites that load made their timeouts fire.
 func runHistory(t *testing.T, cluster bool) {
-	t.Parallel()
 	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	var valkeyEnv []string
 	if cluster {
@@ -76,7 +77,7 @@ func runHistory(t *testing.T, cluster bool) {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
 		var wg sync.WaitGroup
-		for g := range 16 {
+		for g := range 8 {
 			rng := rand.New(rand.NewPCG(3, uint64(g+1)))
 			wg.Go(func() {
 				for ctx.Err() == nil {
