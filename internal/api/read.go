@@ -214,7 +214,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind keyspace.Ki
 	case errors.Is(err, tail.ErrTooOld):
 		return &apiError{code: codeCursorTooOld, detail: "entries after this event id were already trimmed; read history after your last cache id, then subscribe without an id"}
 	case errors.Is(err, tail.ErrFull):
-		return &apiError{code: codeUnavailable, retryAfter: 5 * time.Second, detail: fmt.Sprintf("this replica serves its most live-tail subscribers (INGEST_TAIL_MAX); retry later")}
+		return &apiError{code: codeUnavailable, retryAfter: 5 * time.Second, detail: "this replica serves its most live-tail subscribers (INGEST_TAIL_MAX); retry later"}
 	case errors.Is(err, tail.ErrClosed):
 		return &apiError{code: codeUnavailable, retryAfter: time.Second, detail: "shutting down"}
 	case err != nil:
