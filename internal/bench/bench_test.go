@@ -645,29 +645,36 @@ func (b *bench) endToEnd() {
 		s.w.stop()
 	}
 
-	// Latency at half the single-message maximum, open loop: accept (the stream entry's id, set
-	// by Valkey when the script accepts) → row (persisted_at, the writing transaction's start).
-	s := fresh()
-	rate := single / 2
-	d := time.Duration(sized(15, 5)) * time.Second
-	sent, httpLat := openLoop(t, s.in.addr, "/v1/messages", rate, d, singleBody, http.StatusAccepted)
-	s.w.waitFlushed(t, s.c, s.dsn, sent, time.Minute)
-	conn, err := pgx.Connect(ctx, s.dsn)
-	if err != nil {
-		t.Fatal(err)
+	// Latency at light load and at half the single-message maximum, open loop: accept (the stream
+	// entry's id, set by Valkey when the script accepts) → row (persisted_at, the writing
+	// transaction's start), with the default FLUSH_INTERVAL=1s: the interval is the longest a
+	// batch may wait, not a wait (group commit).
+	for _, load := range []struct {
+		rate float64
+		name string
+	}{{1875, "light load, 1 875 msgs/s"}, {single / 2, fmt.Sprintf("%.0f msgs/s (50%%)", single/2)}} {
+		s := fresh()
+		d := time.Duration(sized(15, 5)) * time.Second
+		sent, httpLat := openLoop(t, s.in.addr, "/v1/messages", load.rate, d, singleBody, http.StatusAccepted)
+		s.w.waitFlushed(t, s.c, s.dsn, sent, time.Minute)
+		conn, err := pgx.Connect(ctx, s.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p50, p99, maxL float64
+		err = conn.QueryRow(ctx, `
+			WITH l AS (SELECT extract(epoch FROM persisted_at) * 1000 - split_part(stream_id, '-', 1)::bigint AS ms FROM chat_messages)
+			SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms) FROM l`).Scan(&p50, &p99, &maxL)
+		conn.Close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		met := p99 <= 100
+		b.add(row{Stage: "end to end: accept → row p99 at " + load.name, Value: p99, Unit: "ms",
+			Target: "≤ 100 ms (FLUSH_INTERVAL=1s)", Met: &met,
+			Detail: fmt.Sprintf("p50 %.1f ms, max %.1f ms, %d messages; HTTP %s", p50, maxL, sent, httpLat)})
+		s.w.stop()
 	}
-	defer conn.Close(ctx)
-	var p50, p99, maxL float64
-	err = conn.QueryRow(ctx, `
-		WITH l AS (SELECT extract(epoch FROM persisted_at) * 1000 - split_part(stream_id, '-', 1)::bigint AS ms FROM chat_messages)
-		SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms) FROM l`).Scan(&p50, &p99, &maxL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	met := p99 < 1100
-	b.add(row{Stage: fmt.Sprintf("end to end: accept → durable p99 at %.0f msgs/s (50%%)", rate), Value: p99, Unit: "ms",
-		Target: "< 1100 ms (flush interval 1 s + 100 ms)", Met: &met,
-		Detail: fmt.Sprintf("p50 %.1f ms, max %.1f ms, %d messages; HTTP %s", p50, maxL, sent, httpLat)})
 }
 
 func resultsDir(t *testing.T) string {

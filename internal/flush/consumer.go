@@ -241,8 +241,10 @@ func (co *Consumer) Run(ctx context.Context) error {
 			continue
 		}
 		// COUNT must stay above 0: XREADGROUP … COUNT 0 returns every entry there is.
+		drained := false // the last read took everything waiting: write now (group commit)
 		if wait >= time.Millisecond && len(buf) < co.cfg.BatchSize {
-			got, err := co.read(ctx, ">", co.cfg.BatchSize-len(buf), wait)
+			want := co.cfg.BatchSize - len(buf)
+			got, err := co.read(ctx, ">", want, wait)
 			if streams.IsNoGroup(err) {
 				// The stream or the group is gone: Valkey lost its data (restarted without
 				// persistence) or someone deleted the key. Start over on the new stream.
@@ -269,10 +271,15 @@ func (co *Consumer) Run(ctx context.Context) error {
 				first, touched = time.Now(), time.Now()
 			}
 			buf = append(buf, got...)
+			drained = len(got) > 0 && len(got) < want
 		}
 		switch {
 		case len(buf) == 0:
-		case len(buf) >= co.cfg.BatchSize || time.Since(first) >= co.cfg.FlushInterval:
+		case len(buf) >= co.cfg.BatchSize || time.Since(first) >= co.cfg.FlushInterval || drained:
+			// Group commit: a batch is written as soon as nothing more waits in the stream (and
+			// the previous write is done: writes take turns), so at light load an entry waits for
+			// no timer, and under load batches grow by themselves while a write is in flight.
+			// FlushInterval only bounds how long a batch may wait (a read that keeps returning).
 			// A full batch means a backlog: read the next one while this one is written, so
 			// that Valkey and PostgreSQL round trips overlap instead of taking turns.
 			var next []entry

@@ -396,31 +396,39 @@ func TestTransientErrorsRetry(t *testing.T) {
 	}
 }
 
-// TestShutdownWritesBatchInHand: a consumer holding a partial batch (long flush interval)
-// writes and acks it when stopped, and leaves the group.
+// TestShutdownWritesBatchInHand: a consumer holding a batch it cannot write yet (PostgreSQL
+// refuses it for a lock held elsewhere) keeps it — its retries touch the entries, so another
+// replica reclaiming aggressively takes none — and when stopped writes and acks it within the
+// grace period, and leaves the group. (Batches are written as soon as nothing more waits, so a
+// batch is in hand only while its write does not go through.)
 func TestShutdownWritesBatchInHand(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	cfg := b.config("w1")
-	cfg.FlushInterval = 2 * time.Minute // the list-based cache's interval
+	cfg, tx := b.lockedTable(t)
 	cfg.BatchSize = 1000
-	cfg.MinIdle = 300 * time.Millisecond
+	cfg.MinIdle = 2 * time.Second
+	b.enqueue(t, keyspace.Public, 25) // before w1 starts: its first read takes them all
 	stop := b.start(t, cfg)
-	b.enqueue(t, keyspace.Public, 25)
 	testenv.WaitFor(t, "w1 to hold the entries", 5*time.Second, func() bool { return b.pending(t, keyspace.Public) == 25 })
-	// Another replica reclaims aggressively; the holder's touches must keep the entries.
 	other := b.config("w2")
-	other.MinIdle = 300 * time.Millisecond
+	other.MinIdle = 2 * time.Second
 	other.ReclaimInterval = 100 * time.Millisecond
 	b.start(t, other)
-	time.Sleep(1500 * time.Millisecond)
-	if total, _ := b.rows(t, "chat_messages"); total != 0 {
-		t.Fatalf("%d rows written before the interval or shutdown", total)
+	time.Sleep(2500 * time.Millisecond)
+	if p := b.pending(t, keyspace.Public); p != 25 { // the table is locked: nothing can be written
+		t.Fatalf("%d pending while the table is locked, want 25", p)
 	}
 	if n := testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_entries_reclaimed_total", "message")); n != 0 {
 		t.Errorf("%v entries were reclaimed from a live consumer that holds them", n)
 	}
+	unlocked := make(chan struct{})
+	go func() {
+		defer close(unlocked)
+		time.Sleep(300 * time.Millisecond) // released during w1's grace period
+		_ = tx.Commit(context.Background())
+	}()
 	stop()
+	<-unlocked
 	if total, _ := b.rows(t, "chat_messages"); total != 25 {
 		t.Fatalf("%d rows after shutdown, want 25", total)
 	}
