@@ -49,7 +49,7 @@ func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (w
 	s.addValkey(cs)
 	s.addPostgres(cs)
 	cs.Int(&s.batchSize, "FLUSH_BATCH_SIZE", 500, 1, 10_000, "most entries written in one batch")
-	cs.Duration(&s.flushInterval, "FLUSH_INTERVAL", time.Second, time.Millisecond, time.Hour, "longest a batch waits after its first entry")
+	cs.Duration(&s.flushInterval, "FLUSH_INTERVAL", time.Second, time.Millisecond, time.Hour, "longest a batch may wait after its first entry (a batch is written as soon as nothing more waits: group commit)")
 	cs.Duration(&s.minIdle, "FLUSH_MIN_IDLE", 30*time.Second, 100*time.Millisecond, 24*time.Hour, "idle time after which another replica may claim an entry")
 	cs.Int(&s.maxDeliveries, "FLUSH_MAX_DELIVERIES", 5, 1, 1000, "deliveries after which an entry is dead-lettered as poison")
 	cs.String(&s.consumer, "FLUSH_CONSUMER", hostname(), "this replica's consumer name, stable across restarts (default: the host name)", checkConsumer)
