@@ -94,6 +94,8 @@ run: prometheus http://127.0.0.1:$PROM_PORT  (targets: http://127.0.0.1:$PROM_PO
 run: ingest     http://127.0.0.1:${INGEST_ADDR##*:}  (metrics on /metrics) → try:
   curl -s -XPOST localhost:${INGEST_ADDR##*:}/v1/messages -H 'Content-Type: application/json' -d '{"owner_id":"alice","username":"Alice","content":"hello"}'
   curl -s localhost:${INGEST_ADDR##*:}/v1/messages/recent
+  curl -s 'localhost:${INGEST_ADDR##*:}/v1/messages/history?limit=200'     # history (ring, backlog, PostgreSQL)
+  curl -sN localhost:${INGEST_ADDR##*:}/v1/messages/stream                 # live tail (SSE)
 run: Ctrl-C stops everything
 MSG
 wait -n "${pids[@]}" "$valkey_pid"
