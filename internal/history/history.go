@@ -13,6 +13,7 @@
 package history
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -201,9 +202,9 @@ func (r *Reader) read(ctx context.Context, q Query) (Page, error) {
 func page(all []item, q Query) (Page, []item) {
 	slices.SortFunc(all, func(a, b item) int {
 		if q.Before {
-			return compare(b.id, a.id)
+			return cmp.Compare(b.id, a.id)
 		}
-		return compare(a.id, b.id)
+		return cmp.Compare(a.id, b.id)
 	})
 	p := Page{HasMore: len(all) > q.Limit}
 	all = all[:min(len(all), q.Limit)]
@@ -215,16 +216,6 @@ func page(all []item, q Query) (Page, []item) {
 		p.Messages[i] = it.json
 	}
 	return p, all
-}
-
-func compare(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // fromRings answers a public page from the rings alone when they hold it whole. Each ring (or
