@@ -545,6 +545,20 @@ func (b *bench) ingest() {
 			Detail: fmt.Sprintf("%s; %s; ingest peak RSS %.0f MiB", lat, cpu, hwm(in.pid)/(1<<20))}, "EVALSHA pipelined", b.evalPiped, 0.80))
 	}
 	b.add(row{Stage: "ingest: peak RSS after the runs above", Value: hwm(in.pid) / (1 << 20), Unit: "MiB", Detail: "target < 100 MiB"})
+
+	// Beside the bare reference (issue 13), same load generator, sizes and concurrency, each on a
+	// Valkey of its own: batch 500 × 8 clients (target ≥ 1.5×), single 64 clients (≥ 0.9×).
+	ref := startReference(t, testenv.StartValkey(t).Addr)
+	refBatch, _ := closedLoop(t, ref, "/v1/messages/batch", 8, sized(800, 160), func(int) string { return body }, http.StatusOK)
+	refSingle, _ := closedLoop(t, ref, "/v1/messages", 64, sized(150_000, 30_000), singleBody, http.StatusAccepted)
+	v2 := testenv.StartValkey(t)
+	in2 := b.startIngest(v2.Addr)
+	rate, lat := closedLoop(t, in2.addr, "/v1/messages/batch", 8, sized(800, 160), func(int) string { return body }, http.StatusOK)
+	b.add(against(row{Stage: "ingest vs reference: batch endpoint (500), 8 clients", Value: rate * 500, Unit: "msgs/s", Detail: lat},
+		"bare reference", refBatch*500, 1.5))
+	rate, lat = closedLoop(t, in2.addr, "/v1/messages", 64, sized(150_000, 30_000), singleBody, http.StatusAccepted)
+	b.add(against(row{Stage: "ingest vs reference: single-message endpoint, 64 clients", Value: rate, Unit: "msgs/s", Detail: lat},
+		"bare reference", refSingle, 0.9))
 }
 
 // durability measures what each INGEST_DURABILITY level costs: the same single-message (64
