@@ -331,15 +331,7 @@ func TestTailResume(t *testing.T) {
 		} else {
 			r, _ = testenv.OpenSSE(t, http.DefaultClient, url, last)
 		}
-		var ids []int64
-		for range 5 {
-			ev, ok := r.Next()
-			if !ok {
-				t.Fatal("stream ended")
-			}
-			id, _ := eventID(t, ev)
-			ids = append(ids, id)
-		}
+		ids, _ := nextEvents(t, r, 5)
 		want := []int64{6, 7, 8, 9, -1}
 		if !slices.Equal(ids, want) {
 			t.Errorf("resume %d by %s: %v, want %v", i, how, ids, want)
@@ -396,21 +388,32 @@ func TestTailPrivate(t *testing.T) {
 	}
 	slices.Sort(want)
 	wantStatus(t, b.do(t, http.MethodDelete, fmt.Sprintf("/v1/private-messages/%d", want[0]), "", ""), http.StatusNoContent)
-	var got []int64
-	for range len(want) + 1 {
-		ev, ok := s.Next()
-		if !ok {
-			t.Fatal("stream ended")
-		}
-		id, m := eventID(t, ev)
-		if id > 0 && m.Data.OwnerID != "carol" && m.Data.RecipientID != "carol" {
+	got, msgs := nextEvents(t, s, len(want)+1)
+	for i, m := range msgs {
+		if got[i] > 0 && m.Data.OwnerID != "carol" && m.Data.RecipientID != "carol" {
 			t.Errorf("carol got %+v", m)
 		}
-		got = append(got, id)
 	}
 	if !slices.Equal(got, append(want, -want[0])) {
 		t.Errorf("carol's tail: %v, want %v and the deletion of the first", got, want)
 	}
+}
+
+// nextEvents reads n events and returns their ids (eventID) and messages; the stream ending
+// first fails the test.
+func nextEvents(t *testing.T, s *testenv.SSE, n int) ([]int64, []testenv.HistoryMessage) {
+	t.Helper()
+	ids := make([]int64, 0, n)
+	msgs := make([]testenv.HistoryMessage, 0, n)
+	for range n {
+		ev, ok := s.Next()
+		if !ok {
+			t.Fatalf("the stream ended after %d of %d events", len(ids), n)
+		}
+		id, m := eventID(t, ev)
+		ids, msgs = append(ids, id), append(msgs, m)
+	}
+	return ids, msgs
 }
 
 // eventID is the cache id of a tail event, negative for a deletion.
@@ -462,15 +465,7 @@ func TestTailSurvivesRestart(t *testing.T) {
 	testenv.WaitFor(t, "ingest to accept again", 10*time.Second, func() bool {
 		return b.post(t, "/v1/messages", `{"owner_id":"alice","content":"after"}`).status == http.StatusAccepted
 	})
-	var got []int64
-	for range 4 {
-		ev, ok := s.Next()
-		if !ok {
-			t.Fatal("the stream ended at the restart")
-		}
-		id, _ := eventID(t, ev)
-		got = append(got, id)
-	}
+	got, _ := nextEvents(t, s, 4)
 	if !slices.Equal(got, []int64{1, 2, 3, 4}) {
 		t.Errorf("events %v, want 1 2 3 4 (the last sent after the restart)", got)
 	}

@@ -340,8 +340,7 @@ func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Sha
 				}
 			}
 			for _, e := range bp.Entries {
-				e.Fields["kind"] = q.Kind.String()
-				rec, err := message.DecodeEntry(q.Kind.String(), e.StreamID, e.Fields)
+				rec, err := decodeBacklog(q.Kind, e)
 				if err != nil || pendingSet[rec.CacheID] {
 					continue // undecodable entries are dead-lettered, never persisted
 				}
@@ -387,8 +386,7 @@ func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient s
 			if e.CacheID != id {
 				continue
 			}
-			e.Fields["kind"] = keyspace.Private.String()
-			if rec, err := message.DecodeEntry(keyspace.Private.String(), e.StreamID, e.Fields); err == nil {
+			if rec, err := decodeBacklog(keyspace.Private, e); err == nil {
 				return rec.Message.OwnerID, rec.Message.RecipientID
 			}
 		}
@@ -404,6 +402,13 @@ func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient s
 		return "", ""
 	}
 	return owner, recipient
+}
+
+// decodeBacklog decodes a message entry that backlog.lua returned from a stream of kind (it
+// returns no deletions, so the kind is the stream's).
+func decodeBacklog(kind keyspace.Kind, e streams.BacklogEntry) (message.Record, error) {
+	e.Fields["kind"] = kind.String()
+	return message.DecodeEntry(kind.String(), e.StreamID, e.Fields)
 }
 
 // decodeRingEntry decodes a ring entry of kind; false for one that is not a valid message.

@@ -253,18 +253,11 @@ func (p *Partitioned) Ping(ctx context.Context) error {
 // Probe writes a short-lived key in every partition's slot, so on every primary that holds a
 // partition: ErrFull while any of them refuses writes for memory.
 func (p *Partitioned) Probe(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
 	cmds := make(valkey.Commands, p.keys.Partitions())
 	for k := range cmds {
 		cmds[k] = p.c.B().Set().Key(p.keys.Probe(k)).Value("1").PxMilliseconds(1000).Build()
 	}
-	for _, r := range p.c.DoMulti(ctx, cmds...) {
-		if err := classify(r.Error()); err != nil {
-			return err
-		}
-	}
-	return nil
+	return p.doAll(ctx, cmds)
 }
 
 // DeletePublic deletes a public message from its partition's ring shard and records the
