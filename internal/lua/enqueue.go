@@ -37,22 +37,15 @@ type Result struct {
 }
 
 // Enqueue accepts one message: rate limit, backlog cap, id, rings and flush stream in one
-// atomic step. It returns a *RateLimitedError, ErrBacklogFull or ErrUnavailable when the
-// message was not accepted.
+// atomic step (enqueue.lua, as for a batch of one). It returns a *RateLimitedError,
+// ErrBacklogFull or ErrUnavailable when the message was not accepted.
 //
 // With a durability level the script and its WAIT (or WAITAOF) travel in one round trip on
 // one connection; a message accepted but not confirmed in time gets a *NotDurableError that
 // carries its id.
 func (s *Scripts) Enqueue(ctx context.Context, m Message) (Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
-	defer cancel()
-	sc, c := s.enqueueCall(m)
-	if s.cfg.Durability == DurableNone {
-		return parseEnqueue(sc.Exec(ctx, s.c, c.Keys, c.Args))
-	}
-	res, durable := s.execDurable(ctx, sc, []Call{c})
-	out := outcome(res[0], durable)
-	return out.Result, out.Err
+	o := s.EnqueueMany(ctx, m.Kind, []Message{m})[0]
+	return o.Result, o.Err
 }
 
 // callTimeout bounds one call: the Valkey timeout, plus the durability wait when there is one.
@@ -145,23 +138,12 @@ func (s *Scripts) execDurable(ctx context.Context, sc *Script, calls []Call) ([]
 	return res, durable
 }
 
-// outcome turns one script reply into an Outcome; an accepted message whose write was not
-// durable gets a *NotDurableError with its id.
-func outcome(r valkey.ValkeyResult, durable error) Outcome {
-	var o Outcome
-	o.Result, o.Err = parseEnqueue(r)
-	if o.Err == nil && durable != nil {
-		o.Err = &NotDurableError{CacheID: o.CacheID, Detail: durable.Error()}
-	}
-	return o
-}
-
 // EnqueueCommand is the EVALSHA command line (command name first) that Enqueue sends for m,
 // for tools that drive Valkey directly: make bench runs it through valkey-benchmark to measure
 // the script's rate without chatpipe's client in the way. The script must be loaded first.
 func (s *Scripts) EnqueueCommand(m Message) []string {
-	sc, c := s.enqueueCall(m)
-	cmd := []string{"EVALSHA", sc.sha, strconv.Itoa(len(c.Keys))}
+	c := s.enqueueCall(m.Kind, []Message{m})
+	cmd := []string{"EVALSHA", s.enqueue.sha, strconv.Itoa(len(c.Keys))}
 	cmd = append(cmd, c.Keys...)
 	return append(cmd, c.Args...)
 }
@@ -172,8 +154,16 @@ type Outcome struct {
 	Err error
 }
 
-// EnqueueMany enqueues messages in one pipelined round trip. Outcomes come back in order;
-// each message is accepted or rejected on its own. Messages of one kind only.
+// maxScriptBatch is the most messages one enqueue script takes: a script holds Valkey for its
+// whole run (about 3 µs a message here), so a longer batch goes as several calls, still in one
+// round trip.
+const maxScriptBatch = 1000
+
+// EnqueueMany enqueues messages of one kind with one enqueue.lua call per maxScriptBatch
+// messages, in one round trip: the settings, the backlog length and the id counter are read
+// once, each user's rate limit and each ring are read and written once. Outcomes come back in
+// order; each message is accepted or rejected on its own, as if sent one by one. With a
+// durability level the whole batch waits once.
 func (s *Scripts) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs []Message) []Outcome {
 	out := make([]Outcome, len(msgs))
 	if len(msgs) == 0 {
@@ -181,87 +171,129 @@ func (s *Scripts) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs []Me
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
 	defer cancel()
-	calls := make([]Call, len(msgs))
-	var sc *Script
-	for i, m := range msgs {
-		m.Kind = kind
-		sc, calls[i] = s.enqueueCall(m)
+	var calls []Call
+	for from := 0; from < len(msgs); from += maxScriptBatch {
+		calls = append(calls, s.enqueueCall(kind, msgs[from:min(len(msgs), from+maxScriptBatch)]))
 	}
+	var res []valkey.ValkeyResult
+	var durable error
 	if s.cfg.Durability != DurableNone {
-		// One WAIT for the whole batch.
-		res, durable := s.execDurable(ctx, sc, calls)
-		for i, r := range res {
-			out[i] = outcome(r, durable)
-		}
-		return out
+		res, durable = s.execDurable(ctx, s.enqueue, calls)
+	} else if len(calls) == 1 {
+		res = []valkey.ValkeyResult{s.enqueue.Exec(ctx, s.c, calls[0].Keys, calls[0].Args)}
+	} else {
+		res = s.enqueue.ExecMulti(ctx, s.c, calls)
 	}
-	for i, r := range sc.ExecMulti(ctx, s.c, calls) {
-		out[i].Result, out[i].Err = parseEnqueue(r)
+	for j, r := range res {
+		from := j * maxScriptBatch
+		parseBatch(r, out[from:min(len(msgs), from+maxScriptBatch)])
+		if durable != nil {
+			for i := range out[from:min(len(msgs), from+maxScriptBatch)] {
+				if o := &out[from+i]; o.Err == nil {
+					o.Err = &NotDurableError{CacheID: o.CacheID, Detail: durable.Error()}
+				}
+			}
+		}
 	}
 	return out
 }
 
-func (s *Scripts) enqueueCall(m Message) (*Script, Call) {
+// enqueueCall is the enqueue.lua call for msgs, every key named once (see the script's header).
+func (s *Scripts) enqueueCall(kind keyspace.Kind, msgs []Message) Call {
 	k := s.cfg.Keys
-	keys := make([]string, 7, 8)
-	keys[0] = k.RateSettings()
-	keys[1] = k.RateLimit(m.OwnerID)
-	keys[2] = k.RateLimitGCRA(m.OwnerID)
-	keys[3] = k.ClientMsg(m.Kind, m.OwnerID, m.ClientMsgID)
-	keys[4] = k.Counter(m.Kind)
-	keys[5] = k.Stream(m.Kind)
-	sc := s.enqueuePublic
-	if m.Kind == keyspace.Private {
-		sc = s.enqueuePrivate
-		keys[6] = k.PrivateRing(m.OwnerID)
-		keys = append(keys, k.PrivateRing(m.RecipientID))
-	} else {
-		keys[6] = k.PublicRing()
+	keys := make([]string, 3, 4+2*len(msgs))
+	keys[0], keys[1], keys[2] = k.RateSettings(), k.Counter(kind), k.Stream(kind)
+	index := make(map[string]int, 2*len(msgs))
+	key := func(name string) string {
+		i, ok := index[name]
+		if !ok {
+			keys = append(keys, name)
+			i = len(keys)
+			index[name] = i
+		}
+		return argIndex(i)
 	}
-	args := make([]string, 0, 11)
-	args = append(args, string(m.Data))
-	args = append(args, s.staticArgs[m.Kind]...)
-	if m.ClientMsgID != "" {
-		args[4] = "1"
-	} else {
-		args[4] = "0"
+	args := make([]string, 0, len(s.staticArgs[kind])+5*len(msgs))
+	args = append(args, s.staticArgs[kind]...)
+	for _, m := range msgs {
+		fixed := k.RateLimit(m.OwnerID)
+		user, ok := index[fixed]
+		if !ok { // the GCRA state goes right after: the script finds it at user+1
+			keys = append(keys, fixed, k.RateLimitGCRA(m.OwnerID))
+			user = len(keys) - 1
+			index[fixed] = user
+		}
+		client := "0"
+		if m.ClientMsgID != "" {
+			client = key(k.ClientMsg(kind, m.OwnerID, m.ClientMsgID))
+		}
+		var first, second string
+		if kind == keyspace.Private {
+			first, second = key(k.PrivateRing(m.OwnerID)), key(k.PrivateRing(m.RecipientID))
+		} else {
+			first, second = key(k.PublicRing()), "0"
+		}
+		args = append(args, argIndex(user), client, first, second, string(m.Data))
 	}
-	return sc, Call{Keys: keys, Args: args}
+	return Call{Keys: keys, Args: args}
 }
 
-func parseEnqueue(r valkey.ValkeyResult) (Result, error) {
+// argIndexes are the KEYS indexes as strings, made once: a batch names thousands of them.
+var argIndexes = func() []string {
+	s := make([]string, 4*maxScriptBatch+4)
+	for i := range s {
+		s[i] = strconv.Itoa(i)
+	}
+	return s
+}()
+
+func argIndex(i int) string {
+	if i < len(argIndexes) {
+		return argIndexes[i]
+	}
+	return strconv.Itoa(i)
+}
+
+// parseBatch fills out from one enqueue.lua reply: three values per message.
+func parseBatch(r valkey.ValkeyResult, out []Outcome) {
+	fail := func(err error) {
+		for i := range out {
+			out[i] = Outcome{Err: err}
+		}
+	}
 	if err := r.Error(); err != nil {
-		return Result{}, classify(err)
+		fail(classify(err))
+		return
 	}
 	arr, err := r.ToArray()
-	if err != nil || len(arr) == 0 {
-		return Result{}, fmt.Errorf("enqueue: unexpected reply: %v", r)
+	if err != nil || len(arr) != 3*len(out) {
+		fail(fmt.Errorf("enqueue: unexpected reply of %d values for %d messages", len(arr), len(out)))
+		return
 	}
-	code, err := arr[0].AsInt64()
-	if err != nil {
-		return Result{}, fmt.Errorf("enqueue: unexpected reply code: %w", err)
+	for i := range out {
+		out[i].Result, out[i].Err = parseOne(arr[3*i : 3*i+3])
 	}
-	switch {
-	case code == 0 && len(arr) == 3:
-		id, err1 := arr[1].AsInt64()
-		sid, err2 := arr[2].ToString()
-		if err1 != nil || err2 != nil {
-			return Result{}, fmt.Errorf("enqueue: unexpected accept reply: %v", r)
-		}
-		return Result{CacheID: id, StreamID: sid}, nil
-	case code == 1 && len(arr) == 2:
-		id, err := arr[1].AsInt64()
+}
+
+// parseOne reads one message's three values of an enqueue.lua reply.
+func parseOne(v []valkey.ValkeyMessage) (Result, error) {
+	code, err1 := v[0].AsInt64()
+	n, err2 := v[1].AsInt64()
+	if err1 != nil || err2 != nil {
+		return Result{}, fmt.Errorf("enqueue: unexpected reply %v", v)
+	}
+	switch code {
+	case 0:
+		sid, err := v[2].ToString()
 		if err != nil {
-			return Result{}, fmt.Errorf("enqueue: unexpected duplicate reply: %w", err)
+			return Result{}, fmt.Errorf("enqueue: unexpected stream id: %w", err)
 		}
-		return Result{CacheID: id, Duplicate: true}, nil
-	case code == 2 && len(arr) == 2:
-		ms, err := arr[1].AsInt64()
-		if err != nil {
-			return Result{}, fmt.Errorf("enqueue: unexpected rate-limit reply: %w", err)
-		}
-		return Result{}, &RateLimitedError{RetryAfter: time.Duration(ms) * time.Millisecond}
-	case code == 3:
+		return Result{CacheID: n, StreamID: sid}, nil
+	case 1:
+		return Result{CacheID: n, Duplicate: true}, nil
+	case 2:
+		return Result{}, &RateLimitedError{RetryAfter: time.Duration(n) * time.Millisecond}
+	case 3:
 		return Result{}, ErrBacklogFull
 	}
 	return Result{}, fmt.Errorf("enqueue: unexpected reply code %d", code)

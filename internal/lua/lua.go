@@ -24,10 +24,8 @@ import (
 var (
 	//go:embed common.lua
 	commonSrc string
-	//go:embed enqueue_public.lua
-	enqueuePublicSrc string
-	//go:embed enqueue_private.lua
-	enqueuePrivateSrc string
+	//go:embed enqueue.lua
+	enqueueSrc string
 	//go:embed delete.lua
 	deleteSrc string
 	//go:embed ring.lua
@@ -244,14 +242,13 @@ func (c *Config) setDefaults() error {
 
 // Scripts runs chatpipe's operations on one Valkey.
 type Scripts struct {
-	c              valkey.Client
-	cfg            Config
-	enqueuePublic  *Script
-	enqueuePrivate *Script
-	delete         *Script
-	unring         *Script
-	mirror         *Script
-	// staticArgs are ARGV[2..11] of the enqueue scripts, which do not change per message.
+	c       valkey.Client
+	cfg     Config
+	enqueue *Script
+	delete  *Script
+	unring  *Script
+	mirror  *Script
+	// staticArgs are ARGV[1..9] of enqueue.lua, which do not change per batch.
 	staticArgs [kindCount][]string
 }
 
@@ -263,20 +260,18 @@ func New(c valkey.Client, cfg Config) (*Scripts, error) {
 		return nil, err
 	}
 	s := &Scripts{
-		c:              c,
-		cfg:            cfg,
-		enqueuePublic:  NewScript("enqueue_public", commonSrc, enqueuePublicSrc),
-		enqueuePrivate: NewScript("enqueue_private", commonSrc, enqueuePrivateSrc),
-		delete:         NewScript("delete", ringSrc, deleteSrc),
-		unring:         NewScript("unring", ringSrc, unringSrc),
-		mirror:         NewScript("mirror", mirrorSrc),
+		c:       c,
+		cfg:     cfg,
+		enqueue: NewScript("enqueue", commonSrc, enqueueSrc),
+		delete:  NewScript("delete", ringSrc, deleteSrc),
+		unring:  NewScript("unring", ringSrc, unringSrc),
+		mirror:  NewScript("mirror", mirrorSrc),
 	}
 	for _, k := range keyspace.Kinds {
 		s.staticArgs[k] = []string{
 			strconv.Itoa(cfg.RecentSize),
 			strconv.FormatInt(cfg.BacklogCap, 10),
 			strconv.FormatInt(int64(cfg.ClientMsgTTL/time.Second), 10),
-			"", // ARGV[5], per message
 			strconv.Itoa(cfg.DefaultRate.Limit),
 			strconv.Itoa(cfg.DefaultRate.WindowSeconds),
 			string(cfg.DefaultRate.Algorithm),
@@ -302,7 +297,7 @@ func (s *Scripts) Keys() keyspace.Keys { return s.cfg.Keys }
 func (s *Scripts) Load(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	for _, sc := range []*Script{s.enqueuePublic, s.enqueuePrivate, s.delete, s.unring, s.mirror} {
+	for _, sc := range []*Script{s.enqueue, s.delete, s.unring, s.mirror} {
 		if err := sc.load(ctx, s.c); err != nil {
 			return classify(err)
 		}

@@ -1,10 +1,16 @@
--- part_enqueue.lua: accept one message in the partitioned layout, on its partition's slot.
--- KEYS[1] client_msg_id record  KEYS[2] partition sequence  KEYS[3] flush stream
--- KEYS[4] public ring shard (public messages only)
--- ARGV[1] message JSON  ARGV[2] ring size  ARGV[3] backlog cap  ARGV[4] client id TTL (s)
--- ARGV[5] "1" when a client_msg_id is given  ARGV[6] entry kind  ARGV[7] partition
--- ARGV[8] "1" when a WAIT follows (a retry then writes, so that the WAIT covers the first write)
--- Returns {0, id, stream id} accepted, {1, id} retry of an accepted message, {3} backlog full.
+-- part_enqueue.lua: accept messages of one kind in the partitioned layout, on their partition's
+-- slot, all of one partition's messages of a batch in one call: the backlog length and the
+-- sequence are read once and written once, the ring shard pushed and trimmed once. The rate
+-- limit was taken before, on each user's slot (part_ratelimit.lua).
+-- KEYS[1] partition sequence  KEYS[2] flush stream  KEYS[3] public ring shard, or the stream
+--   again for private messages (whose rings are on their users' slots)
+-- KEYS[4..] client_msg_id records, each once
+-- ARGV[1] ring size  ARGV[2] backlog cap  ARGV[3] client id TTL (s)  ARGV[4] entry kind
+-- ARGV[5] partition  ARGV[6] "1" when a WAIT follows (a retry then writes, so that the WAIT
+--   covers the first write)
+-- ARGV[7..] two per message: KEYS index of its client_msg_id record (0: none), message JSON
+-- Returns three values per message, in order: 0, id, stream id (accepted); 1, id, "" (retry of
+-- an accepted client_msg_id); 3, 0, "" (backlog full).
 --
 -- Ids: n = max(last n + 1, (now_ms - 2025-01-01) * 16) and id = 2^52 + n * 64 + partition.
 -- Unique across partitions (id % 64 is the partition), rising within a partition, in [2^52,
@@ -12,29 +18,46 @@
 -- can meet in one table while producers switch over — and a promoted replica that missed the
 -- last increments starts past them from its clock floor (unless it gave more than 16 ids a
 -- millisecond on average).
-if ARGV[5] == '1' then
-  local prev = redis.call('GET', KEYS[1])
-  if prev then
-    if ARGV[8] == '1' then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) * 1000) end
-    return {1, tonumber(prev)}
-  end
-end
-if redis.call('XLEN', KEYS[3]) >= tonumber(ARGV[3]) then return {3} end
+local ring_size, client_ttl, kind, part = tonumber(ARGV[1]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local room = tonumber(ARGV[2]) - redis.call('XLEN', KEYS[2])
 local t = redis.call('TIME')
 local floor = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1735689600000) * 16
-local n = redis.call('INCR', KEYS[2])
-if n < floor then
-  n = floor
-  redis.call('SET', KEYS[2], string.format('%d', n))
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n < floor - 1 then n = floor - 1 end
+local first = n
+local ring, out = {}, {}
+for i = 7, #ARGV, 2 do
+  local c = tonumber(ARGV[i])
+  local prev
+  if c > 0 then
+    prev = redis.call('GET', KEYS[c])
+    if prev and ARGV[6] == '1' then redis.call('PEXPIRE', KEYS[c], client_ttl * 1000) end
+  end
+  if prev then
+    out[#out + 1] = 1; out[#out + 1] = tonumber(prev); out[#out + 1] = ''
+  elseif room < 1 then
+    out[#out + 1] = 3; out[#out + 1] = 0; out[#out + 1] = ''
+  else
+    room = room - 1
+    n = n + 1
+    local id = string.format('%d', 4503599627370496 + n * 64 + part)
+    local entry = '{"cache_id":' .. id .. ',"data":' .. ARGV[i + 1] .. '}'
+    local sid = redis.call('XADD', KEYS[2], '*', 'cache_id', id, 'kind', kind, 'payload', entry)
+    ring[#ring + 1] = entry
+    if c > 0 then
+      redis.call('SET', KEYS[c], id, 'NX', 'EX', client_ttl)
+    end
+    out[#out + 1] = 0; out[#out + 1] = tonumber(id); out[#out + 1] = sid
+  end
 end
-local id = string.format('%d', 4503599627370496 + n * 64 + tonumber(ARGV[7]))
-local entry = '{"cache_id":' .. id .. ',"data":' .. ARGV[1] .. '}'
-if #KEYS >= 4 then
-  redis.call('RPUSH', KEYS[4], entry)
-  redis.call('LTRIM', KEYS[4], -tonumber(ARGV[2]), -1)
+if n > first then redis.call('SET', KEYS[1], string.format('%d', n)) end
+if KEYS[3] ~= KEYS[2] and #ring > 0 then
+  local from = math.max(1, #ring - ring_size + 1)
+  while from <= #ring do
+    local to = math.min(#ring, from + 999)
+    redis.call('RPUSH', KEYS[3], unpack(ring, from, to))
+    from = to + 1
+  end
+  redis.call('LTRIM', KEYS[3], -ring_size, -1)
 end
-local sid = redis.call('XADD', KEYS[3], '*', 'cache_id', id, 'kind', ARGV[6], 'payload', entry)
-if ARGV[5] == '1' then
-  redis.call('SET', KEYS[1], id, 'NX', 'EX', tonumber(ARGV[4]))
-end
-return {0, tonumber(id), sid}
+return out

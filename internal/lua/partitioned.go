@@ -80,68 +80,47 @@ func (p *Partitioned) SetRateLimit(ctx context.Context, rl RateLimit) error {
 	return classify(p.c.Do(ctx, cmd).Error())
 }
 
-func (p *Partitioned) rateCall(m Message, rl RateLimit, mode string) ([]string, []string) {
-	return []string{p.keys.RateLimit(m.OwnerID), p.keys.RateLimitGCRA(m.OwnerID)},
-		[]string{strconv.Itoa(rl.Limit), strconv.Itoa(rl.WindowSeconds), string(rl.Algorithm), mode}
+// rateCall is the part_ratelimit.lua call that takes (or gives back) count tokens of user.
+func (p *Partitioned) rateCall(user string, rl RateLimit, mode string, count int) Call {
+	return Call{Keys: []string{p.keys.RateLimit(user), p.keys.RateLimitGCRA(user)},
+		Args: []string{strconv.Itoa(rl.Limit), strconv.Itoa(rl.WindowSeconds), string(rl.Algorithm), mode, strconv.Itoa(count)}}
 }
 
-// Enqueue accepts one message: the rate limit (with, for a client_msg_id, a look for an earlier
-// acceptance in the same round trip), then the enqueue on the message's partition, then, for a
-// private message, its rings — EnqueueMany's three round trips for one message. A message not
-// accepted gives its token back and takes no id; one accepted but not confirmed durable comes
-// with a *NotDurableError.
+// Enqueue accepts one message, as a batch of one (EnqueueMany).
 func (p *Partitioned) Enqueue(ctx context.Context, m Message) (Result, error) {
 	o := p.EnqueueMany(ctx, m.Kind, []Message{m})[0]
 	return o.Result, o.Err
 }
 
-// enqueueDurable runs the enqueue calls grouped by partition, each group followed by the WAIT
-// (or WAITAOF) of the durability level on a dedicated connection to its partition's primary,
-// the groups at once; valkey-go's dedicated client returns a MOVED as an error instead of
-// following it, so that a WAIT is never answered by another node than the writes'. Outcomes
-// come back in the calls' order; an accepted message not confirmed gets a *NotDurableError.
-func (p *Partitioned) enqueueDurable(ctx context.Context, calls []Call) []Outcome {
-	out := make([]Outcome, len(calls))
-	groups := map[string][]int{} // by the sequence key, one per partition
-	for i, c := range calls {
-		groups[c.Keys[1]] = append(groups[c.Keys[1]], i)
-	}
+// enqueueDurable runs each partition group's enqueue call followed by the WAIT (or WAITAOF) of
+// the durability level on a dedicated connection to its partition's primary, the groups at
+// once; valkey-go's dedicated client returns a MOVED as an error instead of following it, so
+// that a WAIT is never answered by another node than the writes'. It returns each call's reply
+// and nil, or the error of a WAIT that fell short.
+func (p *Partitioned) enqueueDurable(ctx context.Context, calls []Call) ([]valkey.ValkeyResult, []error) {
+	res := make([]valkey.ValkeyResult, len(calls))
+	durable := make([]error, len(calls))
 	var wg sync.WaitGroup
-	for _, idx := range groups {
+	for j, c := range calls {
 		wg.Go(func() {
 			err := p.c.Dedicated(func(dc valkey.DedicatedClient) error {
-				run := func(script bool) ([]valkey.ValkeyResult, error) {
-					cmds := make(valkey.Commands, 0, len(idx)+1)
-					for _, i := range idx {
-						c := calls[i]
-						if script {
-							cmds = append(cmds, dc.B().Evalsha().Sha1(p.enqueue.sha).Numkeys(int64(len(c.Keys))).Key(c.Keys...).Arg(c.Args...).Build())
-						} else {
-							cmds = append(cmds, dc.B().Eval().Script(p.enqueue.src).Numkeys(int64(len(c.Keys))).Key(c.Keys...).Arg(c.Args...).Build())
-						}
-					}
-					cmds = append(cmds, waitCommand(dc.B(), p.cfg))
-					res := dc.DoMulti(ctx, cmds...)
-					return res[:len(idx)], durableError(p.cfg, res[len(idx)])
+				run := func(script valkey.Completed) {
+					r := dc.DoMulti(ctx, script, waitCommand(dc.B(), p.cfg))
+					res[j], durable[j] = r[0], durableError(p.cfg, r[1])
 				}
-				res, durable := run(true)
-				if isNoScript(res[0].Error()) {
-					res, durable = run(false) // NOSCRIPT: nothing ran; the source runs and caches it
-				}
-				for j, i := range idx {
-					out[i] = outcome(res[j], durable)
+				run(dc.B().Evalsha().Sha1(p.enqueue.sha).Numkeys(int64(len(c.Keys))).Key(c.Keys...).Arg(c.Args...).Build())
+				if isNoScript(res[j].Error()) { // nothing ran; the source runs and caches it
+					run(dc.B().Eval().Script(p.enqueue.src).Numkeys(int64(len(c.Keys))).Key(c.Keys...).Arg(c.Args...).Build())
 				}
 				return nil
 			})
 			if err != nil {
-				for _, i := range idx {
-					out[i].Err = classify(err)
-				}
+				res[j] = valkey.NewErrorResult(err)
 			}
 		})
 	}
 	wg.Wait()
-	return out
+	return res, durable
 }
 
 // RepairRings adds written private messages to their users' rings again, with their ring
@@ -150,14 +129,14 @@ func (p *Partitioned) enqueueDurable(ctx context.Context, calls []Call) []Outcom
 // ack, so a ring that missed a message when ingest stopped between the enqueue and the ring
 // write gets it. Public messages are skipped: their ring shard is written by the enqueue itself.
 func (p *Partitioned) RepairRings(ctx context.Context, recs []message.Record, entries []string) error {
-	var cmds valkey.Commands
+	var rings ringAdds
 	for i, r := range recs {
 		if r.Message.RecipientID == "" || i >= len(entries) || entries[i] == "" {
 			continue
 		}
-		cmds = append(cmds, p.ringsFor(r.Message.OwnerID, r.Message.RecipientID, r.CacheID, entries[i])...)
+		rings.add(p, r.Message.OwnerID, r.Message.RecipientID, r.CacheID, entries[i])
 	}
-	return p.doAll(ctx, cmds)
+	return p.doAll(ctx, rings.commands(p))
 }
 
 // doAll sends cmds in one pipelined round trip and returns the first error, classified.
@@ -307,48 +286,91 @@ func (p *Partitioned) ForgetPrivate(ctx context.Context, recs []message.Record) 
 	return p.doAll(ctx, cmds)
 }
 
-// enqueueCall is the part_enqueue.lua call of m in its partition.
-func (p *Partitioned) enqueueCall(m Message) Call {
-	part := p.partition(m)
-	keys := []string{p.keys.ClientMsg(part, m.Kind, m.OwnerID, m.ClientMsgID), p.keys.Seq(part), p.keys.Stream(part, m.Kind)}
-	if m.Kind == keyspace.Public {
-		keys = append(keys, p.keys.PublicRing(part))
+// enqueueCall is the part_enqueue.lua call for msgs, all in partition part.
+func (p *Partitioned) enqueueCall(kind keyspace.Kind, part int, msgs []Message) Call {
+	stream := p.keys.Stream(part, kind)
+	keys := []string{p.keys.Seq(part), stream, stream}
+	if kind == keyspace.Public {
+		keys[2] = p.keys.PublicRing(part)
 	}
-	args := []string{string(m.Data), strconv.Itoa(p.cfg.RecentSize), strconv.FormatInt(p.cfg.BacklogCap, 10),
-		strconv.FormatInt(int64(p.cfg.ClientMsgTTL/time.Second), 10), flag(m.ClientMsgID != ""), m.Kind.String(), strconv.Itoa(part),
-		flag(p.cfg.Durability != DurableNone)}
+	args := make([]string, 0, 6+2*len(msgs))
+	args = append(args, strconv.Itoa(p.cfg.RecentSize), strconv.FormatInt(p.cfg.BacklogCap, 10),
+		strconv.FormatInt(int64(p.cfg.ClientMsgTTL/time.Second), 10), kind.String(), strconv.Itoa(part),
+		flag(p.cfg.Durability != DurableNone))
+	index := map[string]int{}
+	for _, m := range msgs {
+		client := "0"
+		if m.ClientMsgID != "" {
+			name := p.keys.ClientMsg(part, kind, m.OwnerID, m.ClientMsgID)
+			i, ok := index[name]
+			if !ok {
+				keys = append(keys, name)
+				i = len(keys)
+				index[name] = i
+			}
+			client = argIndex(i)
+		}
+		args = append(args, client, string(m.Data))
+	}
 	return Call{Keys: keys, Args: args}
 }
 
-// ringCommands are the commands that add an accepted private message to the sender's and the
-// recipient's rings (once for a self-DM): sorted sets scored by id, trimmed to RecentSize. The
-// member is the ring entry, the same every time, so adding it again repairs a ring and changes
-// nothing else.
-func (p *Partitioned) ringCommands(m Message, id int64) valkey.Commands {
-	entry := `{"cache_id":` + strconv.FormatInt(id, 10) + `,"data":` + string(m.Data) + `}`
-	return p.ringsFor(m.OwnerID, m.RecipientID, id, entry)
+// ringAdds gathers private ring entries by ring, so that each ring is written once. The rings
+// are sorted sets scored by id, trimmed to RecentSize; a member is the ring entry, the same
+// every time, so adding it again repairs a ring and changes nothing else.
+type ringAdds struct {
+	order []string
+	by    map[string][]scored
 }
 
-// ringsFor adds entry, scored by id, to the rings of owner and recipient (once for a self-DM)
-// and trims each to RecentSize.
-func (p *Partitioned) ringsFor(owner, recipient string, id int64, entry string) valkey.Commands {
-	users := []string{owner}
-	if recipient != owner {
-		users = append(users, recipient)
+// add puts entry, scored by id, in the rings of owner and recipient (once for a self-DM).
+func (a *ringAdds) add(p *Partitioned, owner, recipient string, id int64, entry string) {
+	if a.by == nil {
+		a.by = map[string][]scored{}
 	}
+	for _, ring := range privateRings(p.keys.PrivateRing, owner, recipient) {
+		if a.by[ring] == nil {
+			a.order = append(a.order, ring)
+		}
+		a.by[ring] = append(a.by[ring], scored{float64(id), entry})
+	}
+}
+
+// commands are one ZADD and one trim per ring.
+func (a *ringAdds) commands(p *Partitioned) valkey.Commands {
 	var cmds valkey.Commands
-	for _, u := range users {
-		ring := p.keys.PrivateRing(u)
-		cmds = append(cmds,
-			p.c.B().Zadd().Key(ring).ScoreMember().ScoreMember(float64(id), entry).Build(),
+	for _, ring := range a.order {
+		z := p.c.B().Zadd().Key(ring).ScoreMember()
+		for _, it := range a.by[ring] {
+			z = z.ScoreMember(it.Score, it.Member)
+		}
+		cmds = append(cmds, z.Build(),
 			p.c.B().Zremrangebyrank().Key(ring).Start(0).Stop(int64(-p.cfg.RecentSize-1)).Build())
 	}
 	return cmds
 }
 
-// EnqueueMany accepts messages of one kind in three pipelined round trips for the whole batch
-// (rate limits with client_msg_id look-ups, enqueues, then refunds and private rings); valkey-go
-// sends each round trip's commands to their nodes at once. Outcomes come back in order.
+type scored struct {
+	Score  float64
+	Member string
+}
+
+// ringEntry is the ring entry of message data with id, as the enqueue script builds it.
+func ringEntry(id int64, data []byte) string {
+	return `{"cache_id":` + strconv.FormatInt(id, 10) + `,"data":` + string(data) + `}`
+}
+
+// EnqueueMany accepts messages of one kind in three pipelined round trips for the whole batch,
+// after the settings' read; valkey-go sends each round trip's commands to their nodes at once:
+//  1. one rate-limit call per user for all of its messages (tokens go to its messages in
+//     order), and the look-up of each client_msg_id;
+//  2. one enqueue call per partition group (with its WAIT under a durability level);
+//  3. the tokens of messages not accepted given back (one call per user), and the private
+//     rings, each written and trimmed once.
+//
+// Outcomes come back in order. A known client_msg_id is answered with its id even when its user
+// is now over the limit; its token is given back, but within its batch it may have kept a later
+// message of the same user from a token that was then free.
 func (p *Partitioned) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs []Message) []Outcome {
 	out := make([]Outcome, len(msgs))
 	if len(msgs) == 0 {
@@ -363,85 +385,138 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs 
 		}
 		return out
 	}
-	// Round trip 1: a rate-limit take per message, and the look-up of its client_msg_id.
-	var cmds valkey.Commands
+	// Round trip 1.
+	type user struct {
+		msgs     []int // indexes into msgs, in order
+		taken    int
+		retry    time.Duration
+		err      error
+		refunded int
+	}
+	users := map[string]*user{}
+	var order []string
+	var lookups valkey.Commands
+	lookupAt := make([]int, len(msgs)) // index into the look-ups' replies, -1 for none
 	for i := range msgs {
-		msgs[i].Kind = kind
-		keys, args := p.rateCall(msgs[i], rl, "take")
-		cmds = append(cmds, p.rateLimit.cmd(p.c, keys, args))
-		if msgs[i].ClientMsgID != "" {
-			cmds = append(cmds, p.c.B().Get().Key(p.keys.ClientMsg(p.partition(msgs[i]), kind, msgs[i].OwnerID, msgs[i].ClientMsgID)).Build())
+		m := &msgs[i]
+		m.Kind = kind
+		u := users[m.OwnerID]
+		if u == nil {
+			u = &user{}
+			users[m.OwnerID] = u
+			order = append(order, m.OwnerID)
+		}
+		u.msgs = append(u.msgs, i)
+		lookupAt[i] = -1
+		if m.ClientMsgID != "" {
+			lookupAt[i] = len(lookups)
+			lookups = append(lookups, p.c.B().Get().Key(p.keys.ClientMsg(p.partition(*m), kind, m.OwnerID, m.ClientMsgID)).Build())
 		}
 	}
-	res := p.c.DoMulti(ctx, cmds...)
-	taken := make([]bool, len(msgs))
-	var enq []int
-	var calls []Call
-	pos := 0
-	for i, m := range msgs {
-		r := res[pos]
-		pos++
+	rates := make([]Call, len(order))
+	cmds := make(valkey.Commands, 0, len(order)+len(lookups))
+	for j, name := range order {
+		rates[j] = p.rateCall(name, rl, "take", len(users[name].msgs))
+		cmds = append(cmds, p.rateLimit.cmd(p.c, rates[j].Keys, rates[j].Args))
+	}
+	res := p.c.DoMulti(ctx, append(cmds, lookups...)...)
+	for j, name := range order {
+		r := res[j]
 		if isNoScript(r.Error()) {
-			keys, args := p.rateCall(m, rl, "take")
-			r = p.rateLimit.Exec(ctx, p.c, keys, args)
+			r = p.rateLimit.Exec(ctx, p.c, rates[j].Keys, rates[j].Args)
 		}
-		var prev valkey.ValkeyResult
-		if m.ClientMsgID != "" {
-			prev = res[pos]
-			pos++
+		u := users[name]
+		v, err := r.AsIntSlice()
+		switch {
+		case err != nil:
+			u.err = classify(err)
+		case len(v) != 2:
+			u.err = fmt.Errorf("rate limit: unexpected reply %v", v)
+		default:
+			u.taken, u.retry = int(v[0]), time.Duration(v[1])*time.Millisecond
 		}
-		retry, err := r.AsInt64()
-		if err != nil {
-			out[i].Err = classify(err)
-			continue
-		}
-		taken[i] = retry == 0
-		known := false
-		if m.ClientMsgID != "" {
-			if id, err := prev.AsInt64(); err == nil && p.cfg.Durability == DurableNone {
-				out[i].Result = Result{CacheID: id, Duplicate: true}
+	}
+	// Who goes on: by partition, in order.
+	taken := make([]bool, len(msgs))
+	groups := map[int][]int{}
+	var parts []int
+	for _, name := range order {
+		u := users[name]
+		for k, i := range u.msgs {
+			taken[i] = u.err == nil && k < u.taken
+			known := false
+			if at := lookupAt[i]; at >= 0 {
+				if id, err := res[len(order)+at].AsInt64(); err == nil && p.cfg.Durability == DurableNone {
+					out[i].Result = Result{CacheID: id, Duplicate: true}
+					continue
+				} else if err == nil {
+					known = true // a durable retry: answered by the enqueue after its WAIT
+				}
+			}
+			switch {
+			case u.err != nil && !known:
+				out[i].Err = u.err
 				continue
-			} else if err == nil {
-				known = true // a durable retry: answered by the enqueue after its WAIT
+			case !taken[i] && !known:
+				out[i].Err = &RateLimitedError{RetryAfter: u.retry}
+				continue
 			}
+			part := p.partition(msgs[i])
+			if groups[part] == nil {
+				parts = append(parts, part)
+			}
+			groups[part] = append(groups[part], i)
 		}
-		if retry > 0 && !known {
-			out[i].Err = &RateLimitedError{RetryAfter: time.Duration(retry) * time.Millisecond}
-			continue
-		}
-		enq = append(enq, i)
-		calls = append(calls, p.enqueueCall(m))
 	}
-	// Round trip 2: the enqueues; one that met NOSCRIPT is sent again whole (Exec). With a
-	// durability level, each partition's group goes with its WAIT on a connection of its own.
-	if len(calls) > 0 && p.cfg.Durability != DurableNone {
-		for j, o := range p.enqueueDurable(ctx, calls) {
-			out[enq[j]] = o
+	// Round trip 2.
+	calls := make([]Call, len(parts))
+	for j, part := range parts {
+		slices.Sort(groups[part]) // the batch's order within a partition: ids rise with it
+		group := make([]Message, len(groups[part]))
+		for k, i := range groups[part] {
+			group[k] = msgs[i]
 		}
+		calls[j] = p.enqueueCall(kind, part, group)
+	}
+	var replies []valkey.ValkeyResult
+	durable := make([]error, len(calls))
+	if p.cfg.Durability != DurableNone {
+		replies, durable = p.enqueueDurable(ctx, calls)
 	} else if len(calls) > 0 {
-		ecmds := make(valkey.Commands, len(calls))
-		for j, c := range calls {
-			ecmds[j] = p.enqueue.cmd(p.c, c.Keys, c.Args)
-		}
-		for j, r := range p.c.DoMulti(ctx, ecmds...) {
-			if isNoScript(r.Error()) {
-				r = p.enqueue.Exec(ctx, p.c, calls[j].Keys, calls[j].Args)
+		replies = p.enqueue.ExecMulti(ctx, p.c, calls)
+	}
+	for j, part := range parts {
+		group := make([]Outcome, len(groups[part]))
+		parseBatch(replies[j], group)
+		for k, i := range groups[part] {
+			out[i] = group[k]
+			if durable[j] != nil && out[i].Err == nil {
+				out[i].Err = &NotDurableError{CacheID: out[i].CacheID, Detail: durable[j].Error()}
 			}
-			out[enq[j]].Result, out[enq[j]].Err = parseEnqueue(r)
 		}
 	}
-	// Round trip 3: give back the tokens of messages not accepted, and fill private rings.
+	// Round trip 3.
 	var after valkey.Commands
-	for i, m := range msgs {
-		accepted := (out[i].Err == nil || errors.Is(out[i].Err, ErrNotDurable)) && !out[i].Duplicate
-		if taken[i] && !accepted {
-			keys, args := p.rateCall(m, rl, "refund")
-			after = append(after, p.rateLimit.cmd(p.c, keys, args))
+	var rings ringAdds
+	for _, name := range order {
+		u := users[name]
+		refund := 0
+		for _, i := range u.msgs {
+			accepted := (out[i].Err == nil || errors.Is(out[i].Err, ErrNotDurable)) && !out[i].Duplicate
+			if taken[i] && !accepted {
+				refund++
+			}
+			if accepted && kind == keyspace.Private {
+				m := msgs[i]
+				rings.add(p, m.OwnerID, m.RecipientID, out[i].CacheID, ringEntry(out[i].CacheID, m.Data))
+			}
 		}
-		if accepted && kind == keyspace.Private {
-			after = append(after, p.ringCommands(m, out[i].CacheID)...)
+		if refund > 0 {
+			c := p.rateCall(name, rl, "refund", refund)
+			after = append(after, p.rateLimit.cmd(p.c, c.Keys, c.Args))
 		}
 	}
+	after = append(after, rings.commands(p)...)
 	if len(after) > 0 {
 		_ = p.c.DoMulti(ctx, after...) // best effort: a lost refund costs quota; a lost ring entry is repaired by the workers
 	}

@@ -1,0 +1,207 @@
+package lua_test
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/testenv"
+)
+
+// outcomeClass is what a caller sees of one outcome, without the times that differ between runs.
+type outcomeClass struct {
+	CacheID   int64
+	Duplicate bool
+	Class     string
+}
+
+func classOf(t *testing.T, o lua.Outcome, window time.Duration) outcomeClass {
+	t.Helper()
+	c := outcomeClass{CacheID: o.CacheID, Duplicate: o.Duplicate, Class: "accepted"}
+	var rle *lua.RateLimitedError
+	switch {
+	case o.Err == nil:
+	case errors.As(o.Err, &rle):
+		if rle.RetryAfter <= 0 || rle.RetryAfter > window {
+			t.Errorf("retry after %s, want within (0, %s]", rle.RetryAfter, window)
+		}
+		c.Class = "rate limited"
+	case errors.Is(o.Err, lua.ErrBacklogFull):
+		c.Class = "backlog full"
+	default:
+		t.Fatalf("unexpected error: %v", o.Err)
+	}
+	return c
+}
+
+// model is what enqueueing means, message by message, written plainly in Go: the oracle of
+// TestBatchMatchesModel. No time passes in it (the tests' windows are a minute long), so a
+// GCRA limit of L per window allows L messages as a fixed window does.
+type model struct {
+	cfg     lua.Config
+	limit   int
+	taken   map[string]int
+	clients map[string]int64
+	last    int64
+	stream  []streamEntry
+	rings   map[string][]string
+}
+
+func (m *model) enqueue(b *testBundle, kind keyspace.Kind, msg lua.Message) outcomeClass {
+	ck := msg.OwnerID + "/" + msg.ClientMsgID
+	if id, ok := m.clients[ck]; ok && msg.ClientMsgID != "" {
+		return outcomeClass{CacheID: id, Duplicate: true, Class: "accepted"}
+	}
+	if m.taken[msg.OwnerID] >= m.limit {
+		return outcomeClass{Class: "rate limited"}
+	}
+	if len(m.stream) >= int(m.cfg.BacklogCap) && m.cfg.BacklogCap > 0 {
+		return outcomeClass{Class: "backlog full"}
+	}
+	m.taken[msg.OwnerID]++
+	m.last++
+	if msg.ClientMsgID != "" {
+		m.clients[ck] = m.last
+	}
+	id := strconv.FormatInt(m.last, 10)
+	entry := `{"cache_id":` + id + `,"data":` + string(msg.Data) + `}`
+	m.stream = append(m.stream, streamEntry{id, kind.String(), entry})
+	rings := []string{b.keys.PublicRing()}
+	if kind == keyspace.Private {
+		rings = []string{b.keys.PrivateRing(msg.OwnerID)}
+		if msg.RecipientID != msg.OwnerID {
+			rings = append(rings, b.keys.PrivateRing(msg.RecipientID))
+		}
+	}
+	for _, r := range rings {
+		m.rings[r] = append(m.rings[r], entry)
+		if n := len(m.rings[r]); n > m.cfg.RecentSize {
+			m.rings[r] = m.rings[r][n-m.cfg.RecentSize:]
+		}
+	}
+	return outcomeClass{CacheID: m.last, Class: "accepted"}
+}
+
+// TestBatchMatchesModel: one enqueue.lua call for a whole batch judges every message as the
+// model does one at a time — ids, client_msg_id retries (also within the batch), rate limits
+// reached within the batch (fixed window and GCRA), the backlog cap reached halfway, rings
+// trimmed, self-DMs stored once — and leaves what the model holds, across two batches in a row;
+// the same messages sent one by one (Enqueue) give the same outcomes.
+func TestBatchMatchesModel(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		kind keyspace.Kind
+		cfg  lua.Config
+		rate lua.RateLimit
+		n    int
+	}{
+		{"public, fixed window", keyspace.Public, lua.Config{RecentSize: 7}, lua.RateLimit{Limit: 4, WindowSeconds: 60, Algorithm: lua.Fixed}, 60},
+		{"public, gcra", keyspace.Public, lua.Config{RecentSize: 7}, lua.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: lua.GCRA}, 60},
+		{"public, backlog cap", keyspace.Public, lua.Config{RecentSize: 100, BacklogCap: 25}, lua.RateLimit{Limit: 10, WindowSeconds: 60, Algorithm: lua.Fixed}, 60},
+		{"private, fixed window", keyspace.Private, lua.Config{RecentSize: 3}, lua.RateLimit{Limit: 5, WindowSeconds: 60, Algorithm: lua.Fixed}, 60},
+		{"private, gcra", keyspace.Private, lua.Config{RecentSize: 3}, lua.RateLimit{Limit: 6, WindowSeconds: 60, Algorithm: lua.GCRA}, 60},
+		{"larger than one script", keyspace.Public, lua.Config{RecentSize: 50}, lua.RateLimit{Limit: 1000, WindowSeconds: 60, Algorithm: lua.Fixed}, 2500},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			rng := rand.New(rand.NewPCG(1, uint64(len(tt.name))))
+			users := []string{"ann", "bob", "cy", "dee", "eve"}
+			clients := []string{"c1", "c2", "c3"}
+			msgs := make([]lua.Message, tt.n)
+			for i := range msgs {
+				owner := users[rng.IntN(len(users))]
+				if tt.kind == keyspace.Private {
+					msgs[i] = priv(owner, users[rng.IntN(len(users))], strconv.Itoa(i)) // some to themselves
+				} else {
+					msgs[i] = pub(owner, strconv.Itoa(i))
+				}
+				if rng.IntN(4) == 0 {
+					msgs[i].ClientMsgID = clients[rng.IntN(len(clients))]
+				}
+			}
+			batch, single := setup(t, tt.cfg), setup(t, tt.cfg)
+			setRate(t, batch, tt.rate)
+			setRate(t, single, tt.rate)
+			if tt.cfg.RecentSize == 0 {
+				tt.cfg.RecentSize = 500
+			}
+			m := &model{cfg: tt.cfg, limit: tt.rate.Limit, taken: map[string]int{}, clients: map[string]int64{}, rings: map[string][]string{}}
+			window := time.Duration(tt.rate.WindowSeconds) * time.Second
+			classes := map[string]int{}
+			for round, part := range [][]lua.Message{msgs[:tt.n/2], msgs[tt.n/2:]} {
+				got := batch.scripts.EnqueueMany(ctx, tt.kind, part)
+				if len(got) != len(part) {
+					t.Fatalf("%d outcomes for %d messages", len(got), len(part))
+				}
+				var want, gotC, oneByOne []outcomeClass
+				for i, msg := range part {
+					want = append(want, m.enqueue(batch, tt.kind, msg))
+					gotC = append(gotC, classOf(t, got[i], window))
+					r, err := single.scripts.Enqueue(ctx, msg)
+					oneByOne = append(oneByOne, classOf(t, lua.Outcome{Result: r, Err: err}, window))
+					classes[gotC[i].Class]++
+					if gotC[i].Duplicate {
+						classes["duplicate"]++
+					}
+					if got[i].Err == nil && !got[i].Duplicate && got[i].StreamID == "" {
+						t.Errorf("message %d accepted without a stream id", i)
+					}
+				}
+				if diff := cmp.Diff(want, gotC); diff != "" {
+					t.Fatalf("round %d: batch outcomes (-model +batch):\n%s", round, diff)
+				}
+				if diff := cmp.Diff(want, oneByOne); diff != "" {
+					t.Fatalf("round %d: one-by-one outcomes (-model +Enqueue):\n%s", round, diff)
+				}
+			}
+			t.Logf("%v", classes)
+			if classes["duplicate"] == 0 || (tt.n < 1000 && classes["accepted"] == tt.n) {
+				t.Fatalf("outcomes %v: the batch does not exercise retries and rejections", classes)
+			}
+			if diff := cmp.Diff(m.stream, streamEntries(t, batch, tt.kind)); diff != "" {
+				t.Errorf("stream (-model +batch):\n%s", diff)
+			}
+			for _, u := range append(users, "") {
+				ring := batch.keys.PublicRing()
+				if u != "" {
+					ring = batch.keys.PrivateRing(u)
+				}
+				got, err := testenv.Do(t, batch.client, "LRANGE", ring, "0", "-1").AsStrSlice()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(m.rings[ring], got, cmpEmpty); diff != "" {
+					t.Errorf("ring %s (-model +batch):\n%s", ring, diff)
+				}
+			}
+			if n, _ := testenv.Do(t, batch.client, "GET", batch.keys.Counter(tt.kind)).AsInt64(); n != m.last {
+				t.Errorf("id counter = %d, want %d", n, m.last)
+			}
+			for _, u := range users {
+				key := batch.keys.RateLimit(u)
+				if tt.rate.Algorithm == lua.GCRA {
+					key = batch.keys.RateLimitGCRA(u)
+				}
+				ttl, _ := testenv.Do(t, batch.client, "PTTL", key).AsInt64()
+				if m.taken[u] > 0 && (ttl < 1 || ttl > window.Milliseconds()) {
+					t.Errorf("%s's rate-limit state %s expires in %d ms, want within the window", u, key, ttl)
+				}
+				if n, _ := testenv.Do(t, batch.client, "GET", key).AsInt64(); tt.rate.Algorithm == lua.Fixed && n != int64(m.taken[u]) {
+					t.Errorf("%s's window counter = %d, want %d", u, n, m.taken[u])
+				}
+			}
+		})
+	}
+}
+
+var cmpEmpty = cmp.Comparer(func(a, b []string) bool { return len(a) == 0 && len(b) == 0 || cmp.Equal(a, b) })

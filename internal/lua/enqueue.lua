@@ -1,0 +1,103 @@
+-- enqueue.lua: accept a batch of messages of one kind — one message or a thousand — in one
+-- atomic step (common.lua is prepended). What is per batch is done once: the settings and the
+-- backlog length are read once, the ids taken in one write, every user's rate limit read and
+-- written once, every ring pushed and trimmed once. Each message is still judged on its own and
+-- in order, with the checks in the order that keeps a retry idempotent and a rejection free: a
+-- known client_msg_id returns its first id; then the user's rate limit; then the backlog cap.
+--
+-- KEYS[1] rate settings hash  KEYS[2] id counter  KEYS[3] flush stream
+-- KEYS[4..] the batch's other keys, each once, named by their index from ARGV: per user the
+--   fixed-window counter with the GCRA state right after it, per ring its key, per client_msg_id
+--   its record
+-- ARGV[1] ring size  ARGV[2] backlog cap  ARGV[3] client id TTL (s)
+-- ARGV[4..6] default limit, window (s), algorithm  ARGV[7] entry kind
+-- ARGV[8] "1" when a WAIT follows (a retry then writes, see below)
+-- ARGV[9] "1" for clock-floored ids (see below)
+-- ARGV[10..] five per message: KEYS index of its user's fixed-window counter; of its
+--   client_msg_id record (0: none); of its first ring; of its second ring (0: none, or the
+--   same as the first for a self-DM, which is stored once); the message JSON
+-- Returns three values per message, in order: 0, id, stream id (accepted); 1, id, "" (retry of
+-- an accepted client_msg_id); 2, retry after ms, "" (rate limited); 3, 0, "" (backlog full).
+local ring_size, kind = tonumber(ARGV[1]), ARGV[7]
+local client_ttl = tonumber(ARGV[3])
+local limit, window, alg = settings(KEYS[1], ARGV[4], ARGV[5], ARGV[6])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local room = tonumber(ARGV[2]) - redis.call('XLEN', KEYS[3])
+
+-- Ids: the counter is read once and written once. With clock-floored ids it is floored by the
+-- server's clock, 1024 ids a millisecond since 2025-01-01: a replica promoted after missing the
+-- last increments starts past every id the old primary gave (unless the old primary gave more
+-- than 1024 a millisecond on average), and ids stay below 2^52 (where the partitioned layout's
+-- ids begin) for about 139 years.
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ARGV[9] == '1' then
+  local floor = (math.floor(now / 1000) - 1735689600000) * 1024
+  if last < floor - 1 then last = floor - 1 end
+end
+local first = last
+
+local limiters, rings, ring_order = {}, {}, {}
+local out = {}
+for i = 10, #ARGV, 5 do
+  local u, c, r1, r2 = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local prev
+  if c > 0 then
+    prev = redis.call('GET', KEYS[c])
+    if prev and ARGV[8] == '1' then
+      -- A durable retry: write something, so that the WAIT after this script covers the first
+      -- write too (WAIT waits for this connection's last write; replication keeps order).
+      redis.call('PEXPIRE', KEYS[c], client_ttl * 1000)
+    end
+  end
+  if prev then
+    out[#out + 1] = 1; out[#out + 1] = tonumber(prev); out[#out + 1] = ''
+  else
+    local lim = limiters[u]
+    if not lim then
+      lim = limiter(KEYS[u], KEYS[u + 1], limit, window, alg, now)
+      limiters[u] = lim
+    end
+    local retry = lim.check()
+    if retry > 0 then
+      out[#out + 1] = 2; out[#out + 1] = retry; out[#out + 1] = ''
+    elseif room < 1 then
+      out[#out + 1] = 3; out[#out + 1] = 0; out[#out + 1] = ''
+    else
+      lim.take()
+      room = room - 1
+      last = last + 1
+      local id = string.format('%d', last)
+      local entry = '{"cache_id":' .. id .. ',"data":' .. ARGV[i + 4] .. '}'
+      local sid = redis.call('XADD', KEYS[3], '*', 'cache_id', id, 'kind', kind, 'payload', entry)
+      if not rings[r1] then rings[r1] = {}; ring_order[#ring_order + 1] = r1 end
+      table.insert(rings[r1], entry)
+      if r2 > 0 and r2 ~= r1 then
+        if not rings[r2] then rings[r2] = {}; ring_order[#ring_order + 1] = r2 end
+        table.insert(rings[r2], entry)
+      end
+      if c > 0 then
+        redis.call('SET', KEYS[c], id, 'NX', 'EX', client_ttl)
+      end
+      out[#out + 1] = 0; out[#out + 1] = last; out[#out + 1] = sid
+    end
+  end
+end
+
+if last > first then
+  redis.call('SET', KEYS[2], string.format('%d', last))
+end
+for _, lim in pairs(limiters) do lim.commit() end
+-- Each ring gets only the entries that stay in it, in order, in as few RPUSHes as Lua's stack
+-- allows, then one trim.
+for _, r in ipairs(ring_order) do
+  local entries = rings[r]
+  local from = math.max(1, #entries - ring_size + 1)
+  while from <= #entries do
+    local to = math.min(#entries, from + 999)
+    redis.call('RPUSH', KEYS[r], unpack(entries, from, to))
+    from = to + 1
+  end
+  redis.call('LTRIM', KEYS[r], -ring_size, -1)
+end
+return out
