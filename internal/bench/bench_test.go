@@ -539,8 +539,13 @@ func (b *bench) ingest() {
 	}
 	body := batchBody(500)
 	for _, clients := range []int{8, 64} {
+		n := sized(800, 160)
+		if profile && clients == 8 {
+			n = 1000
+			go b.cpuProfile(in.pprof, "ingest-batch", 3*time.Second)
+		}
 		cpu := meterCPU(pids)
-		rate, lat := closedLoop(t, in.addr, "/v1/messages/batch", clients, sized(800, 160), func(int) string { return body }, http.StatusOK)
+		rate, lat := closedLoop(t, in.addr, "/v1/messages/batch", clients, n, func(int) string { return body }, http.StatusOK)
 		b.add(against(row{Stage: fmt.Sprintf("ingest: batch endpoint (500 per request), %d clients", clients), Value: rate * 500, Unit: "msgs/s",
 			Detail: fmt.Sprintf("%s; %s; ingest peak RSS %.0f MiB", lat, cpu, hwm(in.pid)/(1<<20))}, "EVALSHA pipelined", b.evalPiped, 0.80))
 	}

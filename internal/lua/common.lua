@@ -16,17 +16,18 @@ end
 -- in memory message by message, and written once. check() returns 0 when one more message
 -- fits, else the time in ms until it would; it consumes nothing, so a message rejected for
 -- another reason costs no quota. take() consumes what the last check() allowed. commit()
--- writes the state back, if anything was taken.
+-- writes the state back, if anything was taken. state is the value of the algorithm's key
+-- (k_fixed or k_gcra), read by the caller, false when there is none.
 --
 -- fixed: a window counter, INCR-like, expiring a window after the window's first message.
 -- gcra: the generic cell rate algorithm on the server's clock (now, in µs, from TIME), so
 -- ingest replicas with skewed clocks still share one schedule. Its state is the theoretical
 -- arrival time (TAT) in µs.
-local function limiter(k_fixed, k_gcra, limit, window, alg, now)
+local function limiter(k_fixed, k_gcra, limit, window, alg, now, state)
   local l = {}
   if alg == 'gcra' then
     local period = window * 1000000
-    local tat = tonumber(redis.call('GET', k_gcra) or '0')
+    local tat = tonumber(state or '0')
     local start, pending = tat, tat
     l.check = function()
       local base = tat
@@ -46,7 +47,7 @@ local function limiter(k_fixed, k_gcra, limit, window, alg, now)
     end
     return l
   end
-  local v = redis.call('GET', k_fixed)
+  local v = state
   local n, taken, ttl = tonumber(v or '0'), 0, nil
   l.check = function()
     if n < limit then return 0 end

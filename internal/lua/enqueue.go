@@ -213,16 +213,23 @@ func (s *Scripts) enqueueCall(kind keyspace.Kind, msgs []Message) Call {
 		}
 		return argIndex(i)
 	}
-	args := make([]string, 0, len(s.staticArgs[kind])+5*len(msgs))
-	args = append(args, s.staticArgs[kind]...)
-	for _, m := range msgs {
+	// Users first, each its fixed-window counter and then its GCRA state: the script reads all
+	// their states in one MGET.
+	users := make([]int, len(msgs))
+	for i, m := range msgs {
 		fixed := k.RateLimit(m.OwnerID)
-		user, ok := index[fixed]
-		if !ok { // the GCRA state goes right after: the script finds it at user+1
+		u, ok := index[fixed]
+		if !ok {
 			keys = append(keys, fixed, k.RateLimitGCRA(m.OwnerID))
-			user = len(keys) - 1
-			index[fixed] = user
+			u = len(keys) - 1
+			index[fixed] = u
 		}
+		users[i] = u
+	}
+	args := make([]string, 0, len(s.staticArgs[kind])+1+5*len(msgs))
+	args = append(args, s.staticArgs[kind]...)
+	args = append(args, strconv.Itoa((len(keys)-3)/2))
+	for i, m := range msgs {
 		client := "0"
 		if m.ClientMsgID != "" {
 			client = key(k.ClientMsg(kind, m.OwnerID, m.ClientMsgID))
@@ -233,7 +240,7 @@ func (s *Scripts) enqueueCall(kind keyspace.Kind, msgs []Message) Call {
 		} else {
 			first, second = key(k.PublicRing()), "0"
 		}
-		args = append(args, argIndex(user), client, first, second, string(m.Data))
+		args = append(args, argIndex(users[i]), client, first, second, string(m.Data))
 	}
 	return Call{Keys: keys, Args: args}
 }

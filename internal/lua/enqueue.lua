@@ -6,14 +6,15 @@
 -- known client_msg_id returns its first id; then the user's rate limit; then the backlog cap.
 --
 -- KEYS[1] rate settings hash  KEYS[2] id counter  KEYS[3] flush stream
--- KEYS[4..] the batch's other keys, each once, named by their index from ARGV: per user the
---   fixed-window counter with the GCRA state right after it, per ring its key, per client_msg_id
---   its record
+-- KEYS[4..] the batch's other keys, each once, named by their index from ARGV: first per user
+--   the fixed-window counter with the GCRA state right after it, then per ring its key and per
+--   client_msg_id its record
 -- ARGV[1] ring size  ARGV[2] backlog cap  ARGV[3] client id TTL (s)
 -- ARGV[4..6] default limit, window (s), algorithm  ARGV[7] entry kind
 -- ARGV[8] "1" when a WAIT follows (a retry then writes, see below)
 -- ARGV[9] "1" for clock-floored ids (see below)
--- ARGV[10..] five per message: KEYS index of its user's fixed-window counter; of its
+-- ARGV[10] the number of users
+-- ARGV[11..] five per message: KEYS index of its user's fixed-window counter; of its
 --   client_msg_id record (0: none); of its first ring; of its second ring (0: none, or the
 --   same as the first for a self-DM, which is stored once); the message JSON
 -- Returns three values per message, in order: 0, id, stream id (accepted); 1, id, "" (retry of
@@ -37,9 +38,17 @@ if ARGV[9] == '1' then
 end
 local first = last
 
+-- Every user's state in one read.
+local state_keys = {}
+local gcra = 0
+if alg == 'gcra' then gcra = 1 end
+for u = 1, tonumber(ARGV[10]) do state_keys[u] = KEYS[2 + 2 * u + gcra] end
+local states = {}
+if #state_keys > 0 then states = redis.call('MGET', unpack(state_keys)) end
+
 local limiters, rings, ring_order = {}, {}, {}
 local out = {}
-for i = 10, #ARGV, 5 do
+for i = 11, #ARGV, 5 do
   local u, c, r1, r2 = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local prev
   if c > 0 then
@@ -55,7 +64,7 @@ for i = 10, #ARGV, 5 do
   else
     local lim = limiters[u]
     if not lim then
-      lim = limiter(KEYS[u], KEYS[u + 1], limit, window, alg, now)
+      lim = limiter(KEYS[u], KEYS[u + 1], limit, window, alg, now, states[(u - 2) / 2])
       limiters[u] = lim
     end
     local retry = lim.check()

@@ -26,7 +26,9 @@ if ARGV[4] == 'refund' then
   end
   return {count, 0}
 end
-local lim = limiter(KEYS[1], KEYS[2], limit, window, alg, now)
+local state = KEYS[1]
+if alg == 'gcra' then state = KEYS[2] end
+local lim = limiter(KEYS[1], KEYS[2], limit, window, alg, now, redis.call('GET', state))
 local taken, retry = 0, 0
 while taken < count do
   retry = lim.check()

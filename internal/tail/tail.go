@@ -171,11 +171,17 @@ type hub struct {
 	pos    []pos
 	subs   map[*Subscription]struct{}
 	closed bool
+	// parked[i] is set while shard i's reader waits for a subscriber; wake is closed when the
+	// first one comes (and replaced).
+	parked []bool
+	wake   chan struct{}
 }
 
 func (h *hub) run(ctx context.Context) error {
 	defer h.closeAll()
 	h.pos = make([]pos, len(h.shards))
+	h.parked = make([]bool, len(h.shards))
+	h.wake = make(chan struct{})
 	for i := range h.shards {
 		for attempt := 1; ; attempt++ {
 			p, err := h.position(ctx, i)
@@ -223,6 +229,21 @@ func (h *hub) follow(ctx context.Context, i int) {
 	failures := 0
 	for ctx.Err() == nil {
 		h.mu.Lock()
+		for len(h.subs) == 0 && !h.closed {
+			// Nobody listens: stop reading, or every entry would be read and decoded to be
+			// thrown away (at full load an eighth of ingest's CPU, and Valkey's reads). The
+			// first subscriber reads where the stream stands now (subscribe) and wakes us.
+			h.parked[i] = true
+			wake := h.wake
+			h.mu.Unlock()
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return
+			}
+			h.mu.Lock()
+		}
+		h.parked[i] = false
 		from := h.pos[i]
 		h.mu.Unlock()
 		rctx, cancel := context.WithTimeout(ctx, h.t.cfg.Block+h.t.cfg.Timeout)
@@ -316,6 +337,9 @@ func (h *hub) subscribe(ctx context.Context, user string, from []pos) (*Subscrip
 		return nil, ctx.Err()
 	}
 	s := &Subscription{h: h, user: user, live: make(chan Event, h.t.cfg.Buffer)}
+	if err := h.unpark(ctx); err != nil {
+		return nil, err
+	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -323,6 +347,10 @@ func (h *hub) subscribe(ctx context.Context, user string, from []pos) (*Subscrip
 	}
 	s.upTo = append([]pos(nil), h.pos...)
 	h.subs[s] = struct{}{}
+	if len(h.subs) == 1 {
+		close(h.wake)
+		h.wake = make(chan struct{})
+	}
 	h.mu.Unlock()
 	if from != nil {
 		s.at = from
@@ -338,6 +366,44 @@ func (h *hub) subscribe(ctx context.Context, user string, from []pos) (*Subscrip
 		}
 	}
 	return s, nil
+}
+
+// unpark sets the positions of parked readers to where their streams stand, so that a
+// subscriber's live events start now and not where its reader stopped (or, after a restart or
+// failover that lost entries, at the stream's end, which is behind it). Only while nobody is
+// subscribed: a subscriber's live events start where the reader stands when it registers.
+func (h *hub) unpark(ctx context.Context) error {
+	h.mu.Lock()
+	var parked []int
+	for i, p := range h.parked {
+		if p {
+			parked = append(parked, i)
+		}
+	}
+	h.mu.Unlock()
+	fresh := make([]pos, len(parked))
+	for j, i := range parked {
+		p, err := h.position(ctx, i)
+		if err != nil {
+			return unavailable(err)
+		}
+		fresh[j] = p
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.subs) > 0 {
+		return nil
+	}
+	for j, i := range parked {
+		if !h.parked[i] {
+			continue
+		}
+		if before(fresh[j], h.pos[i]) {
+			h.t.cfg.Logger.WarnContext(ctx, "live tail: the stream is behind the tail (failover or data loss); following it from its end", "stream", h.shards[i].Stream, "last", fresh[j].id())
+		}
+		h.pos[i] = fresh[j]
+	}
+	return nil
 }
 
 // checkGaps fails with ErrTooOld when any stream lost an entry after the cursor.

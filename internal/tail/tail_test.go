@@ -2,9 +2,11 @@ package tail_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +84,94 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	}
 	if held > 32 {
 		t.Errorf("the slow subscriber held %d events past its buffer of 32", held)
+	}
+}
+
+// TestIdleReadersPark: with nobody subscribed the readers stop reading (no XREAD while entries
+// arrive); the next subscriber's live events start at the stream's end, not where the readers
+// stopped, and a cursor from before the pause catches up every entry in between once.
+func TestIdleReadersPark(t *testing.T) {
+	t.Parallel()
+	v := testenv.StartValkey(t)
+	c := v.Client(t)
+	keys, _ := keyspace.New("")
+	tails, err := tail.New(tail.Config{Valkey: c, Layout: keys, Block: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = tails.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	add := func(i int) {
+		id := strconv.Itoa(i)
+		testenv.Do(t, c, "XADD", keys.Stream(keyspace.Public), "*", "cache_id", id, "kind", "message",
+			"payload", `{"cache_id":`+id+`,"data":{"owner_id":"a","username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}}`)
+	}
+	var cursor string
+	next := func(s *tail.Subscription) int {
+		t.Helper()
+		ev, ok, err := s.Next(ctx, 5*time.Second)
+		cursor = ev.ID
+		if err != nil || !ok {
+			t.Fatalf("next: %t, %v", ok, err)
+		}
+		var v struct {
+			CacheID int `json:"cache_id"`
+		}
+		if err := json.Unmarshal(ev.Data, &v); err != nil {
+			t.Fatal(err)
+		}
+		return v.CacheID
+	}
+	first, err := tails.Subscribe(ctx, keyspace.Public, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	add(1)
+	if got := next(first); got != 1 {
+		t.Fatalf("first event %d, want 1", got)
+	}
+	afterFirst := cursor
+	first.Close()
+	time.Sleep(300 * time.Millisecond) // the readers park
+	xreads := func() int {
+		info, _ := testenv.Do(t, c, "INFO", "commandstats").ToString()
+		for _, line := range strings.Split(info, "\r\n") {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_xread:calls="); ok {
+				n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+				return n
+			}
+		}
+		return 0
+	}
+	before := xreads()
+	for i := 2; i <= 50; i++ {
+		add(i)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if after := xreads(); after != before {
+		t.Errorf("%d XREADs while nobody was subscribed, want none", after-before)
+	}
+	live, err := tails.Subscribe(ctx, keyspace.Public, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	add(51)
+	if got := next(live); got != 51 {
+		t.Fatalf("a new subscriber's first event is %d, want 51 (the entries before it are not live)", got)
+	}
+	// A cursor from before the pause: 2..51 once each, in order, then the live 52.
+	cur, err := tails.Subscribe(ctx, keyspace.Public, "", afterFirst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cur.Close()
+	add(52)
+	for want := 2; want <= 52; want++ {
+		if got := next(cur); got != want {
+			t.Fatalf("resumed subscriber: event %d, want %d", got, want)
+		}
 	}
 }
