@@ -48,8 +48,10 @@ verify-flush: deps ## exactly-once check: 200 000 messages, workers SIGKILLed, P
 fuzz: deps ## run each fuzz target for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $${FUZZTIME:-60s} ./internal/api/
 	$(GO) test -run '^$$' -fuzz '^FuzzStructure$$' -fuzztime $${FUZZTIME:-60s} ./internal/api/
+	$(GO) test -run '^$$' -fuzz '^FuzzFastDecode$$' -fuzztime $${FUZZTIME:-60s} ./internal/api/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEntry$$' -fuzztime $${FUZZTIME:-60s} ./internal/message/
 	$(GO) test -run '^$$' -fuzz '^FuzzScanEntry$$' -fuzztime $${FUZZTIME:-60s} ./internal/message/
+	$(GO) test -run '^$$' -fuzz '^FuzzJSON$$' -fuzztime $${FUZZTIME:-60s} ./internal/message/
 	$(GO) test -run '^$$' -fuzz '^FuzzReplay$$' -fuzztime $${FUZZTIME:-60s} ./internal/streams/
 	$(GO) test -run '^$$' -fuzz '^FuzzCursor$$' -fuzztime $${FUZZTIME:-60s} ./internal/tail/
 

@@ -1,10 +1,13 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chatpipe/chatpipe/internal/message"
 )
@@ -59,6 +62,49 @@ func FuzzStructure(f *testing.F) {
 		fast, slow := scanStructure(body), tokenStructure(body)
 		if fmt.Sprint(fast) != fmt.Sprint(slow) {
 			t.Fatalf("%q: scan says %v, token walk says %v", body, fast, slow)
+		}
+	})
+}
+
+// FuzzFastDecode holds the fast decoders to encoding/json: whatever a fast path decodes,
+// encoding/json (strict, as decodeStrict runs it) decodes to the same value.
+func FuzzFastDecode(f *testing.F) {
+	for _, seed := range []string{
+		`{"owner_id":"a","username":"A","content":"hi"}`,
+		` { "owner_id" : "a" , "recipient_id":"b", "content":"h\"i\u00e9\n", "client_msg_id":"" } `,
+		`{"owner_id":"a","content":"x","extra":1}`, `{"OWNER_ID":"a"}`, `{"owner_id":null}`, `{}`, `{"content":"\ud800"}`,
+		`{"messages":[{"owner_id":"a","content":"x"}, {"owner_id":"b","content":"y"} ]}`,
+		`{"messages":[]}`, `{"messages":[1,"x",{}]}`, `{"messages":[{"a":[{"b":"]}"}]}],"x":1}`, `{"messages":null}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !utf8.Valid(body) || !json.Valid(body) || checkStructure(body, true) != nil {
+			return
+		}
+		strict := func(v any) error {
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(v); err != nil {
+				return err
+			}
+			if dec.More() {
+				return fmt.Errorf("trailing data")
+			}
+			return nil
+		}
+		for _, pair := range []struct{ fast, slow fastDecoder }{
+			{&publicRequest{}, &publicRequest{}}, {&privateRequest{}, &privateRequest{}}, {&batchRequest{}, &batchRequest{}},
+		} {
+			if !pair.fast.decodeFast(body) {
+				continue
+			}
+			if err := strict(pair.slow); err != nil {
+				t.Fatalf("%q: fast path decoded %T, encoding/json refuses: %v", body, pair.fast, err)
+			}
+			if !reflect.DeepEqual(pair.fast, pair.slow) {
+				t.Fatalf("%q: fast path %+v, encoding/json %+v", body, pair.fast, pair.slow)
+			}
 		}
 	})
 }

@@ -175,11 +175,13 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 	index := make([]int, 0, len(req.Messages))
 	for i, raw := range req.Messages {
 		var item publicRequest
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		err := dec.Decode(&item)
-		if err != nil {
-			err = jsonError(err)
+		var err error
+		if !item.decodeFast(raw) {
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if err = dec.Decode(&item); err != nil {
+				err = jsonError(err)
+			}
 		}
 		var m lua.Message
 		if err == nil {

@@ -105,10 +105,10 @@ func DecodeEntry(streamKind, streamID string, fields map[string]string) (Record,
 func (r *Record) JSON() []byte {
 	m := r.Message
 	m.CreatedAt = FormatTime(r.CreatedAt)
-	b := make([]byte, 0, 64+len(m.Content)+len(m.Username)+len(m.OwnerID)+len(m.RecipientID))
+	b := make([]byte, 0, 120+len(m.Content)+len(m.Username)+len(m.OwnerID)+len(m.RecipientID))
 	b = append(b, `{"cache_id":`...)
 	b = strconv.AppendInt(b, r.CacheID, 10)
 	b = append(b, `,"data":`...)
-	b = append(b, m.JSON()...)
+	b = m.AppendJSON(b)
 	return append(b, '}')
 }

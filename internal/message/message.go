@@ -4,8 +4,6 @@
 package message
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -107,11 +105,80 @@ func FormatTime(t time.Time) string {
 	return t.UTC().Truncate(time.Microsecond).Format(time.RFC3339Nano)
 }
 
-// JSON encodes m as the "data" object, without HTML escaping so that content is kept as sent.
+// JSON encodes m as the "data" object, byte for byte as encoding/json does without HTML
+// escaping (so content is kept as sent), by hand: it runs for every message accepted and every
+// message a live tail sends, and the reflection of encoding/json was a tenth of ingest's CPU.
 func (m *Message) JSON() []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(m) // cannot fail: strings only
-	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'})
+	return m.AppendJSON(make([]byte, 0, 80+len(m.OwnerID)+len(m.RecipientID)+len(m.Username)+len(m.Content)))
+}
+
+// AppendJSON appends JSON() to b.
+func (m *Message) AppendJSON(b []byte) []byte {
+	b = append(b, `{"owner_id":`...)
+	b = appendString(b, m.OwnerID)
+	if m.RecipientID != "" {
+		b = append(b, `,"recipient_id":`...)
+		b = appendString(b, m.RecipientID)
+	}
+	b = append(b, `,"username":`...)
+	b = appendString(b, m.Username)
+	b = append(b, `,"content":`...)
+	b = appendString(b, m.Content)
+	b = append(b, `,"created_at":`...)
+	b = appendString(b, m.CreatedAt)
+	return append(b, '}')
+}
+
+// appendString appends s as a JSON string the way encoding/json writes it with HTML escaping
+// off: '"' and '\\' escaped, control characters as \b \f \n \r \t or \u00XX, U+2028 and
+// U+2029 as \u2028 and \u2029 (JavaScript line terminators), invalid UTF-8 as \ufffd.
+func appendString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
