@@ -30,8 +30,6 @@ type Message struct {
 type Result struct {
 	// CacheID is the message's id.
 	CacheID int64
-	// StreamID is the flush-stream entry's id; empty for a duplicate.
-	StreamID string
 	// Duplicate reports a retry of an already accepted ClientMsgID: nothing new was stored.
 	Duplicate bool
 }
@@ -261,7 +259,7 @@ func argIndex(i int) string {
 	return strconv.Itoa(i)
 }
 
-// parseBatch fills out from one enqueue.lua reply: three values per message.
+// parseBatch fills out from one enqueue.lua (or part_enqueue.lua) reply: two values per message.
 func parseBatch(r valkey.ValkeyResult, out []Outcome) {
 	fail := func(err error) {
 		for i := range out {
@@ -272,30 +270,21 @@ func parseBatch(r valkey.ValkeyResult, out []Outcome) {
 		fail(classify(err))
 		return
 	}
-	arr, err := r.ToArray()
-	if err != nil || len(arr) != 3*len(out) {
-		fail(fmt.Errorf("enqueue: unexpected reply of %d values for %d messages", len(arr), len(out)))
+	v, err := r.AsIntSlice()
+	if err != nil || len(v) != 2*len(out) {
+		fail(fmt.Errorf("enqueue: unexpected reply of %d values for %d messages (%v)", len(v), len(out), err))
 		return
 	}
 	for i := range out {
-		out[i].Result, out[i].Err = parseOne(arr[3*i : 3*i+3])
+		out[i].Result, out[i].Err = parseOne(v[2*i], v[2*i+1])
 	}
 }
 
-// parseOne reads one message's three values of an enqueue.lua reply.
-func parseOne(v []valkey.ValkeyMessage) (Result, error) {
-	code, err1 := v[0].AsInt64()
-	n, err2 := v[1].AsInt64()
-	if err1 != nil || err2 != nil {
-		return Result{}, fmt.Errorf("enqueue: unexpected reply %v", v)
-	}
+// parseOne reads one message's two values of an enqueue reply.
+func parseOne(code, n int64) (Result, error) {
 	switch code {
 	case 0:
-		sid, err := v[2].ToString()
-		if err != nil {
-			return Result{}, fmt.Errorf("enqueue: unexpected stream id: %w", err)
-		}
-		return Result{CacheID: n, StreamID: sid}, nil
+		return Result{CacheID: n}, nil
 	case 1:
 		return Result{CacheID: n, Duplicate: true}, nil
 	case 2:

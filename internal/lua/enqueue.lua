@@ -17,8 +17,8 @@
 -- ARGV[11..] five per message: KEYS index of its user's fixed-window counter; of its
 --   client_msg_id record (0: none); of its first ring; of its second ring (0: none, or the
 --   same as the first for a self-DM, which is stored once); the message JSON
--- Returns three values per message, in order: 0, id, stream id (accepted); 1, id, "" (retry of
--- an accepted client_msg_id); 2, retry after ms, "" (rate limited); 3, 0, "" (backlog full).
+-- Returns two values per message, in order: 0, id (accepted); 1, id (retry of an accepted
+-- client_msg_id); 2, retry after ms (rate limited); 3, 0 (backlog full).
 local ring_size, kind = tonumber(ARGV[1]), ARGV[7]
 local client_ttl = tonumber(ARGV[3])
 local limit, window, alg = settings(KEYS[1], ARGV[4], ARGV[5], ARGV[6])
@@ -46,21 +46,24 @@ for u = 1, tonumber(ARGV[10]) do state_keys[u] = KEYS[2 + 2 * u + gcra] end
 local states = {}
 if #state_keys > 0 then states = redis.call('MGET', unpack(state_keys)) end
 
+local call, format, tonumber = redis.call, string.format, tonumber
+local durable_retry = ARGV[8] == '1'
 local limiters, rings, ring_order = {}, {}, {}
-local out = {}
+local out, n = {}, 0
 for i = 11, #ARGV, 5 do
-  local u, c, r1, r2 = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local u, c = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   local prev
   if c > 0 then
-    prev = redis.call('GET', KEYS[c])
-    if prev and ARGV[8] == '1' then
+    prev = call('GET', KEYS[c])
+    if prev and durable_retry then
       -- A durable retry: write something, so that the WAIT after this script covers the first
       -- write too (WAIT waits for this connection's last write; replication keeps order).
-      redis.call('PEXPIRE', KEYS[c], client_ttl * 1000)
+      call('PEXPIRE', KEYS[c], client_ttl * 1000)
     end
   end
+  local code, value = 0, 0
   if prev then
-    out[#out + 1] = 1; out[#out + 1] = tonumber(prev); out[#out + 1] = ''
+    code, value = 1, tonumber(prev)
   else
     local lim = limiters[u]
     if not lim then
@@ -69,28 +72,33 @@ for i = 11, #ARGV, 5 do
     end
     local retry = lim.check()
     if retry > 0 then
-      out[#out + 1] = 2; out[#out + 1] = retry; out[#out + 1] = ''
+      code, value = 2, retry
     elseif room < 1 then
-      out[#out + 1] = 3; out[#out + 1] = 0; out[#out + 1] = ''
+      code = 3
     else
       lim.take()
       room = room - 1
       last = last + 1
-      local id = string.format('%d', last)
+      value = last
+      local id = format('%d', last)
       local entry = '{"cache_id":' .. id .. ',"data":' .. ARGV[i + 4] .. '}'
-      local sid = redis.call('XADD', KEYS[3], '*', 'cache_id', id, 'kind', kind, 'payload', entry)
-      if not rings[r1] then rings[r1] = {}; ring_order[#ring_order + 1] = r1 end
-      table.insert(rings[r1], entry)
+      call('XADD', KEYS[3], '*', 'cache_id', id, 'kind', kind, 'payload', entry)
+      local r1, r2 = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+      local ring = rings[r1]
+      if not ring then ring = {}; rings[r1] = ring; ring_order[#ring_order + 1] = r1 end
+      ring[#ring + 1] = entry
       if r2 > 0 and r2 ~= r1 then
-        if not rings[r2] then rings[r2] = {}; ring_order[#ring_order + 1] = r2 end
-        table.insert(rings[r2], entry)
+        ring = rings[r2]
+        if not ring then ring = {}; rings[r2] = ring; ring_order[#ring_order + 1] = r2 end
+        ring[#ring + 1] = entry
       end
       if c > 0 then
-        redis.call('SET', KEYS[c], id, 'NX', 'EX', client_ttl)
+        call('SET', KEYS[c], id, 'NX', 'EX', client_ttl)
       end
-      out[#out + 1] = 0; out[#out + 1] = last; out[#out + 1] = sid
     end
   end
+  out[n + 1] = code; out[n + 2] = value
+  n = n + 2
 end
 
 if last > first then

@@ -9,8 +9,8 @@
 -- ARGV[5] partition  ARGV[6] "1" when a WAIT follows (a retry then writes, so that the WAIT
 --   covers the first write)
 -- ARGV[7..] two per message: KEYS index of its client_msg_id record (0: none), message JSON
--- Returns three values per message, in order: 0, id, stream id (accepted); 1, id, "" (retry of
--- an accepted client_msg_id); 3, 0, "" (backlog full).
+-- Returns two values per message, in order: 0, id (accepted); 1, id (retry of an accepted
+-- client_msg_id); 3, 0 (backlog full).
 --
 -- Ids: n = max(last n + 1, (now_ms - 2025-01-01) * 16) and id = 2^52 + n * 64 + partition.
 -- Unique across partitions (id % 64 is the partition), rising within a partition, in [2^52,
@@ -34,20 +34,20 @@ for i = 7, #ARGV, 2 do
     if prev and ARGV[6] == '1' then redis.call('PEXPIRE', KEYS[c], client_ttl * 1000) end
   end
   if prev then
-    out[#out + 1] = 1; out[#out + 1] = tonumber(prev); out[#out + 1] = ''
+    out[#out + 1] = 1; out[#out + 1] = tonumber(prev)
   elseif room < 1 then
-    out[#out + 1] = 3; out[#out + 1] = 0; out[#out + 1] = ''
+    out[#out + 1] = 3; out[#out + 1] = 0
   else
     room = room - 1
     n = n + 1
     local id = string.format('%d', 4503599627370496 + n * 64 + part)
     local entry = '{"cache_id":' .. id .. ',"data":' .. ARGV[i + 1] .. '}'
-    local sid = redis.call('XADD', KEYS[2], '*', 'cache_id', id, 'kind', kind, 'payload', entry)
+    redis.call('XADD', KEYS[2], '*', 'cache_id', id, 'kind', kind, 'payload', entry)
     ring[#ring + 1] = entry
     if c > 0 then
       redis.call('SET', KEYS[c], id, 'NX', 'EX', client_ttl)
     end
-    out[#out + 1] = 0; out[#out + 1] = tonumber(id); out[#out + 1] = sid
+    out[#out + 1] = 0; out[#out + 1] = tonumber(id)
   end
 end
 if n > first then redis.call('SET', KEYS[1], string.format('%d', n)) end
