@@ -47,6 +47,8 @@ local states = {}
 if #state_keys > 0 then states = redis.call('MGET', unpack(state_keys)) end
 
 local call, format, tonumber = redis.call, string.format, tonumber
+local rl = limits(limit, window, alg, now)
+local check, take = rl.check, rl.take
 local durable_retry = ARGV[8] == '1'
 local limiters, rings, ring_order = {}, {}, {}
 local out, n = {}, 0
@@ -67,16 +69,16 @@ for i = 11, #ARGV, 5 do
   else
     local lim = limiters[u]
     if not lim then
-      lim = limiter(KEYS[u], KEYS[u + 1], limit, window, alg, now, states[(u - 2) / 2])
+      lim = rl.new(KEYS[u], KEYS[u + 1], states[(u - 2) / 2])
       limiters[u] = lim
     end
-    local retry = lim.check()
+    local retry = check(lim)
     if retry > 0 then
       code, value = 2, retry
     elseif room < 1 then
       code = 3
     else
-      lim.take()
+      take(lim)
       room = room - 1
       last = last + 1
       value = last
@@ -104,7 +106,7 @@ end
 if last > first then
   redis.call('SET', KEYS[2], string.format('%d', last))
 end
-for _, lim in pairs(limiters) do lim.commit() end
+for _, lim in pairs(limiters) do rl.commit(lim) end
 -- Each ring gets only the entries that stay in it, in order, in as few RPUSHes as Lua's stack
 -- allows, then one trim.
 for _, r in ipairs(ring_order) do

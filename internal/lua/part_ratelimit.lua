@@ -28,13 +28,14 @@ if ARGV[4] == 'refund' then
 end
 local state = KEYS[1]
 if alg == 'gcra' then state = KEYS[2] end
-local lim = limiter(KEYS[1], KEYS[2], limit, window, alg, now, redis.call('GET', state))
+local rl = limits(limit, window, alg, now)
+local lim = rl.new(KEYS[1], KEYS[2], redis.call('GET', state))
 local taken, retry = 0, 0
 while taken < count do
-  retry = lim.check()
+  retry = rl.check(lim)
   if retry > 0 then break end
-  lim.take()
+  rl.take(lim)
   taken = taken + 1
 end
-lim.commit()
+rl.commit(lim)
 return {taken, retry}
