@@ -96,7 +96,7 @@ func meterCPU(pids map[string]int) *cpuMeter {
 func (m *cpuMeter) String() string {
 	wall := time.Since(m.start).Seconds()
 	var parts []string
-	for _, name := range []string{"ingest", "flushworker", "valkey"} {
+	for _, name := range []string{"ingest", "reference", "flushworker", "valkey"} {
 		if pid, ok := m.pids[name]; ok {
 			parts = append(parts, fmt.Sprintf("%s %.2f", name, (cpuSeconds(pid)-m.before[name])/wall))
 		}

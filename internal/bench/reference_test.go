@@ -5,16 +5,22 @@ package bench_test
 import (
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
 //go:embed reference.lua
@@ -91,25 +97,61 @@ func (r *reference) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", strconv.Itoa(len(raw))) // sized, as the load generator keeps connections only for sized answers
 		_, _ = w.Write(raw)
+	case "/readyz":
 	default:
 		http.NotFound(w, req)
 	}
 }
 
-// startReference serves the reference on a loopback port against the Valkey at addr.
-func startReference(t *testing.T, addr string) string {
+// Environment of a reference process: the bench binary runs itself as the reference server,
+// so that the reference, like ingest, is a process of its own beside the load generator. Served
+// from inside the load generator's process it had Go's scheduler hand requests over without the
+// operating system's switches between processes, which ingest pays: on 2 cores that alone made
+// the reference up to a third faster in the single-message stage.
+const (
+	referenceListenEnv = "CHATPIPE_BENCH_REFERENCE_LISTEN"
+	referenceValkeyEnv = "CHATPIPE_BENCH_REFERENCE_VALKEY"
+)
+
+// serveReference serves the reference until SIGTERM, when the environment asks for it; it
+// returns false (and does nothing) otherwise.
+func serveReference() bool {
+	listen := os.Getenv(referenceListenEnv)
+	if listen == "" {
+		return false
+	}
+	c, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{os.Getenv(referenceValkeyEnv)}, DisableCache: true, ForceSingleClient: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "reference:", err)
+		os.Exit(1)
+	}
+	ref := &reference{c: c, script: lua.NewScript("reference", referenceSrc)}
+	srv := &http.Server{Addr: listen, Handler: ref}
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+		<-sig
+		_ = srv.Close()
+	}()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		fmt.Fprintln(os.Stderr, "reference:", err)
+		os.Exit(1)
+	}
+	return true
+}
+
+// startReference starts the reference in a process of its own against the Valkey at addr and
+// returns its address and pid.
+func startReference(t *testing.T, addr string) (string, int) {
 	t.Helper()
-	c, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{addr}, DisableCache: true, ForceSingleClient: true})
-	if err != nil {
+	listen := testenv.FreeAddr(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), referenceListenEnv+"="+listen, referenceValkeyEnv+"="+addr)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: &reference{c: c, script: lua.NewScript("reference", referenceSrc)}}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return ln.Addr().String()
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+	testenv.WaitReady(t, "http://"+listen+"/readyz", 20*time.Second)
+	return listen, cmd.Process.Pid
 }
