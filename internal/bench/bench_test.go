@@ -135,7 +135,7 @@ func TestBench(t *testing.T) {
 	stages := []struct {
 		name string
 		run  func()
-	}{{"limits", b.limits}, {"flush", b.flush}, {"ingest", b.ingest}, {"durability", b.durability}, {"scaling", b.scaling}, {"endtoend", b.endToEnd}}
+	}{{"limits", b.limits}, {"flush", b.flush}, {"ingest", b.ingest}, {"reference", b.reference}, {"durability", b.durability}, {"scaling", b.scaling}, {"endtoend", b.endToEnd}}
 	only := os.Getenv("BENCH_STAGES")
 	for _, st := range stages {
 		if only == "" || slices.Contains(strings.Split(only, ","), st.name) {
@@ -554,10 +554,16 @@ func (b *bench) ingest() {
 	}
 	b.add(row{Stage: "ingest: peak RSS after the runs above", Value: hwm(in.pid) / (1 << 20), Unit: "MiB", Detail: "target < 100 MiB"})
 
-	// Beside the bare reference (issue 13): same load generator, sizes and concurrency, each a
-	// process on a Valkey of its own: batch 500 × 8 clients (target ≥ 1.5×), single 64 clients
-	// (≥ 0.9×). This machine's speed drifts by a fifth from minute to minute (a shared VM), so
-	// the two run in turns, three rounds, and the ratio is of the medians.
+}
+
+// reference runs chatpipe's batch and single-message endpoints beside the bare reference of
+// issue 13: same load generator, sizes and concurrency, each a process on a Valkey of its own:
+// batch 500 × 8 clients (target ≥ 1.5×), single 64 clients (≥ 0.9×). This machine's speed
+// drifts by a fifth from minute to minute (a shared VM), so the two run in turns, three rounds,
+// and the ratio is of the medians.
+func (b *bench) reference() {
+	t := b.t
+	body := batchBody(500)
 	refValkey, v2 := testenv.StartValkey(t), testenv.StartValkey(t)
 	ref, refPid := startReference(t, refValkey.Addr)
 	in2 := b.startIngest(v2.Addr)
