@@ -202,14 +202,14 @@ func (s *Scripts) enqueueCall(kind keyspace.Kind, msgs []Message) Call {
 	keys := make([]string, 3, 4+2*len(msgs))
 	keys[0], keys[1], keys[2] = k.RateSettings(), k.Counter(kind), k.Stream(kind)
 	index := make(map[string]int, 2*len(msgs))
-	key := func(name string) string {
+	key := func(name string) int {
 		i, ok := index[name]
 		if !ok {
 			keys = append(keys, name)
 			i = len(keys)
 			index[name] = i
 		}
-		return argIndex(i)
+		return i
 	}
 	// Users first, each its fixed-window counter and then its GCRA state: the script reads all
 	// their states in one MGET.
@@ -224,39 +224,50 @@ func (s *Scripts) enqueueCall(kind keyspace.Kind, msgs []Message) Call {
 		}
 		users[i] = u
 	}
-	args := make([]string, 0, len(s.staticArgs[kind])+1+5*len(msgs))
-	args = append(args, s.staticArgs[kind]...)
-	args = append(args, strconv.Itoa((len(keys)-3)/2))
+	meta := make([]int, 1, 1+4*len(msgs))
+	meta[0] = (len(keys) - 3) / 2
 	for i, m := range msgs {
-		client := "0"
+		client, second := 0, 0
 		if m.ClientMsgID != "" {
 			client = key(k.ClientMsg(kind, m.OwnerID, m.ClientMsgID))
 		}
-		var first, second string
+		first := key(k.PublicRing())
 		if kind == keyspace.Private {
 			first, second = key(k.PrivateRing(m.OwnerID)), key(k.PrivateRing(m.RecipientID))
-		} else {
-			first, second = key(k.PublicRing()), "0"
 		}
-		args = append(args, argIndex(users[i]), client, first, second, string(m.Data))
+		meta = append(meta, users[i], client, first, second)
+	}
+	args := make([]string, 0, len(s.staticArgs[kind])+1+len(msgs))
+	args = append(args, s.staticArgs[kind]...)
+	args = append(args, string(msgpackInts(meta)))
+	for _, m := range msgs {
+		args = append(args, string(m.Data))
 	}
 	return Call{Keys: keys, Args: args}
 }
 
-// argIndexes are the KEYS indexes as strings, made once: a batch names thousands of them.
-var argIndexes = func() []string {
-	s := make([]string, 4*maxScriptBatch+4)
-	for i := range s {
-		s[i] = strconv.Itoa(i)
+// msgpackInts encodes non-negative ints below 2^16 as a msgpack array, for cmsgpack.unpack.
+func msgpackInts(v []int) []byte {
+	b := make([]byte, 0, 5+3*len(v))
+	switch n := len(v); {
+	case n < 16:
+		b = append(b, 0x90|byte(n))
+	case n < 1<<16:
+		b = append(b, 0xdc, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0xdd, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 	}
-	return s
-}()
-
-func argIndex(i int) string {
-	if i < len(argIndexes) {
-		return argIndexes[i]
+	for _, x := range v {
+		switch {
+		case x < 128:
+			b = append(b, byte(x))
+		case x < 256:
+			b = append(b, 0xcc, byte(x))
+		default:
+			b = append(b, 0xcd, byte(x>>8), byte(x))
+		}
 	}
-	return strconv.Itoa(i)
+	return b
 }
 
 // parseBatch fills out from one enqueue.lua (or part_enqueue.lua) reply: two values per message.

@@ -8,7 +8,8 @@
 -- ARGV[1] ring size  ARGV[2] backlog cap  ARGV[3] client id TTL (s)  ARGV[4] entry kind
 -- ARGV[5] partition  ARGV[6] "1" when a WAIT follows (a retry then writes, so that the WAIT
 --   covers the first write)
--- ARGV[7..] two per message: KEYS index of its client_msg_id record (0: none), message JSON
+-- ARGV[7] per message the KEYS index of its client_msg_id record (0: none), as a msgpack array
+-- ARGV[8..] the messages' JSON, in order
 -- Returns two values per message, in order: 0, id (accepted); 1, id (retry of an accepted
 -- client_msg_id); 3, 0 (backlog full).
 --
@@ -26,8 +27,9 @@ local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 if n < floor - 1 then n = floor - 1 end
 local first = n
 local ring, out = {}, {}
-for i = 7, #ARGV, 2 do
-  local c = tonumber(ARGV[i])
+local clients = cmsgpack.unpack(ARGV[7])
+for i = 8, #ARGV do
+  local c = clients[i - 7]
   local prev
   if c > 0 then
     prev = redis.call('GET', KEYS[c])
@@ -41,7 +43,7 @@ for i = 7, #ARGV, 2 do
     room = room - 1
     n = n + 1
     local id = string.format('%d', 4503599627370496 + n * 64 + part)
-    local entry = '{"cache_id":' .. id .. ',"data":' .. ARGV[i + 1] .. '}'
+    local entry = '{"cache_id":' .. id .. ',"data":' .. ARGV[i] .. '}'
     redis.call('XADD', KEYS[2], '*', 'cache_id', id, 'kind', kind, 'payload', entry)
     ring[#ring + 1] = entry
     if c > 0 then

@@ -293,13 +293,9 @@ func (p *Partitioned) enqueueCall(kind keyspace.Kind, part int, msgs []Message) 
 	if kind == keyspace.Public {
 		keys[2] = p.keys.PublicRing(part)
 	}
-	args := make([]string, 0, 6+2*len(msgs))
-	args = append(args, strconv.Itoa(p.cfg.RecentSize), strconv.FormatInt(p.cfg.BacklogCap, 10),
-		strconv.FormatInt(int64(p.cfg.ClientMsgTTL/time.Second), 10), kind.String(), strconv.Itoa(part),
-		flag(p.cfg.Durability != DurableNone))
+	clients := make([]int, len(msgs))
 	index := map[string]int{}
-	for _, m := range msgs {
-		client := "0"
+	for j, m := range msgs {
 		if m.ClientMsgID != "" {
 			name := p.keys.ClientMsg(part, kind, m.OwnerID, m.ClientMsgID)
 			i, ok := index[name]
@@ -308,9 +304,15 @@ func (p *Partitioned) enqueueCall(kind keyspace.Kind, part int, msgs []Message) 
 				i = len(keys)
 				index[name] = i
 			}
-			client = argIndex(i)
+			clients[j] = i
 		}
-		args = append(args, client, string(m.Data))
+	}
+	args := make([]string, 0, 7+len(msgs))
+	args = append(args, strconv.Itoa(p.cfg.RecentSize), strconv.FormatInt(p.cfg.BacklogCap, 10),
+		strconv.FormatInt(int64(p.cfg.ClientMsgTTL/time.Second), 10), kind.String(), strconv.Itoa(part),
+		flag(p.cfg.Durability != DurableNone), string(msgpackInts(clients)))
+	for _, m := range msgs {
+		args = append(args, string(m.Data))
 	}
 	return Call{Keys: keys, Args: args}
 }
