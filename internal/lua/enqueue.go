@@ -246,7 +246,9 @@ func (s *Scripts) enqueueCall(kind keyspace.Kind, msgs []Message) Call {
 	return Call{Keys: keys, Args: args}
 }
 
-// msgpackInts encodes non-negative ints below 2^16 as a msgpack array, for cmsgpack.unpack.
+// msgpackInts encodes ints in [0, 2^16) as a msgpack array for cmsgpack.unpack, 0 as false
+// (an index that is not there: the scripts test it with a plain if). A batch of one with fewer
+// than 128 keys encodes without a NUL byte, so EnqueueCommand's line can be a process argument.
 func msgpackInts(v []int) []byte {
 	b := make([]byte, 0, 5+3*len(v))
 	switch n := len(v); {
@@ -259,6 +261,8 @@ func msgpackInts(v []int) []byte {
 	}
 	for _, x := range v {
 		switch {
+		case x == 0:
+			b = append(b, 0xc2)
 		case x < 128:
 			b = append(b, byte(x))
 		case x < 256:

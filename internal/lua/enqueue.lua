@@ -14,8 +14,8 @@
 -- ARGV[8] "1" when a WAIT follows (a retry then writes, see below)
 -- ARGV[9] "1" for clock-floored ids (see below)
 -- ARGV[10] KEYS indexes, as one msgpack array: the number of users, then four per message: the
---   index of its user's fixed-window counter; of its client_msg_id record (0: none); of its
---   first ring; of its second ring (0: none, or the same as the first for a self-DM, which is
+--   index of its user's fixed-window counter; of its client_msg_id record (false: none); of its
+--   first ring; of its second ring (false: none, or the same as the first for a self-DM, which is
 --   stored once). One cmsgpack.unpack instead of four tonumber calls per message: a tonumber
 --   of a string runs strtod twice, which was a twentieth of the script's instructions.
 -- ARGV[11..] the messages' JSON, in order
@@ -59,7 +59,7 @@ for i = 11, #ARGV do
   local m = 4 * (i - 11) + 2
   local u, c = meta[m], meta[m + 1]
   local prev
-  if c > 0 then
+  if c then
     prev = call('GET', KEYS[c])
     if prev and durable_retry then
       -- A durable retry: write something, so that the WAIT after this script covers the first
@@ -93,12 +93,12 @@ for i = 11, #ARGV do
       local ring = rings[r1]
       if not ring then ring = {}; rings[r1] = ring; ring_order[#ring_order + 1] = r1 end
       ring[#ring + 1] = entry
-      if r2 > 0 and r2 ~= r1 then
+      if r2 and r2 ~= r1 then
         ring = rings[r2]
         if not ring then ring = {}; rings[r2] = ring; ring_order[#ring_order + 1] = r2 end
         ring[#ring + 1] = entry
       end
-      if c > 0 then
+      if c then
         call('SET', KEYS[c], id, 'NX', 'EX', client_ttl)
       end
     end

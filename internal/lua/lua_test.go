@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -587,6 +588,11 @@ func TestEnqueueCommand(t *testing.T) {
 	b := setup(t, lua.Config{})
 	mustEnqueue(t, b, pub("alice", "first")) // loads the script
 	cmd := b.scripts.EnqueueCommand(pub("bob", "hi"))
+	for _, a := range cmd {
+		if strings.ContainsRune(a, 0) {
+			t.Fatalf("argument %q holds a NUL byte: it cannot be a process argument (valkey-benchmark)", a)
+		}
+	}
 	res, err := testenv.Do(t, b.client, cmd...).ToArray()
 	if err != nil || len(res) != 2 {
 		t.Fatalf("raw EVALSHA: %v, %v", res, err)

@@ -8,7 +8,7 @@
 -- ARGV[1] ring size  ARGV[2] backlog cap  ARGV[3] client id TTL (s)  ARGV[4] entry kind
 -- ARGV[5] partition  ARGV[6] "1" when a WAIT follows (a retry then writes, so that the WAIT
 --   covers the first write)
--- ARGV[7] per message the KEYS index of its client_msg_id record (0: none), as a msgpack array
+-- ARGV[7] per message the KEYS index of its client_msg_id record (false: none), as a msgpack array
 -- ARGV[8..] the messages' JSON, in order
 -- Returns two values per message, in order: 0, id (accepted); 1, id (retry of an accepted
 -- client_msg_id); 3, 0 (backlog full).
@@ -31,7 +31,7 @@ local clients = cmsgpack.unpack(ARGV[7])
 for i = 8, #ARGV do
   local c = clients[i - 7]
   local prev
-  if c > 0 then
+  if c then
     prev = redis.call('GET', KEYS[c])
     if prev and ARGV[6] == '1' then redis.call('PEXPIRE', KEYS[c], client_ttl * 1000) end
   end
@@ -46,7 +46,7 @@ for i = 8, #ARGV do
     local entry = '{"cache_id":' .. id .. ',"data":' .. ARGV[i] .. '}'
     redis.call('XADD', KEYS[2], '*', 'cache_id', id, 'kind', kind, 'payload', entry)
     ring[#ring + 1] = entry
-    if c > 0 then
+    if c then
       redis.call('SET', KEYS[c], id, 'NX', 'EX', client_ttl)
     end
     out[#out + 1] = 0; out[#out + 1] = tonumber(id)
