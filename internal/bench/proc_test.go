@@ -4,7 +4,9 @@ package bench_test
 
 import (
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -92,16 +94,21 @@ func meterCPU(pids map[string]int) *cpuMeter {
 	return m
 }
 
-// String reports cores used per process, the load generator (this process) and the machine.
+// String reports cores used per process, the load generator (this process), the machine, and
+// what the machine used beyond those (PostgreSQL, the kernel).
 func (m *cpuMeter) String() string {
 	wall := time.Since(m.start).Seconds()
+	names := slices.Sorted(maps.Keys(m.pids))
 	var parts []string
-	for _, name := range []string{"ingest", "reference", "flushworker", "valkey"} {
-		if pid, ok := m.pids[name]; ok {
-			parts = append(parts, fmt.Sprintf("%s %.2f", name, (cpuSeconds(pid)-m.before[name])/wall))
-		}
+	listed := 0.0
+	for _, name := range names {
+		c := (cpuSeconds(m.pids[name]) - m.before[name]) / wall
+		listed += c
+		parts = append(parts, fmt.Sprintf("%s %.2f", name, c))
 	}
-	parts = append(parts, fmt.Sprintf("load generator %.2f", (selfCPU()-m.self)/wall),
-		fmt.Sprintf("machine %.2f", (machineBusy()-m.machine)/wall))
+	self := (selfCPU() - m.self) / wall
+	machine := (machineBusy() - m.machine) / wall
+	parts = append(parts, fmt.Sprintf("load generator %.2f", self), fmt.Sprintf("machine %.2f", machine),
+		fmt.Sprintf("others (PostgreSQL, kernel) %.2f", max(0, machine-listed-self)))
 	return "cores: " + strings.Join(parts, ", ")
 }
