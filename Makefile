@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 
-.PHONY: microbench all deps build test test-short run bench vet fmt clean help load verify-flush fuzz chaos soak
+.PHONY: microbench all deps build test test-short run bench vet fmt clean help load verify-flush fuzz chaos soak console-shots
 
 all: build
 
@@ -44,6 +44,10 @@ load: build ## send a bounded load (10 000 messages) to the ingest of `make run`
 
 verify-flush: deps ## exactly-once check: 200 000 messages, workers SIGKILLed, PostgreSQL stopped 20 s
 	scripts/verify-flush.sh $${MESSAGES:-200000}
+
+console-shots: deps ## screenshots of the operator console's pages (headless Chromium) into bench/results/console-*.png
+	mkdir -p bench/results
+	CONSOLE_SHOTS=$(CURDIR)/bench/results $(GO) test -count=1 -v -run '^TestConsoleInBrowser$$' ./internal/console/ 2>&1 | grep -E 'screenshot|^(ok|FAIL|---)'
 
 fuzz: deps ## run each fuzz target for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $${FUZZTIME:-60s} ./internal/api/

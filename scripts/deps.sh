@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the servers chatpipe's tests and local run need, when they are missing:
-# valkey-server (Debian bookworm-backports), PostgreSQL and, with --prometheus, Prometheus.
+# valkey-server (Debian bookworm-backports), PostgreSQL, Chromium (the console's browser tests)
+# and, with --prometheus, Prometheus.
 # As root it installs them with apt; otherwise it prints the exact commands and fails.
 set -euo pipefail
 
@@ -15,6 +16,7 @@ done
 
 have_pg() { compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; }
 have_valkey() { command -v valkey-server >/dev/null && command -v valkey-cli >/dev/null && command -v valkey-benchmark >/dev/null; }
+have_chromium() { command -v chromium >/dev/null; }
 have_prom() { command -v prometheus >/dev/null && command -v promtool >/dev/null; }
 
 # debian_uri reads the URI of the machine's existing Debian entry, so backports come from the same mirror.
@@ -39,6 +41,7 @@ debian_uri() {
 missing=()
 have_valkey || missing+=(valkey)
 have_pg || missing+=(postgresql)
+have_chromium || missing+=(chromium)
 [ "$want_prometheus" = 1 ] && ! have_prom && missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
@@ -57,6 +60,7 @@ if [ "$(id -u)" != 0 ]; then
     echo "  apt-get update"
     [[ " ${missing[*]} " == *" valkey "* ]] && echo "  apt-get install -y -t bookworm-backports valkey-server valkey-tools"
     [[ " ${missing[*]} " == *" postgresql "* ]] && echo "  apt-get install -y postgresql"
+    [[ " ${missing[*]} " == *" chromium "* ]] && echo "  apt-get install -y --no-install-recommends chromium"
     [[ " ${missing[*]} " == *" prometheus "* ]] && echo "  apt-get install -y prometheus"
   } >&2
   exit 1
@@ -79,10 +83,12 @@ apt-get update -qq
 pkgs=()
 [[ " ${missing[*]} " == *" postgresql "* ]] && pkgs+=(postgresql)
 [[ " ${missing[*]} " == *" prometheus "* ]] && pkgs+=(prometheus)
+[[ " ${missing[*]} " == *" chromium "* ]] && pkgs+=(chromium)
 if [[ " ${missing[*]} " == *" valkey "* ]]; then
   apt-get install -y -qq -t bookworm-backports valkey-server valkey-tools >/dev/null
 fi
 [ ${#pkgs[@]} -gt 0 ] && apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 have_valkey || { echo "deps: valkey-server still missing after install" >&2; exit 1; }
 have_pg || { echo "deps: postgres still missing after install" >&2; exit 1; }
+have_chromium || { echo "deps: chromium still missing after install" >&2; exit 1; }
 echo "deps: ok" >&2

@@ -130,24 +130,6 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 	return nil
 }
 
-// label names a flush stream in output: its kind, and its partition when there is one.
-func label(fs keyspace.FlushStream) string {
-	if fs.Partition == "" {
-		return fs.Kind.String()
-	}
-	return fs.Kind.String() + "/" + fs.Partition
-}
-
-// apply replays or purges one dead letter of fs; false when fs has no such dead letter.
-func apply(ctx context.Context, dl *streams.DeadLetters, fs keyspace.FlushStream, sub, id string) (bool, error) {
-	if sub == "replay" {
-		newID, err := dl.Replay(ctx, fs, id)
-		return newID != "", err
-	}
-	n, err := dl.Purge(ctx, fs, id)
-	return n == 1, err
-}
-
 // dlqApplyIDs replays or purges the given ids, each from the stream (of the chosen kind, in any
 // partition) that holds it.
 func dlqApplyIDs(ctx context.Context, dl *streams.DeadLetters, chosen []keyspace.FlushStream, s dlqSettings, sub string, stdout io.Writer) error {
@@ -155,7 +137,7 @@ func dlqApplyIDs(ctx context.Context, dl *streams.DeadLetters, chosen []keyspace
 	for _, id := range strings.Split(s.ids, ",") {
 		found := false
 		for _, fs := range chosen {
-			ok, err := apply(ctx, dl, fs, sub, strings.TrimSpace(id))
+			ok, err := dl.Apply(ctx, fs, streams.DLQOp(sub), strings.TrimSpace(id))
 			if err != nil {
 				return err
 			}
@@ -197,7 +179,7 @@ func dlqList(ctx context.Context, dl *streams.DeadLetters, fs keyspace.FlushStre
 		return nil // sixteen empty partitions say nothing
 	}
 	if !s.asJSON {
-		fmt.Fprintf(stdout, "# %s: %d dead letters\n", label(fs), total)
+		fmt.Fprintf(stdout, "# %s: %d dead letters\n", fs.Label(), total)
 	}
 	enc := json.NewEncoder(stdout)
 	for _, l := range letters {
@@ -216,8 +198,8 @@ func dlqList(ctx context.Context, dl *streams.DeadLetters, fs keyspace.FlushStre
 		if len(payload) > 80 {
 			payload = payload[:80] + "…"
 		}
-		fmt.Fprintf(stdout, "%s cache_id=%s kind=%s deliveries=%s consumer=%s failed_at=%s\n  error: %s\n  payload: %q\n",
-			l.ID, f["cache_id"], f["kind"], f["deliveries"], f["consumer"], f["failed_at"], f["error"], payload)
+		fmt.Fprintf(stdout, "%s cache_id=%s kind=%s reason=%s deliveries=%s consumer=%s failed_at=%s\n  error: %s\n  payload: %q\n",
+			l.ID, f["cache_id"], f["kind"], l.Reason(), f["deliveries"], f["consumer"], f["failed_at"], f["error"], payload)
 	}
 	return nil
 }
@@ -225,44 +207,22 @@ func dlqList(ctx context.Context, dl *streams.DeadLetters, fs keyspace.FlushStre
 // dlqApply replays or purges every dead letter of fs (up to --count), printing progress every
 // 1000 entries.
 func dlqApply(ctx context.Context, dl *streams.DeadLetters, fs keyspace.FlushStream, s dlqSettings, sub string, stdout, stderr io.Writer) error {
-	done := 0
-	progress := func() {
-		if done%1000 == 0 && done > 0 {
-			fmt.Fprintf(stderr, "%s %s: %d done\n", sub, label(fs), done)
-		}
-	}
 	total, err := dl.Len(ctx, fs)
 	if err != nil {
 		return err
 	}
-	after := ""
-	for s.count == 0 || done < s.count {
-		page, err := dl.List(ctx, fs, after, 500)
-		if err != nil {
-			return err
+	done, err := dl.ApplyAll(ctx, fs, streams.DLQOp(sub), streams.ApplyAllOptions{Limit: s.count, Progress: func(done int) {
+		if done%1000 == 0 {
+			fmt.Fprintf(stderr, "%s %s: %d of %d\n", sub, fs.Label(), done, total)
 		}
-		if len(page) == 0 {
-			break
-		}
-		for _, l := range page {
-			if s.count > 0 && done >= s.count {
-				break
-			}
-			if _, err := apply(ctx, dl, fs, sub, l.ID); err != nil {
-				return err
-			}
-			done++
-			progress()
-			after = l.ID
-		}
-		if done > 0 && total > 0 && done%5000 == 0 {
-			fmt.Fprintf(stderr, "%s %s: %d of %d\n", sub, label(fs), done, total)
-		}
+	}})
+	if err != nil {
+		return err
 	}
 	if fs.Partition != "" && done == 0 {
 		return nil
 	}
 	verb := map[string]string{"replay": "replayed", "purge": "purged"}[sub]
-	fmt.Fprintf(stdout, "%s: %s %d dead letters\n", label(fs), verb, done)
+	fmt.Fprintf(stdout, "%s: %s %d dead letters\n", fs.Label(), verb, done)
 	return nil
 }

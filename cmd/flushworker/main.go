@@ -1,5 +1,6 @@
 // Command flushworker persists chatpipe's flush streams to PostgreSQL: replicas share one
-// consumer group per stream. Subcommands: run (the default), migrate, dlq list|replay|purge.
+// consumer group per stream. Subcommands: run (the default), migrate, dlq list|replay|purge,
+// console.
 // See README.md.
 package main
 
@@ -37,6 +38,7 @@ Commands:
   run                     consume the flush streams (the default when no command is given)
   migrate                 apply the schema migrations and exit
   dlq list|replay|purge   show, replay or delete dead letters
+  console                 serve the operator console (queues, consumers, dead letters)
 
 Run 'flushworker COMMAND --help' for a command's settings.
 `
@@ -57,9 +59,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runMigrate(ctx, args, getenv, stdout, stderr)
 	case "dlq":
 		return runDLQ(ctx, args, getenv, stdout, stderr)
+	case "console":
+		return runConsole(ctx, args, getenv, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, topUsage)
 		return nil
 	}
-	return errUsage("unknown command %q (run, migrate, dlq)", cmd)
+	return errUsage("unknown command %q (run, migrate, dlq, console)", cmd)
 }

@@ -155,7 +155,7 @@ func (co *Consumer) deadLetter(ctx context.Context, dead []deadLetter, counts ma
 	}
 	moves := make([]streams.Failed, len(dead))
 	for i, d := range dead {
-		moves[i] = streams.Failed{Entry: d.e, Error: d.err, Deliveries: counts[d.e.ID]}
+		moves[i] = streams.Failed{Entry: d.e, Reason: d.reason, Error: d.err, Deliveries: counts[d.e.ID]}
 	}
 	moved, errs := co.g.MoveToDeadLetter(ctx, moves, co.cfg.NowFunc())
 	for i, d := range dead {

@@ -128,6 +128,15 @@ type FlushStream struct {
 	DeadLetter string
 }
 
+// Label names the flush stream for people: its kind, and its partition when there is one
+// (message/3).
+func (f FlushStream) Label() string {
+	if f.Partition == "" {
+		return f.Kind.String()
+	}
+	return f.Kind.String() + "/" + f.Partition
+}
+
 // FlushStreams lists the single layout's flush streams, public first.
 func (k Keys) FlushStreams() []FlushStream {
 	out := make([]FlushStream, 0, len(Kinds))

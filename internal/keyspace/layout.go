@@ -16,6 +16,8 @@ type Layout interface {
 	QueueMonitorLease() string
 	// Shards lists what the read side (history, live tail) reads of a kind.
 	Shards(kind Kind) []Shard
+	// RateSettings is the key of the shared rate-limit settings.
+	RateSettings() string
 }
 
 // The layouts of KEY_LAYOUT.

@@ -81,3 +81,83 @@ func (d *DeadLetters) Purge(ctx context.Context, fs keyspace.FlushStream, ids ..
 	}
 	return n, nil
 }
+
+// DLQOp is what Apply does to a dead letter.
+type DLQOp string
+
+// The operations on dead letters.
+const (
+	// Replay puts a dead letter back on its flush stream.
+	OpReplay DLQOp = "replay"
+	// Purge deletes a dead letter for good.
+	OpPurge DLQOp = "purge"
+)
+
+// Apply replays or purges the dead letter id of fs; false when fs has no such dead letter.
+func (d *DeadLetters) Apply(ctx context.Context, fs keyspace.FlushStream, op DLQOp, id string) (bool, error) {
+	switch op {
+	case OpReplay:
+		newID, err := d.Replay(ctx, fs, id)
+		return newID != "", err
+	case OpPurge:
+		n, err := d.Purge(ctx, fs, id)
+		return n == 1, err
+	}
+	return false, fmt.Errorf("unknown dead-letter operation %q", op)
+}
+
+// ApplyAllOptions bounds ApplyAll.
+type ApplyAllOptions struct {
+	// Limit is the most dead letters to apply to; 0: no limit.
+	Limit int
+	// UpTo, when set, stops at the dead letters after this id: "all up to the newest one shown".
+	UpTo string
+	// Match, when set, picks the dead letters to apply to.
+	Match func(DeadLetter) bool
+	// Progress, when set, is called after each dead letter with the count so far.
+	Progress func(done int)
+}
+
+// ApplyAll replays or purges the dead letters of fs, oldest first, page by page, and returns
+// how many it applied to.
+func (d *DeadLetters) ApplyAll(ctx context.Context, fs keyspace.FlushStream, op DLQOp, o ApplyAllOptions) (int, error) {
+	done, after := 0, ""
+	for o.Limit == 0 || done < o.Limit {
+		page, err := d.List(ctx, fs, after, 500)
+		if err != nil {
+			return done, err
+		}
+		if len(page) == 0 {
+			return done, nil
+		}
+		for _, l := range page {
+			if o.UpTo != "" && CompareIDs(l.ID, o.UpTo) > 0 {
+				return done, nil
+			}
+			after = l.ID
+			if o.Match != nil && !o.Match(l) {
+				continue
+			}
+			if o.Limit > 0 && done >= o.Limit {
+				return done, nil
+			}
+			if _, err := d.Apply(ctx, fs, op, l.ID); err != nil {
+				return done, err
+			}
+			done++
+			if o.Progress != nil {
+				o.Progress(done)
+			}
+		}
+	}
+	return done, nil
+}
+
+// Reason is why the dead letter was written: its reason field (decode, rejected, poison,
+// id_reused), or for a dead letter written before that field existed, "unknown".
+func (l DeadLetter) Reason() string {
+	if r := l.Fields["reason"]; r != "" {
+		return r
+	}
+	return "unknown"
+}

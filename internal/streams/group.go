@@ -311,6 +311,8 @@ func parseAutoclaim(reply []valkey.ValkeyMessage) (next string, es []Entry, dele
 // Failed is an entry to move to the dead-letter stream and why.
 type Failed struct {
 	Entry Entry
+	// Reason is the kind of failure, one word (decode, rejected, poison, id_reused).
+	Reason string
 	// Error is the reason, human-readable.
 	Error string
 	// Deliveries is how often the entry was delivered (at least 1 is written).
@@ -318,7 +320,7 @@ type Failed struct {
 }
 
 // MoveToDeadLetter moves entries to the dead-letter stream, each atomically with its ack, in one
-// pipelined round trip, adding error, original_id, deliveries, consumer and failed_at to the
+// pipelined round trip, adding reason, error, original_id, deliveries, consumer and failed_at to the
 // original's fields. It returns, per entry, whether it moved (false: no longer pending, another
 // consumer handled it) and the error of those that failed and stay pending.
 func (g *Group) MoveToDeadLetter(ctx context.Context, dead []Failed, failedAt time.Time) ([]bool, []error) {
@@ -335,6 +337,7 @@ func (g *Group) MoveToDeadLetter(ctx context.Context, dead []Failed, failedAt ti
 			args = append(args, k, d.Entry.Fields[k])
 		}
 		args = append(args,
+			"reason", d.Reason,
 			"error", d.Error,
 			"original_id", d.Entry.ID,
 			"deliveries", strconv.FormatInt(max(d.Deliveries, 1), 10),
@@ -380,23 +383,7 @@ type ConsumerInfo struct {
 func (g *Group) Consumers(ctx context.Context) ([]ConsumerInfo, error) {
 	cctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
-	rows, err := g.c.Do(cctx, g.c.B().XinfoConsumers().Key(g.cfg.Stream).Group(g.cfg.Group).Build()).ToArray()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]ConsumerInfo, 0, len(rows))
-	for _, r := range rows {
-		m, err := r.AsMap()
-		if err != nil {
-			return nil, err
-		}
-		name, pending, idle := m["name"], m["pending"], m["idle"]
-		n, _ := name.ToString()
-		p, _ := pending.AsInt64()
-		i, _ := idle.AsInt64()
-		out = append(out, ConsumerInfo{Name: n, Pending: p, Idle: time.Duration(i) * time.Millisecond})
-	}
-	return out, nil
+	return ReadConsumers(cctx, g.c, g.cfg.Stream, g.cfg.Group)
 }
 
 // IsNoGroup reports Valkey's NOGROUP error (no such stream or consumer group), by the error
