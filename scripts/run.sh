@@ -62,10 +62,12 @@ as_pg "$pgbin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qtAc \
 bin/flushworker migrate
 bin/ingest &
 pids+=($!)
-for i in 1 2; do
-  FLUSH_CONSUMER=worker-$i FLUSH_METRICS_ADDR=127.0.0.1:$((9090 + i)) bin/flushworker &
+for i in 1 2; do # metrics on 9091 and 9093: 9092 is the console's
+  FLUSH_CONSUMER=worker-$i FLUSH_METRICS_ADDR=127.0.0.1:$((9089 + 2 * i)) bin/flushworker &
   pids+=($!)
 done
+GRAFANA_URL=${GRAFANA_URL:-http://127.0.0.1:3000} bin/flushworker console &
+pids+=($!)
 wait_port 127.0.0.1 "${INGEST_ADDR##*:}" ingest
 
 # Prometheus (Debian's package) scraping ingest and both workers, with chatpipe's alert rules.
@@ -77,7 +79,7 @@ scrape_configs:
   - job_name: ingest
     static_configs: [{targets: ["127.0.0.1:${INGEST_ADDR##*:}"]}]
   - job_name: flushworker
-    static_configs: [{targets: ["127.0.0.1:9091", "127.0.0.1:9092"]}]
+    static_configs: [{targets: ["127.0.0.1:9091", "127.0.0.1:9093"]}]
   - job_name: prometheus
     static_configs: [{targets: ["127.0.0.1:$PROM_PORT"]}]
 YML
@@ -89,7 +91,8 @@ wait_port 127.0.0.1 "$PROM_PORT" prometheus
 cat >&2 <<MSG
 run: valkey     $VALKEY_ADDR  (data and log in .run/)
 run: postgres   $DATABASE_URL   (psql "$DATABASE_URL")
-run: workers    http://127.0.0.1:9091/metrics  http://127.0.0.1:9092/metrics
+run: workers    http://127.0.0.1:9091/metrics  http://127.0.0.1:9093/metrics
+run: console    http://127.0.0.1:9092  (queues, consumers, dead letters: replay or purge)
 run: prometheus http://127.0.0.1:$PROM_PORT  (targets: http://127.0.0.1:$PROM_PORT/targets, alerts: /alerts)
 run: ingest     http://127.0.0.1:${INGEST_ADDR##*:}  (metrics on /metrics) → try:
   curl -s -XPOST localhost:${INGEST_ADDR##*:}/v1/messages -H 'Content-Type: application/json' -d '{"owner_id":"alice","username":"Alice","content":"hello"}'

@@ -53,6 +53,14 @@ func TestInvalidSettings(t *testing.T) {
 		{"dlq: neither", []string{"dlq", "replay"}, nil, "command line"},
 		{"dlq: ids on all streams", []string{"dlq", "replay", "--ids", "1-0"}, nil, "command line"},
 		{"dlq: count negative", []string{"dlq", "list", "--count", "-1"}, nil, "--count"},
+		{"console: bad addr", []string{"console"}, map[string]string{"CONSOLE_ADDR": "nowhere"}, "CONSOLE_ADDR"},
+		{"console: empty addr", []string{"console", "--console-addr="}, nil, "--console-addr"},
+		{"console: open to the network without auth", []string{"console"}, map[string]string{"CONSOLE_ADDR": "0.0.0.0:9092"}, "CONSOLE_ADDR"},
+		{"console: user without password", []string{"console"}, map[string]string{"CONSOLE_USER": "ops"}, "CONSOLE_USER"},
+		{"console: read-only not a bool", []string{"console"}, map[string]string{"CONSOLE_READ_ONLY": "maybe"}, "CONSOLE_READ_ONLY"},
+		{"console: grafana not a URL", []string{"console"}, map[string]string{"GRAFANA_URL": "javascript:alert(1)"}, "GRAFANA_URL"},
+		{"console: min idle", []string{"console"}, map[string]string{"FLUSH_MIN_IDLE": "0"}, "FLUSH_MIN_IDLE"},
+		{"console: unknown flag", []string{"console", "--open"}, nil, "command line"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { testenv.WantInvalidSetting(t, run, tt.args, tt.env, tt.setting) })
@@ -70,7 +78,7 @@ func TestInvalidSettings(t *testing.T) {
 
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"migrate", "--help"}, {"dlq", "--help"}, {"dlq", "list", "--help"}, {"dlq", "replay", "-h"}, {"dlq", "purge", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"migrate", "--help"}, {"dlq", "--help"}, {"dlq", "list", "--help"}, {"dlq", "replay", "-h"}, {"dlq", "purge", "--help"}, {"console", "--help"}} {
 		var out bytes.Buffer
 		if err := run(context.Background(), args, testenv.Env(nil), &out, &out); !errors.Is(err, config.ErrHelp) {
 			t.Errorf("%v: err = %v, want ErrHelp", args, err)
