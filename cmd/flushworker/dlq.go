@@ -133,26 +133,16 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 // dlqApplyIDs replays or purges the given ids, each from the stream (of the chosen kind, in any
 // partition) that holds it.
 func dlqApplyIDs(ctx context.Context, dl *streams.DeadLetters, chosen []keyspace.FlushStream, s dlqSettings, sub string, stdout io.Writer) error {
-	done, missing := 0, 0
-	for _, id := range strings.Split(s.ids, ",") {
-		found := false
-		for _, fs := range chosen {
-			ok, err := dl.Apply(ctx, fs, streams.DLQOp(sub), strings.TrimSpace(id))
-			if err != nil {
-				return err
-			}
-			if ok {
-				found = true
-				break
-			}
-		}
-		if found {
-			done++
-		} else {
-			missing++
-		}
+	ids := strings.Split(s.ids, ",")
+	for i := range ids {
+		ids[i] = strings.TrimSpace(ids[i])
 	}
-	verb := map[string]string{"replay": "replayed", "purge": "purged"}[sub]
+	op := streams.DLQOp(sub)
+	done, missing, err := dl.ApplyIDs(ctx, chosen, op, ids)
+	if err != nil {
+		return err
+	}
+	verb := op.Past()
 	fmt.Fprintf(stdout, "%s: %s %d dead letters", s.stream, verb, done)
 	if missing > 0 {
 		fmt.Fprintf(stdout, " (%d ids not found)", missing)
@@ -222,7 +212,6 @@ func dlqApply(ctx context.Context, dl *streams.DeadLetters, fs keyspace.FlushStr
 	if fs.Partition != "" && done == 0 {
 		return nil
 	}
-	verb := map[string]string{"replay": "replayed", "purge": "purged"}[sub]
-	fmt.Fprintf(stdout, "%s: %s %d dead letters\n", fs.Label(), verb, done)
+	fmt.Fprintf(stdout, "%s: %s %d dead letters\n", fs.Label(), streams.DLQOp(sub).Past(), done)
 	return nil
 }

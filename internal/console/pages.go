@@ -378,19 +378,9 @@ func (c *Console) action(w http.ResponseWriter, r *http.Request) {
 		}
 		done, err = c.dl.ApplyAll(ctx, fs, streams.DLQOp(op), streams.ApplyAllOptions{UpTo: upto, Match: match})
 	} else {
-		for _, id := range ids {
-			var ok bool
-			if ok, err = c.dl.Apply(ctx, fs, streams.DLQOp(op), id); err != nil {
-				break
-			}
-			if ok {
-				done++
-			} else {
-				missing++
-			}
-		}
+		done, missing, err = c.dl.ApplyIDs(ctx, []keyspace.FlushStream{fs}, streams.DLQOp(op), ids)
 	}
-	verb := map[string]string{"replay": "replayed", "purge": "purged"}[op]
+	verb := streams.DLQOp(op).Past()
 	c.cfg.Logger.InfoContext(ctx, "console: dead letters "+verb, "stream", fs.Label(), "count", done, "all", all, "remote", r.RemoteAddr)
 	if err != nil {
 		c.fail(w, http.StatusServiceUnavailable, fmt.Sprintf("%s %d, then Valkey failed: %v", verb, done, err))

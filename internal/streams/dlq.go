@@ -93,6 +93,38 @@ const (
 	OpPurge DLQOp = "purge"
 )
 
+// Past is the operation's past tense, for reports: replayed, purged.
+func (op DLQOp) Past() string {
+	if op == OpReplay {
+		return "replayed"
+	}
+	return "purged"
+}
+
+// ApplyIDs replays or purges each of ids in the first of fss that holds it (a kind's
+// partitions), and returns how many were applied and how many no stream held.
+func (d *DeadLetters) ApplyIDs(ctx context.Context, fss []keyspace.FlushStream, op DLQOp, ids []string) (done, missing int, err error) {
+	for _, id := range ids {
+		found := false
+		for _, fs := range fss {
+			ok, err := d.Apply(ctx, fs, op, id)
+			if err != nil {
+				return done, missing, err
+			}
+			if ok {
+				found = true
+				break
+			}
+		}
+		if found {
+			done++
+		} else {
+			missing++
+		}
+	}
+	return done, missing, nil
+}
+
 // Apply replays or purges the dead letter id of fs; false when fs has no such dead letter.
 func (d *DeadLetters) Apply(ctx context.Context, fs keyspace.FlushStream, op DLQOp, id string) (bool, error) {
 	switch op {
