@@ -177,63 +177,44 @@ func (s *Scripts) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs []Me
 	var durable error
 	if s.cfg.Durability != DurableNone {
 		res, durable = s.execDurable(ctx, s.enqueue, calls)
-	} else if len(calls) == 1 {
-		res = []valkey.ValkeyResult{s.enqueue.Exec(ctx, s.c, calls[0].Keys, calls[0].Args)}
 	} else {
 		res = s.enqueue.ExecMulti(ctx, s.c, calls)
 	}
 	for j, r := range res {
 		from := j * maxScriptBatch
 		parseBatch(r, out[from:min(len(msgs), from+maxScriptBatch)])
-		if durable != nil {
-			for i := range out[from:min(len(msgs), from+maxScriptBatch)] {
-				if o := &out[from+i]; o.Err == nil {
-					o.Err = &NotDurableError{CacheID: o.CacheID, Detail: durable.Error()}
-				}
-			}
-		}
 	}
+	markNotDurable(out, durable)
 	return out
 }
 
 // enqueueCall is the enqueue.lua call for msgs, every key named once (see the script's header).
 func (s *Scripts) enqueueCall(kind keyspace.Kind, msgs []Message) Call {
 	k := s.cfg.Keys
-	keys := make([]string, 3, 4+2*len(msgs))
-	keys[0], keys[1], keys[2] = k.RateSettings(), k.Counter(kind), k.Stream(kind)
-	index := make(map[string]int, 2*len(msgs))
-	key := func(name string) int {
-		i, ok := index[name]
-		if !ok {
-			keys = append(keys, name)
-			i = len(keys)
-			index[name] = i
-		}
-		return i
-	}
+	keys := newKeyList(4+2*len(msgs), k.RateSettings(), k.Counter(kind), k.Stream(kind))
 	// Users first, each its fixed-window counter and then its GCRA state: the script reads all
 	// their states in one MGET.
 	users := make([]int, len(msgs))
 	for i, m := range msgs {
 		fixed := k.RateLimit(m.OwnerID)
-		u, ok := index[fixed]
+		u, ok := keys.index[fixed]
 		if !ok {
-			keys = append(keys, fixed, k.RateLimitGCRA(m.OwnerID))
-			u = len(keys) - 1
-			index[fixed] = u
+			u = keys.add(fixed)
+			keys.add(k.RateLimitGCRA(m.OwnerID))
 		}
 		users[i] = u
 	}
 	meta := make([]int, 1, 1+4*len(msgs))
-	meta[0] = (len(keys) - 3) / 2
+	meta[0] = (len(keys.names) - 3) / 2
 	for i, m := range msgs {
-		client, second := 0, 0
+		client, first, second := 0, 0, 0
 		if m.ClientMsgID != "" {
-			client = key(k.ClientMsg(kind, m.OwnerID, m.ClientMsgID))
+			client = keys.add(k.ClientMsg(kind, m.OwnerID, m.ClientMsgID))
 		}
-		first := key(k.PublicRing())
 		if kind == keyspace.Private {
-			first, second = key(k.PrivateRing(m.OwnerID)), key(k.PrivateRing(m.RecipientID))
+			first, second = keys.add(k.PrivateRing(m.OwnerID)), keys.add(k.PrivateRing(m.RecipientID))
+		} else {
+			first = keys.add(k.PublicRing())
 		}
 		meta = append(meta, users[i], client, first, second)
 	}
@@ -243,7 +224,45 @@ func (s *Scripts) enqueueCall(kind keyspace.Kind, msgs []Message) Call {
 	for _, m := range msgs {
 		args = append(args, string(m.Data))
 	}
-	return Call{Keys: keys, Args: args}
+	return Call{Keys: keys.names, Args: args}
+}
+
+// keyList is a script call's KEYS, each name once, with its 1-based index (as Lua sees it).
+type keyList struct {
+	names []string
+	index map[string]int
+}
+
+func newKeyList(capacity int, fixed ...string) *keyList {
+	l := &keyList{names: make([]string, 0, capacity), index: make(map[string]int, capacity)}
+	for _, name := range fixed {
+		l.add(name)
+	}
+	return l
+}
+
+// add returns name's index, appending it the first time.
+func (l *keyList) add(name string) int {
+	i, ok := l.index[name]
+	if !ok {
+		l.names = append(l.names, name)
+		i = len(l.names)
+		l.index[name] = i
+	}
+	return i
+}
+
+// markNotDurable gives every accepted outcome (and retry) a *NotDurableError when the wait for
+// durability fell short.
+func markNotDurable(out []Outcome, durable error) {
+	if durable == nil {
+		return
+	}
+	for i := range out {
+		if out[i].Err == nil {
+			out[i].Err = &NotDurableError{CacheID: out[i].CacheID, Detail: durable.Error()}
+		}
+	}
 }
 
 // msgpackInts encodes ints in [0, 2^16) as a msgpack array for cmsgpack.unpack, 0 as false

@@ -1,5 +1,5 @@
 -- enqueue.lua: accept a batch of messages of one kind — one message or a thousand — in one
--- atomic step (common.lua is prepended). What is per batch is done once: the settings and the
+-- atomic step (common.lua and batch.lua are prepended). What is per batch is done once: the settings and the
 -- backlog length are read once, the ids taken in one write, every user's rate limit read and
 -- written once, every ring pushed and trimmed once. Each message is still judged on its own and
 -- in order, with the checks in the order that keeps a retry idempotent and a rejection free: a
@@ -59,14 +59,7 @@ for i = 11, #ARGV do
   local m = 4 * (i - 11) + 2
   local u, c = meta[m], meta[m + 1]
   local prev
-  if c then
-    prev = call('GET', KEYS[c])
-    if prev and durable_retry then
-      -- A durable retry: write something, so that the WAIT after this script covers the first
-      -- write too (WAIT waits for this connection's last write; replication keeps order).
-      call('PEXPIRE', KEYS[c], client_ttl * 1000)
-    end
-  end
+  if c then prev = known(KEYS[c], client_ttl, durable_retry) end
   local code, value = 0, 0
   if prev then
     code, value = 1, tonumber(prev)
@@ -111,16 +104,5 @@ if last > first then
   redis.call('SET', KEYS[2], string.format('%d', last))
 end
 for _, lim in pairs(limiters) do rl.commit(lim) end
--- Each ring gets only the entries that stay in it, in order, in as few RPUSHes as Lua's stack
--- allows, then one trim.
-for _, r in ipairs(ring_order) do
-  local entries = rings[r]
-  local from = math.max(1, #entries - ring_size + 1)
-  while from <= #entries do
-    local to = math.min(#entries, from + 999)
-    redis.call('RPUSH', KEYS[r], unpack(entries, from, to))
-    from = to + 1
-  end
-  redis.call('LTRIM', KEYS[r], -ring_size, -1)
-end
+for _, r in ipairs(ring_order) do push_ring(KEYS[r], rings[r], ring_size) end
 return out

@@ -24,6 +24,8 @@ import (
 var (
 	//go:embed common.lua
 	commonSrc string
+	//go:embed batch.lua
+	batchSrc string
 	//go:embed enqueue.lua
 	enqueueSrc string
 	//go:embed delete.lua
@@ -262,7 +264,7 @@ func New(c valkey.Client, cfg Config) (*Scripts, error) {
 	s := &Scripts{
 		c:       c,
 		cfg:     cfg,
-		enqueue: NewScript("enqueue", commonSrc, enqueueSrc),
+		enqueue: NewScript("enqueue", commonSrc, batchSrc, enqueueSrc),
 		delete:  NewScript("delete", ringSrc, deleteSrc),
 		unring:  NewScript("unring", ringSrc, unringSrc),
 		mirror:  NewScript("mirror", mirrorSrc),

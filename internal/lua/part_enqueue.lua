@@ -1,5 +1,5 @@
 -- part_enqueue.lua: accept messages of one kind in the partitioned layout, on their partition's
--- slot, all of one partition's messages of a batch in one call: the backlog length and the
+-- slot, all of one partition's messages of a batch in one call (batch.lua is prepended): the backlog length and the
 -- sequence are read once and written once, the ring shard pushed and trimmed once. The rate
 -- limit was taken before, on each user's slot (part_ratelimit.lua).
 -- KEYS[1] partition sequence  KEYS[2] flush stream  KEYS[3] public ring shard, or the stream
@@ -31,10 +31,7 @@ local clients = cmsgpack.unpack(ARGV[7])
 for i = 8, #ARGV do
   local c = clients[i - 7]
   local prev
-  if c then
-    prev = redis.call('GET', KEYS[c])
-    if prev and ARGV[6] == '1' then redis.call('PEXPIRE', KEYS[c], client_ttl * 1000) end
-  end
+  if c then prev = known(KEYS[c], client_ttl, ARGV[6] == '1') end
   if prev then
     out[#out + 1] = 1; out[#out + 1] = tonumber(prev)
   elseif room < 1 then
@@ -53,13 +50,5 @@ for i = 8, #ARGV do
   end
 end
 if n > first then redis.call('SET', KEYS[1], string.format('%d', n)) end
-if KEYS[3] ~= KEYS[2] and #ring > 0 then
-  local from = math.max(1, #ring - ring_size + 1)
-  while from <= #ring do
-    local to = math.min(#ring, from + 999)
-    redis.call('RPUSH', KEYS[3], unpack(ring, from, to))
-    from = to + 1
-  end
-  redis.call('LTRIM', KEYS[3], -ring_size, -1)
-end
+if KEYS[3] ~= KEYS[2] and #ring > 0 then push_ring(KEYS[3], ring, ring_size) end
 return out

@@ -48,7 +48,7 @@ func NewPartitioned(c valkey.Client, keys keyspace.Partitioned, cfg Config) (*Pa
 	}
 	return &Partitioned{c: c, cfg: cfg, keys: keys,
 		rateLimit: NewScript("part_ratelimit", commonSrc, partRateLimitSrc),
-		enqueue:   NewScript("part_enqueue", partEnqueueSrc),
+		enqueue:   NewScript("part_enqueue", batchSrc, partEnqueueSrc),
 		delete:    NewScript("delete", ringSrc, deleteSrc)}, nil
 }
 
@@ -289,22 +289,15 @@ func (p *Partitioned) ForgetPrivate(ctx context.Context, recs []message.Record) 
 // enqueueCall is the part_enqueue.lua call for msgs, all in partition part.
 func (p *Partitioned) enqueueCall(kind keyspace.Kind, part int, msgs []Message) Call {
 	stream := p.keys.Stream(part, kind)
-	keys := []string{p.keys.Seq(part), stream, stream}
+	ring := stream // private rings are on their users' slots
 	if kind == keyspace.Public {
-		keys[2] = p.keys.PublicRing(part)
+		ring = p.keys.PublicRing(part)
 	}
+	keys := &keyList{names: []string{p.keys.Seq(part), stream, ring}, index: map[string]int{}}
 	clients := make([]int, len(msgs))
-	index := map[string]int{}
 	for j, m := range msgs {
 		if m.ClientMsgID != "" {
-			name := p.keys.ClientMsg(part, kind, m.OwnerID, m.ClientMsgID)
-			i, ok := index[name]
-			if !ok {
-				keys = append(keys, name)
-				i = len(keys)
-				index[name] = i
-			}
-			clients[j] = i
+			clients[j] = keys.add(p.keys.ClientMsg(part, kind, m.OwnerID, m.ClientMsgID))
 		}
 	}
 	args := make([]string, 0, 7+len(msgs))
@@ -314,7 +307,7 @@ func (p *Partitioned) enqueueCall(kind keyspace.Kind, part int, msgs []Message) 
 	for _, m := range msgs {
 		args = append(args, string(m.Data))
 	}
-	return Call{Keys: keys, Args: args}
+	return Call{Keys: keys.names, Args: args}
 }
 
 // ringAdds gathers private ring entries by ring, so that each ring is written once. The rings
@@ -389,11 +382,10 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs 
 	}
 	// Round trip 1.
 	type user struct {
-		msgs     []int // indexes into msgs, in order
-		taken    int
-		retry    time.Duration
-		err      error
-		refunded int
+		msgs  []int // indexes into msgs, in order
+		taken int
+		retry time.Duration
+		err   error
 	}
 	users := map[string]*user{}
 	var order []string
@@ -490,11 +482,9 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs 
 	for j, part := range parts {
 		group := make([]Outcome, len(groups[part]))
 		parseBatch(replies[j], group)
+		markNotDurable(group, durable[j])
 		for k, i := range groups[part] {
 			out[i] = group[k]
-			if durable[j] != nil && out[i].Err == nil {
-				out[i].Err = &NotDurableError{CacheID: out[i].CacheID, Detail: durable[j].Error()}
-			}
 		}
 	}
 	// Round trip 3.

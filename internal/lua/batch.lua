@@ -1,0 +1,25 @@
+-- batch.lua: helpers shared by enqueue.lua and part_enqueue.lua; the Go side prepends this file
+-- to each of them. It defines functions only and touches no key.
+
+-- known returns the id a message with this client_msg_id record was accepted with, or nil.
+-- When a WAIT follows the script (durable), a retry writes something, so that the WAIT covers
+-- the first write too (WAIT waits for this connection's last write; replication keeps order).
+local function known(key, ttl, durable)
+  local prev = redis.call('GET', key)
+  if prev and durable then
+    redis.call('PEXPIRE', key, ttl * 1000)
+  end
+  return prev
+end
+
+-- push_ring appends entries, oldest first, to the ring at key and trims it to size: only the
+-- entries that stay are pushed, in as few RPUSHes as Lua's stack allows.
+local function push_ring(key, entries, size)
+  local from = math.max(1, #entries - size + 1)
+  while from <= #entries do
+    local to = math.min(#entries, from + 999)
+    redis.call('RPUSH', key, unpack(entries, from, to))
+    from = to + 1
+  end
+  redis.call('LTRIM', key, -size, -1)
+end
