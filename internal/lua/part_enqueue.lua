@@ -1,7 +1,7 @@
 -- part_enqueue.lua: accept messages of one kind in the partitioned layout, on their partition's
--- slot, all of one partition's messages of a batch in one call (batch.lua is prepended): the backlog length and the
--- sequence are read once and written once, the ring shard pushed and trimmed once. The rate
--- limit was taken before, on each user's slot (part_ratelimit.lua).
+-- slot, all of one partition's messages of a batch in one call (batch.lua is prepended): the
+-- backlog length and the sequence are read once and written once, the ring shard pushed and
+-- trimmed once. The rate limit was taken before, on each user's slot (part_ratelimit.lua).
 -- KEYS[1] partition sequence  KEYS[2] flush stream  KEYS[3] public ring shard, or the stream
 --   again for private messages (whose rings are on their users' slots)
 -- KEYS[4..] client_msg_id records, each once
