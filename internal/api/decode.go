@@ -48,6 +48,12 @@ func decodeStrict(body []byte, v any) error {
 	if err := checkStructure(body, valid); err != nil {
 		return err
 	}
+	return decodeChecked(body, valid, v)
+}
+
+// decodeChecked decodes body, whose structure was checked (valid: json.Valid(body)), into v:
+// by v's fast path when it has one and body is valid JSON, else by encoding/json, strictly.
+func decodeChecked(body []byte, valid bool, v any) error {
 	if f, ok := v.(fastDecoder); ok && valid && f.decodeFast(body) {
 		return nil
 	}

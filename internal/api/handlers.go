@@ -175,14 +175,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 	index := make([]int, 0, len(req.Messages))
 	for i, raw := range req.Messages {
 		var item publicRequest
-		var err error
-		if !item.decodeFast(raw) {
-			dec := json.NewDecoder(bytes.NewReader(raw))
-			dec.DisallowUnknownFields()
-			if err = dec.Decode(&item); err != nil {
-				err = jsonError(err)
-			}
-		}
+		err := decodeChecked(raw, true, &item) // an item of a body checked whole
 		var m lua.Message
 		if err == nil {
 			m, err = s.toLua(&item, "", keyspace.Public)
