@@ -608,11 +608,10 @@ func (b *bench) reference() {
 		{name: "chatpipe", addr: in2.addr, pids: map[string]int{"ingest": in2.pid, "valkey": v2.Pid()}}}
 	for range 3 {
 		for _, sd := range sides {
-			pids := sd.pids
-			cpu := meterCPU(pids)
+			cpu := meterCPU(sd.pids)
 			rate, lat := closedLoop(t, sd.addr, "/v1/messages/batch", 8, sized(800, 160), func(int) string { return body }, http.StatusOK)
 			sd.batch, sd.lat[0], sd.cpu[0] = append(sd.batch, rate*500), lat, cpu.String()
-			cpu = meterCPU(pids)
+			cpu = meterCPU(sd.pids)
 			rate, lat = closedLoop(t, sd.addr, "/v1/messages", 64, sized(150_000, 30_000), singleBody, http.StatusAccepted)
 			sd.single, sd.lat[1], sd.cpu[1] = append(sd.single, rate), lat, cpu.String()
 		}

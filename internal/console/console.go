@@ -88,8 +88,9 @@ func New(cfg Config) (*Console, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	tmpl, err := template.New("").Funcs(template.FuncMap{
-		"age":   age,
-		"query": func(v url.Values) template.URL { return template.URL(v.Encode()) },
+		"age":     age,
+		"maxScan": func() int { return maxScan },
+		"query":   func(v url.Values) template.URL { return template.URL(v.Encode()) },
 		"entryQuery": func(stream, id string) template.URL {
 			return template.URL(url.Values{"stream": {stream}, "id": {id}}.Encode())
 		},

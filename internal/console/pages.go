@@ -18,13 +18,11 @@ import (
 
 // streamRow is one flush stream on the overview.
 type streamRow struct {
-	Label       string
-	Stream      string
-	State       streams.QueueState
-	EndToEnd    time.Duration // age of the oldest entry not yet written: pending or unread
-	Consumers   []consumerRow
-	Err         string
-	DeadLetters int64
+	Label     string
+	State     streams.QueueState
+	EndToEnd  time.Duration // age of the oldest entry not yet written: pending or unread
+	Consumers []consumerRow
+	Err       string
 }
 
 type consumerRow struct {
@@ -41,8 +39,7 @@ type overviewData struct {
 	MinIdle  time.Duration
 	Group    string
 	Layout   string
-	Healthy  bool
-	Problems []string
+	Problems []string // empty: healthy
 	At       string
 }
 
@@ -60,7 +57,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 			return nil
 		})
 	}
-	d := overviewData{MinIdle: c.cfg.MinIdle, Group: c.cfg.Group, Layout: c.cfg.Layout.Name(), Healthy: true, At: time.Now().UTC().Format(time.RFC3339)}
+	d := overviewData{MinIdle: c.cfg.MinIdle, Group: c.cfg.Group, Layout: c.cfg.Layout.Name(), At: time.Now().UTC().Format(time.RFC3339)}
 	rate, err := c.cfg.Valkey.Do(ctx, c.cfg.Valkey.B().Hgetall().Key(c.cfg.Layout.RateSettings()).Build()).AsStrMap()
 	if err != nil {
 		d.RateErr = err.Error()
@@ -75,8 +72,8 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 			d.Problems = append(d.Problems, row.Label+": "+row.Err)
 		case row.State.Consumers == 0 && (row.State.Lag > 0 || row.State.Pending > 0):
 			d.Problems = append(d.Problems, row.Label+": entries waiting and no consumer")
-		case row.DeadLetters > 0:
-			d.Problems = append(d.Problems, fmt.Sprintf("%s: %d dead letters", row.Label, row.DeadLetters))
+		case row.State.DeadLetters > 0:
+			d.Problems = append(d.Problems, fmt.Sprintf("%s: %d dead letters", row.Label, row.State.DeadLetters))
 		}
 		for _, cr := range row.Consumers {
 			if cr.Stale && cr.Pending > 0 {
@@ -84,10 +81,9 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	d.Healthy = len(d.Problems) == 0
 	// Partitions with nothing to show stay off the page: 32 empty rows hide the one that matters.
 	for _, row := range rows {
-		if row.Err != "" || row.State.Length > 0 || row.DeadLetters > 0 || row.State.Consumers > 0 || len(rows) <= 2 {
+		if row.Err != "" || row.State.Length > 0 || row.State.DeadLetters > 0 || row.State.Consumers > 0 || len(rows) <= 2 {
 			d.Streams = append(d.Streams, row)
 		}
 	}
@@ -100,14 +96,13 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) readStream(ctx context.Context, fs keyspace.FlushStream) streamRow {
-	row := streamRow{Label: fs.Label(), Stream: fs.Stream}
+	row := streamRow{Label: fs.Label()}
 	st, err := streams.ReadQueue(ctx, c.cfg.Valkey, fs, c.cfg.Group)
 	if err != nil {
 		row.Err = "Valkey: " + err.Error()
 		return row
 	}
-	row.State, row.DeadLetters = st, st.DeadLetters
-	row.EndToEnd = st.OldestPendingAge
+	row.State, row.EndToEnd = st, st.OldestPendingAge
 	if st.Lag > 0 && st.LastDelivered != "" {
 		// The oldest entry the group has not read: the first after its last-delivered id.
 		xs, err := c.cfg.Valkey.Do(ctx, c.cfg.Valkey.B().Xrange().Key(fs.Stream).Start("("+st.LastDelivered).End("+").Count(1).Build()).AsXRange()
@@ -153,8 +148,6 @@ type listData struct {
 	Next            url.Values
 	First           url.Values
 	Scanned         bool // the scan bound was hit before a full page
-	After           string
-	FilteredOut     int
 	ConfirmOp       string
 	ConfirmQuestion string
 }
@@ -205,7 +198,7 @@ func (c *Console) deadLetters(w http.ResponseWriter, r *http.Request) {
 func (c *Console) list(r *http.Request, fs keyspace.FlushStream, reason, after string) (listData, error) {
 	ctx, cancel := c.ctx(r)
 	defer cancel()
-	d := listData{Stream: fs.Label(), Reason: reason, Reasons: knownReasons, After: after}
+	d := listData{Stream: fs.Label(), Reason: reason, Reasons: knownReasons}
 	for _, s := range c.streams {
 		d.Streams = append(d.Streams, s.Label())
 	}
@@ -228,7 +221,6 @@ func (c *Console) list(r *http.Request, fs keyspace.FlushStream, reason, after s
 			scanned++
 			cursor = l.ID
 			if reason != "" && l.Reason() != reason {
-				d.FilteredOut++
 				continue
 			}
 			f := l.Fields

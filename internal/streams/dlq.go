@@ -154,7 +154,7 @@ type ApplyAllOptions struct {
 // how many it applied to.
 func (d *DeadLetters) ApplyAll(ctx context.Context, fs keyspace.FlushStream, op DLQOp, o ApplyAllOptions) (int, error) {
 	done, after := 0, ""
-	for o.Limit == 0 || done < o.Limit {
+	for {
 		page, err := d.List(ctx, fs, after, 500)
 		if err != nil {
 			return done, err
@@ -182,7 +182,6 @@ func (d *DeadLetters) ApplyAll(ctx context.Context, fs keyspace.FlushStream, op 
 			}
 		}
 	}
-	return done, nil
 }
 
 // Reason is why the dead letter was written: its reason field (decode, rejected, poison,
