@@ -9,6 +9,7 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -166,7 +167,7 @@ func (c *Console) render(w http.ResponseWriter, status int, name string, p page)
 	if g := strings.TrimRight(c.cfg.GrafanaURL, "/"); g != "" {
 		p.Grafana = []link{{"Overview dashboard", g + "/d/chatpipe-overview"}, {"Worker dashboard", g + "/d/chatpipe-worker"}}
 	}
-	var b strings.Builder
+	var b bytes.Buffer
 	if err := c.tmpl.ExecuteTemplate(&b, name, p); err != nil {
 		c.cfg.Logger.Error("console: rendering failed", "page", name, "err", err)
 		http.Error(w, "500 rendering the page failed", http.StatusInternalServerError)
@@ -174,7 +175,7 @@ func (c *Console) render(w http.ResponseWriter, status int, name string, p page)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	_, _ = w.Write([]byte(b.String()))
+	_, _ = w.Write(b.Bytes())
 }
 
 // fail renders an error page: 400 for bad input, 503 with Retry-After when Valkey failed.
