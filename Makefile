@@ -23,7 +23,7 @@ test: deps ## install what is missing, then run every test (real Valkey, Postgre
 test-short: deps ## the quick suites only
 	$(GO) test -race -short ./...
 
-run: deps build ## throwaway Valkey and PostgreSQL in .run/, then ingest on :8080 (Ctrl-C stops all)
+run: deps build ## throwaway Valkey and PostgreSQL (data in .run/), ingest on 127.0.0.1:8080, two workers, console, Prometheus (Ctrl-C stops all)
 	@scripts/run.sh
 
 bench: deps ## each stage beside this machine's limit, one table in bench/results/ (BENCH_QUICK=1: smaller; BENCH_PROFILE=1: CPU profiles too; BENCH_STAGES=limits,flush,ingest,reference,durability,scaling,endtoend: some only)
@@ -36,7 +36,8 @@ vet: ## go vet and gofmt
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
-clean: ## remove bin/ and .run/
+clean: ## remove bin/ and the data of make run (.run/, and the PostgreSQL folder it links to as root)
+	@if [ -L .run/pg ]; then echo "rm -rf $$(readlink .run/pg)"; rm -rf "$$(readlink .run/pg)"; fi
 	rm -rf $(BIN) .run
 
 load: build ## send a bounded load (10 000 messages) to the ingest of `make run`

@@ -2,10 +2,13 @@ package api
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/chatpipe/chatpipe/internal/history"
@@ -214,24 +217,17 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind keyspace.Ki
 	case errors.Is(err, tail.ErrTooOld):
 		return &apiError{code: codeCursorTooOld, detail: "entries after this event id were already trimmed; read history after your last cache id, then subscribe without an id"}
 	case errors.Is(err, tail.ErrFull):
-		return &apiError{code: codeUnavailable, retryAfter: 5 * time.Second, detail: "this replica serves its most live-tail subscribers (INGEST_TAIL_MAX); retry later"}
+		return s.refuseStream(w, r, &apiError{code: codeUnavailable, retryAfter: 5 * time.Second, detail: "this replica serves its most live-tail subscribers (INGEST_TAIL_MAX); retry later"})
 	case errors.Is(err, tail.ErrClosed):
-		return &apiError{code: codeUnavailable, retryAfter: time.Second, detail: "shutting down"}
+		return s.refuseStream(w, r, &apiError{code: codeUnavailable, retryAfter: time.Second, detail: "shutting down"})
 	case err != nil:
 		if r.Context().Err() == nil {
 			s.valkeyFailed(r, "tail", err)
 		}
-		return err
+		return s.refuseStream(w, r, err)
 	}
 	defer sub.Close()
-	rc := http.NewResponseController(w)
-	// The server's WriteTimeout would cut the stream: each write gets a deadline of its own.
-	_ = rc.SetWriteDeadline(time.Time{})
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
+	rc := startEventStream(w)
 	write := func(b []byte) bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.TailWriteTimeout))
 		if _, err := w.Write(b); err != nil {
@@ -268,4 +264,61 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind keyspace.Ki
 			return nil
 		}
 	}
+}
+
+// startEventStream begins a 200 text/event-stream answer.
+func startEventStream(w http.ResponseWriter) *http.ResponseController {
+	rc := http.NewResponseController(w)
+	// The server's WriteTimeout would cut the stream: each write gets a deadline of its own.
+	_ = rc.SetWriteDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	return rc
+}
+
+// refuseStream answers a subscription that cannot start now. A standard EventSource (browsers,
+// npm eventsource) never retries after a status other than 200 and cannot read Retry-After, so
+// a client that asked for text/event-stream and may retry gets a 200 whose stream holds only
+// the delay (retry:, with jitter so that refused clients do not come back together), an
+// `event: error` naming the reason, and its end: the client reconnects by itself, with its
+// Last-Event-ID unchanged (the answer has no id: field), and resumes exactly where it was.
+// Other clients (curl) and refusals a retry cannot cure get the error's own status.
+func (s *Server) refuseStream(w http.ResponseWriter, r *http.Request, err error) error {
+	ae := toAPIError(err)
+	if ae.retryAfter <= 0 || !acceptsEventStream(r) {
+		return err
+	}
+	delay := ae.retryAfter + rand.N(ae.retryAfter/2+1)
+	body, jerr := json.Marshal(ae.body())
+	if jerr != nil {
+		return err
+	}
+	rc := startEventStream(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.TailWriteTimeout))
+	b := make([]byte, 0, 64+len(body))
+	b = append(b, "retry: "...)
+	b = strconv.AppendInt(b, delay.Milliseconds(), 10)
+	b = append(b, "\nevent: error\ndata: "...)
+	b = append(b, body...)
+	b = append(b, "\n\n"...)
+	_, _ = w.Write(b)
+	_ = rc.Flush()
+	return nil
+}
+
+// acceptsEventStream reports whether the request's Accept names text/event-stream, as every
+// EventSource's does.
+func acceptsEventStream(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		for part := range strings.SplitSeq(v, ",") {
+			mt, _, _ := strings.Cut(part, ";")
+			if strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
+				return true
+			}
+		}
+	}
+	return false
 }
