@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -363,8 +365,62 @@ func TestTailResume(t *testing.T) {
 	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
 		t.Errorf("past the subscriber cap: %d %s, want 503 with Retry-After", r.status, r.raw)
 	}
+	// An EventSource (Accept: text/event-stream) would give up on a 503: it gets a stream that
+	// tells it when to come back and why, and ends, with no id: that would move its cursor.
+	for _, accept := range []string{"text/event-stream", "text/html, Text/Event-Stream;q=0.9"} {
+		wantRefusal(t, url, accept, last, 5000, "INGEST_TAIL_MAX")
+	}
 	for _, s := range open {
 		s.Close()
+	}
+}
+
+// wantRefusal opens url as an EventSource does and wants the refusal stream: 200, a retry:
+// field of at least minRetry ms, one `event: error` whose detail names what, and the end.
+func wantRefusal(t *testing.T, url, accept, lastID string, minRetry int, what string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Accept", accept)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body) // the stream must end by itself
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("refusal for Accept %q: %d %q %s, want 200 text/event-stream", accept, res.StatusCode, res.Header.Get("Content-Type"), body)
+	}
+	var retry int
+	var ev, data string
+	for _, line := range strings.Split(strings.TrimRight(string(body), "\n"), "\n") {
+		field, value, _ := strings.Cut(line, ": ")
+		switch field {
+		case "retry":
+			retry, _ = strconv.Atoi(value)
+		case "event":
+			ev = value
+		case "data":
+			data = value
+		case "id":
+			t.Errorf("refusal carries an id: line %q: it would move the client's cursor", line)
+		}
+	}
+	var e struct {
+		Error        string `json:"error"`
+		Detail       string `json:"detail"`
+		RetryAfterMS int    `json:"retry_after_ms"`
+	}
+	if err := json.Unmarshal([]byte(data), &e); err != nil {
+		t.Fatalf("refusal data %q: %v", data, err)
+	}
+	if retry < minRetry || retry > 2*minRetry || ev != "error" || e.Error != "unavailable" || !strings.Contains(e.Detail, what) || e.RetryAfterMS == 0 {
+		t.Errorf("refusal %q: retry %d (want %d..%d), event %q, data %+v; want error unavailable naming %s", body, retry, minRetry, 2*minRetry, ev, e, what)
 	}
 }
 
@@ -445,6 +501,38 @@ func (b *testBundle) gauge(t *testing.T, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// TestTailRefusedWhileValkeyDown: a subscriber that comes while Valkey is down (and nobody
+// else is subscribed, so its position must be read): curl gets 503 with Retry-After, an
+// EventSource a stream that makes it retry; once Valkey is back it gets in.
+func TestTailRefusedWhileValkeyDown(t *testing.T) {
+	t.Parallel()
+	b := setupRead(t, "", 50, 10, "--appendonly", "yes", "--appendfsync", "always")
+	url := b.url + "/v1/messages/stream"
+	s, code := testenv.OpenSSE(t, http.DefaultClient, url, "")
+	if code != http.StatusOK {
+		t.Fatalf("open: %d", code)
+	}
+	s.Close()
+	testenv.WaitFor(t, "the closed stream to leave", 10*time.Second, func() bool { return b.gauge(t, "chatpipe_tail_subscribers") == 0 })
+	// The reader parks once its XREAD (Block: 200ms) returns; a subscriber that comes before
+	// that is let in without reading Valkey, and waits for events.
+	time.Sleep(time.Second)
+	b.server.Stop()
+	r := b.do(t, http.MethodGet, "/v1/messages/stream", "", "")
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+		t.Errorf("tail with Valkey down: %d %s, want 503 with Retry-After", r.status, r.raw)
+	}
+	wantRefusal(t, url, "text/event-stream", "", 1000, "unreachable")
+	b.server.Restart()
+	testenv.WaitFor(t, "the tail to take subscribers again", 10*time.Second, func() bool {
+		s, code := testenv.OpenSSE(t, http.DefaultClient, url, "")
+		if s != nil {
+			s.Close()
+		}
+		return code == http.StatusOK
+	})
 }
 
 // TestTailSurvivesRestart: a subscriber's stream goes on across a Valkey restart (from its AOF):
