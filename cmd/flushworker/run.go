@@ -41,6 +41,7 @@ type workerSettings struct {
 	waitReplicas  int
 	recentSize    int
 	tailRetention time.Duration
+	pgStandbys    int
 }
 
 func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (workerSettings, error) {
@@ -61,6 +62,7 @@ func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (w
 	cs.Int(&s.waitReplicas, "FLUSH_WAIT_REPLICAS", 0, 0, 100, "write only entries this many replicas hold (WAIT after each read; 0: off). With INGEST_DURABILITY=replica set it to INGEST_DURABILITY_REPLICAS, so that a failover cannot leave rows for entries the new primary never had")
 	cs.Int(&s.recentSize, "RECENT_SIZE", 500, 1, 100_000, "size of each private ring the workers repair in the partitioned layout (as ingest's)")
 	cs.Duration(&s.tailRetention, "FLUSH_TAIL_RETENTION", 10*time.Second, 0, time.Hour, "keep acked entries this long before trimming them, so that ingest's live-tail clients resume after a lost connection (entries count toward INGEST_BACKLOG_CAP meanwhile; 0: trim at once)")
+	cs.Int(&s.pgStandbys, "FLUSH_PG_STANDBYS", 0, 0, 32, "trim acked entries only once this many PostgreSQL standbys (pg_stat_replication) replayed their commits; set it when ingest's DATABASE_URL is a standby, so that history finds on it what the streams no longer hold (0: off; the role needs pg_monitor)")
 	cs.Bool(&s.migrate, "FLUSH_MIGRATE", true, "apply schema migrations at start (under an advisory lock)")
 	s.addLog(cs)
 	cs.SetUsageLine("Usage: flushworker [run] [flags]")
@@ -112,6 +114,18 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		}
 	}
 	store := pg.New(pool)
+	var standbys flush.Standbys
+	if s.pgStandbys > 0 {
+		sb := pg.NewStandbys(pool, s.pgStandbys)
+		switch err := sb.Check(ctx); {
+		case errors.Is(err, pg.ErrStandbysHidden), errors.Is(err, pg.ErrNotPrimary):
+			return &config.Error{Setting: "FLUSH_PG_STANDBYS", Problem: err.Error()}
+		case err != nil:
+			log.WarnContext(ctx, "could not check the PostgreSQL standbys; trimming waits until they answer", "err", err)
+		}
+		standbys = sb
+		log.InfoContext(ctx, "trimming waits for PostgreSQL standbys", "standbys", s.pgStandbys)
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metricsHandler)
@@ -178,7 +192,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 			BatchSize: s.batchSize, FlushInterval: s.flushInterval, MinIdle: s.minIdle,
 			MaxDeliveries: s.maxDeliveries, JanitorIdle: s.janitorIdle, Grace: s.grace,
 			Timeout: s.valkey.Timeout, Sink: store, Logger: log, Metrics: metrics, Replicas: s.waitReplicas,
-			TailRetention: s.tailRetention,
+			TailRetention: s.tailRetention, Standbys: standbys,
 		}
 		switch {
 		case fs.Kind == keyspace.Private && fs.Partition != "":

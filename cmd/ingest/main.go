@@ -223,6 +223,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer pool.Close()
 		db = pg.NewHistory(pool)
 		log.InfoContext(ctx, "history enabled", "postgres", pg.Redact(s.databaseURL))
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if standby, err := db.Standby(cctx); err == nil && standby {
+			log.WarnContext(ctx, "history reads a PostgreSQL standby: run the workers with FLUSH_PG_STANDBYS set to the number of standbys history reads, or history misses messages trimmed from the streams before the standby replayed them")
+		}
+		cancel()
 	} else {
 		log.InfoContext(ctx, "history disabled: no DATABASE_URL; the history endpoints answer 503")
 	}

@@ -27,7 +27,7 @@ import (
 // restarted worker drains it, and after. A live-tail client connected before the first message,
 // disconnected for a second and resumed with Last-Event-ID, gets every public message and every
 // deletion exactly once.
-func TestHistoryWithBacklog(t *testing.T) { runHistory(t, false) }
+func TestHistoryWithBacklog(t *testing.T) { runHistory(t, historyRun{}) }
 
 // TestHistoryPartitionedCluster is TestHistoryWithBacklog in the partitioned layout on a real
 // local 3+3 cluster.
@@ -35,30 +35,55 @@ func TestHistoryPartitionedCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: the cluster suites are slow")
 	}
-	runHistory(t, true)
+	runHistory(t, historyRun{cluster: true})
+}
+
+// TestHistoryOnStandby is TestHistoryWithBacklog with ingest's DATABASE_URL on a streaming
+// replica that applies the primary's WAL 5 s late, and the workers on the primary with
+// FLUSH_PG_STANDBYS=1 and FLUSH_TAIL_RETENTION=2s: the stream keeps what the replica has not
+// replayed yet. The scans also run after the drain, past the retention (the replica still
+// behind), and once the replica replayed everything and the streams were trimmed.
+func TestHistoryOnStandby(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts a replica")
+	}
+	runHistory(t, historyRun{standbyDelay: 5 * time.Second})
+}
+
+type historyRun struct {
+	cluster bool
+	// standbyDelay, when set, puts ingest's history on a replica this far behind.
+	standbyDelay time.Duration
 }
 
 // runHistory is not parallel: its clients send as fast as ingest takes them, and beside the other
 // suites that load made their timeouts fire.
-func runHistory(t *testing.T, cluster bool) {
+func runHistory(t *testing.T, run historyRun) {
 	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	var valkeyEnv []string
-	if cluster {
+	var single *testenv.Valkey
+	if run.cluster {
 		cl := testenv.StartCluster(t)
 		valkeyEnv = []string{"VALKEY_MODE=cluster", "VALKEY_ADDR=" + strings.Join(strings.Split(cl.Addrs, ",")[:2], ","), "KEY_LAYOUT=partitioned", "KEY_PARTITIONS=16"}
 	} else {
-		valkeyEnv = []string{"VALKEY_ADDR=" + testenv.StartValkey(t).Addr}
+		single = testenv.StartValkey(t)
+		valkeyEnv = []string{"VALKEY_ADDR=" + single.Addr}
 	}
 	dsn := testenv.Postgres(t)
 	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
+	historyDSN, workerEnv := dsn, valkeyEnv
+	if run.standbyDelay > 0 {
+		historyDSN = testenv.PostgresReplica(t, dsn, run.standbyDelay)
+		workerEnv = append(slices.Clone(valkeyEnv), "FLUSH_PG_STANDBYS=1", "FLUSH_TAIL_RETENTION=2s")
+	}
 	addr := testenv.FreeAddr(t)
 	base := "http://" + addr
 	in := &proc{name: "ingest", bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
-		env: append([]string{"INGEST_ADDR=" + addr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s", "RECENT_SIZE=50", "DATABASE_URL=" + dsn}, valkeyEnv...)}
+		env: append([]string{"INGEST_ADDR=" + addr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s", "RECENT_SIZE=50", "DATABASE_URL=" + historyDSN}, valkeyEnv...)}
 	worker := func(batch int) *proc {
 		return &proc{name: "worker", bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
 			env: append([]string{"DATABASE_URL=" + dsn, "FLUSH_CONSUMER=w1", "FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t),
-				"FLUSH_INTERVAL=100ms", "FLUSH_MIGRATE=false", "RECENT_SIZE=50", fmt.Sprintf("FLUSH_BATCH_SIZE=%d", batch)}, valkeyEnv...)}
+				"FLUSH_INTERVAL=100ms", "FLUSH_MIGRATE=false", "RECENT_SIZE=50", fmt.Sprintf("FLUSH_BATCH_SIZE=%d", batch)}, workerEnv...)}
 	}
 	w := worker(500)
 	in.start(t)
@@ -159,6 +184,23 @@ func runHistory(t *testing.T, cluster bool) {
 	}
 	scanAll("drained")
 	t.Logf("%d full scans (public both ways, 3 private histories both ways) ran while the worker drained", duringDrain)
+	if run.standbyDelay > 0 {
+		// Past FLUSH_TAIL_RETENTION the acked entries would be trimmed, but the replica has not
+		// replayed their rows yet: the stream must keep them.
+		time.Sleep(3 * time.Second)
+		if n := rowsOn(t, historyDSN); n >= rowsOn(t, dsn) {
+			t.Logf("the replica holds %d rows, as many as the primary: it caught up during the drain's scans", n)
+		}
+		scanAll("drained, past the retention, replica behind")
+		testenv.WaitFor(t, "the replica to replay every row", 60*time.Second, func() bool { return rowsOn(t, historyDSN) == rowsOn(t, dsn) })
+		c := single.Client(t)
+		testenv.WaitFor(t, "the streams to be trimmed", 60*time.Second, func() bool {
+			pub, _ := testenv.Do(t, c, "XLEN", "chatpipe:flush:message").AsInt64()
+			priv, _ := testenv.Do(t, c, "XLEN", "chatpipe:flush:private_message").AsInt64()
+			return pub == 0 && priv == 0
+		})
+		scanAll("trimmed, replica caught up")
+	}
 
 	// The tail: every public message and every public deletion, once.
 	wantEvents := len(l.accepted["message"]) + len(deleted["message"])
@@ -167,6 +209,21 @@ func runHistory(t *testing.T, cluster bool) {
 	if strings.Contains(in.logs.String(), "panic") || strings.Contains(w.logs.String(), "CROSSSLOT") {
 		t.Errorf("ingest or worker logs hold a panic or CROSSSLOT:\n%s", tail(in.logs.String()+w.logs.String(), 20))
 	}
+}
+
+// rowsOn counts the message rows of both tables on the server of dsn.
+func rowsOn(t *testing.T, dsn string) int {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT (SELECT count(*) FROM chat_messages) + (SELECT count(*) FROM private_messages)").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func sortedIDs(m map[int64]string) []int64 {
@@ -181,16 +238,7 @@ func sortedIDs(m map[int64]string) []int64 {
 // backlogLen is how many accepted messages have no row yet.
 func backlogLen(t *testing.T, dsn string, l *ledger) int {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	var n int
-	if err := conn.QueryRow(context.Background(), "SELECT (SELECT count(*) FROM chat_messages) + (SELECT count(*) FROM private_messages)").Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return len(l.accepted["message"]) + len(l.accepted["private_message"]) - n
+	return len(l.accepted["message"]) + len(l.accepted["private_message"]) - rowsOn(t, dsn)
 }
 
 func deleteOK(t *testing.T, base, path string, id int64) {

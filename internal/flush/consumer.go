@@ -96,6 +96,20 @@ type Config struct {
 	// client that lost its connection resumes from the stream (ingest's SSE endpoints). It never
 	// keeps an unacked entry shorter. 0: trim everything acked.
 	TailRetention time.Duration
+	// Standbys, when set, holds trimming until enough PostgreSQL standbys have replayed the
+	// commits of what is trimmed, so that history read from a standby finds every entry the
+	// stream no longer holds (*pg.Standbys).
+	Standbys Standbys
+}
+
+// Standbys tells how far the PostgreSQL standbys that history reads have replayed.
+type Standbys interface {
+	// Want is how many standbys must replay a commit.
+	Want() int
+	// Position is the primary's WAL position now: every commit before the call is at or below.
+	Position(ctx context.Context) (uint64, error)
+	// Replayed is how far Want standbys have replayed (LSN 0 while fewer report).
+	Replayed(ctx context.Context) (pg.Replay, error)
 }
 
 func (c *Config) setDefaults() error {
@@ -158,6 +172,10 @@ type Consumer struct {
 	// ackInFlight is closed when the XACK of the last batch written from a backlog is done:
 	// that ack travels while the next batch is written. Only Run's goroutine touches it.
 	ackInFlight chan struct{}
+	// held are the trim points waiting for the standbys (Config.Standbys), oldest first. Only
+	// Run's goroutine touches it.
+	held     []trimPoint
+	heldFull bool
 }
 
 // entry is one stream entry as read.

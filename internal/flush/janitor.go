@@ -7,9 +7,16 @@ import (
 	"github.com/chatpipe/chatpipe/internal/streams"
 )
 
-// trim removes what every group has acked.
+// trim removes what every group has acked (and, with Config.Standbys, what the standbys have
+// replayed the commits of).
 func (co *Consumer) trim(ctx context.Context) {
-	n, err := co.g.Trim(ctx, co.cfg.TailRetention)
+	var n int64
+	var err error
+	if co.cfg.Standbys == nil {
+		n, err = co.g.Trim(ctx, co.cfg.TailRetention)
+	} else {
+		n, err = co.trimReplayed(ctx)
+	}
 	if err != nil {
 		co.log.WarnContext(ctx, "trimming the stream failed", "err", err)
 		return
@@ -17,6 +24,71 @@ func (co *Consumer) trim(ctx context.Context) {
 	if co.m != nil {
 		co.m.trimmed.WithLabelValues(co.kind).Add(float64(n))
 	}
+}
+
+// trimPoint is an id below which every entry had been acked, and a WAL position of the primary
+// read after that: every acked entry's commit is at or below it.
+type trimPoint struct {
+	below string
+	lsn   uint64
+	at    time.Time
+}
+
+// maxHeld bounds the trim points a consumer keeps. When full, the newest is replaced: the old
+// ones are released in turn as the standbys replay, so trimming lags but goes on.
+const maxHeld = 64
+
+// trimReplayed trims below the newest trim point the standbys have replayed, then records the
+// next one. An entry is acked only after its row committed, so reading the WAL position after
+// the trim script found "everything below X is acked" bounds the commits of everything below X:
+// once the standbys replayed that position, a reader of a standby finds those rows, and the
+// entries may leave the stream (READPATH.md: the stream is read before PostgreSQL, so the two
+// reads overlap). Until then they stay, counting toward INGEST_BACKLOG_CAP.
+func (co *Consumer) trimReplayed(ctx context.Context) (int64, error) {
+	r, err := co.cfg.Standbys.Replayed(ctx)
+	if err != nil {
+		return 0, err
+	}
+	bound := "0-0" // nothing released: trim nothing
+	for len(co.held) > 0 && r.LSN > 0 && co.held[0].lsn <= r.LSN {
+		bound = co.held[0].below
+		co.held = co.held[1:]
+	}
+	n, below, err := co.g.TrimBelow(ctx, co.cfg.TailRetention, bound)
+	if err != nil {
+		return 0, err
+	}
+	if below != "0-0" && (len(co.held) == 0 || co.held[len(co.held)-1].below != below) && below != bound {
+		lsn, err := co.cfg.Standbys.Position(ctx)
+		if err != nil {
+			return n, err
+		}
+		p := trimPoint{below: below, lsn: lsn, at: time.Now()}
+		if len(co.held) == maxHeld {
+			co.held[len(co.held)-1] = p
+		} else {
+			co.held = append(co.held, p)
+		}
+	}
+	if co.m != nil {
+		co.m.standbysWanted.Set(float64(co.cfg.Standbys.Want()))
+		co.m.standbysReplaying.Set(float64(r.Standbys))
+		co.m.standbyLag.Set(r.Lag.Seconds())
+		held := 0.0
+		if len(co.held) > 0 {
+			held = time.Since(co.held[0].at).Seconds()
+		}
+		co.m.trimHeld.WithLabelValues(co.kind).Set(held)
+	}
+	// Once per episode: the trim points piled up (a minute of them) behind the standbys.
+	if stuck := len(co.held) == maxHeld; stuck != co.heldFull {
+		co.heldFull = stuck
+		if stuck {
+			co.log.WarnContext(ctx, "trimming waits for the PostgreSQL standbys; the flush stream grows toward INGEST_BACKLOG_CAP until they replay",
+				"standbys_wanted", co.cfg.Standbys.Want(), "standbys_replaying", r.Standbys, "replay_lag", r.Lag)
+		}
+	}
+	return n, nil
 }
 
 // janitor deletes other consumers idle longer than JanitorIdle with nothing pending; their

@@ -18,6 +18,11 @@ type Metrics struct {
 	lost          *prometheus.CounterVec
 	endToEnd      *prometheus.HistogramVec
 	trimmed       *prometheus.CounterVec
+	// The PostgreSQL standbys that trimming waits for (Config.Standbys).
+	standbysWanted    prometheus.Gauge
+	standbysReplaying prometheus.Gauge
+	standbyLag        prometheus.Gauge
+	trimHeld          *prometheus.GaugeVec
 }
 
 // Dead-letter reasons, the "reason" label of chatpipe_flush_dead_lettered_total.
@@ -84,8 +89,25 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "chatpipe_flush_entries_trimmed_total",
 			Help: "Entries trimmed from a flush stream after every group acked them.",
 		}, stream),
+		standbysWanted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatpipe_flush_pg_standbys_wanted",
+			Help: "PostgreSQL standbys that must replay a commit before its entries are trimmed (FLUSH_PG_STANDBYS).",
+		}),
+		standbysReplaying: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatpipe_flush_pg_standbys_replaying",
+			Help: "Of those, standbys streaming from the primary that report a replay position.",
+		}),
+		standbyLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatpipe_flush_pg_standby_replay_lag_seconds",
+			Help: "Largest replay lag of those standbys (commit to replay, apply delay included).",
+		}),
+		trimHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "chatpipe_flush_trim_held_seconds",
+			Help: "Age of the oldest trim point waiting for the PostgreSQL standbys to replay it (0: none waits).",
+		}, stream),
 	}
-	for _, c := range []prometheus.Collector{m.read, m.persisted, m.deletes, m.deadLettered, m.batchSize, m.flushDuration, m.retries, m.reclaimed, m.lost, m.endToEnd, m.trimmed} {
+	for _, c := range []prometheus.Collector{m.read, m.persisted, m.deletes, m.deadLettered, m.batchSize, m.flushDuration, m.retries, m.reclaimed, m.lost, m.endToEnd, m.trimmed,
+		m.standbysWanted, m.standbysReplaying, m.standbyLag, m.trimHeld} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -98,6 +120,7 @@ func (m *Metrics) init(stream string) {
 	for _, v := range []*prometheus.CounterVec{m.read, m.persisted, m.deletes, m.reclaimed, m.lost, m.trimmed} {
 		v.WithLabelValues(stream)
 	}
+	m.trimHeld.WithLabelValues(stream)
 	for _, r := range []string{ReasonDecode, ReasonRejected, ReasonPoison, ReasonIDReused} {
 		m.deadLettered.WithLabelValues(stream, r)
 	}

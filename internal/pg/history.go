@@ -36,6 +36,13 @@ type History struct {
 // NewHistory returns a History on pool.
 func NewHistory(pool *pgxpool.Pool) *History { return &History{pool: pool} }
 
+// Standby reports whether history reads a standby (a server in recovery).
+func (h *History) Standby(ctx context.Context) (bool, error) {
+	var standby bool
+	err := h.pool.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&standby)
+	return standby, err
+}
+
 // PageQuery asks for one page.
 type PageQuery struct {
 	Kind keyspace.Kind

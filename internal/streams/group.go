@@ -357,9 +357,29 @@ func (g *Group) MoveToDeadLetter(ctx context.Context, dead []Failed, failedAt ti
 
 // Trim removes what every group has acked (trim.lua) and returns how many entries went.
 func (g *Group) Trim(ctx context.Context, retain time.Duration) (int64, error) {
+	n, _, err := g.TrimBelow(ctx, retain, "")
+	return n, err
+}
+
+// TrimBelow is Trim that removes nothing at or above the id bound (empty: no bound). It also
+// returns the id Trim would have trimmed below: every entry under it had been acked by every
+// group when the call ran.
+func (g *Group) TrimBelow(ctx context.Context, retain time.Duration, bound string) (int64, string, error) {
 	cctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
-	return trimScript.Exec(cctx, g.c, []string{g.cfg.Stream}, []string{strconv.FormatInt(retain.Milliseconds(), 10)}).AsInt64()
+	vs, err := trimScript.Exec(cctx, g.c, []string{g.cfg.Stream}, []string{strconv.FormatInt(retain.Milliseconds(), 10), bound}).ToArray()
+	if err != nil {
+		return 0, "", err
+	}
+	if len(vs) != 2 {
+		return 0, "", fmt.Errorf("trim: %d values in the answer, want 2", len(vs))
+	}
+	n, err := vs[0].AsInt64()
+	if err != nil {
+		return 0, "", err
+	}
+	below, err := vs[1].ToString()
+	return n, below, err
 }
 
 // DelConsumer deletes the consumer name when nothing is pending for it and it has been idle

@@ -2,7 +2,9 @@
 -- KEYS[1] flush stream
 -- ARGV[1] retention in ms: entries younger than this (by the server's clock) are kept even when
 -- acked, for live-tail readers that resume after a lost connection
--- Returns the number of entries removed. A group needs its oldest pending entry and every entry
+-- ARGV[2] optional: an id to trim below at most (a bound that readers of lagging PostgreSQL
+-- standbys set: only what they replayed may go)
+-- Returns the number of entries removed and the id it would trim below without ARGV[2]. A group needs its oldest pending entry and every entry
 -- after its last-delivered id; what lies below the lowest of those over all groups has been
 -- acked by every group. A stream without groups is left alone. Entries are never trimmed by
 -- length, so an unflushed entry is never removed (invariant 4).
@@ -11,7 +13,7 @@ local function parse(id)
   return tonumber(ms), tonumber(seq)
 end
 local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-if #groups == 0 then return 0 end
+if #groups == 0 then return {0, '0-0'} end
 local min_ms, min_seq
 for _, g in ipairs(groups) do
   local info = {}
@@ -33,4 +35,12 @@ if retain > 0 then
   local keep = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - retain
   if keep < min_ms then min_ms, min_seq = keep, 0 end
 end
-return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', min_ms, min_seq))
+local below = string.format('%d-%d', min_ms, min_seq)
+if ARGV[2] and ARGV[2] ~= '' then
+  local cap_ms, cap_seq = parse(ARGV[2])
+  if cap_ms == nil then return redis.error_reply('ERR trim: bad bound ' .. ARGV[2]) end
+  if cap_ms < min_ms or (cap_ms == min_ms and cap_seq < min_seq) then
+    min_ms, min_seq = cap_ms, cap_seq
+  end
+end
+return {redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', min_ms, min_seq)), below}

@@ -137,10 +137,19 @@ func startPostgres() (string, error) {
 }
 
 func runPostgres(cred *syscall.Credential, bin, data, dir string, port int) error {
+	cmd, done, err := launchPostgres(cred, bin, data, dir, port)
+	if err == nil {
+		pgServer.cmd, pgServer.done = cmd, done
+	}
+	return err
+}
+
+// launchPostgres starts a server on data and waits until it accepts connections.
+func launchPostgres(cred *syscall.Credential, bin, data, dir string, port int) (*exec.Cmd, chan struct{}, error) {
 	logPath := filepath.Join(dir, "postgres.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer logf.Close()
 	if cred != nil {
@@ -156,7 +165,7 @@ func runPostgres(cred *syscall.Credential, bin, data, dir string, port int) erro
 	// SIGQUIT is an immediate shutdown: enough for a throwaway server whose test binary died.
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
 	if err := cmd.Start(); err != nil {
-		return err
+		return nil, nil, err
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
@@ -166,7 +175,7 @@ func runPostgres(cred *syscall.Credential, bin, data, dir string, port int) erro
 		select {
 		case <-done:
 			log, _ := os.ReadFile(logPath)
-			return fmt.Errorf("postgres exited at start: %s", lastLines(log, 5))
+			return nil, nil, fmt.Errorf("postgres exited at start: %s", lastLines(log, 5))
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -174,15 +183,14 @@ func runPostgres(cred *syscall.Credential, bin, data, dir string, port int) erro
 		if err == nil {
 			_ = conn.Close(ctx)
 			cancel()
-			pgServer.cmd, pgServer.done = cmd, done
-			return nil
+			return cmd, done, nil
 		}
 		cancel()
 		time.Sleep(50 * time.Millisecond)
 	}
 	_ = cmd.Process.Kill()
 	<-done
-	return errors.New("postgres did not accept connections within 30s")
+	return nil, nil, errors.New("postgres did not accept connections within 30s")
 }
 
 // postgresCredential is the postgres user's when running as root, else nil (run as ourselves).
@@ -241,4 +249,82 @@ func stopPostgres() {
 	if pgServer.dir != "" {
 		_ = os.RemoveAll(pgServer.dir)
 	}
+}
+
+// PostgresReplica starts a streaming replica of the test binary's PostgreSQL (pg_basebackup
+// -R) that applies the primary's WAL applyDelay late (recovery_min_apply_delay), and returns
+// dsn (a database of the primary, from Postgres) rewritten to the replica. Stopped when t ends.
+func PostgresReplica(t testing.TB, dsn string, applyDelay time.Duration) string {
+	t.Helper()
+	if pgServer.cmd == nil {
+		t.Fatal("PostgresReplica: no PostgreSQL started by this test binary (CHATPIPE_TEST_POSTGRES_URL is not replicated here)")
+	}
+	// Beside the server's binary (through a link, as /usr/local/bin/postgres may be), else
+	// where PostgreSQL's are installed.
+	basebackup := "pg_basebackup"
+	if real, err := filepath.EvalSymlinks(pgServer.bin); err == nil {
+		basebackup = filepath.Join(filepath.Dir(real), "pg_basebackup")
+	}
+	if _, err := os.Stat(basebackup); err != nil {
+		if basebackup, err = lookBinary("pg_basebackup", postgresInstall, postgresBinDirs()...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "chatpipe-pg-replica-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if c := pgServer.cred; c != nil {
+		if err := os.Chown(dir, int(c.Uid), int(c.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := filepath.Join(dir, "data")
+	out, err := asUser(pgServer.cred, exec.Command(basebackup, "-h", "127.0.0.1", "-p", strconv.Itoa(pgServer.port),
+		"-U", "postgres", "-D", data, "-R", "-X", "stream", "--no-sync")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_basebackup: %v: %s", err, lastLines(out, 5))
+	}
+	conf := fmt.Sprintf("\nrecovery_min_apply_delay = '%dms'\nhot_standby = on\n", applyDelay.Milliseconds())
+	f, err := os.OpenFile(filepath.Join(data, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString(conf)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmd *exec.Cmd
+	var done chan struct{}
+	var port int
+	for range 5 {
+		if port, err = freePort(); err != nil {
+			t.Fatal(err)
+		}
+		if cmd, done, err = launchPostgres(pgServer.cred, pgServer.bin, data, dir, port); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("replica: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = fmt.Sprintf("127.0.0.1:%d", port)
+	return u.String()
 }
