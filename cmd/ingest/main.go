@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -223,11 +224,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer pool.Close()
 		db = pg.NewHistory(pool)
 		log.InfoContext(ctx, "history enabled", "postgres", pg.Redact(s.databaseURL))
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if standby, err := db.Standby(cctx); err == nil && standby {
-			log.WarnContext(ctx, "history reads a PostgreSQL standby: run the workers with FLUSH_PG_STANDBYS set to the number of standbys history reads, or history misses messages trimmed from the streams before the standby replayed them")
-		}
-		cancel()
 	} else {
 		log.InfoContext(ctx, "history disabled: no DATABASE_URL; the history endpoints answer 503")
 	}
@@ -292,8 +288,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if s.mirrorInterval > 0 && scripts != nil {
 		g.Go(func() error { return mirrorLoop(gctx, scripts, s.mirrorInterval, log) })
 	}
+	if db != nil {
+		g.Go(func() error { warnOnStandby(gctx, db, log); return nil })
+	}
 	log.InfoContext(ctx, "ready", "addr", ln.Addr().String())
 	err = g.Wait()
 	log.InfoContext(ctx, "stopped", "err", err)
 	return err
+}
+
+// warnOnStandby warns once PostgreSQL answers, if history reads a standby: whole history then
+// needs the workers' FLUSH_PG_STANDBYS. Off the start-up path, since PostgreSQL may be down.
+func warnOnStandby(ctx context.Context, db *pg.History, log *slog.Logger) {
+	for ctx.Err() == nil {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		standby, err := db.Standby(cctx)
+		cancel()
+		if err == nil {
+			if standby {
+				log.WarnContext(ctx, "history reads a PostgreSQL standby: run the workers with FLUSH_PG_STANDBYS set to the number of standbys history reads, or history misses messages trimmed from the streams before the standby replayed them")
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
+	}
 }

@@ -227,14 +227,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind keyspace.Ki
 		return s.refuseStream(w, r, err)
 	}
 	defer sub.Close()
-	rc := startEventStream(w)
-	write := func(b []byte) bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.TailWriteTimeout))
-		if _, err := w.Write(b); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
+	write := s.startEventStream(w)
 	if !write([]byte("retry: 1000\n\n")) {
 		return nil
 	}
@@ -266,8 +259,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind keyspace.Ki
 	}
 }
 
-// startEventStream begins a 200 text/event-stream answer.
-func startEventStream(w http.ResponseWriter) *http.ResponseController {
+// startEventStream begins a 200 text/event-stream answer and returns its writer: each write
+// is flushed at once, and bounded by TailWriteTimeout; false when the client is gone.
+func (s *Server) startEventStream(w http.ResponseWriter) func([]byte) bool {
 	rc := http.NewResponseController(w)
 	// The server's WriteTimeout would cut the stream: each write gets a deadline of its own.
 	_ = rc.SetWriteDeadline(time.Time{})
@@ -276,7 +270,13 @@ func startEventStream(w http.ResponseWriter) *http.ResponseController {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	return rc
+	return func(b []byte) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.TailWriteTimeout))
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
 }
 
 // refuseStream answers a subscription that cannot start now. A standard EventSource (browsers,
@@ -296,16 +296,13 @@ func (s *Server) refuseStream(w http.ResponseWriter, r *http.Request, err error)
 	if jerr != nil {
 		return err
 	}
-	rc := startEventStream(w)
-	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.TailWriteTimeout))
 	b := make([]byte, 0, 64+len(body))
 	b = append(b, "retry: "...)
 	b = strconv.AppendInt(b, delay.Milliseconds(), 10)
 	b = append(b, "\nevent: error\ndata: "...)
 	b = append(b, body...)
 	b = append(b, "\n\n"...)
-	_, _ = w.Write(b)
-	_ = rc.Flush()
+	s.startEventStream(w)(b)
 	return nil
 }
 

@@ -65,22 +65,19 @@ func TestMakeRunAnywhere(t *testing.T) {
 	var dataDir string
 	t.Cleanup(func() {
 		// After a failure: whatever a killed run left behind, as the next run would stop it.
-		if b, err := os.ReadFile(filepath.Join(checkout, ".run", "pids")); err == nil {
-			for _, line := range strings.Split(string(b), "\n") {
-				if pid, err := strconv.Atoi(strings.SplitN(line, " ", 2)[0]); err == nil && alive(pid) {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
+		pids, _ := runPids(checkout)
+		for _, pid := range pids {
+			if alive(pid) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
 		if dataDir == "" {
 			return
 		}
-		if b, err := os.ReadFile(filepath.Join(dataDir, "data", "postmaster.pid")); err == nil {
-			if pid, err := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0]); err == nil && alive(pid) {
-				_ = syscall.Kill(pid, syscall.SIGQUIT) // PostgreSQL's immediate shutdown
-				for i := 0; i < 100 && alive(pid); i++ {
-					time.Sleep(100 * time.Millisecond)
-				}
+		if pid, err := postmaster(dataDir); err == nil && alive(pid) {
+			_ = syscall.Kill(pid, syscall.SIGQUIT) // PostgreSQL's immediate shutdown
+			for i := 0; i < 100 && alive(pid); i++ {
+				time.Sleep(100 * time.Millisecond)
 			}
 		}
 		// The PostgreSQL folder lives outside the checkout as root: remove it as make clean does.
@@ -232,9 +229,18 @@ func waitRows(t *testing.T, dsn string, want int) {
 
 func readPids(t *testing.T, checkout string) []int {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(checkout, ".run", "pids"))
+	pids, err := runPids(checkout)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return pids
+}
+
+// runPids reads the processes a run recorded in .run/pids ("pid exe" lines).
+func runPids(checkout string) ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(checkout, ".run", "pids"))
+	if err != nil {
+		return nil, err
 	}
 	var pids []int
 	sc := bufio.NewScanner(bytes.NewReader(b))
@@ -245,24 +251,29 @@ func readPids(t *testing.T, checkout string) []int {
 		}
 		pid, err := strconv.Atoi(f[0])
 		if err != nil {
-			t.Fatalf(".run/pids: %q", sc.Text())
+			return nil, fmt.Errorf(".run/pids: %q", sc.Text())
 		}
 		pids = append(pids, pid)
 	}
-	return pids
+	return pids, nil
 }
 
 func postmasterPid(t *testing.T, dataDir string) int {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dataDir, "data", "postmaster.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
+	pid, err := postmaster(dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return pid
+}
+
+// postmaster reads the pid of the PostgreSQL server of dataDir from its postmaster.pid.
+func postmaster(dataDir string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, "data", "postmaster.pid"))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
 }
 
 // alive reports whether pid runs (a zombie counts as gone: its parent has not reaped it yet).

@@ -4,9 +4,9 @@
 -- acked, for live-tail readers that resume after a lost connection
 -- ARGV[2] optional: an id to trim below at most (a bound that readers of lagging PostgreSQL
 -- standbys set: only what they replayed may go)
--- Returns the number of entries removed and the id it would trim below without ARGV[2]. A group needs its oldest pending entry and every entry
--- after its last-delivered id; what lies below the lowest of those over all groups has been
--- acked by every group. A stream without groups is left alone. Entries are never trimmed by
+-- Returns the number of entries removed and the id it would trim below without ARGV[2]. A
+-- group needs its oldest pending entry and every entry after its last-delivered id; what lies
+-- below the lowest of those over all groups has been acked by every group. A stream without groups is left alone. Entries are never trimmed by
 -- length, so an unflushed entry is never removed (invariant 4).
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')

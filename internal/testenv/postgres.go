@@ -122,18 +122,31 @@ func startPostgres() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("initdb: %v: %s", err, lastLines(out, 5))
 	}
+	cmd, done, port, err := launchOnFreePort(cred, postgres, data, dir)
+	if err != nil {
+		return "", err
+	}
+	pgServer.cmd, pgServer.done = cmd, done
+	pgServer.cred, pgServer.bin, pgServer.data, pgServer.port = cred, postgres, data, port
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), nil
+}
+
+// launchOnFreePort starts a server on data on a free loopback port, trying again on another
+// when one is taken between the look-up and the bind.
+func launchOnFreePort(cred *syscall.Credential, bin, data, dir string) (*exec.Cmd, chan struct{}, int, error) {
 	var lastErr error
 	for range 5 {
 		port, err := freePort()
 		if err != nil {
-			return "", err
+			return nil, nil, 0, err
 		}
-		if lastErr = runPostgres(cred, postgres, data, dir, port); lastErr == nil {
-			pgServer.cred, pgServer.bin, pgServer.data, pgServer.port = cred, postgres, data, port
-			return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), nil
+		cmd, done, err := launchPostgres(cred, bin, data, dir, port)
+		if err == nil {
+			return cmd, done, port, nil
 		}
+		lastErr = err
 	}
-	return "", lastErr
+	return nil, nil, 0, lastErr
 }
 
 func runPostgres(cred *syscall.Credential, bin, data, dir string, port int) error {
@@ -298,17 +311,7 @@ func PostgresReplica(t testing.TB, dsn string, applyDelay time.Duration) string 
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cmd *exec.Cmd
-	var done chan struct{}
-	var port int
-	for range 5 {
-		if port, err = freePort(); err != nil {
-			t.Fatal(err)
-		}
-		if cmd, done, err = launchPostgres(pgServer.cred, pgServer.bin, data, dir, port); err == nil {
-			break
-		}
-	}
+	cmd, done, port, err := launchOnFreePort(pgServer.cred, pgServer.bin, data, dir)
 	if err != nil {
 		t.Fatalf("replica: %v", err)
 	}
