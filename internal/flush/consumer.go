@@ -208,6 +208,7 @@ func New(c valkey.Client, cfg Config) (*Consumer, error) {
 	}
 	if co.m != nil {
 		co.m.init(co.kind)
+		co.m.trimHeld.set(co.stream, co.kind, time.Time{})
 	}
 	return co, nil
 }

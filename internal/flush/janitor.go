@@ -74,11 +74,11 @@ func (co *Consumer) trimReplayed(ctx context.Context) (int64, error) {
 		co.m.standbysWanted.Set(float64(co.cfg.Standbys.Want()))
 		co.m.standbysReplaying.Set(float64(r.Standbys))
 		co.m.standbyLag.Set(r.Lag.Seconds())
-		held := 0.0
+		var since time.Time
 		if len(co.held) > 0 {
-			held = time.Since(co.held[0].at).Seconds()
+			since = co.held[0].at
 		}
-		co.m.trimHeld.WithLabelValues(co.kind).Set(held)
+		co.m.trimHeld.set(co.stream, co.kind, since)
 	}
 	// Once per episode: the trim points piled up (a minute of them) behind the standbys.
 	if stuck := len(co.held) == maxHeld; stuck != co.heldFull {

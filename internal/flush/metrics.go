@@ -1,6 +1,9 @@
 package flush
 
 import (
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -22,7 +25,7 @@ type Metrics struct {
 	standbysWanted    prometheus.Gauge
 	standbysReplaying prometheus.Gauge
 	standbyLag        prometheus.Gauge
-	trimHeld          *prometheus.GaugeVec
+	trimHeld          *heldAges
 }
 
 // Dead-letter reasons, the "reason" label of chatpipe_flush_dead_lettered_total.
@@ -101,10 +104,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "chatpipe_flush_pg_standby_replay_lag_seconds",
 			Help: "Largest replay lag of those standbys (commit to replay, apply delay included).",
 		}),
-		trimHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "chatpipe_flush_trim_held_seconds",
-			Help: "Age of the oldest trim point waiting for the PostgreSQL standbys to replay it (0: none waits).",
-		}, stream),
+		trimHeld: &heldAges{
+			desc: prometheus.NewDesc("chatpipe_flush_trim_held_seconds",
+				"Age of the oldest trim point waiting for the PostgreSQL standbys to replay it, over the streams of a kind (0: none waits).",
+				[]string{"stream"}, nil),
+			since: map[string]heldSince{},
+		},
 	}
 	for _, c := range []prometheus.Collector{m.read, m.persisted, m.deletes, m.deadLettered, m.batchSize, m.flushDuration, m.retries, m.reclaimed, m.lost, m.endToEnd, m.trimmed,
 		m.standbysWanted, m.standbysReplaying, m.standbyLag, m.trimHeld} {
@@ -120,12 +125,50 @@ func (m *Metrics) init(stream string) {
 	for _, v := range []*prometheus.CounterVec{m.read, m.persisted, m.deletes, m.reclaimed, m.lost, m.trimmed} {
 		v.WithLabelValues(stream)
 	}
-	m.trimHeld.WithLabelValues(stream)
 	for _, r := range []string{ReasonDecode, ReasonRejected, ReasonPoison, ReasonIDReused} {
 		m.deadLettered.WithLabelValues(stream, r)
 	}
 	// The classes seen in practice; others appear when they first occur.
 	for _, c := range []string{"08", "40", "53", "57", "network", "timeout"} {
 		m.retries.WithLabelValues(stream, c)
+	}
+}
+
+// heldAges is chatpipe_flush_trim_held_seconds: in the partitioned layout many consumers of one
+// kind hold trim points, each on its own partition stream, and the gauge must show the oldest
+// of them, not the last one set. Each consumer reports its own; a scrape takes the maximum.
+type heldAges struct {
+	desc  *prometheus.Desc
+	mu    sync.Mutex
+	since map[string]heldSince // by stream key
+}
+
+type heldSince struct {
+	kind string
+	at   time.Time // zero: nothing held
+}
+
+// set records the time of the oldest trim point key holds (zero: none).
+func (h *heldAges) set(key, kind string, at time.Time) {
+	h.mu.Lock()
+	h.since[key] = heldSince{kind: kind, at: at}
+	h.mu.Unlock()
+}
+
+func (h *heldAges) Describe(ch chan<- *prometheus.Desc) { ch <- h.desc }
+
+func (h *heldAges) Collect(ch chan<- prometheus.Metric) {
+	h.mu.Lock()
+	oldest := map[string]float64{}
+	for _, s := range h.since {
+		age := 0.0
+		if !s.at.IsZero() {
+			age = time.Since(s.at).Seconds()
+		}
+		oldest[s.kind] = max(oldest[s.kind], age)
+	}
+	h.mu.Unlock()
+	for kind, age := range oldest {
+		ch <- prometheus.MustNewConstMetric(h.desc, prometheus.GaugeValue, age, kind)
 	}
 }
