@@ -244,7 +244,7 @@ func (co *Consumer) repair(ctx context.Context, recs []message.Record, recIdx []
 			continue
 		}
 		written = append(written, r)
-		entries = append(entries, es[recIdx[j]].Fields["payload"])
+		entries = append(entries, es[recIdx[j]].Fields[message.FieldPayload])
 	}
 	if len(written) == 0 {
 		return

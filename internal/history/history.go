@@ -407,7 +407,6 @@ func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient s
 // decodeBacklog decodes a message entry that backlog.lua returned from a stream of kind (it
 // returns no deletions, so the kind is the stream's).
 func decodeBacklog(kind keyspace.Kind, e streams.BacklogEntry) (message.Record, error) {
-	e.Fields["kind"] = kind.String()
 	return message.DecodeEntry(kind.String(), e.StreamID, e.Fields)
 }
 
@@ -417,7 +416,7 @@ func decodeRingEntry(kind keyspace.Kind, e string) (message.Record, bool) {
 	if !ok {
 		return message.Record{}, false
 	}
-	rec, err := message.DecodeEntry(kind.String(), "", map[string]string{"cache_id": strconv.FormatInt(id, 10), "kind": kind.String(), "payload": e})
+	rec, err := message.DecodeRingEntry(kind.String(), id, e)
 	return rec, err == nil
 }
 

@@ -1,4 +1,4 @@
--- delete.lua: delete one message (ring.lua is prepended).
+-- delete.lua: delete one message (entry.lua and ring.lua are prepended).
 -- KEYS[1] id counter (the partition's sequence in the partitioned layout)  KEYS[2] flush stream
 -- KEYS[3] the kind's pending deletions (sorted set)  KEYS[4..] list rings that may hold the message
 -- ARGV[1] cache id  ARGV[2] backlog cap  ARGV[3] the id's counter value (the id itself in the
@@ -26,12 +26,6 @@ if first then
 else
   redis.call('DEL', KEYS[3])
 end
-local sid
-if ARGV[4] ~= nil and ARGV[4] ~= '' then
-  sid = redis.call('XADD', KEYS[2], '*', 'cache_id', ARGV[1], 'kind', 'delete', 'payload', '',
-    'owner_id', ARGV[4], 'recipient_id', ARGV[5])
-else
-  sid = redis.call('XADD', KEYS[2], '*', 'cache_id', ARGV[1], 'kind', 'delete', 'payload', '')
-end
+local sid = add_deletion(KEYS[2], ARGV[1], ARGV[4], ARGV[5])
 redis.call('ZADD', KEYS[3], tonumber(string.match(sid, '^(%d+)-')), ARGV[1])
 return removed

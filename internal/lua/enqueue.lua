@@ -1,5 +1,5 @@
 -- enqueue.lua: accept a batch of messages of one kind — one message or a thousand — in one
--- atomic step (common.lua and batch.lua are prepended). What is per batch is done once: the settings and the
+-- atomic step (common.lua, entry.lua and batch.lua are prepended). What is per batch is done once: the settings and the
 -- backlog length are read once, the ids taken in one write, every user's rate limit read and
 -- written once, every ring pushed and trimmed once. Each message is still judged on its own and
 -- in order, with the checks in the order that keeps a retry idempotent and a rejection free: a
@@ -80,8 +80,8 @@ for i = 11, #ARGV do
       last = last + 1
       value = last
       local id = format('%d', last)
-      local entry = '{"cache_id":' .. id .. ',"data":' .. ARGV[i] .. '}'
-      call('XADD', KEYS[3], '*', 'cache_id', id, 'kind', kind, 'payload', entry)
+      local entry = envelope(id, ARGV[i])
+      add_message(KEYS[3], id, kind, entry)
       local r1, r2 = meta[m + 2], meta[m + 3]
       local ring = rings[r1]
       if not ring then ring = {}; rings[r1] = ring; ring_order[#ring_order + 1] = r1 end

@@ -24,6 +24,8 @@ import (
 var (
 	//go:embed common.lua
 	commonSrc string
+	//go:embed entry.lua
+	entrySrc string
 	//go:embed batch.lua
 	batchSrc string
 	//go:embed enqueue.lua
@@ -264,10 +266,10 @@ func New(c valkey.Client, cfg Config) (*Scripts, error) {
 	s := &Scripts{
 		c:       c,
 		cfg:     cfg,
-		enqueue: NewScript("enqueue", commonSrc, batchSrc, enqueueSrc),
-		delete:  NewScript("delete", ringSrc, deleteSrc),
+		enqueue: NewScript("enqueue", commonSrc, entrySrc, batchSrc, enqueueSrc),
+		delete:  NewScript("delete", entrySrc, ringSrc, deleteSrc),
 		unring:  NewScript("unring", ringSrc, unringSrc),
-		mirror:  NewScript("mirror", mirrorSrc),
+		mirror:  NewScript("mirror", entrySrc, mirrorSrc),
 	}
 	for _, k := range keyspace.Kinds {
 		s.staticArgs[k] = []string{

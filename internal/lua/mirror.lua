@@ -1,4 +1,5 @@
--- mirror.lua: move entries of a legacy flush list into the flush stream, in one atomic step.
+-- mirror.lua: move entries of a legacy flush list into the flush stream, in one atomic step
+-- (entry.lua is prepended).
 -- KEYS[1] legacy flush list  KEYS[2] flush stream
 -- ARGV[1] most entries to move  ARGV[2] entry kind  ARGV[3] backlog cap
 -- Returns {moved, left in the list}. Entries are popped from the head (the list-based cache
@@ -17,6 +18,6 @@ for _, v in ipairs(items) do
   if ok and type(e) == 'table' and tonumber(e.cache_id) then
     id = string.format('%d', tonumber(e.cache_id))
   end
-  redis.call('XADD', KEYS[2], '*', 'cache_id', id, 'kind', ARGV[2], 'payload', v)
+  add_message(KEYS[2], id, ARGV[2], v)
 end
 return {#items, redis.call('LLEN', KEYS[1])}

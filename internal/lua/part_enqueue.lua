@@ -1,5 +1,6 @@
 -- part_enqueue.lua: accept messages of one kind in the partitioned layout, on their partition's
--- slot, all of one partition's messages of a batch in one call (batch.lua is prepended): the
+-- slot, all of one partition's messages of a batch in one call (entry.lua and batch.lua are
+-- prepended): the
 -- backlog length and the sequence are read once and written once, the ring shard pushed and
 -- trimmed once. The rate limit was taken before, on each user's slot (part_ratelimit.lua).
 -- KEYS[1] partition sequence  KEYS[2] flush stream  KEYS[3] public ring shard, or the stream
@@ -40,8 +41,8 @@ for i = 8, #ARGV do
     room = room - 1
     n = n + 1
     local id = string.format('%d', 4503599627370496 + n * 64 + part)
-    local entry = '{"cache_id":' .. id .. ',"data":' .. ARGV[i] .. '}'
-    redis.call('XADD', KEYS[2], '*', 'cache_id', id, 'kind', kind, 'payload', entry)
+    local entry = envelope(id, ARGV[i])
+    add_message(KEYS[2], id, kind, entry)
     ring[#ring + 1] = entry
     if c then
       redis.call('SET', KEYS[c], id, 'NX', 'EX', client_ttl)

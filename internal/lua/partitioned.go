@@ -48,8 +48,8 @@ func NewPartitioned(c valkey.Client, keys keyspace.Partitioned, cfg Config) (*Pa
 	}
 	return &Partitioned{c: c, cfg: cfg, keys: keys,
 		rateLimit: NewScript("part_ratelimit", commonSrc, partRateLimitSrc),
-		enqueue:   NewScript("part_enqueue", batchSrc, partEnqueueSrc),
-		delete:    NewScript("delete", ringSrc, deleteSrc)}, nil
+		enqueue:   NewScript("part_enqueue", entrySrc, batchSrc, partEnqueueSrc),
+		delete:    NewScript("delete", entrySrc, ringSrc, deleteSrc)}, nil
 }
 
 // partition is the partition of m.
@@ -352,7 +352,7 @@ type scored struct {
 
 // ringEntry is the ring entry of message data with id, as the enqueue script builds it.
 func ringEntry(id int64, data []byte) string {
-	return `{"cache_id":` + strconv.FormatInt(id, 10) + `,"data":` + string(data) + `}`
+	return string(message.AppendEnvelope(make([]byte, 0, 40+len(data)), id, data))
 }
 
 // EnqueueMany accepts messages of one kind in three pipelined round trips for the whole batch,

@@ -16,6 +16,37 @@ const (
 	KindDelete         = "delete"
 )
 
+// The fields of a flush-stream entry, for Go. The scripts that write entries name them in one
+// Lua file (internal/lua/entry.lua); TestEntryFieldsAgree holds the two lists together. Every
+// other field an entry may carry on its way (a dead letter's) belongs to package streams, and
+// replaying a dead letter copies back every field but those.
+const (
+	FieldCacheID     = "cache_id"
+	FieldKind        = "kind"
+	FieldPayload     = "payload"      // the ring entry; empty for a deletion
+	FieldOwnerID     = "owner_id"     // a private deletion's users, for the private tails
+	FieldRecipientID = "recipient_id" //
+)
+
+// EntryFields lists every field of a flush-stream entry.
+var EntryFields = []string{FieldCacheID, FieldKind, FieldPayload, FieldOwnerID, FieldRecipientID}
+
+// AppendEnvelope appends the ring entry {"cache_id":id,"data":data} of the message JSON data.
+func AppendEnvelope(b []byte, id int64, data []byte) []byte {
+	b = append(b, `{"cache_id":`...)
+	b = strconv.AppendInt(b, id, 10)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+// DecodeRingEntry decodes the ring entry payload of a message of streamKind with id, as
+// DecodeEntry decodes a stream entry carrying it.
+func DecodeRingEntry(streamKind string, id int64, payload string) (Record, error) {
+	return DecodeEntry(streamKind, "", map[string]string{
+		FieldCacheID: strconv.FormatInt(id, 10), FieldKind: streamKind, FieldPayload: payload})
+}
+
 // Record is one decoded flush-stream entry: a message to write, or a deletion.
 type Record struct {
 	// StreamID is the entry's id in the flush stream.
@@ -45,7 +76,7 @@ const MaxPayload = 64 << 10
 // values: those reject the row when it is written, and the row alone is dead-lettered.
 func DecodeEntry(streamKind, streamID string, fields map[string]string) (Record, error) {
 	r := Record{StreamID: streamID}
-	rawID, ok := fields["cache_id"]
+	rawID, ok := fields[FieldCacheID]
 	if !ok {
 		return r, badEntry("no cache_id field")
 	}
@@ -54,17 +85,17 @@ func DecodeEntry(streamKind, streamID string, fields map[string]string) (Record,
 		return r, badEntry("cache_id %.40q is not a positive integer", rawID)
 	}
 	r.CacheID = id
-	switch kind := fields["kind"]; kind {
+	switch kind := fields[FieldKind]; kind {
 	case KindDelete:
 		// A private deletion may name its users (for the live tail); a public one names none.
 		r.Delete = true
-		r.Message.OwnerID, r.Message.RecipientID = fields["owner_id"], fields["recipient_id"]
+		r.Message.OwnerID, r.Message.RecipientID = fields[FieldOwnerID], fields[FieldRecipientID]
 		return r, nil
 	case streamKind:
 	default:
 		return r, badEntry("kind %.40q does not belong on the %s stream", kind, streamKind)
 	}
-	payload, ok := fields["payload"]
+	payload, ok := fields[FieldPayload]
 	switch {
 	case !ok || payload == "":
 		return r, badEntry("no payload")
@@ -109,6 +140,6 @@ func (r *Record) JSON() []byte {
 	b = append(b, `{"cache_id":`...)
 	b = strconv.AppendInt(b, r.CacheID, 10)
 	b = append(b, `,"data":`...)
-	b = m.AppendJSON(b)
+	b = m.AppendJSON(b) // in place: AppendEnvelope would copy the data once more
 	return append(b, '}')
 }

@@ -36,8 +36,7 @@ type BacklogQuery struct {
 type BacklogEntry struct {
 	StreamID string
 	CacheID  int64
-	Payload  string
-	// Fields are the entry's fields as message.DecodeEntry takes them.
+	// Fields are every field of the entry, as message.DecodeEntry takes them.
 	Fields map[string]string
 }
 
@@ -106,17 +105,26 @@ func parseBacklog(r valkey.ValkeyResult) (BacklogPage, error) {
 			p.Pending = append(p.Pending, id)
 		}
 	}
-	es, err := v[3].AsStrSlice()
+	es, err := v[3].ToArray()
 	if err != nil {
 		return p, err
 	}
 	for i := 0; i+2 < len(es); i += 3 {
-		id, err := strconv.ParseInt(es[i+1], 10, 64)
+		sid, _ := es[i].ToString()
+		raw, _ := es[i+1].ToString()
+		id, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil {
 			continue
 		}
-		p.Entries = append(p.Entries, BacklogEntry{StreamID: es[i], CacheID: id, Payload: es[i+2],
-			Fields: map[string]string{"cache_id": es[i+1], "payload": es[i+2]}})
+		fv, err := es[i+2].AsStrSlice()
+		if err != nil {
+			return p, err
+		}
+		fields := make(map[string]string, len(fv)/2)
+		for j := 0; j+1 < len(fv); j += 2 {
+			fields[fv[j]] = fv[j+1]
+		}
+		p.Entries = append(p.Entries, BacklogEntry{StreamID: sid, CacheID: id, Fields: fields})
 	}
 	return p, nil
 }

@@ -6,8 +6,10 @@
 -- ARGV[4] the most entries to scan  ARGV[5] '1' to return the pending deletions
 -- Returns {first, next, pending, entries}: first is {stream id, cache id} of the stream's oldest
 -- message ({} when it holds none); next is where to go on ('' when the scan reached the stream's
--- end); pending the pending deletions' cache ids; entries stream id, cache id, payload, … of the
--- messages in range (deletions are skipped), in scan order.
+-- end); pending the pending deletions' cache ids; entries stream id, cache id, fields, … of the
+-- messages in range (deletions are skipped), in scan order, fields as XRANGE gives them: every
+-- field of the entry, so that a field added to entries reaches the read side without a change
+-- here.
 --
 -- Within one stream ids rise with stream ids (both are taken in one script), so the cursor is
 -- found by a binary search on stream time: O(log) reads, however long the backlog.
@@ -90,7 +92,7 @@ for _, e in ipairs(es) do
   if m['kind'] ~= 'delete' and c ~= nil and (cursor == nil or (dir == 'b' and c < cursor) or (dir == 'f' and c > cursor)) then
     entries[#entries + 1] = e[1]
     entries[#entries + 1] = m['cache_id']
-    entries[#entries + 1] = m['payload'] or ''
+    entries[#entries + 1] = e[2]
   end
 end
 local nxt = ''

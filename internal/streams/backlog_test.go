@@ -31,7 +31,7 @@ func TestReadBacklog(t *testing.T) {
 		default:
 			seq++
 		}
-		testenv.Do(t, c, "XADD", "s", fmt.Sprintf("%d-%d", ms, seq), "cache_id", strconv.FormatInt(id, 10), "kind", "message", "payload", "p"+strconv.FormatInt(id, 10))
+		testenv.Do(t, c, "XADD", "s", fmt.Sprintf("%d-%d", ms, seq), "cache_id", strconv.FormatInt(id, 10), "kind", "message", "payload", "p"+strconv.FormatInt(id, 10), "later", "l"+strconv.FormatInt(id, 10))
 		ids = append(ids, id)
 		if rng.IntN(5) == 0 { // a deletion of an older message
 			seq++
@@ -66,7 +66,8 @@ func TestReadBacklog(t *testing.T) {
 						t.Fatalf("first %d pending %v", p[0].FirstCacheID, p[0].Pending)
 					}
 					for _, e := range p[0].Entries {
-						if e.Payload != "p"+strconv.FormatInt(e.CacheID, 10) {
+						// Every field comes back, one added later too.
+						if n := strconv.FormatInt(e.CacheID, 10); e.Fields["payload"] != "p"+n || e.Fields["later"] != "l"+n || e.Fields["kind"] != "message" || len(e.Fields) != 4 {
 							t.Fatalf("entry %+v", e)
 						}
 						got = append(got, e.CacheID)

@@ -21,8 +21,11 @@ func NewDeadLetters(c valkey.Client) *DeadLetters {
 	return &DeadLetters{c: c, timeout: 5 * time.Second}
 }
 
-// DeadLetter is one dead-letter entry: the original's fields plus error, original_id,
-// deliveries, consumer and failed_at.
+// DeadLetterFields are the fields a dead letter adds to the original entry's: why it failed,
+// the original's id, how often it was delivered, by which consumer, and when.
+var DeadLetterFields = [...]string{"reason", "error", "original_id", "deliveries", "consumer", "failed_at"}
+
+// DeadLetter is one dead-letter entry: the original's fields plus DeadLetterFields.
 type DeadLetter struct {
 	ID     string
 	Fields map[string]string
@@ -55,13 +58,13 @@ func (d *DeadLetters) List(ctx context.Context, fs keyspace.FlushStream, after s
 	return out, nil
 }
 
-// Replay puts the dead letter id back on its flush stream fs (its cache_id, kind and payload),
-// atomically with its removal from the dead-letter stream. It returns the new stream entry's
-// id, or "" when there is no such dead letter.
+// Replay puts the dead letter id back on its flush stream fs (every field of the original entry,
+// none of DeadLetterFields), atomically with its removal from the dead-letter stream. It returns
+// the new stream entry's id, or "" when there is no such dead letter.
 func (d *DeadLetters) Replay(ctx context.Context, fs keyspace.FlushStream, id string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	newID, err := replayScript.Exec(ctx, d.c, []string{fs.DeadLetter, fs.Stream}, []string{id}).ToString()
+	newID, err := replayScript.Exec(ctx, d.c, []string{fs.DeadLetter, fs.Stream}, append([]string{id}, DeadLetterFields[:]...)).ToString()
 	if err != nil {
 		return "", fmt.Errorf("replaying dead letter %s: %w", id, err)
 	}

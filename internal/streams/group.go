@@ -320,9 +320,9 @@ type Failed struct {
 }
 
 // MoveToDeadLetter moves entries to the dead-letter stream, each atomically with its ack, in one
-// pipelined round trip, adding reason, error, original_id, deliveries, consumer and failed_at to the
-// original's fields. It returns, per entry, whether it moved (false: no longer pending, another
-// consumer handled it) and the error of those that failed and stay pending.
+// pipelined round trip, adding DeadLetterFields to the original's fields. It returns, per
+// entry, whether it moved (false: no longer pending, another consumer handled it) and the error
+// of those that failed and stay pending.
 func (g *Group) MoveToDeadLetter(ctx context.Context, dead []Failed, failedAt time.Time) ([]bool, []error) {
 	at := failedAt.UTC().Format(time.RFC3339Nano)
 	calls := make([]lua.Call, len(dead))
@@ -336,13 +336,10 @@ func (g *Group) MoveToDeadLetter(ctx context.Context, dead []Failed, failedAt ti
 		for _, k := range keys {
 			args = append(args, k, d.Entry.Fields[k])
 		}
-		args = append(args,
-			"reason", d.Reason,
-			"error", d.Error,
-			"original_id", d.Entry.ID,
-			"deliveries", strconv.FormatInt(max(d.Deliveries, 1), 10),
-			"consumer", g.cfg.Consumer,
-			"failed_at", at)
+		meta := [len(DeadLetterFields)]string{d.Reason, d.Error, d.Entry.ID, strconv.FormatInt(max(d.Deliveries, 1), 10), g.cfg.Consumer, at}
+		for j, f := range DeadLetterFields {
+			args = append(args, f, meta[j])
+		}
 		calls[i] = lua.Call{Keys: []string{g.cfg.Stream, g.cfg.DeadLetter}, Args: args}
 	}
 	cctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/streams"
 	"github.com/chatpipe/chatpipe/internal/tail"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
@@ -172,6 +174,78 @@ func TestIdleReadersPark(t *testing.T) {
 	for want := 2; want <= 52; want++ {
 		if got := next(cur); got != want {
 			t.Fatalf("resumed subscriber: event %d, want %d", got, want)
+		}
+	}
+}
+
+// TestReplayedPrivateDeletionReachesBothTails: a private deletion that went through the dead
+// letters (dead-lettered by a consumer, replayed with `flushworker dlq replay`) still names its
+// two users, so both private tails get it. replay.lua once copied only cache_id, kind and
+// payload, and the replayed deletion reached neither.
+func TestReplayedPrivateDeletionReachesBothTails(t *testing.T) {
+	t.Parallel()
+	v := testenv.StartValkey(t)
+	c := v.Client(t)
+	keys, _ := keyspace.New("")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store, err := lua.New(c, lua.Config{Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := store.Enqueue(ctx, lua.Message{Kind: keyspace.Private, OwnerID: "ann", RecipientID: "bob",
+		Data: []byte(`{"owner_id":"ann","recipient_id":"bob","username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.DeletePrivate(ctx, res.CacheID, "ann", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	fs := keys.FlushStreams()[1]
+	g, err := streams.NewGroup(c, streams.GroupConfig{Stream: fs.Stream, DeadLetter: fs.DeadLetter, Group: "flush", Consumer: "w1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Create(ctx); err != nil {
+		t.Fatal(err)
+	}
+	es, err := g.Read(ctx, ">", 10, 0)
+	if err != nil || len(es) != 2 {
+		t.Fatalf("read %d entries (%v), want the message and its deletion", len(es), err)
+	}
+	deletion := es[1]
+	if moved, errs := g.MoveToDeadLetter(ctx, []streams.Failed{{Entry: deletion, Reason: "poison", Error: "test"}}, time.Now()); !moved[0] {
+		t.Fatalf("dead-lettering the deletion: %v", errs[0])
+	}
+
+	tails, err := tail.New(tail.Config{Valkey: c, Layout: keys, Block: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = tails.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	var subs []*tail.Subscription
+	for _, user := range []string{"ann", "bob"} {
+		s, err := tails.Subscribe(ctx, keyspace.Private, user, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		subs = append(subs, s)
+	}
+	dl := streams.NewDeadLetters(c)
+	letters, err := dl.List(ctx, fs, "", 10)
+	if err != nil || len(letters) != 1 {
+		t.Fatalf("%d dead letters (%v), want 1", len(letters), err)
+	}
+	if id, err := dl.Replay(ctx, fs, letters[0].ID); err != nil || id == "" {
+		t.Fatalf("replay: %q, %v", id, err)
+	}
+	for i, s := range subs {
+		ev, ok, err := s.Next(ctx, 5*time.Second)
+		if err != nil || !ok || ev.Type != "delete" || string(ev.Data) != `{"cache_id":`+strconv.FormatInt(res.CacheID, 10)+`}` {
+			t.Errorf("user %d's private tail: %q %s (%t, %v), want the replayed deletion", i, ev.Type, ev.Data, ok, err)
 		}
 	}
 }
