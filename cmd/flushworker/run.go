@@ -144,31 +144,19 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	})
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
-	if l, ok := s.layout.(keyspace.Partitioned); ok {
-		if err := valkeyconn.CheckRecord(ctx, client, l.Layout(), l.LayoutValue(), "KEY_PARTITIONS"); err != nil {
+	if key, value := s.layout.Record(); key != "" {
+		if err := valkeyconn.CheckRecord(ctx, client, key, value, "KEY_PARTITIONS"); err != nil {
 			return config.SetupErr(err)
 		}
 	}
-	// Private rings: the workers clear deleted messages from them (ForgetFunc), and in the
-	// partitioned layout repair what ingest missed (RepairFunc). The single layout's keys are
-	// those of its streams, also under the partitioned layout (migration).
-	var repair func(context.Context, []message.Record, []string) error
-	var forget func(context.Context, []message.Record) error
-	singleKeys := keyspace.Keys{}
-	switch l := s.layout.(type) {
-	case keyspace.Keys:
-		singleKeys = l
-	case keyspace.Partitioned:
-		if singleKeys, err = keyspace.New(l.Prefix()); err != nil {
-			return err
-		}
-		rings, err := lua.NewPartitioned(client, l, lua.Config{RecentSize: s.recentSize, Timeout: s.valkey.Timeout})
-		if err != nil {
-			return err
-		}
-		repair, forget = rings.RepairRings, rings.ForgetPrivate
+	// Private rings: the workers clear deleted messages from them (ForgetFunc) and repair what
+	// ingest missed (RepairFunc), each stream with the store of its layout: the single layout's
+	// streams are drained under the partitioned one too (migration).
+	rings, err := lua.Open(client, lua.Config{Layout: s.layout, RecentSize: s.recentSize, Timeout: s.valkey.Timeout})
+	if err != nil {
+		return err
 	}
-	single, err := lua.New(client, lua.Config{Keys: singleKeys, RecentSize: s.recentSize, Timeout: s.valkey.Timeout})
+	single, err := lua.New(client, lua.Config{Layout: s.layout.Single(), RecentSize: s.recentSize, Timeout: s.valkey.Timeout})
 	if err != nil {
 		return err
 	}
@@ -195,9 +183,10 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 			TailRetention: s.tailRetention, Standbys: standbys,
 		}
 		switch {
-		case fs.Kind == keyspace.Private && fs.Partition != "":
-			cfg.RepairFunc, cfg.ForgetFunc = repair, forget
-		case fs.Kind == keyspace.Private:
+		case fs.Kind == message.Private && fs.Partition != "":
+			// The partitioned layout writes private rings after the enqueue: repair them.
+			cfg.RepairFunc, cfg.ForgetFunc = rings.RepairRings, rings.ForgetPrivate
+		case fs.Kind == message.Private:
 			cfg.ForgetFunc = single.ForgetPrivate
 		}
 		co, err := flush.New(client, cfg)

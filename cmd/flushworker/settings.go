@@ -62,11 +62,6 @@ func (c *common) checkValkey() error {
 	return config.CheckValkey(c.valkey)
 }
 
-func (c *common) keys() keyspace.Keys {
-	k, _ := keyspace.New(c.keyPrefix) // validated while parsing
-	return k
-}
-
 func (c *common) connectValkey(ctx context.Context, log *slog.Logger) (valkey.Client, error) {
 	cl, err := valkeyconn.Connect(ctx, c.valkey, log)
 	return cl, config.SetupErr(err)

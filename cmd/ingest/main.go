@@ -191,26 +191,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		DurableReplicas: s.durableReplicas,
 		DurableTimeout:  s.durableTimeout,
 		IDs:             lua.IDs(s.ids),
+		Layout:          s.layout,
 	}
-	var (
-		store   api.Store
-		scripts *lua.Scripts // the single layout's, which also mirrors the legacy lists
-	)
-	switch l := s.layout.(type) {
-	case keyspace.Keys:
-		lcfg.Keys = l
-		if scripts, err = lua.New(client, lcfg); err != nil {
-			return err
-		}
-		if err := scripts.Load(ctx); err != nil {
-			log.WarnContext(ctx, "loading scripts failed; they load on first use", "err", err)
-		}
-		store = scripts
-	case keyspace.Partitioned:
-		if err := valkeyconn.CheckRecord(ctx, client, l.Layout(), l.LayoutValue(), "KEY_PARTITIONS"); err != nil {
+	if key, value := s.layout.Record(); key != "" {
+		if err := valkeyconn.CheckRecord(ctx, client, key, value, "KEY_PARTITIONS"); err != nil {
 			return config.SetupErr(err)
 		}
-		if store, err = lua.NewPartitioned(client, l, lcfg); err != nil {
+	}
+	store, err := lua.Open(client, lcfg)
+	if err != nil {
+		return err
+	}
+	if err := store.Load(ctx); err != nil {
+		log.WarnContext(ctx, "loading scripts failed; they load on first use", "err", err)
+	}
+	// The legacy lists of the list-based cache are mirrored into the single layout's streams;
+	// a partitioned deployment was never one.
+	var legacy *lua.Scripts
+	if s.layout.Name() == keyspace.SingleLayout {
+		if legacy, err = lua.New(client, lcfg); err != nil {
 			return err
 		}
 	}
@@ -285,8 +284,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	g.Go(func() error { return telemetry.ServePprof(gctx, s.pprofAddr, log) })
 	g.Go(func() error { return monitor.Run(gctx) })
-	if s.mirrorInterval > 0 && scripts != nil {
-		g.Go(func() error { return mirrorLoop(gctx, scripts, s.mirrorInterval, log) })
+	if s.mirrorInterval > 0 && legacy != nil {
+		g.Go(func() error { return mirrorLoop(gctx, legacy, s.mirrorInterval, log) })
 	}
 	if db != nil {
 		g.Go(func() error { warnOnStandby(gctx, db, log); return nil })

@@ -5,8 +5,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
 )
 
 // mirrorLoop moves the legacy flush lists into the streams at start and then every interval, so
@@ -16,7 +16,7 @@ func mirrorLoop(ctx context.Context, scripts *lua.Scripts, interval time.Duratio
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		for _, kind := range keyspace.Kinds {
+		for _, kind := range message.Kinds {
 			n, err := scripts.MirrorAll(ctx, kind)
 			if n > 0 {
 				log.InfoContext(ctx, "mirrored legacy flush list", "kind", kind.String(), "entries", n)

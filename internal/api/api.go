@@ -18,8 +18,8 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/chatpipe/chatpipe/internal/history"
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/tail"
 )
 
@@ -29,7 +29,7 @@ type Store interface {
 	// Enqueue accepts one message (see lua.Scripts.Enqueue for the errors).
 	Enqueue(ctx context.Context, m lua.Message) (lua.Result, error)
 	// EnqueueMany accepts messages of one kind, outcomes in order.
-	EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs []lua.Message) []lua.Outcome
+	EnqueueMany(ctx context.Context, kind message.Kind, msgs []lua.Message) []lua.Outcome
 	// RecentPublic and RecentPrivate return up to limit of the newest ring entries, oldest
 	// first (limit < 1: the whole ring).
 	RecentPublic(ctx context.Context, limit int) ([]string, error)

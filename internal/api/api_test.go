@@ -21,6 +21,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/api"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -57,7 +58,7 @@ func setup(t testing.TB, o options) *testBundle {
 	if o.rate == (lua.RateLimit{}) {
 		o.rate = lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}
 	}
-	scripts, err := lua.New(c, lua.Config{Keys: keys, RecentSize: o.recentSize, DefaultRate: o.rate, BacklogCap: o.backlogCap, Timeout: 300 * time.Millisecond})
+	scripts, err := lua.New(c, lua.Config{Layout: keys, RecentSize: o.recentSize, DefaultRate: o.rate, BacklogCap: o.backlogCap, Timeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func (b *testBundle) post(t *testing.T, path, body string, header ...string) res
 	return b.do(t, http.MethodPost, path, "application/json", body, header...)
 }
 
-func (b *testBundle) streamLen(t *testing.T, kind keyspace.Kind) int64 {
+func (b *testBundle) streamLen(t *testing.T, kind message.Kind) int64 {
 	t.Helper()
 	n, _ := testenv.Do(t, b.client, "XLEN", b.keys.Stream(kind)).AsInt64()
 	return n
@@ -139,7 +140,7 @@ func TestPostAndRecent(t *testing.T) {
 	if diff := cmp.Diff(want, got.raw); diff != "" {
 		t.Errorf("recent (-want +got):\n%s", diff)
 	}
-	if n := b.streamLen(t, keyspace.Public); n != 2 {
+	if n := b.streamLen(t, message.Public); n != 2 {
 		t.Errorf("stream holds %d entries, want 2", n)
 	}
 	last := b.do(t, http.MethodGet, "/v1/messages/recent?limit=1", "", "")
@@ -303,7 +304,7 @@ func TestBadRequests(t *testing.T) {
 			}
 		})
 	}
-	for _, k := range keyspace.Kinds {
+	for _, k := range message.Kinds {
 		if n := b.streamLen(t, k); n != 0 {
 			t.Errorf("%s stream holds %d entries after bad requests, want 0", k, n)
 		}
@@ -344,7 +345,7 @@ func TestBatch(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("results (-want +got):\n%s", diff)
 	}
-	if n := b.streamLen(t, keyspace.Public); n != 3 {
+	if n := b.streamLen(t, message.Public); n != 3 {
 		t.Errorf("stream holds %d entries, want 3", n)
 	}
 	many := `{"messages":[` + strings.TrimSuffix(strings.Repeat(`{"owner_id":"z","content":"x"},`, 1001), ",") + `]}`
@@ -376,7 +377,7 @@ func TestClientMsgIDOverHTTP(t *testing.T) {
 			t.Fatalf("concurrent ids = %v, want all 2", ids)
 		}
 	}
-	if n := b.streamLen(t, keyspace.Public); n != 2 {
+	if n := b.streamLen(t, message.Public); n != 2 {
 		t.Errorf("stream holds %d entries, want 2", n)
 	}
 	recent := b.do(t, http.MethodGet, "/v1/messages/recent", "", "")
@@ -395,7 +396,7 @@ func TestDelete(t *testing.T) {
 	if msgs := recent.body["messages"].([]any); len(msgs) != 1 {
 		t.Errorf("ring after delete: %s, want message 1 only", recent.raw)
 	}
-	if n := b.streamLen(t, keyspace.Public); n != 3 {
+	if n := b.streamLen(t, message.Public); n != 3 {
 		t.Errorf("stream holds %d entries, want 2 messages and 1 deletion", n)
 	}
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -40,7 +40,7 @@ func TestValkeyFull(t *testing.T) {
 	if ready.body["error"] != "valkey_full" {
 		t.Errorf("readyz while full: %s, want valkey_full", ready.raw)
 	}
-	if n := b.streamLen(t, keyspace.Public); n != 2 {
+	if n := b.streamLen(t, message.Public); n != 2 {
 		t.Fatalf("stream holds %d, want 2: the first message and the deletion", n)
 	}
 	if got := testutil.ToFloat64(counter(t, b.reg, "chatpipe_ingest_messages_rejected_total", "kind", "message", "reason", "valkey_full")); got != 3 {

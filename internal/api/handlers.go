@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 )
@@ -36,7 +35,7 @@ type acceptedBody struct {
 }
 
 // toLua validates a request and turns it into a message for the enqueue script.
-func (s *Server) toLua(req *publicRequest, recipient string, kind keyspace.Kind) (lua.Message, error) {
+func (s *Server) toLua(req *publicRequest, recipient string, kind message.Kind) (lua.Message, error) {
 	m := message.Message{
 		OwnerID:     req.OwnerID,
 		RecipientID: recipient,
@@ -44,7 +43,7 @@ func (s *Server) toLua(req *publicRequest, recipient string, kind keyspace.Kind)
 		Content:     req.Content,
 		CreatedAt:   req.CreatedAt,
 	}
-	if err := m.Validate(kind == keyspace.Private, s.cfg.NowFunc()); err != nil {
+	if err := m.Validate(kind == message.Private, s.cfg.NowFunc()); err != nil {
 		return lua.Message{}, err
 	}
 	lm := lua.Message{Kind: kind, OwnerID: m.OwnerID, RecipientID: m.RecipientID, Data: m.JSON()}
@@ -60,12 +59,12 @@ func (s *Server) toLua(req *publicRequest, recipient string, kind keyspace.Kind)
 func (s *Server) postPublic(w http.ResponseWriter, r *http.Request) error {
 	var req publicRequest
 	if err := s.decode(w, r, s.cfg.MaxBody, &req); err != nil {
-		s.reject(keyspace.Public, reasonInvalid, 1)
+		s.reject(message.Public, reasonInvalid, 1)
 		return err
 	}
-	m, err := s.toLua(&req, "", keyspace.Public)
+	m, err := s.toLua(&req, "", message.Public)
 	if err != nil {
-		s.reject(keyspace.Public, reasonInvalid, 1)
+		s.reject(message.Public, reasonInvalid, 1)
 		return err
 	}
 	return s.enqueue(w, r, m)
@@ -74,12 +73,12 @@ func (s *Server) postPublic(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) postPrivate(w http.ResponseWriter, r *http.Request) error {
 	var req privateRequest
 	if err := s.decode(w, r, s.cfg.MaxBody, &req); err != nil {
-		s.reject(keyspace.Private, reasonInvalid, 1)
+		s.reject(message.Private, reasonInvalid, 1)
 		return err
 	}
-	m, err := s.toLua(&req.publicRequest, req.RecipientID, keyspace.Private)
+	m, err := s.toLua(&req.publicRequest, req.RecipientID, message.Private)
 	if err != nil {
-		s.reject(keyspace.Private, reasonInvalid, 1)
+		s.reject(message.Private, reasonInvalid, 1)
 		return err
 	}
 	return s.enqueue(w, r, m)
@@ -107,7 +106,7 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, m lua.Message) 
 }
 
 // count updates the message counters for one enqueue outcome.
-func (s *Server) count(r *http.Request, op string, kind keyspace.Kind, res lua.Result, err error) {
+func (s *Server) count(r *http.Request, op string, kind message.Kind, res lua.Result, err error) {
 	switch {
 	case err == nil && res.Duplicate:
 		s.reject(kind, reasonDuplicate, 1)
@@ -131,7 +130,7 @@ func (s *Server) count(r *http.Request, op string, kind keyspace.Kind, res lua.R
 	}
 }
 
-func (s *Server) reject(kind keyspace.Kind, reason string, n int) {
+func (s *Server) reject(kind message.Kind, reason string, n int) {
 	s.m.rejected.WithLabelValues(kind.String(), reason).Add(float64(n))
 }
 
@@ -178,10 +177,10 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 		err := decodeChecked(raw, true, &item) // an item of a body checked whole
 		var m lua.Message
 		if err == nil {
-			m, err = s.toLua(&item, "", keyspace.Public)
+			m, err = s.toLua(&item, "", message.Public)
 		}
 		if err != nil {
-			s.reject(keyspace.Public, reasonInvalid, 1)
+			s.reject(message.Public, reasonInvalid, 1)
 			results[i] = toAPIError(err).body()
 			continue
 		}
@@ -189,11 +188,11 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 		index = append(index, i)
 	}
 	start := time.Now()
-	outs := s.cfg.Store.EnqueueMany(r.Context(), keyspace.Public, msgs)
+	outs := s.cfg.Store.EnqueueMany(r.Context(), message.Public, msgs)
 	s.m.script.WithLabelValues("enqueue_batch").Observe(time.Since(start).Seconds())
 	unavailable := 0
 	for j, o := range outs {
-		s.count(r, "enqueue_batch", keyspace.Public, o.Result, o.Err)
+		s.count(r, "enqueue_batch", message.Public, o.Result, o.Err)
 		if o.Err != nil {
 			if errors.Is(o.Err, lua.ErrUnavailable) || errors.Is(o.Err, lua.ErrFull) {
 				unavailable++

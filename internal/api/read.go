@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/chatpipe/chatpipe/internal/history"
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/tail"
 )
@@ -25,7 +24,7 @@ const (
 )
 
 func (s *Server) getHistoryPublic(w http.ResponseWriter, r *http.Request) error {
-	return s.history(w, r, keyspace.Public, "")
+	return s.history(w, r, message.Public, "")
 }
 
 func (s *Server) getHistoryPrivate(w http.ResponseWriter, r *http.Request) error {
@@ -33,7 +32,7 @@ func (s *Server) getHistoryPrivate(w http.ResponseWriter, r *http.Request) error
 	if err := message.ValidateID("id", id); err != nil {
 		return err
 	}
-	return s.history(w, r, keyspace.Private, id)
+	return s.history(w, r, message.Private, id)
 }
 
 // historyQuery reads before, after and limit: each at most once, cursors non-negative integers
@@ -105,7 +104,7 @@ func parseCursor(v string) (int64, bool) {
 }
 
 // history answers a page: {"messages":[...],"has_more":bool}, oldest first.
-func (s *Server) history(w http.ResponseWriter, r *http.Request, kind keyspace.Kind, user string) error {
+func (s *Server) history(w http.ResponseWriter, r *http.Request, kind message.Kind, user string) error {
 	q, err := historyQuery(r)
 	if err != nil {
 		return err
@@ -179,7 +178,7 @@ func pathID(r *http.Request) (int64, error) {
 }
 
 func (s *Server) getStreamPublic(w http.ResponseWriter, r *http.Request) error {
-	return s.stream(w, r, keyspace.Public, "")
+	return s.stream(w, r, message.Public, "")
 }
 
 func (s *Server) getStreamPrivate(w http.ResponseWriter, r *http.Request) error {
@@ -187,13 +186,13 @@ func (s *Server) getStreamPrivate(w http.ResponseWriter, r *http.Request) error 
 	if err := message.ValidateID("id", id); err != nil {
 		return err
 	}
-	return s.stream(w, r, keyspace.Private, id)
+	return s.stream(w, r, message.Private, id)
 }
 
 // stream serves the live tail as Server-Sent Events: an event per accepted message and per
 // deletion, each with the id that resumes right after it, and a comment every TailHeartbeat.
 // Last-Event-ID (sent by EventSource on reconnection) wins over ?after= (the URL it keeps).
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind keyspace.Kind, user string) error {
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind message.Kind, user string) error {
 	if s.cfg.Tail == nil {
 		return &apiError{code: codeUnavailable, retryAfter: time.Second, detail: "the live tail is not running"}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/tail"
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -40,7 +41,7 @@ func setupRead(t *testing.T, dsn string, recentSize, tailMax int, valkeyArgs ...
 	srv := testenv.StartValkey(t, valkeyArgs...)
 	c := srv.Client(t)
 	keys, _ := keyspace.New("")
-	scripts, err := lua.New(c, lua.Config{Keys: keys, RecentSize: recentSize, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}, Timeout: time.Second})
+	scripts, err := lua.New(c, lua.Config{Layout: keys, RecentSize: recentSize, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +190,7 @@ func (b *readBundle) flushAll(t *testing.T, want int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{}, 2)
-	for _, kind := range keyspace.Kinds {
+	for _, kind := range message.Kinds {
 		co, err := flush.New(b.client, flush.Config{Keys: b.keys, Kind: kind, Consumer: "w", Sink: b.store,
 			FlushInterval: 20 * time.Millisecond, TailRetention: time.Minute, ForgetFunc: b.scripts.ForgetPrivate})
 		if err != nil {
@@ -346,7 +347,7 @@ func TestTailResume(t *testing.T) {
 		}
 	}
 	// Trim everything: the entries after the cursor are gone.
-	testenv.Do(t, b.client, "XTRIM", b.keys.Stream(keyspace.Public), "MAXLEN", "0")
+	testenv.Do(t, b.client, "XTRIM", b.keys.Stream(message.Public), "MAXLEN", "0")
 	if _, code := testenv.OpenSSE(t, http.DefaultClient, url, last); code != http.StatusGone {
 		t.Errorf("trimmed cursor: %d, want 410", code)
 	}

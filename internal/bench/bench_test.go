@@ -26,7 +26,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/valkey-io/valkey-go"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
@@ -69,7 +68,7 @@ const content = "a typical chat message of some fifty bytes or so...."
 
 func msg(i int) lua.Message {
 	m := message.Message{OwnerID: fmt.Sprintf("user%d", i%1000), Username: "User", Content: content, CreatedAt: "2026-11-25T10:00:00Z"}
-	return lua.Message{Kind: keyspace.Public, OwnerID: m.OwnerID, Data: m.JSON()}
+	return lua.Message{Kind: message.Public, OwnerID: m.OwnerID, Data: m.JSON()}
 }
 
 func newScripts(t *testing.T, c valkey.Client) *lua.Scripts {
@@ -173,7 +172,7 @@ func (b *bench) limits() {
 	for i := range batch {
 		batch[i] = msg(i)
 	}
-	b.evalPiped = parallel(n/500, 2, func(int) { scripts.EnqueueMany(ctx, keyspace.Public, batch) }) * 500
+	b.evalPiped = parallel(n/500, 2, func(int) { scripts.EnqueueMany(ctx, message.Public, batch) }) * 500
 	b.add(row{Stage: "limit: EVALSHA enqueue, Go, pipelined 500, 2 callers", Value: b.evalPiped, Unit: "msgs/s",
 		Detail: fmt.Sprintf("%.0f%% of valkey-benchmark's pipelined rate", b.evalPiped/piped*100)})
 
@@ -678,7 +677,7 @@ func (b *bench) endToEnd() {
 		v := testenv.StartValkey(t)
 		c := v.Client(t)
 		scripts := newScripts(t, c)
-		stream := scripts.Keys().Stream(keyspace.Public)
+		stream := scripts.Keys().Stream(message.Public)
 		createGroup(t, c, stream)
 		pool := connect(t, b.newDB())
 		if _, err := pool.Exec(ctx, "CREATE TABLE bare_target (LIKE chat_messages INCLUDING ALL)"); err != nil {

@@ -30,13 +30,13 @@ type Sink interface {
 	// Persist writes recs of one kind. It returns the records refused for their data in
 	// Result.Rejected, and an error only when nothing can be concluded (transient): the whole
 	// batch is then retried.
-	Persist(ctx context.Context, kind keyspace.Kind, recs []message.Record) (pg.Result, error)
+	Persist(ctx context.Context, kind message.Kind, recs []message.Record) (pg.Result, error)
 }
 
 // Config configures a Consumer. Zero values take the defaults given.
 type Config struct {
 	// Kind selects the flush stream. Default: public messages.
-	Kind keyspace.Kind
+	Kind message.Kind
 	// Keys builds the stream names. Default: no prefix.
 	Keys keyspace.Keys
 	// Flush, when its Stream is set, names the stream to consume instead of Keys and Kind (a

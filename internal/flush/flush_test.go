@@ -46,7 +46,7 @@ func setup(t *testing.T) *testBundle {
 	keys, _ := keyspace.New("")
 	// The test's own enqueues get a long timeout: a batch of 500 against a Valkey shared with six
 	// consumers, on a machine running the other suites, took more than the default second.
-	scripts, err := lua.New(c, lua.Config{Keys: keys, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}, Timeout: 10 * time.Second})
+	scripts, err := lua.New(c, lua.Config{Layout: keys, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,14 +104,14 @@ func (b *testBundle) start(t *testing.T, cfg flush.Config) (stop func()) {
 	return stop
 }
 
-func (b *testBundle) enqueue(t *testing.T, kind keyspace.Kind, n int) []int64 {
+func (b *testBundle) enqueue(t *testing.T, kind message.Kind, n int) []int64 {
 	t.Helper()
 	ids := make([]int64, 0, n)
 	for i := 0; i < n; i += 500 {
 		var msgs []lua.Message
 		for j := i; j < min(n, i+500); j++ {
 			m := message.Message{OwnerID: fmt.Sprintf("u%d", j%7), RecipientID: "r", Username: "U", Content: fmt.Sprintf("msg %d", j), CreatedAt: "2026-11-25T10:00:00Z"}
-			if kind == keyspace.Public {
+			if kind == message.Public {
 				m.RecipientID = ""
 			}
 			msgs = append(msgs, lua.Message{Kind: kind, OwnerID: m.OwnerID, RecipientID: m.RecipientID, Data: m.JSON()})
@@ -136,7 +136,7 @@ func (b *testBundle) rows(t *testing.T, table string) (total, distinct int64) {
 }
 
 // pending counts the group's pending entries; 0 until a consumer has created the group.
-func (b *testBundle) pending(t *testing.T, kind keyspace.Kind) int64 {
+func (b *testBundle) pending(t *testing.T, kind message.Kind) int64 {
 	t.Helper()
 	r, err := b.client.Do(context.Background(), b.client.B().Xpending().Key(b.keys.Stream(kind)).Group("flushworkers").Build()).ToArray()
 	if err != nil && strings.Contains(err.Error(), "NOGROUP") {
@@ -159,22 +159,22 @@ func TestExactlyOnceWithThreeConsumers(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	const n = 6000
-	b.enqueue(t, keyspace.Public, n/2)
+	b.enqueue(t, message.Public, n/2)
 	for i := range 3 {
 		b.start(t, b.config(fmt.Sprintf("w%d", i)))
 		cfg := b.config(fmt.Sprintf("w%d", i))
-		cfg.Kind = keyspace.Private
+		cfg.Kind = message.Private
 		b.start(t, cfg)
 	}
-	b.enqueue(t, keyspace.Public, n/2) // while they run
-	b.enqueue(t, keyspace.Private, n)
+	b.enqueue(t, message.Public, n/2) // while they run
+	b.enqueue(t, message.Private, n)
 	for _, table := range []string{"chat_messages", "private_messages"} {
 		testenv.WaitFor(t, table+" rows", 30*time.Second, func() bool { total, _ := b.rows(t, table); return total >= n })
 		if total, distinct := b.rows(t, table); total != n || distinct != n {
 			t.Fatalf("%s: %d rows, %d distinct; want %d once each", table, total, distinct, n)
 		}
 	}
-	for _, k := range keyspace.Kinds {
+	for _, k := range message.Kinds {
 		testenv.WaitFor(t, "stream trimmed", 10*time.Second, func() bool { return b.xlen(t, b.keys.Stream(k)) == 0 })
 		if p := b.pending(t, k); p != 0 {
 			t.Errorf("%s: %d entries still pending", k, p)
@@ -224,7 +224,7 @@ func ringEntry(id int, content, username string) string {
 func TestBadEntriesAreIsolated(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	stream := b.keys.Stream(keyspace.Public)
+	stream := b.keys.Stream(message.Public)
 	add := func(fields ...string) {
 		testenv.Do(t, b.client, append([]string{"XADD", stream, "*"}, fields...)...)
 	}
@@ -242,9 +242,9 @@ func TestBadEntriesAreIsolated(t *testing.T) {
 	add("cache_id", "11", "kind", "message", "payload", strings.Repeat("x", 100<<10)) // huge
 	add("cache_id", "12", "kind", "message", "payload", ringEntry(12, "good 12", "a"))
 	stop := b.start(t, b.config("w1"))
-	dead := b.keys.DeadLetter(keyspace.Public)
+	dead := b.keys.DeadLetter(message.Public)
 	testenv.WaitFor(t, "dead letters", 10*time.Second, func() bool { return b.xlen(t, dead) == 8 })
-	testenv.WaitFor(t, "nothing pending", 10*time.Second, func() bool { return b.pending(t, keyspace.Public) == 0 })
+	testenv.WaitFor(t, "nothing pending", 10*time.Second, func() bool { return b.pending(t, message.Public) == 0 })
 	if total, distinct := b.rows(t, "chat_messages"); total != 3 || distinct != 3 {
 		t.Fatalf("rows: %d (%d distinct), want 1, 4 and 12 once each", total, distinct)
 	}
@@ -300,8 +300,8 @@ func TestBadEntriesAreIsolated(t *testing.T) {
 func TestReclaimAndPoison(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ids := b.enqueue(t, keyspace.Public, 10)
-	stream := b.keys.Stream(keyspace.Public)
+	ids := b.enqueue(t, message.Public, 10)
+	stream := b.keys.Stream(message.Public)
 	testenv.Do(t, b.client, "XGROUP", "CREATE", stream, "flushworkers", "0")
 	got, err := testenv.Do(t, b.client, "XREADGROUP", "GROUP", "flushworkers", "ghost", "COUNT", "10", "STREAMS", stream, ">").AsXRead()
 	if err != nil || len(got[stream]) != 10 {
@@ -321,7 +321,7 @@ func TestReclaimAndPoison(t *testing.T) {
 	cfg.JanitorIdle = 300 * time.Millisecond
 	b.start(t, cfg)
 	testenv.WaitFor(t, "reclaimed rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 8 })
-	testenv.WaitFor(t, "nothing pending", 10*time.Second, func() bool { return b.pending(t, keyspace.Public) == 0 })
+	testenv.WaitFor(t, "nothing pending", 10*time.Second, func() bool { return b.pending(t, message.Public) == 0 })
 	var first int64
 	_ = b.pool.QueryRow(context.Background(), "SELECT count(*) FROM chat_messages WHERE cache_id = $1", ids[0]).Scan(&first)
 	if first != 0 {
@@ -383,7 +383,7 @@ func TestTransientErrorsRetry(t *testing.T) {
 	ctx := context.Background()
 	cfg, tx := b.lockedTable(t)
 	b.start(t, cfg)
-	b.enqueue(t, keyspace.Public, 50)
+	b.enqueue(t, message.Public, 50)
 	testenv.WaitFor(t, "retries", 10*time.Second, func() bool {
 		return testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_transient_retries_total", "message", "class", "55")) >= 2
 	})
@@ -391,7 +391,7 @@ func TestTransientErrorsRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, "rows after the lock", 15*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 50 })
-	if n := b.xlen(t, b.keys.DeadLetter(keyspace.Public)); n != 0 {
+	if n := b.xlen(t, b.keys.DeadLetter(message.Public)); n != 0 {
 		t.Fatalf("%d dead letters after a transient error, want 0", n)
 	}
 }
@@ -407,15 +407,15 @@ func TestShutdownWritesBatchInHand(t *testing.T) {
 	cfg, tx := b.lockedTable(t)
 	cfg.BatchSize = 1000
 	cfg.MinIdle = 2 * time.Second
-	b.enqueue(t, keyspace.Public, 25) // before w1 starts: its first read takes them all
+	b.enqueue(t, message.Public, 25) // before w1 starts: its first read takes them all
 	stop := b.start(t, cfg)
-	testenv.WaitFor(t, "w1 to hold the entries", 5*time.Second, func() bool { return b.pending(t, keyspace.Public) == 25 })
+	testenv.WaitFor(t, "w1 to hold the entries", 5*time.Second, func() bool { return b.pending(t, message.Public) == 25 })
 	other := b.config("w2")
 	other.MinIdle = 2 * time.Second
 	other.ReclaimInterval = 100 * time.Millisecond
 	b.start(t, other)
 	time.Sleep(2500 * time.Millisecond)
-	if p := b.pending(t, keyspace.Public); p != 25 { // the table is locked: nothing can be written
+	if p := b.pending(t, message.Public); p != 25 { // the table is locked: nothing can be written
 		t.Fatalf("%d pending while the table is locked, want 25", p)
 	}
 	if n := testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_entries_reclaimed_total", "message")); n != 0 {
@@ -432,10 +432,10 @@ func TestShutdownWritesBatchInHand(t *testing.T) {
 	if total, _ := b.rows(t, "chat_messages"); total != 25 {
 		t.Fatalf("%d rows after shutdown, want 25", total)
 	}
-	if p := b.pending(t, keyspace.Public); p != 0 {
+	if p := b.pending(t, message.Public); p != 0 {
 		t.Fatalf("%d pending after shutdown, want 0", p)
 	}
-	cs, _ := testenv.Do(t, b.client, "XINFO", "CONSUMERS", b.keys.Stream(keyspace.Public), "flushworkers").ToArray()
+	cs, _ := testenv.Do(t, b.client, "XINFO", "CONSUMERS", b.keys.Stream(message.Public), "flushworkers").ToArray()
 	for _, c := range cs {
 		if m, _ := c.AsStrMap(); m["name"] == "w1" {
 			t.Errorf("w1 is still a consumer after a clean shutdown with nothing pending")
@@ -447,12 +447,12 @@ func TestShutdownWritesBatchInHand(t *testing.T) {
 func TestTrimKeepsPending(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	stream := b.keys.Stream(keyspace.Public)
-	b.enqueue(t, keyspace.Public, 5)
+	stream := b.keys.Stream(message.Public)
+	b.enqueue(t, message.Public, 5)
 	testenv.Do(t, b.client, "XGROUP", "CREATE", stream, "flushworkers", "0")
 	testenv.Do(t, b.client, "XGROUP", "CREATE", stream, "auditors", "0") // a second group reading slowly
 	testenv.Do(t, b.client, "XREADGROUP", "GROUP", "flushworkers", "ghost", "COUNT", "1", "STREAMS", stream, ">")
-	b.enqueue(t, keyspace.Public, 20)
+	b.enqueue(t, message.Public, 20)
 	b.start(t, b.config("w1"))
 	testenv.WaitFor(t, "rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 24 })
 	time.Sleep(200 * time.Millisecond)
@@ -470,16 +470,16 @@ func TestTrimKeepsPending(t *testing.T) {
 func TestDeleteBeforeAndAfterFlush(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	ids := b.enqueue(t, keyspace.Public, 3)
+	ids := b.enqueue(t, message.Public, 3)
 	ctx := context.Background()
 	// Deleted before any worker ran: the insert and the deletion meet in one batch.
-	if err := b.scripts.Delete(ctx, keyspace.Public, ids[0], "", "", b.keys.PublicRing()); err != nil {
+	if err := b.scripts.Delete(ctx, message.Public, ids[0], "", "", b.keys.PublicRing()); err != nil {
 		t.Fatal(err)
 	}
 	b.start(t, b.config("w1"))
 	testenv.WaitFor(t, "rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 2 })
 	// Deleted after its row was written.
-	if err := b.scripts.Delete(ctx, keyspace.Public, ids[1], "", "", b.keys.PublicRing()); err != nil {
+	if err := b.scripts.Delete(ctx, message.Public, ids[1], "", "", b.keys.PublicRing()); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, "row deleted", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 1 })
@@ -489,11 +489,11 @@ func TestDeleteBeforeAndAfterFlush(t *testing.T) {
 func TestQueueMonitor(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	stream := b.keys.Stream(keyspace.Public)
-	b.enqueue(t, keyspace.Public, 7)
+	stream := b.keys.Stream(message.Public)
+	b.enqueue(t, message.Public, 7)
 	testenv.Do(t, b.client, "XGROUP", "CREATE", stream, "flushworkers", "0")
 	testenv.Do(t, b.client, "XREADGROUP", "GROUP", "flushworkers", "ghost", "COUNT", "3", "STREAMS", stream, ">")
-	testenv.Do(t, b.client, "XADD", b.keys.DeadLetter(keyspace.Public), "*", "cache_id", "1")
+	testenv.Do(t, b.client, "XADD", b.keys.DeadLetter(message.Public), "*", "cache_id", "1")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	regs := []*prometheus.Registry{prometheus.NewRegistry(), prometheus.NewRegistry()}
@@ -552,7 +552,7 @@ func TestShutdownDuringRetry(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	cfg, tx := b.lockedTable(t)
-	b.enqueue(t, keyspace.Public, 10) // before the start: the first read takes all ten (group commit writes what one read found)
+	b.enqueue(t, message.Public, 10) // before the start: the first read takes all ten (group commit writes what one read found)
 	stop := b.start(t, cfg)
 	testenv.WaitFor(t, "retries", 10*time.Second, func() bool {
 		return testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_transient_retries_total", "message", "class", "55")) >= 1
@@ -570,7 +570,7 @@ func TestShutdownDuringRetry(t *testing.T) {
 	if total, _ := b.rows(t, "chat_messages"); total != 10 {
 		t.Fatalf("%d rows after a stop during retries, want the 10 of the batch in hand", total)
 	}
-	if p := b.pending(t, keyspace.Public); p != 0 {
+	if p := b.pending(t, message.Public); p != 0 {
 		t.Fatalf("%d pending", p)
 	}
 }
@@ -581,10 +581,10 @@ func TestGroupRecreated(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.start(t, b.config("w1"))
-	b.enqueue(t, keyspace.Public, 5)
+	b.enqueue(t, message.Public, 5)
 	testenv.WaitFor(t, "rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 5 })
-	testenv.Do(t, b.client, "DEL", b.keys.Stream(keyspace.Public))
-	b.enqueue(t, keyspace.Public, 5)
+	testenv.Do(t, b.client, "DEL", b.keys.Stream(message.Public))
+	b.enqueue(t, message.Public, 5)
 	testenv.WaitFor(t, "rows after the group came back", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 10 })
 }
 
@@ -595,9 +595,9 @@ func TestPrivateDeleteClearsRings(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	ids := b.enqueue(t, keyspace.Private, 4) // owners u0..u3, recipient r
+	ids := b.enqueue(t, message.Private, 4) // owners u0..u3, recipient r
 	cfg := b.config("w1")
-	cfg.Kind, cfg.ForgetFunc = keyspace.Private, b.scripts.ForgetPrivate
+	cfg.Kind, cfg.ForgetFunc = message.Private, b.scripts.ForgetPrivate
 	stop := b.start(t, cfg)
 	testenv.WaitFor(t, "rows", 10*time.Second, func() bool { return len(rowIDs(t, b, "private_messages")) == 4 })
 	stop()
@@ -605,7 +605,7 @@ func TestPrivateDeleteClearsRings(t *testing.T) {
 	if err := b.scripts.DeletePrivate(ctx, ids[0], "", ""); err != nil {
 		t.Fatal(err)
 	}
-	late := b.enqueue(t, keyspace.Private, 1)[0]
+	late := b.enqueue(t, message.Private, 1)[0]
 	if err := b.scripts.DeletePrivate(ctx, late, "", ""); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -18,8 +18,8 @@ func TestDrainsWhileFull(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	const n = 3000
-	b.enqueue(t, keyspace.Public, n)
-	used, _ := testenv.Do(t, b.client, "MEMORY", "USAGE", b.keys.Stream(keyspace.Public)).AsInt64()
+	b.enqueue(t, message.Public, n)
+	used, _ := testenv.Do(t, b.client, "MEMORY", "USAGE", b.keys.Stream(message.Public)).AsInt64()
 	testenv.Do(t, b.client, "CONFIG", "SET", "maxmemory-policy", "noeviction")
 	info, _ := testenv.Do(t, b.client, "INFO", "memory").ToString()
 	var total int64
@@ -39,10 +39,10 @@ func TestDrainsWhileFull(t *testing.T) {
 		return got == n
 	})
 	testenv.WaitFor(t, "the stream trimmed and writes taken again", 30*time.Second, func() bool {
-		return b.xlen(t, b.keys.Stream(keyspace.Public)) == 0 &&
+		return b.xlen(t, b.keys.Stream(message.Public)) == 0 &&
 			b.client.Do(t.Context(), b.client.B().Set().Key("probe").Value("x").Build()).Error() == nil
 	})
-	if p := b.pending(t, keyspace.Public); p != 0 {
+	if p := b.pending(t, message.Public); p != 0 {
 		t.Fatalf("%d pending after the drain", p)
 	}
 }

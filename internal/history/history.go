@@ -96,7 +96,7 @@ func (r *Reader) Available() bool { return r.cfg.DB != nil }
 
 // Query asks for one page.
 type Query struct {
-	Kind keyspace.Kind
+	Kind message.Kind
 	// User is whose private history (sent and received); "" for public.
 	User string
 	// Before pages below Cursor (newest first; Cursor 0: the newest page); else above it
@@ -148,7 +148,7 @@ type item struct {
 
 func (r *Reader) read(ctx context.Context, q Query) (Page, error) {
 	shards := r.cfg.Layout.Shards(q.Kind)
-	if q.User == "" && q.Kind == keyspace.Public {
+	if q.User == "" && q.Kind == message.Public {
 		if p, ok, err := r.fromRings(ctx, q, shards); err != nil || ok {
 			return p, err
 		}
@@ -368,14 +368,9 @@ func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Sha
 // while it waits there, else from PostgreSQL; "" when neither knows it (no database, or not
 // reachable).
 func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient string) {
-	shards := r.cfg.Layout.Shards(keyspace.Private)
-	s := shards[0]
-	if l, ok := r.cfg.Layout.(keyspace.Partitioned); ok {
-		part := l.PartitionOf(id)
-		if part >= len(shards) {
-			return "", ""
-		}
-		s = shards[part]
+	s, ok := r.cfg.Layout.RouteOf(message.Private, id)
+	if !ok {
+		return "", ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
@@ -386,7 +381,7 @@ func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient s
 			if e.CacheID != id {
 				continue
 			}
-			if rec, err := decodeBacklog(keyspace.Private, e); err == nil {
+			if rec, err := decodeBacklog(message.Private, e); err == nil {
 				return rec.Message.OwnerID, rec.Message.RecipientID
 			}
 		}
@@ -394,11 +389,11 @@ func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient s
 	if r.cfg.DB == nil {
 		return "", ""
 	}
-	owner, recipient, ok, err := r.cfg.DB.PrivateParticipants(ctx, id)
+	owner, recipient, found, err := r.cfg.DB.PrivateParticipants(ctx, id)
 	if err != nil {
 		r.cfg.Logger.WarnContext(ctx, "reading a private message's users failed; the workers clear its rings", "id", id, "err", err)
 	}
-	if !ok {
+	if !found {
 		return "", ""
 	}
 	return owner, recipient
@@ -406,12 +401,12 @@ func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient s
 
 // decodeBacklog decodes a message entry that backlog.lua returned from a stream of kind (it
 // returns no deletions, so the kind is the stream's).
-func decodeBacklog(kind keyspace.Kind, e streams.BacklogEntry) (message.Record, error) {
+func decodeBacklog(kind message.Kind, e streams.BacklogEntry) (message.Record, error) {
 	return message.DecodeEntry(kind.String(), e.StreamID, e.Fields)
 }
 
 // decodeRingEntry decodes a ring entry of kind; false for one that is not a valid message.
-func decodeRingEntry(kind keyspace.Kind, e string) (message.Record, bool) {
+func decodeRingEntry(kind message.Kind, e string) (message.Record, bool) {
 	id, ok := headID([]byte(e))
 	if !ok {
 		return message.Record{}, false

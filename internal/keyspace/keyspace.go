@@ -11,28 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/chatpipe/chatpipe/internal/message"
 )
-
-// Kind is the kind of a chat message: public or private.
-type Kind int
-
-const (
-	// Public messages are visible to everybody.
-	Public Kind = iota
-	// Private messages go from one user to another.
-	Private
-)
-
-// String returns the kind's name as written in the `kind` field of a flush-stream entry.
-func (k Kind) String() string {
-	if k == Private {
-		return "private_message"
-	}
-	return "message"
-}
-
-// Kinds lists every kind, public first.
-var Kinds = [...]Kind{Public, Private}
 
 // MaxPrefixLen bounds the configurable key prefix.
 const MaxPrefixLen = 64
@@ -66,8 +47,8 @@ func ValidatePrefix(prefix string) error {
 func (k Keys) Prefix() string { return k.prefix }
 
 // Counter is the id counter (INCR) of a kind.
-func (k Keys) Counter(kind Kind) string {
-	if kind == Private {
+func (k Keys) Counter(kind message.Kind) string {
+	if kind == message.Private {
 		return k.prefix + "cache_private_message_id"
 	}
 	return k.prefix + "cache_message_id"
@@ -93,20 +74,22 @@ func (k Keys) RateSettings() string { return k.prefix + "chatpipe:ratelimit_sett
 
 // ClientMsg records the cache id given to a client's retry-safe message. Both ids are
 // length-prefixed so that no two (owner, client id) pairs can share a key whatever they hold.
-func (k Keys) ClientMsg(kind Kind, ownerID, clientMsgID string) string {
-	return k.prefix + "chatpipe:client_msg:" + kind.String() + ":" +
+func (k Keys) ClientMsg(r Route, ownerID, clientMsgID string) string {
+	return k.prefix + "chatpipe:client_msg:" + r.Kind.String() + ":" +
 		strconv.Itoa(len(ownerID)) + ":" + ownerID + ":" + clientMsgID
 }
 
 // Stream is the flush stream of a kind.
-func (k Keys) Stream(kind Kind) string { return k.prefix + "chatpipe:flush:" + kind.String() }
+func (k Keys) Stream(kind message.Kind) string { return k.prefix + "chatpipe:flush:" + kind.String() }
 
 // DeadLetter is the dead-letter stream beside the flush stream of a kind.
-func (k Keys) DeadLetter(kind Kind) string { return k.prefix + "chatpipe:dead:" + kind.String() }
+func (k Keys) DeadLetter(kind message.Kind) string {
+	return k.prefix + "chatpipe:dead:" + kind.String()
+}
 
 // LegacyFlushList is the flush list of the list-based cache, drained into the stream.
-func (k Keys) LegacyFlushList(kind Kind) string {
-	if kind == Private {
+func (k Keys) LegacyFlushList(kind message.Kind) string {
+	if kind == message.Private {
 		return k.prefix + "flush_private_messages"
 	}
 	return k.prefix + "flush_messages"
@@ -122,7 +105,7 @@ func (k Keys) QueueMonitorLease() string { return k.prefix + "chatpipe:queue_mon
 // FlushStream is one flush stream of a layout: its kind, its partition ("" in the single
 // layout) and the keys of the stream and of its dead letters.
 type FlushStream struct {
-	Kind       Kind
+	Kind       message.Kind
 	Partition  string
 	Stream     string
 	DeadLetter string
@@ -139,8 +122,8 @@ func (f FlushStream) Label() string {
 
 // FlushStreams lists the single layout's flush streams, public first.
 func (k Keys) FlushStreams() []FlushStream {
-	out := make([]FlushStream, 0, len(Kinds))
-	for _, kind := range Kinds {
+	out := make([]FlushStream, 0, len(message.Kinds))
+	for _, kind := range message.Kinds {
 		out = append(out, FlushStream{Kind: kind, Stream: k.Stream(kind), DeadLetter: k.DeadLetter(kind)})
 	}
 	return out
@@ -149,7 +132,7 @@ func (k Keys) FlushStreams() []FlushStream {
 // PendingDeletes is the sorted set of a kind's deletions not yet known to be applied in
 // PostgreSQL (member: the cache id; score: the deletion's stream time in ms), read by history so
 // that a deletion still on its way to PostgreSQL is honoured.
-func (k Keys) PendingDeletes(kind Kind) string {
+func (k Keys) PendingDeletes(kind message.Kind) string {
 	return k.prefix + "chatpipe:pending_deletes:" + kind.String()
 }
 
@@ -163,9 +146,9 @@ type Shard struct {
 }
 
 // Shards lists the single layout's one shard of kind.
-func (k Keys) Shards(kind Kind) []Shard {
+func (k Keys) Shards(kind message.Kind) []Shard {
 	s := Shard{Stream: k.Stream(kind), PendingDeletes: k.PendingDeletes(kind)}
-	if kind == Public {
+	if kind == message.Public {
 		s.Ring = k.PublicRing()
 	}
 	return []Shard{s}

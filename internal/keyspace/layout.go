@@ -3,19 +3,40 @@ package keyspace
 import (
 	"fmt"
 	"strconv"
+
+	"github.com/chatpipe/chatpipe/internal/message"
 )
 
 // Layout is a keyspace layout: Keys (single, the list-based cache's keys) or Partitioned (for
-// Valkey Cluster). main picks one; the rest asks it for what differs.
+// Valkey Cluster). main picks one by KEY_LAYOUT; the code that writes, reads or consumes asks
+// it for keys through this interface and never looks at which builder it holds.
+//
+// A timeline (the public room, a user's private messages, and next a channel) is routed inside
+// the layout's fixed set of flush streams, never given a stream of its own: the workers consume
+// FlushStreams, the tail and history read Shards, and both rely on that set not growing with
+// the number of timelines. What tells timelines apart travels in the entries.
 type Layout interface {
 	// Name is single or partitioned.
 	Name() string
+	// Route is where a new message of kind from owner (to recipient, for a private one) goes.
+	Route(kind message.Kind, owner, recipient string) Route
+	// RouteOf is where the message id of kind was written; false when no id of this layout can
+	// be id (a partition out of range).
+	RouteOf(kind message.Kind, id int64) (Route, bool)
+	// Record is the key recording the layout, and the value it must hold; "" when the layout
+	// records nothing (the single one).
+	Record() (key, value string)
+	// Single is the single layout under the same prefix: its streams are drained by the workers
+	// of either layout (migration), its legacy lists mirrored.
+	Single() Keys
+	// Partitioned is the partitioned builder, when the layout is one.
+	Partitioned() (Partitioned, bool)
 	// FlushStreams lists every flush stream the workers consume.
 	FlushStreams() []FlushStream
 	// QueueMonitorLease is the key of the queue monitor's lease.
 	QueueMonitorLease() string
 	// Shards lists what the read side (history, live tail) reads of a kind.
-	Shards(kind Kind) []Shard
+	Shards(kind message.Kind) []Shard
 	// RateSettings is the key of the shared rate-limit settings.
 	RateSettings() string
 }
@@ -38,8 +59,82 @@ func NewLayout(name, prefix string, partitions int) (Layout, error) {
 	return nil, fmt.Errorf("layout %q is not single or partitioned", name)
 }
 
+// Route is where one message's keys are: its flush stream and what sits beside it (dead
+// letters, pending deletions, the id counter it took its id from) and, for a public message,
+// the ring (shard) holding it. A private message's rings are its users' (PrivateRing).
+type Route struct {
+	Kind message.Kind
+	// Partition is the partition ("" in the single layout).
+	Partition      string
+	Counter        string
+	Stream         string
+	DeadLetter     string
+	PendingDeletes string
+	// Ring is the public ring (shard); "" for a private message.
+	Ring string
+}
+
 // Name is single.
 func (k Keys) Name() string { return SingleLayout }
+
+// Route is the single layout's one route of kind, whoever sends.
+func (k Keys) Route(kind message.Kind, _, _ string) Route {
+	r := Route{Kind: kind, Counter: k.Counter(kind), Stream: k.Stream(kind), DeadLetter: k.DeadLetter(kind), PendingDeletes: k.PendingDeletes(kind)}
+	if kind == message.Public {
+		r.Ring = k.PublicRing()
+	}
+	return r
+}
+
+// RouteOf is the route of kind: every id of the single layout is in it.
+func (k Keys) RouteOf(kind message.Kind, _ int64) (Route, bool) { return k.Route(kind, "", ""), true }
+
+// Record: the single layout records nothing.
+func (k Keys) Record() (string, string) { return "", "" }
+
+// Single is the layout itself.
+func (k Keys) Single() Keys { return k }
+
+// Partitioned: the single layout is not.
+func (k Keys) Partitioned() (Partitioned, bool) { return Partitioned{}, false }
+
+// route is the route of partition part.
+func (k Partitioned) route(kind message.Kind, part int) Route {
+	r := Route{Kind: kind, Partition: strconv.Itoa(part), Counter: k.Seq(part), Stream: k.Stream(part, kind),
+		DeadLetter: k.DeadLetter(part, kind), PendingDeletes: k.PendingDeletes(part, kind)}
+	if kind == message.Public {
+		r.Ring = k.PublicRing(part)
+	}
+	return r
+}
+
+// Route is the partition of owner's public messages, or of the conversation of owner and
+// recipient.
+func (k Partitioned) Route(kind message.Kind, owner, recipient string) Route {
+	if kind == message.Private {
+		return k.route(kind, k.PrivatePartition(owner, recipient))
+	}
+	return k.route(kind, k.PublicPartition(owner))
+}
+
+// RouteOf is the partition an id carries in its low bits.
+func (k Partitioned) RouteOf(kind message.Kind, id int64) (Route, bool) {
+	part := k.PartitionOf(id)
+	if id < 1 || part >= k.p {
+		return Route{}, false
+	}
+	return k.route(kind, part), true
+}
+
+// Record is chatpipe:layout, holding partitioned:P.
+func (k Partitioned) Record() (string, string) { return k.Layout(), k.LayoutValue() }
+
+// Single is the single layout under the same prefix (valid: a partitioned prefix is a valid
+// single one).
+func (k Partitioned) Single() Keys { return Keys{prefix: k.prefix} }
+
+// Partitioned is the builder itself.
+func (k Partitioned) Partitioned() (Partitioned, bool) { return k, true }
 
 // Name is partitioned.
 func (k Partitioned) Name() string { return PartitionedLayout }
@@ -49,14 +144,13 @@ func (k Partitioned) Name() string { return PartitionedLayout }
 // arrive there, and the workers drain both (on a cluster each single-layout stream is one key,
 // in one slot).
 func (k Partitioned) FlushStreams() []FlushStream {
-	out := make([]FlushStream, 0, (k.p+1)*len(Kinds))
+	out := make([]FlushStream, 0, (k.p+1)*len(message.Kinds))
 	for part := range k.p {
-		for _, kind := range Kinds {
+		for _, kind := range message.Kinds {
 			out = append(out, FlushStream{Kind: kind, Partition: strconv.Itoa(part), Stream: k.Stream(part, kind), DeadLetter: k.DeadLetter(part, kind)})
 		}
 	}
-	single, _ := New(k.prefix)
-	return append(out, single.FlushStreams()...)
+	return append(out, k.Single().FlushStreams()...)
 }
 
 // QueueMonitorLease is the key of the queue monitor's lease.

@@ -6,6 +6,8 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
+
+	"github.com/chatpipe/chatpipe/internal/message"
 )
 
 // Partition bounds: P is fixed when a deployment is created and recorded in Valkey; ids carry
@@ -88,22 +90,22 @@ func (k Partitioned) tag(part int) string { return k.prefix + "{cp" + strconv.It
 func (k Partitioned) Seq(part int) string { return k.tag(part) + "seq" }
 
 // Stream is partition part's flush stream of a kind.
-func (k Partitioned) Stream(part int, kind Kind) string {
+func (k Partitioned) Stream(part int, kind message.Kind) string {
 	return k.tag(part) + "flush:" + kind.String()
 }
 
 // DeadLetter is the dead-letter stream beside partition part's flush stream of a kind.
-func (k Partitioned) DeadLetter(part int, kind Kind) string {
+func (k Partitioned) DeadLetter(part int, kind message.Kind) string {
 	return k.tag(part) + "dead:" + kind.String()
 }
 
 // PublicRing is partition part's shard of the public ring; the ring is read as a merge of them.
 func (k Partitioned) PublicRing(part int) string { return k.tag(part) + "recent" }
 
-// ClientMsg is the record of a client_msg_id, in the message's partition, length-prefixed as
-// in the single layout.
-func (k Partitioned) ClientMsg(part int, kind Kind, ownerID, clientMsgID string) string {
-	return k.tag(part) + "client_msg:" + kind.String() + ":" + strconv.Itoa(len(ownerID)) + ":" + ownerID + ":" + clientMsgID
+// ClientMsg is the record of a client_msg_id, in the partition of the message's route r,
+// length-prefixed as in the single layout.
+func (k Partitioned) ClientMsg(r Route, ownerID, clientMsgID string) string {
+	return k.prefix + "{cp" + r.Partition + "}:client_msg:" + r.Kind.String() + ":" + strconv.Itoa(len(ownerID)) + ":" + ownerID + ":" + clientMsgID
 }
 
 // PrivateRing is a user's ring of private messages (a sorted set scored by id), in the user's
@@ -135,17 +137,17 @@ func (k Partitioned) Layout() string { return k.prefix + "chatpipe:layout" }
 func (k Partitioned) LayoutValue() string { return "partitioned:" + strconv.Itoa(k.p) }
 
 // PendingDeletes is partition part's set of deletions not yet applied (see Keys.PendingDeletes).
-func (k Partitioned) PendingDeletes(part int, kind Kind) string {
+func (k Partitioned) PendingDeletes(part int, kind message.Kind) string {
 	return k.tag(part) + "pending_deletes:" + kind.String()
 }
 
 // Shards lists kind's shards, one per partition. Private rings are per user and written after
 // the enqueue, so they are no source of history.
-func (k Partitioned) Shards(kind Kind) []Shard {
+func (k Partitioned) Shards(kind message.Kind) []Shard {
 	out := make([]Shard, k.p)
 	for part := range out {
 		out[part] = Shard{Stream: k.Stream(part, kind), PendingDeletes: k.PendingDeletes(part, kind)}
-		if kind == Public {
+		if kind == message.Public {
 			out[part].Ring = k.PublicRing(part)
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
+
+	"github.com/chatpipe/chatpipe/internal/message"
 )
 
 func TestPartitionedKeys(t *testing.T) {
@@ -27,8 +29,12 @@ func TestPartitionedKeys(t *testing.T) {
 	if len(seen) != 16 {
 		t.Fatalf("1000 owners fell in %d of 16 partitions", len(seen))
 	}
-	for _, key := range []string{k.Seq(3), k.Stream(3, keyspace.Private), k.DeadLetter(3, keyspace.Public), k.PublicRing(3),
-		k.ClientMsg(3, keyspace.Public, "u", "c")} {
+	route3, ok := k.RouteOf(message.Public, keyspace.IDBase+3)
+	if !ok || route3.Partition != "3" {
+		t.Fatalf("the route of an id of partition 3: %+v", route3)
+	}
+	for _, key := range []string{route3.Counter, route3.Stream, route3.PendingDeletes, route3.Ring, k.Seq(3), k.Stream(3, message.Private), k.DeadLetter(3, message.Public), k.PublicRing(3),
+		k.ClientMsg(route3, "u", "c")} {
 		if !strings.HasPrefix(key, "app:{cp3}:") {
 			t.Errorf("%q is not in partition 3's slot", key)
 		}

@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -54,7 +54,7 @@ type model struct {
 	rings   map[string][]string
 }
 
-func (m *model) enqueue(b *testBundle, kind keyspace.Kind, msg lua.Message) outcomeClass {
+func (m *model) enqueue(b *testBundle, kind message.Kind, msg lua.Message) outcomeClass {
 	ck := msg.OwnerID + "/" + msg.ClientMsgID
 	if id, ok := m.clients[ck]; ok && msg.ClientMsgID != "" {
 		return outcomeClass{CacheID: id, Duplicate: true, Class: "accepted"}
@@ -74,7 +74,7 @@ func (m *model) enqueue(b *testBundle, kind keyspace.Kind, msg lua.Message) outc
 	entry := `{"cache_id":` + id + `,"data":` + string(msg.Data) + `}`
 	m.stream = append(m.stream, streamEntry{id, kind.String(), entry})
 	rings := []string{b.keys.PublicRing()}
-	if kind == keyspace.Private {
+	if kind == message.Private {
 		rings = []string{b.keys.PrivateRing(msg.OwnerID)}
 		if msg.RecipientID != msg.OwnerID {
 			rings = append(rings, b.keys.PrivateRing(msg.RecipientID))
@@ -98,17 +98,17 @@ func TestBatchMatchesModel(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		kind keyspace.Kind
+		kind message.Kind
 		cfg  lua.Config
 		rate lua.RateLimit
 		n    int
 	}{
-		{"public, fixed window", keyspace.Public, lua.Config{RecentSize: 7}, lua.RateLimit{Limit: 4, WindowSeconds: 60, Algorithm: lua.Fixed}, 60},
-		{"public, gcra", keyspace.Public, lua.Config{RecentSize: 7}, lua.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: lua.GCRA}, 60},
-		{"public, backlog cap", keyspace.Public, lua.Config{RecentSize: 100, BacklogCap: 25}, lua.RateLimit{Limit: 10, WindowSeconds: 60, Algorithm: lua.Fixed}, 60},
-		{"private, fixed window", keyspace.Private, lua.Config{RecentSize: 3}, lua.RateLimit{Limit: 5, WindowSeconds: 60, Algorithm: lua.Fixed}, 60},
-		{"private, gcra", keyspace.Private, lua.Config{RecentSize: 3}, lua.RateLimit{Limit: 6, WindowSeconds: 60, Algorithm: lua.GCRA}, 60},
-		{"larger than one script", keyspace.Public, lua.Config{RecentSize: 50}, lua.RateLimit{Limit: 1000, WindowSeconds: 60, Algorithm: lua.Fixed}, 2500},
+		{"public, fixed window", message.Public, lua.Config{RecentSize: 7}, lua.RateLimit{Limit: 4, WindowSeconds: 60, Algorithm: lua.Fixed}, 60},
+		{"public, gcra", message.Public, lua.Config{RecentSize: 7}, lua.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: lua.GCRA}, 60},
+		{"public, backlog cap", message.Public, lua.Config{RecentSize: 100, BacklogCap: 25}, lua.RateLimit{Limit: 10, WindowSeconds: 60, Algorithm: lua.Fixed}, 60},
+		{"private, fixed window", message.Private, lua.Config{RecentSize: 3}, lua.RateLimit{Limit: 5, WindowSeconds: 60, Algorithm: lua.Fixed}, 60},
+		{"private, gcra", message.Private, lua.Config{RecentSize: 3}, lua.RateLimit{Limit: 6, WindowSeconds: 60, Algorithm: lua.GCRA}, 60},
+		{"larger than one script", message.Public, lua.Config{RecentSize: 50}, lua.RateLimit{Limit: 1000, WindowSeconds: 60, Algorithm: lua.Fixed}, 2500},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,7 +120,7 @@ func TestBatchMatchesModel(t *testing.T) {
 			msgs := make([]lua.Message, tt.n)
 			for i := range msgs {
 				owner := users[rng.IntN(len(users))]
-				if tt.kind == keyspace.Private {
+				if tt.kind == message.Private {
 					msgs[i] = priv(owner, users[rng.IntN(len(users))], strconv.Itoa(i)) // some to themselves
 				} else {
 					msgs[i] = pub(owner, strconv.Itoa(i))

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
 )
 
 // The enqueue benchmarks report messages per second (msgs/s) through the whole script: rate
@@ -73,7 +73,7 @@ func BenchmarkEnqueueBatch(b *testing.B) {
 			start := time.Now()
 			b.ResetTimer()
 			for b.Loop() {
-				for _, o := range bundle.scripts.EnqueueMany(ctx, keyspace.Public, msgs) {
+				for _, o := range bundle.scripts.EnqueueMany(ctx, message.Public, msgs) {
 					if o.Err != nil {
 						b.Fatal(o.Err)
 					}

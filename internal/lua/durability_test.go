@@ -10,6 +10,7 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -25,7 +26,7 @@ func replicated(t *testing.T, cfg lua.Config, args ...string) (*testBundle, *tes
 		return strings.Contains(s, "state=online")
 	})
 	keys, _ := keyspace.New("t:")
-	cfg.Keys, cfg.DefaultRate = keys, unlimited
+	cfg.Layout, cfg.DefaultRate = keys, unlimited
 	s, err := lua.New(c, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +48,7 @@ func TestDurableReplica(t *testing.T) {
 	if _, err := b.scripts.Enqueue(ctx, pub("a", "one")); err != nil {
 		t.Fatalf("with a replica in sync: %v", err)
 	}
-	outs := b.scripts.EnqueueMany(ctx, keyspace.Public, []lua.Message{pub("a", "b1"), pub("a", "b2")})
+	outs := b.scripts.EnqueueMany(ctx, message.Public, []lua.Message{pub("a", "b1"), pub("a", "b2")})
 	for i, o := range outs {
 		if o.Err != nil {
 			t.Fatalf("batch message %d: %v", i, o.Err)
@@ -66,11 +67,11 @@ func TestDurableReplica(t *testing.T) {
 	if d := time.Since(start); d < timeout || d > 3*timeout {
 		t.Errorf("the wait took %s, want about the %s timeout", d, timeout)
 	}
-	if n := len(streamEntries(t, b, keyspace.Public)); n != 4 {
+	if n := len(streamEntries(t, b, message.Public)); n != 4 {
 		t.Fatalf("stream holds %d entries, want 4: a message not durable is still enqueued", n)
 	}
 	start = time.Now()
-	outs = b.scripts.EnqueueMany(ctx, keyspace.Public, []lua.Message{pub("a", "b3"), pub("a", "b4"), pub("a", "b5")})
+	outs = b.scripts.EnqueueMany(ctx, message.Public, []lua.Message{pub("a", "b3"), pub("a", "b4"), pub("a", "b5")})
 	if d := time.Since(start); d > 5*timeout/2 {
 		t.Errorf("a batch of 3 took %s: it must wait once (%s), not per message", d, timeout)
 	}
@@ -138,11 +139,11 @@ func TestClockIDs(t *testing.T) {
 		last = res.CacheID
 	}
 	// The entry carries the id exactly, not in float notation.
-	entries := streamEntries(t, b, keyspace.Public)
+	entries := streamEntries(t, b, message.Public)
 	if got := entries[len(entries)-1].CacheID; got != strconv.FormatInt(last, 10) {
 		t.Fatalf("stream cache_id %q, want %d", got, last)
 	}
-	testenv.Do(t, b.client, "SET", b.keys.Counter(keyspace.Public), "7") // a counter that lost its last increments
+	testenv.Do(t, b.client, "SET", b.keys.Counter(message.Public), "7") // a counter that lost its last increments
 	time.Sleep(2 * time.Millisecond)
 	res, err := b.scripts.Enqueue(ctx, pub("a", "after"))
 	if err != nil || res.CacheID <= last {
@@ -162,7 +163,7 @@ func TestFull(t *testing.T) {
 	if _, err := b.scripts.Enqueue(ctx, pub("a", "while full")); !errors.Is(err, lua.ErrFull) {
 		t.Fatalf("enqueue while full: %v, want ErrFull", err)
 	}
-	outs := b.scripts.EnqueueMany(ctx, keyspace.Public, []lua.Message{pub("a", "x"), pub("b", "y")})
+	outs := b.scripts.EnqueueMany(ctx, message.Public, []lua.Message{pub("a", "x"), pub("b", "y")})
 	for i, o := range outs {
 		if !errors.Is(o.Err, lua.ErrFull) {
 			t.Fatalf("batch message %d while full: %v, want ErrFull", i, o.Err)
@@ -171,7 +172,7 @@ func TestFull(t *testing.T) {
 	if err := b.scripts.Probe(ctx); !errors.Is(err, lua.ErrFull) {
 		t.Fatalf("probe while full: %v, want ErrFull", err)
 	}
-	if n := len(streamEntries(t, b, keyspace.Public)); n != 1 {
+	if n := len(streamEntries(t, b, message.Public)); n != 1 {
 		t.Fatalf("stream holds %d entries, want 1: nothing may be written while full", n)
 	}
 	testenv.Do(t, b.client, "CONFIG", "SET", "maxmemory", "0")
@@ -188,7 +189,7 @@ func TestTransientReplies(t *testing.T) {
 	t.Parallel()
 	b, replica := replicated(t, lua.Config{})
 	keys, _ := keyspace.New("t:")
-	s, err := lua.New(replica.Client(t), lua.Config{Keys: keys, DefaultRate: unlimited})
+	s, err := lua.New(replica.Client(t), lua.Config{Layout: keys, DefaultRate: unlimited})
 	if err != nil {
 		t.Fatal(err)
 	}

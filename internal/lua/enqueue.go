@@ -8,13 +8,13 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
 )
 
 // Message is one message to enqueue.
 type Message struct {
 	// Kind selects the script, stream and rings.
-	Kind keyspace.Kind
+	Kind message.Kind
 	// OwnerID is the sender; it names the rate-limit key and, for private messages, a ring.
 	OwnerID string
 	// RecipientID is the receiver of a private message.
@@ -162,7 +162,7 @@ const maxScriptBatch = 1000
 // once, each user's rate limit and each ring are read and written once. Outcomes come back in
 // order; each message is accepted or rejected on its own, as if sent one by one. With a
 // durability level the whole batch waits once.
-func (s *Scripts) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs []Message) []Outcome {
+func (s *Scripts) EnqueueMany(ctx context.Context, kind message.Kind, msgs []Message) []Outcome {
 	out := make([]Outcome, len(msgs))
 	if len(msgs) == 0 {
 		return out
@@ -189,9 +189,9 @@ func (s *Scripts) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs []Me
 }
 
 // enqueueCall is the enqueue.lua call for msgs, every key named once (see the script's header).
-func (s *Scripts) enqueueCall(kind keyspace.Kind, msgs []Message) Call {
-	k := s.cfg.Keys
-	keys := newKeyList(4+2*len(msgs), k.RateSettings(), k.Counter(kind), k.Stream(kind))
+func (s *Scripts) enqueueCall(kind message.Kind, msgs []Message) Call {
+	k, r := s.keys, s.keys.Route(kind, "", "")
+	keys := newKeyList(4+2*len(msgs), k.RateSettings(), r.Counter, r.Stream)
 	// Users first, each its fixed-window counter and then its GCRA state: the script reads all
 	// their states in one MGET.
 	users := make([]int, len(msgs))
@@ -209,9 +209,9 @@ func (s *Scripts) enqueueCall(kind keyspace.Kind, msgs []Message) Call {
 	for i, m := range msgs {
 		client, first, second := 0, 0, 0
 		if m.ClientMsgID != "" {
-			client = keys.add(k.ClientMsg(kind, m.OwnerID, m.ClientMsgID))
+			client = keys.add(k.ClientMsg(r, m.OwnerID, m.ClientMsgID))
 		}
-		if kind == keyspace.Private {
+		if kind == message.Private {
 			first, second = keys.add(k.PrivateRing(m.OwnerID)), keys.add(k.PrivateRing(m.RecipientID))
 		} else {
 			first = keys.add(k.PublicRing())

@@ -18,6 +18,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/valkeyconn"
 )
 
@@ -162,8 +163,9 @@ func (r RateLimit) Validate() error {
 
 // Config configures Scripts. The zero value of each field takes its default.
 type Config struct {
-	// Keys builds key names. Default: no prefix.
-	Keys keyspace.Keys
+	// Layout builds key names. Scripts (New) run on its single layout (Layout.Single), under
+	// the same prefix; Open picks the store of the layout. Default: the single layout, no prefix.
+	Layout keyspace.Layout
 	// RecentSize is the size of every ring. Default 500.
 	RecentSize int
 	// BacklogCap is the most entries a flush stream may hold; an enqueue beyond it is
@@ -244,10 +246,41 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// Store is what ingest and the flush workers run on Valkey, in either layout.
+type Store interface {
+	Enqueue(ctx context.Context, m Message) (Result, error)
+	EnqueueMany(ctx context.Context, kind message.Kind, msgs []Message) []Outcome
+	RecentPublic(ctx context.Context, limit int) ([]string, error)
+	RecentPrivate(ctx context.Context, user string, limit int) ([]string, error)
+	DeletePublic(ctx context.Context, id int64) error
+	DeletePrivate(ctx context.Context, id int64, owner, recipient string) error
+	RateLimit(ctx context.Context) (RateLimit, error)
+	SetRateLimit(ctx context.Context, rl RateLimit) error
+	Ping(ctx context.Context) error
+	Probe(ctx context.Context) error
+	// Load loads the scripts ahead of their first use (a NOSCRIPT would load them anyway).
+	Load(ctx context.Context) error
+	// ForgetPrivate and RepairRings keep the private rings: the workers call them for what they
+	// wrote and deleted.
+	ForgetPrivate(ctx context.Context, recs []message.Record) error
+	RepairRings(ctx context.Context, recs []message.Record, entries []string) error
+}
+
+// Open returns the store of cfg.Layout (default: the single layout).
+func Open(c valkey.Client, cfg Config) (Store, error) {
+	if cfg.Layout != nil {
+		if keys, ok := cfg.Layout.Partitioned(); ok {
+			return NewPartitioned(c, keys, cfg)
+		}
+	}
+	return New(c, cfg)
+}
+
 // Scripts runs chatpipe's operations on one Valkey.
 type Scripts struct {
 	c       valkey.Client
 	cfg     Config
+	keys    keyspace.Keys
 	enqueue *Script
 	delete  *Script
 	unring  *Script
@@ -256,7 +289,7 @@ type Scripts struct {
 	staticArgs [kindCount][]string
 }
 
-const kindCount = len(keyspace.Kinds)
+const kindCount = len(message.Kinds)
 
 // New returns Scripts that run on c.
 func New(c valkey.Client, cfg Config) (*Scripts, error) {
@@ -266,12 +299,16 @@ func New(c valkey.Client, cfg Config) (*Scripts, error) {
 	s := &Scripts{
 		c:       c,
 		cfg:     cfg,
+		keys:    keyspace.Keys{},
 		enqueue: NewScript("enqueue", commonSrc, entrySrc, batchSrc, enqueueSrc),
 		delete:  NewScript("delete", entrySrc, ringSrc, deleteSrc),
 		unring:  NewScript("unring", ringSrc, unringSrc),
 		mirror:  NewScript("mirror", entrySrc, mirrorSrc),
 	}
-	for _, k := range keyspace.Kinds {
+	if cfg.Layout != nil {
+		s.keys = cfg.Layout.Single()
+	}
+	for _, k := range message.Kinds {
 		s.staticArgs[k] = []string{
 			strconv.Itoa(cfg.RecentSize),
 			strconv.FormatInt(cfg.BacklogCap, 10),
@@ -295,7 +332,7 @@ func flag(b bool) string {
 }
 
 // Keys returns the key builder in use.
-func (s *Scripts) Keys() keyspace.Keys { return s.cfg.Keys }
+func (s *Scripts) Keys() keyspace.Keys { return s.keys }
 
 // Load loads every script, so that the first requests need no reload. Optional.
 func (s *Scripts) Load(ctx context.Context) error {
@@ -308,6 +345,9 @@ func (s *Scripts) Load(ctx context.Context) error {
 	}
 	return nil
 }
+
+// RepairRings does nothing: the single layout writes its rings inside the enqueue, atomically.
+func (s *Scripts) RepairRings(context.Context, []message.Record, []string) error { return nil }
 
 // Ping checks that Valkey answers within the timeout.
 func (s *Scripts) Ping(ctx context.Context) error {
@@ -329,7 +369,7 @@ func (s *Scripts) Probe(ctx context.Context) error {
 	if info.MaxMemory > 0 && float64(info.UsedMemory) > 0.95*float64(info.MaxMemory) {
 		return fmt.Errorf("%w: %d of %d bytes used", ErrFull, info.UsedMemory, info.MaxMemory)
 	}
-	return classify(s.c.Do(ctx, s.c.B().Set().Key(s.cfg.Keys.Probe()).Value("1").PxMilliseconds(1000).Build()).Error())
+	return classify(s.c.Do(ctx, s.c.B().Set().Key(s.keys.Probe()).Value("1").PxMilliseconds(1000).Build()).Error())
 }
 
 // classify sorts errors into the classes a caller acts on: ErrFull for OOM; ErrUnavailable for

@@ -19,6 +19,7 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -54,7 +55,7 @@ func setup(t testing.TB, cfg lua.Config) *testBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Keys = keys
+	cfg.Layout = keys
 	s, err := lua.New(c, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -64,12 +65,12 @@ func setup(t testing.TB, cfg lua.Config) *testBundle {
 
 func pub(owner, content string) lua.Message {
 	data, _ := json.Marshal(map[string]string{"owner_id": owner, "username": owner, "content": content})
-	return lua.Message{Kind: keyspace.Public, OwnerID: owner, Data: data}
+	return lua.Message{Kind: message.Public, OwnerID: owner, Data: data}
 }
 
 func priv(owner, recipient, content string) lua.Message {
 	data, _ := json.Marshal(map[string]string{"owner_id": owner, "recipient_id": recipient, "content": content})
-	return lua.Message{Kind: keyspace.Private, OwnerID: owner, RecipientID: recipient, Data: data}
+	return lua.Message{Kind: message.Private, OwnerID: owner, RecipientID: recipient, Data: data}
 }
 
 func mustEnqueue(t *testing.T, b *testBundle, m lua.Message) lua.Result {
@@ -106,7 +107,7 @@ type streamEntry struct {
 	CacheID, Kind, Payload string
 }
 
-func streamEntries(t *testing.T, b *testBundle, kind keyspace.Kind) []streamEntry {
+func streamEntries(t *testing.T, b *testBundle, kind message.Kind) []streamEntry {
 	t.Helper()
 	xs, err := testenv.Do(t, b.client, "XRANGE", b.keys.Stream(kind), "-", "+").AsXRange()
 	if err != nil {
@@ -134,7 +135,7 @@ func TestEnqueuePublic(t *testing.T) {
 		{"1", "message", `{"cache_id":1,"data":{"content":"hello","owner_id":"alice","username":"alice"}}`},
 		{"2", "message", `{"cache_id":2,"data":{"content":"hi","owner_id":"bob","username":"bob"}}`},
 	}
-	if diff := cmp.Diff(want, streamEntries(t, b, keyspace.Public)); diff != "" {
+	if diff := cmp.Diff(want, streamEntries(t, b, message.Public)); diff != "" {
 		t.Errorf("stream (-want +got):\n%s", diff)
 	}
 }
@@ -154,7 +155,7 @@ func TestRingsCapped(t *testing.T) {
 			t.Errorf("%s's ring (-want +got):\n%s", u, diff)
 		}
 	}
-	if n := len(streamEntries(t, b, keyspace.Public)); n != 5 {
+	if n := len(streamEntries(t, b, message.Public)); n != 5 {
 		t.Errorf("public stream holds %d entries, want 5: the stream is never trimmed by enqueue", n)
 	}
 }
@@ -177,10 +178,10 @@ func TestEnqueuePrivate(t *testing.T) {
 			t.Errorf("%s's ring (-want +got):\n%s", tt.user, diff)
 		}
 	}
-	if n := len(streamEntries(t, b, keyspace.Private)); n != 2 {
+	if n := len(streamEntries(t, b, message.Private)); n != 2 {
 		t.Errorf("private stream holds %d entries, want 2", n)
 	}
-	if n := len(streamEntries(t, b, keyspace.Public)); n != 0 {
+	if n := len(streamEntries(t, b, message.Public)); n != 0 {
 		t.Errorf("public stream holds %d entries, want 0", n)
 	}
 }
@@ -327,10 +328,10 @@ func TestClientMsgID(t *testing.T) {
 	if diff := cmp.Diff([]int64{1, 2, 3}, ringIDs(t, b, b.keys.PublicRing())); diff != "" {
 		t.Errorf("ring (-want +got):\n%s", diff)
 	}
-	if n := len(streamEntries(t, b, keyspace.Public)); n != 3 {
+	if n := len(streamEntries(t, b, message.Public)); n != 3 {
 		t.Errorf("stream holds %d entries, want 3", n)
 	}
-	ttl, _ := testenv.Do(t, b.client, "TTL", b.keys.ClientMsg(keyspace.Public, "alice", "c-1")).AsInt64()
+	ttl, _ := testenv.Do(t, b.client, "TTL", b.keys.ClientMsg(b.keys.Route(message.Public, "alice", ""), "alice", "c-1")).AsInt64()
 	if ttl <= 23*3600 || ttl > 24*3600 {
 		t.Errorf("client id TTL = %ds, want about 24h", ttl)
 	}
@@ -345,11 +346,11 @@ func TestBacklogCap(t *testing.T) {
 	if _, err := b.scripts.Enqueue(ctx, pub("alice", "3")); !errors.Is(err, lua.ErrBacklogFull) {
 		t.Fatalf("err = %v, want ErrBacklogFull", err)
 	}
-	if got := streamEntries(t, b, keyspace.Public); len(got) != 2 || got[0].CacheID != "1" {
+	if got := streamEntries(t, b, message.Public); len(got) != 2 || got[0].CacheID != "1" {
 		t.Fatalf("stream = %v, want the first two entries untouched", got)
 	}
 	// Room again once the worker trims: the rejected message consumed no id.
-	testenv.Do(t, b.client, "XTRIM", b.keys.Stream(keyspace.Public), "MAXLEN", "0")
+	testenv.Do(t, b.client, "XTRIM", b.keys.Stream(message.Public), "MAXLEN", "0")
 	if r := mustEnqueue(t, b, pub("alice", "3")); r.CacheID != 3 {
 		t.Fatalf("cache id = %d, want 3", r.CacheID)
 	}
@@ -388,7 +389,7 @@ func TestIDsUnderConcurrency(t *testing.T) {
 		}
 	}
 	// The stream holds them in id order.
-	entries := streamEntries(t, b, keyspace.Public)
+	entries := streamEntries(t, b, message.Public)
 	for i, e := range entries {
 		if e.CacheID != strconv.Itoa(i+1) {
 			t.Fatalf("stream entry %d has cache id %s, want %d", i, e.CacheID, i+1)
@@ -407,7 +408,7 @@ func TestEnqueueMany(t *testing.T) {
 	msgs[4].ClientMsgID = "x"
 	// The first run also proves the reload on NOSCRIPT inside a pipeline.
 	testenv.Do(t, b.client, "SCRIPT", "FLUSH")
-	out := b.scripts.EnqueueMany(context.Background(), keyspace.Public, msgs)
+	out := b.scripts.EnqueueMany(context.Background(), message.Public, msgs)
 	type res struct {
 		ID          int64
 		RateLimited bool
@@ -443,18 +444,18 @@ func TestDelete(t *testing.T) {
 	mustEnqueue(t, b, pub("a", "2"))
 	// An entry that another producer wrote with other spacing is found too.
 	testenv.Do(t, b.client, "RPUSH", b.keys.PublicRing(), `{ "cache_id" : 2, "data": {}}`)
-	if err := b.scripts.Delete(ctx, keyspace.Public, 2, "", "", b.keys.PublicRing()); err != nil {
+	if err := b.scripts.Delete(ctx, message.Public, 2, "", "", b.keys.PublicRing()); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]int64{1}, ringIDs(t, b, b.keys.PublicRing())); diff != "" {
 		t.Errorf("ring (-want +got):\n%s", diff)
 	}
-	entries := streamEntries(t, b, keyspace.Public)
+	entries := streamEntries(t, b, message.Public)
 	if last := entries[len(entries)-1]; last != (streamEntry{"2", "delete", ""}) {
 		t.Errorf("last stream entry = %+v, want a deletion of 2", last)
 	}
 	for _, id := range []int64{0, -1, 3} {
-		if err := b.scripts.Delete(ctx, keyspace.Public, id, "", "", b.keys.PublicRing()); !errors.Is(err, lua.ErrNotFound) {
+		if err := b.scripts.Delete(ctx, message.Public, id, "", "", b.keys.PublicRing()); !errors.Is(err, lua.ErrNotFound) {
 			t.Errorf("Delete(%d) = %v, want ErrNotFound", id, err)
 		}
 	}
@@ -465,7 +466,7 @@ func TestMirrorWhileProducing(t *testing.T) {
 	b := setup(t, lua.Config{MirrorChunk: 37})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	list := b.keys.LegacyFlushList(keyspace.Public)
+	list := b.keys.LegacyFlushList(message.Public)
 	const total = 3000
 	var wg sync.WaitGroup
 	for p := range 4 {
@@ -490,7 +491,7 @@ func TestMirrorWhileProducing(t *testing.T) {
 			done = true
 		default:
 		}
-		n, err := b.scripts.MirrorAll(ctx, keyspace.Public)
+		n, err := b.scripts.MirrorAll(ctx, message.Public)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -500,7 +501,7 @@ func TestMirrorWhileProducing(t *testing.T) {
 		t.Fatalf("moved %d entries, want %d", moved, total+1)
 	}
 	seen := map[string]int{}
-	for _, e := range streamEntries(t, b, keyspace.Public) {
+	for _, e := range streamEntries(t, b, message.Public) {
 		seen[e.CacheID]++
 		if e.Kind != "message" {
 			t.Fatalf("entry kind %q, want message", e.Kind)
@@ -522,18 +523,18 @@ func TestMirrorWhileProducing(t *testing.T) {
 func TestMirrorRespectsCap(t *testing.T) {
 	t.Parallel()
 	b := setup(t, lua.Config{BacklogCap: 5})
-	list := b.keys.LegacyFlushList(keyspace.Private)
+	list := b.keys.LegacyFlushList(message.Private)
 	for i := range 8 {
 		testenv.Do(t, b.client, "RPUSH", list, fmt.Sprintf(`{"cache_id":%d,"data":{}}`, i+1))
 	}
-	moved, err := b.scripts.MirrorAll(context.Background(), keyspace.Private)
+	moved, err := b.scripts.MirrorAll(context.Background(), message.Private)
 	if err != nil || moved != 5 {
 		t.Fatalf("moved %d (err %v), want 5", moved, err)
 	}
 	if n, _ := testenv.Do(t, b.client, "LLEN", list).AsInt64(); n != 3 {
 		t.Fatalf("%d entries left in the legacy list, want 3", n)
 	}
-	if e := streamEntries(t, b, keyspace.Private); e[0].Kind != "private_message" {
+	if e := streamEntries(t, b, message.Private); e[0].Kind != "private_message" {
 		t.Fatalf("kind = %q, want private_message", e[0].Kind)
 	}
 }
@@ -600,7 +601,7 @@ func TestEnqueueCommand(t *testing.T) {
 	if id, _ := res[1].AsInt64(); id != 2 {
 		t.Fatalf("raw EVALSHA gave cache id %d, want 2", id)
 	}
-	got := streamEntries(t, b, keyspace.Public)
+	got := streamEntries(t, b, message.Public)
 	want := streamEntry{"2", "message", `{"cache_id":2,"data":{"content":"hi","owner_id":"bob","username":"bob"}}`}
 	if len(got) != 2 || got[1] != want {
 		t.Fatalf("stream after the raw EVALSHA: %+v", got)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
@@ -16,10 +15,11 @@ import (
 // private message's users on the deletion (the live tail routes it by them). It returns
 // ErrNotFound for an id never issued and ErrBacklogFull when the stream is at its cap. A message
 // no longer in any ring is still deleted: the worker removes its row.
-func (s *Scripts) Delete(ctx context.Context, kind keyspace.Kind, cacheID int64, owner, recipient string, rings ...string) error {
+func (s *Scripts) Delete(ctx context.Context, kind message.Kind, cacheID int64, owner, recipient string, rings ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	keys := append([]string{s.cfg.Keys.Counter(kind), s.cfg.Keys.Stream(kind), s.cfg.Keys.PendingDeletes(kind)}, rings...)
+	r, _ := s.keys.RouteOf(kind, cacheID)
+	keys := append([]string{r.Counter, r.Stream, r.PendingDeletes}, rings...)
 	id := strconv.FormatInt(cacheID, 10)
 	args := []string{id, strconv.FormatInt(s.cfg.BacklogCap, 10), id, owner, recipient}
 	return deleteResult(s.delete.Exec(ctx, s.c, keys, args))
@@ -29,7 +29,7 @@ func (s *Scripts) Delete(ctx context.Context, kind keyspace.Kind, cacheID int64,
 // known (else the worker removes it from them once PostgreSQL names them), and from the flush
 // stream's future.
 func (s *Scripts) DeletePrivate(ctx context.Context, id int64, owner, recipient string) error {
-	return s.Delete(ctx, keyspace.Private, id, owner, recipient, privateRings(s.cfg.Keys.PrivateRing, owner, recipient)...)
+	return s.Delete(ctx, message.Private, id, owner, recipient, privateRings(s.keys.PrivateRing, owner, recipient)...)
 }
 
 // privateRings are the ring keys of a private message's users: none when they are unknown, one
@@ -49,7 +49,7 @@ func privateRings(ring func(string) string, owner, recipient string) []string {
 func (s *Scripts) ForgetPrivate(ctx context.Context, recs []message.Record) error {
 	var calls []Call
 	for _, r := range recs {
-		if keys := privateRings(s.cfg.Keys.PrivateRing, r.Message.OwnerID, r.Message.RecipientID); len(keys) > 0 {
+		if keys := privateRings(s.keys.PrivateRing, r.Message.OwnerID, r.Message.RecipientID); len(keys) > 0 {
 			calls = append(calls, Call{Keys: keys, Args: []string{strconv.FormatInt(r.CacheID, 10)}})
 		}
 	}
@@ -82,10 +82,10 @@ func deleteResult(r valkey.ValkeyResult) error {
 
 // Mirror moves up to MirrorChunk entries of kind's legacy flush list into its flush stream in
 // one atomic step. It returns how many moved and how many are left in the list.
-func (s *Scripts) Mirror(ctx context.Context, kind keyspace.Kind) (moved, left int64, err error) {
+func (s *Scripts) Mirror(ctx context.Context, kind message.Kind) (moved, left int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	keys := []string{s.cfg.Keys.LegacyFlushList(kind), s.cfg.Keys.Stream(kind)}
+	keys := []string{s.keys.LegacyFlushList(kind), s.keys.Stream(kind)}
 	args := []string{strconv.Itoa(s.cfg.MirrorChunk), kind.String(), strconv.FormatInt(s.cfg.BacklogCap, 10)}
 	v, err := s.mirror.Exec(ctx, s.c, keys, args).AsIntSlice()
 	if err != nil {
@@ -98,7 +98,7 @@ func (s *Scripts) Mirror(ctx context.Context, kind keyspace.Kind) (moved, left i
 }
 
 // MirrorAll mirrors kind's legacy list chunk by chunk until it is empty or the stream is full.
-func (s *Scripts) MirrorAll(ctx context.Context, kind keyspace.Kind) (int64, error) {
+func (s *Scripts) MirrorAll(ctx context.Context, kind message.Kind) (int64, error) {
 	var total int64
 	for {
 		moved, left, err := s.Mirror(ctx, kind)
@@ -127,24 +127,24 @@ func (s *Scripts) Recent(ctx context.Context, ring string, limit int) ([]string,
 
 // RecentPublic returns up to limit of the newest public messages, oldest first.
 func (s *Scripts) RecentPublic(ctx context.Context, limit int) ([]string, error) {
-	return s.Recent(ctx, s.cfg.Keys.PublicRing(), limit)
+	return s.Recent(ctx, s.keys.PublicRing(), limit)
 }
 
 // RecentPrivate returns up to limit of a user's newest private messages, oldest first.
 func (s *Scripts) RecentPrivate(ctx context.Context, user string, limit int) ([]string, error) {
-	return s.Recent(ctx, s.cfg.Keys.PrivateRing(user), limit)
+	return s.Recent(ctx, s.keys.PrivateRing(user), limit)
 }
 
 // DeletePublic deletes a public message from the public ring and the flush stream's future.
 func (s *Scripts) DeletePublic(ctx context.Context, id int64) error {
-	return s.Delete(ctx, keyspace.Public, id, "", "", s.cfg.Keys.PublicRing())
+	return s.Delete(ctx, message.Public, id, "", "", s.keys.PublicRing())
 }
 
 // RateLimit returns the shared rate limit, the defaults filling in what the hash lacks.
 func (s *Scripts) RateLimit(ctx context.Context) (RateLimit, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	return readRateLimit(ctx, s.c, s.cfg.Keys.RateSettings(), s.cfg.DefaultRate)
+	return readRateLimit(ctx, s.c, s.keys.RateSettings(), s.cfg.DefaultRate)
 }
 
 // readRateLimit reads the settings hash at key, def filling in what it lacks.
@@ -179,7 +179,7 @@ func (s *Scripts) SetRateLimit(ctx context.Context, rl RateLimit) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	cmd := s.c.B().Hset().Key(s.cfg.Keys.RateSettings()).FieldValue().
+	cmd := s.c.B().Hset().Key(s.keys.RateSettings()).FieldValue().
 		FieldValue("limit", strconv.Itoa(rl.Limit)).
 		FieldValue("window_seconds", strconv.Itoa(rl.WindowSeconds)).
 		FieldValue("algorithm", string(rl.Algorithm)).Build()

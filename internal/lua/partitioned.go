@@ -41,7 +41,8 @@ type Partitioned struct {
 	delete    *Script
 }
 
-// NewPartitioned returns the operations of the partitioned layout on c. cfg.Keys is not used.
+// NewPartitioned returns the operations of the partitioned layout keys on c; cfg.Layout is not
+// used (Open passes its own).
 func NewPartitioned(c valkey.Client, keys keyspace.Partitioned, cfg Config) (*Partitioned, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -52,12 +53,9 @@ func NewPartitioned(c valkey.Client, keys keyspace.Partitioned, cfg Config) (*Pa
 		delete:    NewScript("delete", entrySrc, ringSrc, deleteSrc)}, nil
 }
 
-// partition is the partition of m.
-func (p *Partitioned) partition(m Message) int {
-	if m.Kind == keyspace.Private {
-		return p.keys.PrivatePartition(m.OwnerID, m.RecipientID)
-	}
-	return p.keys.PublicPartition(m.OwnerID)
+// route is where m goes.
+func (p *Partitioned) route(kind message.Kind, m Message) keyspace.Route {
+	return p.keys.Route(kind, m.OwnerID, m.RecipientID)
 }
 
 // settings reads the shared rate limit. It is read on every message (one more round trip):
@@ -122,6 +120,10 @@ func (p *Partitioned) enqueueDurable(ctx context.Context, calls []Call) ([]valke
 	wg.Wait()
 	return res, durable
 }
+
+// Load does nothing: a SCRIPT LOAD carries no key, and on a cluster it would reach one node of
+// many. Each script loads on a node at its first use there (Script.Exec).
+func (p *Partitioned) Load(context.Context) error { return nil }
 
 // RepairRings adds written private messages to their users' rings again, with their ring
 // entries as the flush stream holds them (the members ingest wrote, byte for byte, so an entry
@@ -242,14 +244,14 @@ func (p *Partitioned) Probe(ctx context.Context) error {
 // DeletePublic deletes a public message from its partition's ring shard and records the
 // deletion on its partition's flush stream (delete.lua). The partition comes from the id.
 func (p *Partitioned) DeletePublic(ctx context.Context, id int64) error {
-	return p.deleteIn(ctx, keyspace.Public, id, "", "")
+	return p.deleteIn(ctx, message.Public, id, "", "")
 }
 
 // DeletePrivate records the deletion of a private message on its partition's flush stream,
 // then removes it from the rings of owner and recipient when they are known (else the worker
 // does, once PostgreSQL names them).
 func (p *Partitioned) DeletePrivate(ctx context.Context, id int64, owner, recipient string) error {
-	if err := p.deleteIn(ctx, keyspace.Private, id, owner, recipient); err != nil {
+	if err := p.deleteIn(ctx, message.Private, id, owner, recipient); err != nil {
 		return err
 	}
 	if owner == "" {
@@ -258,16 +260,16 @@ func (p *Partitioned) DeletePrivate(ctx context.Context, id int64, owner, recipi
 	return p.ForgetPrivate(ctx, []message.Record{{CacheID: id, Message: message.Message{OwnerID: owner, RecipientID: recipient}}})
 }
 
-func (p *Partitioned) deleteIn(ctx context.Context, kind keyspace.Kind, id int64, owner, recipient string) error {
-	part := p.keys.PartitionOf(id)
-	if p.keys.Sequence(id) < 1 || part >= p.keys.Partitions() {
+func (p *Partitioned) deleteIn(ctx context.Context, kind message.Kind, id int64, owner, recipient string) error {
+	r, ok := p.keys.RouteOf(kind, id)
+	if !ok || p.keys.Sequence(id) < 1 {
 		return ErrNotFound
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	keys := []string{p.keys.Seq(part), p.keys.Stream(part, kind), p.keys.PendingDeletes(part, kind)}
-	if kind == keyspace.Public {
-		keys = append(keys, p.keys.PublicRing(part))
+	keys := []string{r.Counter, r.Stream, r.PendingDeletes}
+	if r.Ring != "" {
+		keys = append(keys, r.Ring)
 	}
 	args := []string{strconv.FormatInt(id, 10), strconv.FormatInt(p.cfg.BacklogCap, 10), strconv.FormatInt(p.keys.Sequence(id), 10), owner, recipient}
 	return deleteResult(p.delete.Exec(ctx, p.c, keys, args))
@@ -286,23 +288,22 @@ func (p *Partitioned) ForgetPrivate(ctx context.Context, recs []message.Record) 
 	return p.doAll(ctx, cmds)
 }
 
-// enqueueCall is the part_enqueue.lua call for msgs, all in partition part.
-func (p *Partitioned) enqueueCall(kind keyspace.Kind, part int, msgs []Message) Call {
-	stream := p.keys.Stream(part, kind)
-	ring := stream // private rings are on their users' slots
-	if kind == keyspace.Public {
-		ring = p.keys.PublicRing(part)
+// enqueueCall is the part_enqueue.lua call for msgs, all of kind on route r.
+func (p *Partitioned) enqueueCall(kind message.Kind, r keyspace.Route, msgs []Message) Call {
+	ring := r.Ring
+	if ring == "" {
+		ring = r.Stream // private rings are on their users' slots
 	}
-	keys := &keyList{names: []string{p.keys.Seq(part), stream, ring}, index: map[string]int{}}
+	keys := &keyList{names: []string{r.Counter, r.Stream, ring}, index: map[string]int{}}
 	clients := make([]int, len(msgs))
 	for j, m := range msgs {
 		if m.ClientMsgID != "" {
-			clients[j] = keys.add(p.keys.ClientMsg(part, kind, m.OwnerID, m.ClientMsgID))
+			clients[j] = keys.add(p.keys.ClientMsg(r, m.OwnerID, m.ClientMsgID))
 		}
 	}
 	args := make([]string, 0, 7+len(msgs))
 	args = append(args, strconv.Itoa(p.cfg.RecentSize), strconv.FormatInt(p.cfg.BacklogCap, 10),
-		strconv.FormatInt(int64(p.cfg.ClientMsgTTL/time.Second), 10), kind.String(), strconv.Itoa(part),
+		strconv.FormatInt(int64(p.cfg.ClientMsgTTL/time.Second), 10), kind.String(), r.Partition,
 		flag(p.cfg.Durability != DurableNone), string(msgpackInts(clients)))
 	for _, m := range msgs {
 		args = append(args, string(m.Data))
@@ -366,7 +367,7 @@ func ringEntry(id int64, data []byte) string {
 // Outcomes come back in order. A known client_msg_id is answered with its id even when its user
 // is now over the limit; its token is given back, but within its batch it may have kept a later
 // message of the same user from a token that was then free.
-func (p *Partitioned) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs []Message) []Outcome {
+func (p *Partitioned) EnqueueMany(ctx context.Context, kind message.Kind, msgs []Message) []Outcome {
 	out := make([]Outcome, len(msgs))
 	if len(msgs) == 0 {
 		return out
@@ -404,7 +405,7 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs 
 		lookupAt[i] = -1
 		if m.ClientMsgID != "" {
 			lookupAt[i] = len(lookups)
-			lookups = append(lookups, p.c.B().Get().Key(p.keys.ClientMsg(p.partition(*m), kind, m.OwnerID, m.ClientMsgID)).Build())
+			lookups = append(lookups, p.c.B().Get().Key(p.keys.ClientMsg(p.route(kind, *m), m.OwnerID, m.ClientMsgID)).Build())
 		}
 	}
 	rates := make([]Call, len(order))
@@ -432,8 +433,8 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs 
 	}
 	// Who goes on: by partition, in order.
 	taken := make([]bool, len(msgs))
-	groups := map[int][]int{}
-	var parts []int
+	groups := map[keyspace.Route][]int{}
+	var parts []keyspace.Route
 	for _, name := range order {
 		u := users[name]
 		for k, i := range u.msgs {
@@ -455,7 +456,7 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs 
 				out[i].Err = &RateLimitedError{RetryAfter: u.retry}
 				continue
 			}
-			part := p.partition(msgs[i])
+			part := p.route(kind, msgs[i])
 			if groups[part] == nil {
 				parts = append(parts, part)
 			}
@@ -498,7 +499,7 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind keyspace.Kind, msgs 
 			if taken[i] && !accepted {
 				refund++
 			}
-			if accepted && kind == keyspace.Private {
+			if accepted && kind == message.Private {
 				m := msgs[i]
 				rings.add(p, m.OwnerID, m.RecipientID, out[i].CacheID, ringEntry(out[i].CacheID, m.Data))
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -63,7 +64,7 @@ func TestPartitionedEnqueue(t *testing.T) {
 			ctx := context.Background()
 			type sent struct {
 				id              int64
-				kind            keyspace.Kind
+				kind            message.Kind
 				owner, to, conv string
 			}
 			var mu sync.Mutex
@@ -74,12 +75,12 @@ func TestPartitionedEnqueue(t *testing.T) {
 					for i := range 150 {
 						owner := fmt.Sprintf("u%d", g)
 						m := pub(owner, fmt.Sprintf("%d-%d", g, i))
-						s := sent{kind: keyspace.Public, owner: owner, conv: owner}
+						s := sent{kind: message.Public, owner: owner, conv: owner}
 						if i%5 == 0 {
 							to := fmt.Sprintf("u%d", (g+i/5)%8) // sometimes g itself: a self-DM
 							m = priv(owner, to, fmt.Sprintf("%d-%d", g, i))
 							a, z := min(owner, to), max(owner, to)
-							s = sent{kind: keyspace.Private, owner: owner, to: to, conv: a + ">" + z}
+							s = sent{kind: message.Private, owner: owner, to: to, conv: a + ">" + z}
 						}
 						res, err := b.ops.Enqueue(ctx, m)
 						if err != nil {
@@ -105,13 +106,13 @@ func TestPartitionedEnqueue(t *testing.T) {
 				}
 				seen[s.id] = true
 				want := b.keys.PublicPartition(s.owner)
-				if s.kind == keyspace.Private {
+				if s.kind == message.Private {
 					want = b.keys.PrivatePartition(s.owner, s.to)
 				}
 				if got := b.keys.PartitionOf(s.id); got != want {
 					t.Fatalf("id %d is in partition %d, want %d", s.id, got, want)
 				}
-				if s.kind == keyspace.Public {
+				if s.kind == message.Public {
 					public = append(public, s.id)
 				}
 			}
@@ -140,7 +141,7 @@ func TestPartitionedEnqueue(t *testing.T) {
 				user := fmt.Sprintf("u%d", u)
 				var mine []int64
 				for _, s := range all {
-					if s.kind == keyspace.Private && (s.owner == user || s.to == user) {
+					if s.kind == message.Private && (s.owner == user || s.to == user) {
 						mine = append(mine, s.id)
 					}
 				}
@@ -250,7 +251,7 @@ func TestPartitionedBatchAndDelete(t *testing.T) {
 	retry := pub("u1", "retried")
 	retry.ClientMsgID = "r1"
 	msgs = append(msgs, retry)
-	outs := b.ops.EnqueueMany(ctx, keyspace.Public, msgs)
+	outs := b.ops.EnqueueMany(ctx, message.Public, msgs)
 	accepted, limited := 0, 0
 	parts := map[int]bool{}
 	for i, o := range outs {
@@ -272,7 +273,7 @@ func TestPartitionedBatchAndDelete(t *testing.T) {
 		t.Fatalf("accepted %d, limited %d, partitions %d; want 204, 2, %d", accepted, limited, len(parts), keyspace.DefaultPartitions)
 	}
 	first := outs[len(outs)-1].CacheID
-	again := b.ops.EnqueueMany(ctx, keyspace.Public, []lua.Message{retry})
+	again := b.ops.EnqueueMany(ctx, message.Public, []lua.Message{retry})
 	if again[0].Err != nil || !again[0].Duplicate || again[0].CacheID != first {
 		t.Fatalf("retry in a batch: %+v, want id %d again", again[0], first)
 	}
@@ -288,7 +289,7 @@ func TestPartitionedBatchAndDelete(t *testing.T) {
 		}
 	}
 	part := b.keys.PartitionOf(victim)
-	xs, err := b.c.Do(ctx, b.c.B().Xrevrange().Key(b.keys.Stream(part, keyspace.Public)).End("+").Start("-").Count(1).Build()).AsXRange()
+	xs, err := b.c.Do(ctx, b.c.B().Xrevrange().Key(b.keys.Stream(part, message.Public)).End("+").Start("-").Count(1).Build()).AsXRange()
 	if err != nil || len(xs) != 1 || xs[0].FieldValues["kind"] != "delete" || xs[0].FieldValues["cache_id"] != fmt.Sprint(victim) {
 		t.Fatalf("partition %d's stream ends with %v, %v; want the deletion of %d", part, xs, err, victim)
 	}
@@ -350,7 +351,7 @@ func TestPartitionedDurable(t *testing.T) {
 	for i := range 40 {
 		batch = append(batch, pub(fmt.Sprintf("b%d", i), "x"))
 	}
-	for i, o := range ops.EnqueueMany(ctx, keyspace.Public, batch) {
+	for i, o := range ops.EnqueueMany(ctx, message.Public, batch) {
 		if !errors.As(o.Err, &nde) || nde.CacheID == 0 {
 			t.Fatalf("batch message %d: %v, want NotDurableError with an id", i, o.Err)
 		}
@@ -394,13 +395,13 @@ func TestPartitionedBacklogCap(t *testing.T) {
 	if after, _ := testenv.Do(t, b.c, "GET", seq).ToString(); after != before {
 		t.Fatalf("the partition's sequence moved from %s to %s: the refused message took an id", before, after)
 	}
-	if got := testenv.Do(t, b.c, "XLEN", b.keys.Stream(b.keys.PublicPartition("alice"), keyspace.Public)); got.Error() != nil {
+	if got := testenv.Do(t, b.c, "XLEN", b.keys.Stream(b.keys.PublicPartition("alice"), message.Public)); got.Error() != nil {
 		t.Fatal(got.Error())
 	} else if n, _ := got.AsInt64(); n != 3 {
 		t.Fatalf("the stream holds %d, want 3", n)
 	}
 	// The refused message gave its token back: alice has one left of four.
-	testenv.Do(t, b.c, "XTRIM", b.keys.Stream(b.keys.PublicPartition("alice"), keyspace.Public), "MAXLEN", "0")
+	testenv.Do(t, b.c, "XTRIM", b.keys.Stream(b.keys.PublicPartition("alice"), message.Public), "MAXLEN", "0")
 	res, err := b.ops.Enqueue(ctx, pub("alice", "after"))
 	if err != nil {
 		t.Fatalf("after room was made: %v (the refusal must not cost quota)", err)

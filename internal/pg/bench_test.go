@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
@@ -31,7 +30,7 @@ func BenchmarkInsert(b *testing.B) {
 		var next int64
 		start := time.Now()
 		for b.Loop() {
-			if _, err := bb.store.PersistInsert(context.Background(), keyspace.Public, mk(&next)); err != nil {
+			if _, err := bb.store.PersistInsert(context.Background(), message.Public, mk(&next)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -78,7 +77,7 @@ func BenchmarkInsert(b *testing.B) {
 		var next int64
 		start := time.Now()
 		for b.Loop() {
-			if _, err := bb.store.Persist(context.Background(), keyspace.Public, mk(&next)); err != nil {
+			if _, err := bb.store.Persist(context.Background(), message.Public, mk(&next)); err != nil {
 				b.Fatal(err)
 			}
 		}

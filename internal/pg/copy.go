@@ -7,7 +7,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
@@ -26,22 +25,22 @@ var (
 // draining a backlog 10% slower than a bare XREADGROUP + COPY + XACK loop.
 const CopyMin = 64
 
-var copyColumns = map[keyspace.Kind][]string{
-	keyspace.Public:  {"cache_id", "owner_id", "username", "content", "created_at", "stream_id"},
-	keyspace.Private: {"cache_id", "owner_id", "recipient_id", "username", "content", "created_at", "stream_id"},
+var copyColumns = map[message.Kind][]string{
+	message.Public:  {"cache_id", "owner_id", "username", "content", "created_at", "stream_id"},
+	message.Private: {"cache_id", "owner_id", "recipient_id", "username", "content", "created_at", "stream_id"},
 }
 
 // copyBatch writes the records at idx with COPY in one transaction, skipping tombstoned ids and
 // ids repeated within the batch. COPY has no ON CONFLICT: a row already written (a redelivered
 // entry) or a row Postgres refuses aborts it, and the caller writes the batch the INSERT way,
 // which skips the one and isolates the other. It returns the rows written.
-func (s *Store) copyBatch(ctx context.Context, kind keyspace.Kind, recs []message.Record, idx []int) (int64, error) {
+func (s *Store) copyBatch(ctx context.Context, kind message.Kind, recs []message.Record, idx []int) (int64, error) {
 	ids := make([]int64, len(idx))
 	for j, i := range idx {
 		ids[j] = recs[i].CacheID
 	}
 	table, lock := "chat_messages", copyLockMessageSQL
-	if kind == keyspace.Private {
+	if kind == message.Private {
 		table, lock = "private_messages", copyLockPrivateMessageSQL
 	}
 	var n int64
@@ -67,7 +66,7 @@ func (s *Store) copyBatch(ctx context.Context, kind keyspace.Kind, recs []messag
 				continue
 			}
 			skip[r.CacheID] = true // a repeat within the batch is the same message: once
-			if kind == keyspace.Private {
+			if kind == message.Private {
 				rows = append(rows, []any{r.CacheID, r.Message.OwnerID, r.Message.RecipientID, r.Message.Username, r.Message.Content, r.CreatedAt, r.StreamID})
 			} else {
 				rows = append(rows, []any{r.CacheID, r.Message.OwnerID, r.Message.Username, r.Message.Content, r.CreatedAt, r.StreamID})

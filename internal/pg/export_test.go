@@ -3,12 +3,11 @@ package pg
 import (
 	"context"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
 // PersistInsert writes messages the INSERT way whatever their number, for BenchmarkInsert.
-func (s *Store) PersistInsert(ctx context.Context, kind keyspace.Kind, recs []message.Record) (Result, error) {
+func (s *Store) PersistInsert(ctx context.Context, kind message.Kind, recs []message.Record) (Result, error) {
 	idx := make([]int, len(recs))
 	for i := range idx {
 		idx[i] = i

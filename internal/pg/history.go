@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
@@ -45,7 +44,7 @@ func (h *History) Standby(ctx context.Context) (bool, error) {
 
 // PageQuery asks for one page.
 type PageQuery struct {
-	Kind keyspace.Kind
+	Kind message.Kind
 	// User is whose private history (sent and received); "" for public.
 	User string
 	// Before pages below Cursor, newest first; else above it, oldest first. Cursor 0 with Before
@@ -71,9 +70,9 @@ func (h *History) Page(ctx context.Context, q PageQuery) ([]message.Record, erro
 	var sql string
 	args := []any{cursor, q.Limit, exclude}
 	switch {
-	case q.Kind == keyspace.Public && q.Before:
+	case q.Kind == message.Public && q.Before:
 		sql = historyMessageBeforeSQL
-	case q.Kind == keyspace.Public:
+	case q.Kind == message.Public:
 		sql = historyMessageAfterSQL
 	case q.Before:
 		sql, args = historyPrivateBeforeSQL, append(args, q.User)

@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
@@ -74,7 +73,7 @@ type Result struct {
 // or 23), the batch is split in halves until the bad rows are found: k bad rows cost about
 // k·log2(n) statements, and every good row is written. Any other error is returned (see
 // Transient): nothing of it is known to be written, and the caller retries the whole batch.
-func (s *Store) Persist(ctx context.Context, kind keyspace.Kind, recs []message.Record) (Result, error) {
+func (s *Store) Persist(ctx context.Context, kind message.Kind, recs []message.Record) (Result, error) {
 	var res Result
 	var msgs []int
 	var dels []int
@@ -126,7 +125,7 @@ func (s *Store) Persist(ctx context.Context, kind keyspace.Kind, recs []message.
 	return res, nil
 }
 
-func (s *Store) insertIsolated(ctx context.Context, kind keyspace.Kind, recs []message.Record, idx []int, res *Result) error {
+func (s *Store) insertIsolated(ctx context.Context, kind message.Kind, recs []message.Record, idx []int, res *Result) error {
 	n, err := s.insert(ctx, kind, recs, idx)
 	res.RoundTrips++
 	if err == nil {
@@ -147,7 +146,7 @@ func (s *Store) insertIsolated(ctx context.Context, kind keyspace.Kind, recs []m
 	return s.insertIsolated(ctx, kind, recs, idx[mid:], res)
 }
 
-func (s *Store) insert(ctx context.Context, kind keyspace.Kind, recs []message.Record, idx []int) (int64, error) {
+func (s *Store) insert(ctx context.Context, kind message.Kind, recs []message.Record, idx []int) (int64, error) {
 	ids := make([]int64, len(idx))
 	owners := make([]string, len(idx))
 	users := make([]string, len(idx))
@@ -161,7 +160,7 @@ func (s *Store) insert(ctx context.Context, kind keyspace.Kind, recs []message.R
 	}
 	var args []any
 	sql := insertMessageSQL
-	if kind == keyspace.Private {
+	if kind == message.Private {
 		recipients := make([]string, len(idx))
 		for j, i := range idx {
 			recipients[j] = recs[i].Message.RecipientID
@@ -180,14 +179,14 @@ func (s *Store) insert(ctx context.Context, kind keyspace.Kind, recs []message.R
 
 // delete records tombstones and removes the rows, under the table lock of lock_message.sql. It
 // returns the private rows removed, with their users.
-func (s *Store) delete(ctx context.Context, kind keyspace.Kind, recs []message.Record, idx []int) ([]message.Record, error) {
+func (s *Store) delete(ctx context.Context, kind message.Kind, recs []message.Record, idx []int) ([]message.Record, error) {
 	ids := make([]int64, len(idx))
 	streamIDs := make([]string, len(idx))
 	for j, i := range idx {
 		ids[j], streamIDs[j] = recs[i].CacheID, recs[i].StreamID
 	}
 	lock, del := lockMessageSQL, deleteMessageSQL
-	if kind == keyspace.Private {
+	if kind == message.Private {
 		lock, del = lockPrivateMessageSQL, deletePrivateMessageSQL
 	}
 	var removed []message.Record
@@ -196,7 +195,7 @@ func (s *Store) delete(ctx context.Context, kind keyspace.Kind, recs []message.R
 		b := &pgx.Batch{}
 		b.Queue(lock)
 		b.Queue(tombstoneSQL, kind.String(), ids, streamIDs)
-		if kind == keyspace.Private {
+		if kind == message.Private {
 			b.Queue(del, ids).Query(func(rows pgx.Rows) error {
 				var r message.Record
 				_, err := pgx.ForEachRow(rows, []any{&r.CacheID, &r.Message.OwnerID, &r.Message.RecipientID}, func() error {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -111,11 +110,11 @@ func TestPersistIdempotent(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	batch := []message.Record{rec(1, "a"), rec(2, "b"), rec(2, "b"), rec(3, "c")}
-	res, err := b.store.Persist(ctx, keyspace.Public, batch)
+	res, err := b.store.Persist(ctx, message.Public, batch)
 	if err != nil || res.Inserted != 3 || len(res.Rejected) != 0 {
 		t.Fatalf("first write: %+v, %v; want 3 inserted", res, err)
 	}
-	res, err = b.store.Persist(ctx, keyspace.Public, batch)
+	res, err = b.store.Persist(ctx, message.Public, batch)
 	if err != nil || res.Inserted != 0 {
 		t.Fatalf("redelivery: %+v, %v; want 0 inserted", res, err)
 	}
@@ -128,7 +127,7 @@ func TestPersistIdempotent(t *testing.T) {
 	if err != nil || content != "b" || owner != "u1" || stream != "1700000000002-0" || !created.Equal(rec(2, "").CreatedAt) {
 		t.Fatalf("row 2 = %q %q %q %v (%v)", content, owner, stream, created, err)
 	}
-	if _, err := b.store.Persist(ctx, keyspace.Private, []message.Record{rec(1, "private")}); err != nil {
+	if _, err := b.store.Persist(ctx, message.Private, []message.Record{rec(1, "private")}); err != nil {
 		t.Fatal(err)
 	}
 	if got := ids(t, b, "private_messages"); !slices.Equal(got, []int64{1}) {
@@ -147,7 +146,7 @@ func TestPersistIsolatesBadRows(t *testing.T) {
 	batch[9].Message.Content = "nul \x00 inside"          // 22021: Postgres text cannot hold NUL
 	batch[40].Message.Content = strings.Repeat("x", 5000) // 23514: CHECK on the length
 	batch[41].Message.Username = strings.Repeat("u", 65)  // 23514
-	res, err := b.store.Persist(context.Background(), keyspace.Public, batch)
+	res, err := b.store.Persist(context.Background(), message.Public, batch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,28 +176,28 @@ func TestDeleteEitherOrder(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	// Insert, then delete.
-	if _, err := b.store.Persist(ctx, keyspace.Public, []message.Record{rec(1, "a"), rec(2, "b")}); err != nil {
+	if _, err := b.store.Persist(ctx, message.Public, []message.Record{rec(1, "a"), rec(2, "b")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.store.Persist(ctx, keyspace.Public, []message.Record{del(1)}); err != nil {
+	if _, err := b.store.Persist(ctx, message.Public, []message.Record{del(1)}); err != nil {
 		t.Fatal(err)
 	}
 	// Delete, then insert (the deletion met first), and both in one batch.
-	if _, err := b.store.Persist(ctx, keyspace.Public, []message.Record{del(3)}); err != nil {
+	if _, err := b.store.Persist(ctx, message.Public, []message.Record{del(3)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.store.Persist(ctx, keyspace.Public, []message.Record{rec(3, "c"), rec(4, "d"), del(4), rec(5, "e")}); err != nil {
+	if _, err := b.store.Persist(ctx, message.Public, []message.Record{rec(3, "c"), rec(4, "d"), del(4), rec(5, "e")}); err != nil {
 		t.Fatal(err)
 	}
 	if got := ids(t, b, "chat_messages"); !slices.Equal(got, []int64{2, 5}) {
 		t.Fatalf("rows = %v, want 2 5", got)
 	}
 	// Redelivered deletions are harmless.
-	if _, err := b.store.Persist(ctx, keyspace.Public, []message.Record{del(1), del(3)}); err != nil {
+	if _, err := b.store.Persist(ctx, message.Public, []message.Record{del(1), del(3)}); err != nil {
 		t.Fatal(err)
 	}
 	// A private deletion touches private messages only.
-	if _, err := b.store.Persist(ctx, keyspace.Private, []message.Record{rec(2, "p"), del(2)}); err != nil {
+	if _, err := b.store.Persist(ctx, message.Private, []message.Record{rec(2, "p"), del(2)}); err != nil {
 		t.Fatal(err)
 	}
 	if got := ids(t, b, "private_messages"); len(got) != 0 {
@@ -241,7 +240,7 @@ func TestDeleteRacesInsert(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() {
-				_, err := b.store.Persist(ctx, keyspace.Public, batch)
+				_, err := b.store.Persist(ctx, message.Public, batch)
 				done <- err
 			}()
 			select {
@@ -268,7 +267,7 @@ func TestDeleteRacesInsert(t *testing.T) {
 // real redeliveries still pass as no-ops.
 func TestIDReused(t *testing.T) {
 	t.Parallel()
-	for _, kind := range keyspace.Kinds {
+	for _, kind := range message.Kinds {
 		for _, n := range []int{4, pg.CopyMin} {
 			t.Run(fmt.Sprintf("%s, batch of %d", kind, n), func(t *testing.T) {
 				t.Parallel()
@@ -298,7 +297,7 @@ func TestIDReused(t *testing.T) {
 // nothing on redelivery, and report the same counts, for both tables.
 func TestPersistCopyAndInsertAgree(t *testing.T) {
 	t.Parallel()
-	for _, kind := range keyspace.Kinds {
+	for _, kind := range message.Kinds {
 		for _, n := range []int{4, pg.CopyMin, 500} {
 			t.Run(fmt.Sprintf("%s, batch of %d", kind, n), func(t *testing.T) {
 				t.Parallel()
@@ -316,7 +315,7 @@ func TestPersistCopyAndInsertAgree(t *testing.T) {
 				if err != nil || res.Inserted != int64(n-2) || len(res.Rejected) != 0 {
 					t.Fatalf("first write: %+v, %v; want %d inserted", res, err, n-2)
 				}
-				table := map[keyspace.Kind]string{keyspace.Public: "chat_messages", keyspace.Private: "private_messages"}[kind]
+				table := map[message.Kind]string{message.Public: "chat_messages", message.Private: "private_messages"}[kind]
 				var want []int64
 				for i := 1; i < n; i++ {
 					if i != 2 {
@@ -327,7 +326,7 @@ func TestPersistCopyAndInsertAgree(t *testing.T) {
 					t.Fatalf("rows = %v, want %v", got, want)
 				}
 				var content, recipient string
-				if kind == keyspace.Private {
+				if kind == message.Private {
 					_ = b.pool.QueryRow(ctx, "SELECT content, recipient_id FROM private_messages WHERE cache_id = 3").Scan(&content, &recipient)
 				} else {
 					_ = b.pool.QueryRow(ctx, "SELECT content, 'u2' FROM chat_messages WHERE cache_id = 3").Scan(&content, &recipient)
@@ -355,7 +354,7 @@ func TestTransientErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	_, err = pg.New(pool).Persist(ctx, keyspace.Public, []message.Record{rec(1, "a")})
+	_, err = pg.New(pool).Persist(ctx, message.Public, []message.Record{rec(1, "a")})
 	if err == nil || pg.Permanent(err) {
 		t.Fatalf("err = %v, want a transient error", err)
 	}
@@ -392,7 +391,7 @@ func TestLimitedRole(t *testing.T) {
 	for i := range big {
 		big[i] = rec(int64(100+i), "copied")
 	}
-	for _, kind := range keyspace.Kinds {
+	for _, kind := range message.Kinds {
 		if _, err := store.Persist(ctx, kind, []message.Record{rec(1, "a"), rec(2, "b"), del(2)}); err != nil {
 			t.Fatalf("%s as the limited role: %v", kind, err)
 		}
@@ -452,7 +451,7 @@ func TestReaderRole(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	for _, kind := range keyspace.Kinds {
+	for _, kind := range message.Kinds {
 		recs := []message.Record{rec(1, "a"), rec(2, "b"), rec(3, "c"), rec(4, "d")}
 		recs[3].Message.OwnerID, recs[3].Message.RecipientID = "u3", "u3" // a self-DM
 		if _, err := b.store.Persist(ctx, kind, recs); err != nil {
@@ -464,13 +463,13 @@ func TestReaderRole(t *testing.T) {
 		q    pg.PageQuery
 		want []int64
 	}{
-		{pg.PageQuery{Kind: keyspace.Public, Before: true, Limit: 2}, []int64{4, 3}},
-		{pg.PageQuery{Kind: keyspace.Public, Before: true, Cursor: 3, Limit: 5, Exclude: []int64{1}}, []int64{2}},
-		{pg.PageQuery{Kind: keyspace.Public, Cursor: 1, Limit: 2}, []int64{2, 3}},
-		{pg.PageQuery{Kind: keyspace.Private, User: "u2", Before: true, Limit: 10}, []int64{3, 2, 1}},
-		{pg.PageQuery{Kind: keyspace.Private, User: "u3", Limit: 10}, []int64{4}}, // found by both seeks, once
-		{pg.PageQuery{Kind: keyspace.Private, User: "u1", Cursor: 1, Limit: 1}, []int64{2}},
-		{pg.PageQuery{Kind: keyspace.Private, User: "nobody", Limit: 10}, nil},
+		{pg.PageQuery{Kind: message.Public, Before: true, Limit: 2}, []int64{4, 3}},
+		{pg.PageQuery{Kind: message.Public, Before: true, Cursor: 3, Limit: 5, Exclude: []int64{1}}, []int64{2}},
+		{pg.PageQuery{Kind: message.Public, Cursor: 1, Limit: 2}, []int64{2, 3}},
+		{pg.PageQuery{Kind: message.Private, User: "u2", Before: true, Limit: 10}, []int64{3, 2, 1}},
+		{pg.PageQuery{Kind: message.Private, User: "u3", Limit: 10}, []int64{4}}, // found by both seeks, once
+		{pg.PageQuery{Kind: message.Private, User: "u1", Cursor: 1, Limit: 1}, []int64{2}},
+		{pg.PageQuery{Kind: message.Private, User: "nobody", Limit: 10}, nil},
 	}
 	for _, c := range cases {
 		recs, err := h.Page(ctx, c.q)
@@ -491,7 +490,7 @@ func TestReaderRole(t *testing.T) {
 	if _, _, ok, err := h.PrivateParticipants(ctx, 99); err != nil || ok {
 		t.Errorf("participants of an unknown id: %t %v", ok, err)
 	}
-	if _, err := pg.New(limitedRole(t, b, "grants_reader.sql", "chatpipe_reader")).Persist(ctx, keyspace.Public, []message.Record{rec(9, "x")}); err == nil {
+	if _, err := pg.New(limitedRole(t, b, "grants_reader.sql", "chatpipe_reader")).Persist(ctx, message.Public, []message.Record{rec(9, "x")}); err == nil {
 		t.Error("the reader role could write")
 	}
 }

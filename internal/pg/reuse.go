@@ -9,7 +9,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
@@ -28,13 +27,13 @@ var ErrIDReused = errors.New("cache id already holds another message")
 // findReused returns the records at idx whose id is stored with other content (owner,
 // recipient, user name, text or time), and those whose id has no row (tombstoned). A record the
 // same as its row is a redelivery. It runs only when a write stored fewer rows than it was given.
-func (s *Store) findReused(ctx context.Context, kind keyspace.Kind, recs []message.Record, idx []int) ([]Rejection, []int, error) {
+func (s *Store) findReused(ctx context.Context, kind message.Kind, recs []message.Record, idx []int) ([]Rejection, []int, error) {
 	ids := make([]int64, len(idx))
 	for j, i := range idx {
 		ids[j] = recs[i].CacheID
 	}
 	q := existingMessageSQL
-	if kind == keyspace.Private {
+	if kind == message.Private {
 		q = existingPrivateMessageSQL
 	}
 	rows, err := s.pool.Query(ctx, q, ids)
@@ -65,7 +64,7 @@ func (s *Store) findReused(ctx context.Context, kind keyspace.Kind, recs []messa
 			continue
 		}
 		m := r.Message
-		if kind == keyspace.Public {
+		if kind == message.Public {
 			m.RecipientID = ""
 		}
 		// timestamptz keeps microseconds.

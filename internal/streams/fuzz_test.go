@@ -22,7 +22,7 @@ func FuzzReplay(f *testing.F) {
 	c := v.Client(f)
 	keys, _ := keyspace.New("fuzz:")
 	dl := streams.NewDeadLetters(c)
-	dead, stream := keys.DeadLetter(keyspace.Public), keys.Stream(keyspace.Public)
+	dead, stream := keys.DeadLetter(message.Public), keys.Stream(message.Public)
 	f.Fuzz(func(t *testing.T, cacheID, kind, payload, user string) {
 		want := map[string]string{"cache_id": cacheID, "kind": kind, "payload": payload, "owner_id": user, "recipient_id": user + "2", "version": "3"}
 		if len(want) != len(message.EntryFields)+1 {

@@ -110,7 +110,7 @@ func New(cfg Config) (*Tails, error) {
 	if err := t.m.register(cfg.Registerer); err != nil {
 		return nil, err
 	}
-	for _, k := range keyspace.Kinds {
+	for _, k := range message.Kinds {
 		t.hubs[k] = &hub{t: t, kind: k, shards: cfg.Layout.Shards(k), ready: make(chan struct{}), subs: map[*Subscription]struct{}{}}
 	}
 	return t, nil
@@ -128,7 +128,7 @@ func (t *Tails) Run(ctx context.Context) error {
 // Subscribe subscribes to kind (user's private messages for Private), after cursor ("" for
 // what comes from now on). ErrBadCursor, ErrTooOld, ErrFull, ErrClosed, or a Valkey error
 // wrapped in lua.ErrUnavailable.
-func (t *Tails) Subscribe(ctx context.Context, kind keyspace.Kind, user, cursor string) (*Subscription, error) {
+func (t *Tails) Subscribe(ctx context.Context, kind message.Kind, user, cursor string) (*Subscription, error) {
 	h := t.hubs[kind]
 	var from []pos
 	if cursor != "" {
@@ -163,7 +163,7 @@ func (t *Tails) release() {
 // hub follows the streams of one kind.
 type hub struct {
 	t      *Tails
-	kind   keyspace.Kind
+	kind   message.Kind
 	shards []keyspace.Shard
 	ready  chan struct{}
 
@@ -443,7 +443,7 @@ type Subscription struct {
 
 // wants reports whether the event is for this subscriber.
 func (s *Subscription) wants(ev Event) bool {
-	if s.h.kind == keyspace.Public {
+	if s.h.kind == message.Public {
 		return true
 	}
 	return ev.owner == s.user || ev.recipient == s.user
@@ -565,7 +565,7 @@ func (s *Subscription) unregister() {
 
 // toEvent turns a stream entry into an event; false for an entry that is not a message or a
 // deletion (it would be dead-lettered).
-func toEvent(kind keyspace.Kind, e streams.Entry) (Event, bool) {
+func toEvent(kind message.Kind, e streams.Entry) (Event, bool) {
 	rec, err := message.DecodeEntry(kind.String(), e.ID, e.Fields)
 	if err != nil {
 		return Event{}, false

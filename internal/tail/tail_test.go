@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/streams"
 	"github.com/chatpipe/chatpipe/internal/tail"
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -35,12 +36,12 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	done := make(chan struct{})
 	go func() { _ = tails.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	slow, err := tails.Subscribe(ctx, keyspace.Public, "", "")
+	slow, err := tails.Subscribe(ctx, message.Public, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer slow.Close()
-	fast, err := tails.Subscribe(ctx, keyspace.Public, "", "")
+	fast, err := tails.Subscribe(ctx, message.Public, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +61,7 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	}()
 	for i := 1; i <= n; i++ {
 		id := strconv.Itoa(i)
-		testenv.Do(t, c, "XADD", keys.Stream(keyspace.Public), "*", "cache_id", id, "kind", "message",
+		testenv.Do(t, c, "XADD", keys.Stream(message.Public), "*", "cache_id", id, "kind", "message",
 			"payload", `{"cache_id":`+id+`,"data":{"owner_id":"a","username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}}`)
 		if i%2 == 0 {
 			time.Sleep(10 * time.Millisecond) // bursts smaller than the buffer, which a reader keeps up with
@@ -107,7 +108,7 @@ func TestIdleReadersPark(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	add := func(i int) {
 		id := strconv.Itoa(i)
-		testenv.Do(t, c, "XADD", keys.Stream(keyspace.Public), "*", "cache_id", id, "kind", "message",
+		testenv.Do(t, c, "XADD", keys.Stream(message.Public), "*", "cache_id", id, "kind", "message",
 			"payload", `{"cache_id":`+id+`,"data":{"owner_id":"a","username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}}`)
 	}
 	var cursor string
@@ -126,7 +127,7 @@ func TestIdleReadersPark(t *testing.T) {
 		}
 		return v.CacheID
 	}
-	first, err := tails.Subscribe(ctx, keyspace.Public, "", "")
+	first, err := tails.Subscribe(ctx, message.Public, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +156,7 @@ func TestIdleReadersPark(t *testing.T) {
 	if after := xreads(); after != before {
 		t.Errorf("%d XREADs while nobody was subscribed, want none", after-before)
 	}
-	live, err := tails.Subscribe(ctx, keyspace.Public, "", "")
+	live, err := tails.Subscribe(ctx, message.Public, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +166,7 @@ func TestIdleReadersPark(t *testing.T) {
 		t.Fatalf("a new subscriber's first event is %d, want 51 (the entries before it are not live)", got)
 	}
 	// A cursor from before the pause: 2..51 once each, in order, then the live 52.
-	cur, err := tails.Subscribe(ctx, keyspace.Public, "", afterFirst)
+	cur, err := tails.Subscribe(ctx, message.Public, "", afterFirst)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,11 +190,11 @@ func TestReplayedPrivateDeletionReachesBothTails(t *testing.T) {
 	keys, _ := keyspace.New("")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	store, err := lua.New(c, lua.Config{Keys: keys})
+	store, err := lua.New(c, lua.Config{Layout: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := store.Enqueue(ctx, lua.Message{Kind: keyspace.Private, OwnerID: "ann", RecipientID: "bob",
+	res, err := store.Enqueue(ctx, lua.Message{Kind: message.Private, OwnerID: "ann", RecipientID: "bob",
 		Data: []byte(`{"owner_id":"ann","recipient_id":"bob","username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}`)})
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +228,7 @@ func TestReplayedPrivateDeletionReachesBothTails(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	var subs []*tail.Subscription
 	for _, user := range []string{"ann", "bob"} {
-		s, err := tails.Subscribe(ctx, keyspace.Private, user, "")
+		s, err := tails.Subscribe(ctx, message.Private, user, "")
 		if err != nil {
 			t.Fatal(err)
 		}
