@@ -30,10 +30,9 @@ type Store interface {
 	Enqueue(ctx context.Context, m lua.Message) (lua.Result, error)
 	// EnqueueMany accepts messages of one kind, outcomes in order.
 	EnqueueMany(ctx context.Context, kind message.Kind, msgs []lua.Message) []lua.Outcome
-	// RecentPublic and RecentPrivate return up to limit of the newest ring entries, oldest
-	// first (limit < 1: the whole ring).
-	RecentPublic(ctx context.Context, limit int) ([]string, error)
-	RecentPrivate(ctx context.Context, user string, limit int) ([]string, error)
+	// Recent returns up to limit of the newest ring entries of a timeline, oldest first
+	// (limit < 1: the whole ring).
+	Recent(ctx context.Context, tl message.Timeline, limit int) ([]string, error)
 	// DeletePublic deletes a public message (lua.ErrNotFound for an id never issued).
 	DeletePublic(ctx context.Context, id int64) error
 	// DeletePrivate deletes a private message, from the rings of owner and recipient when they
@@ -165,14 +164,14 @@ func (s *Server) routes() http.Handler {
 	v1("/v1/messages", methods{http.MethodPost: s.postPublic})
 	v1("/v1/messages/batch", methods{http.MethodPost: s.postBatch})
 	v1("/v1/private-messages", methods{http.MethodPost: s.postPrivate})
-	v1("/v1/messages/recent", methods{http.MethodGet: s.getRecentPublic})
-	v1("/v1/users/{id}/private-messages/recent", methods{http.MethodGet: s.getRecentPrivate})
+	v1("/v1/messages/recent", methods{http.MethodGet: s.getRecent})
+	v1("/v1/users/{id}/private-messages/recent", methods{http.MethodGet: s.getRecent})
 	v1("/v1/messages/{cache_id}", methods{http.MethodDelete: s.deleteMessage})
 	v1("/v1/private-messages/{cache_id}", methods{http.MethodDelete: s.deletePrivate})
-	v1("/v1/messages/history", methods{http.MethodGet: s.getHistoryPublic})
-	v1("/v1/users/{id}/private-messages/history", methods{http.MethodGet: s.getHistoryPrivate})
-	v1("/v1/messages/stream", methods{http.MethodGet: s.getStreamPublic})
-	v1("/v1/users/{id}/private-messages/stream", methods{http.MethodGet: s.getStreamPrivate})
+	v1("/v1/messages/history", methods{http.MethodGet: s.getHistory})
+	v1("/v1/users/{id}/private-messages/history", methods{http.MethodGet: s.getHistory})
+	v1("/v1/messages/stream", methods{http.MethodGet: s.getStream})
+	v1("/v1/users/{id}/private-messages/stream", methods{http.MethodGet: s.getStream})
 	v1("/v1/rate-limit", methods{http.MethodGet: s.getRateLimit, http.MethodPut: s.putRateLimit})
 	mux.Handle("/healthz", s.route(methods{http.MethodGet: s.healthz}))
 	mux.Handle("/readyz", s.route(methods{http.MethodGet: s.readyz}))

@@ -209,20 +209,12 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Server) getRecentPublic(w http.ResponseWriter, r *http.Request) error {
-	return s.recent(w, r, "public", func(limit int) ([]string, error) { return s.cfg.Store.RecentPublic(r.Context(), limit) })
-}
-
-func (s *Server) getRecentPrivate(w http.ResponseWriter, r *http.Request) error {
-	id := r.PathValue("id")
-	if err := message.ValidateID("id", id); err != nil {
+// getRecent answers with the ring entries of the path's timeline, oldest first, as stored.
+func (s *Server) getRecent(w http.ResponseWriter, r *http.Request) error {
+	tl, err := timeline(r)
+	if err != nil {
 		return err
 	}
-	return s.recent(w, r, "private", func(limit int) ([]string, error) { return s.cfg.Store.RecentPrivate(r.Context(), id, limit) })
-}
-
-// recent answers with a ring's entries, oldest first, as stored.
-func (s *Server) recent(w http.ResponseWriter, r *http.Request, ring string, read func(limit int) ([]string, error)) error {
 	limit := 0
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -232,7 +224,7 @@ func (s *Server) recent(w http.ResponseWriter, r *http.Request, ring string, rea
 		limit = n
 	}
 	start := time.Now()
-	entries, err := read(limit)
+	entries, err := s.cfg.Store.Recent(r.Context(), tl, limit)
 	s.m.script.WithLabelValues("recent").Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.valkeyFailed(r, "recent", err)
@@ -244,7 +236,7 @@ func (s *Server) recent(w http.ResponseWriter, r *http.Request, ring string, rea
 	for _, e := range entries {
 		// Another producer of the legacy list could have written anything; pass on JSON only.
 		if !json.Valid([]byte(e)) {
-			s.log.WarnContext(r.Context(), "skipping a ring entry that is not JSON", "ring", ring, "bytes", len(e))
+			s.log.WarnContext(r.Context(), "skipping a ring entry that is not JSON", "timeline", tl.Kind.String(), "bytes", len(e))
 			continue
 		}
 		if n > 0 {

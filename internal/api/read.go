@@ -23,16 +23,17 @@ const (
 	maxHistoryLimit     = 200
 )
 
-func (s *Server) getHistoryPublic(w http.ResponseWriter, r *http.Request) error {
-	return s.history(w, r, message.Public, "")
-}
-
-func (s *Server) getHistoryPrivate(w http.ResponseWriter, r *http.Request) error {
+// timeline is the timeline a read path names, parsed here once: a user's private messages
+// under /v1/users/{id}/, else the public room.
+func timeline(r *http.Request) (message.Timeline, error) {
+	if !strings.HasPrefix(r.Pattern, "/v1/users/{id}/") {
+		return message.PublicTimeline, nil
+	}
 	id := r.PathValue("id")
 	if err := message.ValidateID("id", id); err != nil {
-		return err
+		return message.Timeline{}, err
 	}
-	return s.history(w, r, message.Private, id)
+	return message.PrivateTimeline(id), nil
 }
 
 // historyQuery reads before, after and limit: each at most once, cursors non-negative integers
@@ -103,8 +104,13 @@ func parseCursor(v string) (int64, bool) {
 	return n, err == nil
 }
 
-// history answers a page: {"messages":[...],"has_more":bool}, oldest first.
-func (s *Server) history(w http.ResponseWriter, r *http.Request, kind message.Kind, user string) error {
+// getHistory answers a page of the path's timeline: {"messages":[...],"has_more":bool}, oldest
+// first.
+func (s *Server) getHistory(w http.ResponseWriter, r *http.Request) error {
+	tl, err := timeline(r)
+	if err != nil {
+		return err
+	}
 	q, err := historyQuery(r)
 	if err != nil {
 		return err
@@ -112,7 +118,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request, kind message.Ki
 	if s.cfg.History == nil || !s.cfg.History.Available() {
 		return &apiError{code: codeHistoryUnavailable, detail: "history needs PostgreSQL: start ingest with DATABASE_URL (a role with SELECT on the message tables)"}
 	}
-	q.Kind, q.User = kind, user
+	q.Timeline = tl
 	start := time.Now()
 	p, err := s.cfg.History.Page(r.Context(), q)
 	s.m.script.WithLabelValues("history").Observe(time.Since(start).Seconds())
@@ -177,22 +183,14 @@ func pathID(r *http.Request) (int64, error) {
 	return id, nil
 }
 
-func (s *Server) getStreamPublic(w http.ResponseWriter, r *http.Request) error {
-	return s.stream(w, r, message.Public, "")
-}
-
-func (s *Server) getStreamPrivate(w http.ResponseWriter, r *http.Request) error {
-	id := r.PathValue("id")
-	if err := message.ValidateID("id", id); err != nil {
-		return err
-	}
-	return s.stream(w, r, message.Private, id)
-}
-
-// stream serves the live tail as Server-Sent Events: an event per accepted message and per
+// getStream serves the live tail as Server-Sent Events: an event per accepted message and per
 // deletion, each with the id that resumes right after it, and a comment every TailHeartbeat.
 // Last-Event-ID (sent by EventSource on reconnection) wins over ?after= (the URL it keeps).
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind message.Kind, user string) error {
+func (s *Server) getStream(w http.ResponseWriter, r *http.Request) error {
+	tl, err := timeline(r)
+	if err != nil {
+		return err
+	}
 	if s.cfg.Tail == nil {
 		return &apiError{code: codeUnavailable, retryAfter: time.Second, detail: "the live tail is not running"}
 	}
@@ -209,7 +207,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind message.Kin
 			}
 		}
 	}
-	sub, err := s.cfg.Tail.Subscribe(r.Context(), kind, user, cursor)
+	sub, err := s.cfg.Tail.Subscribe(r.Context(), tl, cursor)
 	switch {
 	case errors.Is(err, tail.ErrBadCursor):
 		return &apiError{code: codeInvalid, field: field, detail: field + ": not an event id of this stream"}

@@ -96,9 +96,7 @@ func (r *Reader) Available() bool { return r.cfg.DB != nil }
 
 // Query asks for one page.
 type Query struct {
-	Kind message.Kind
-	// User is whose private history (sent and received); "" for public.
-	User string
+	Timeline message.Timeline
 	// Before pages below Cursor (newest first; Cursor 0: the newest page); else above it
 	// (oldest first; Cursor 0: from the oldest).
 	Before bool
@@ -123,7 +121,9 @@ func (r *Reader) Page(ctx context.Context, q Query) (Page, error) {
 	if r.cfg.DB == nil {
 		return Page{}, ErrNoDatabase
 	}
-	key := fmt.Sprintf("%d|%t|%d|%d|%s", q.Kind, q.Before, q.Cursor, q.Limit, q.User)
+	// Every field of the query, strings quoted: no two queries share a key, and a field added
+	// to Query is part of it without a change here.
+	key := fmt.Sprintf("%#v", q)
 	v, err, shared := r.flights.Do(key, func() (any, error) {
 		// Detached from the first caller: the others wait on the same read.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Timeout)
@@ -147,8 +147,8 @@ type item struct {
 }
 
 func (r *Reader) read(ctx context.Context, q Query) (Page, error) {
-	shards := r.cfg.Layout.Shards(q.Kind)
-	if q.User == "" && q.Kind == message.Public {
+	shards := r.cfg.Layout.Shards(q.Timeline.Kind)
+	if q.Timeline.Kind == message.Public {
 		if p, ok, err := r.fromRings(ctx, q, shards); err != nil || ok {
 			return p, err
 		}
@@ -157,7 +157,7 @@ func (r *Reader) read(ctx context.Context, q Query) (Page, error) {
 	if err != nil {
 		return Page{}, err
 	}
-	rows, err := r.cfg.DB.Page(ctx, pg.PageQuery{Kind: q.Kind, User: q.User, Before: q.Before, Cursor: q.Cursor, Limit: q.Limit + 1, Exclude: pending})
+	rows, err := r.cfg.DB.Page(ctx, pg.PageQuery{Timeline: q.Timeline, Before: q.Before, Cursor: q.Cursor, Limit: q.Limit + 1, Exclude: pending})
 	if err != nil {
 		return Page{}, fmt.Errorf("%w: %v", ErrDatabase, err)
 	}
@@ -193,7 +193,7 @@ func (r *Reader) read(ctx context.Context, q Query) (Page, error) {
 	default:
 		p.Source = "mixed"
 	}
-	r.m.pages.WithLabelValues(q.Kind.String(), p.Source).Inc()
+	r.m.pages.WithLabelValues(q.Timeline.Kind.String(), p.Source).Inc()
 	return p, nil
 }
 
@@ -252,7 +252,7 @@ func (r *Reader) fromRings(ctx context.Context, q Query, shards []keyspace.Shard
 		}
 		oldest := int64(-1)
 		for _, e := range entries {
-			rec, ok := decodeRingEntry(q.Kind, e)
+			rec, ok := decodeRingEntry(q.Timeline.Kind, e)
 			if !ok {
 				continue
 			}
@@ -286,7 +286,7 @@ func (r *Reader) fromRings(ctx context.Context, q Query, shards []keyspace.Shard
 	if len(p.Messages) == 0 {
 		p.Source = "empty"
 	}
-	r.m.pages.WithLabelValues(q.Kind.String(), p.Source).Inc()
+	r.m.pages.WithLabelValues(q.Timeline.Kind.String(), p.Source).Inc()
 	return p, true, nil
 }
 
@@ -295,8 +295,8 @@ func (r *Reader) fromRings(ctx context.Context, q Query, shards []keyspace.Shard
 // the pending deletions, which it applies. It returns the pending deletions for PostgreSQL too.
 func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Shard) ([]int64, []item, error) {
 	chunk := q.Limit + 1
-	if q.User != "" {
-		chunk = 1000
+	if q.Timeline.Kind == message.Private {
+		chunk = 1000 // a user's messages are a few of the shared stream's
 	}
 	type state struct {
 		resume string
@@ -340,11 +340,11 @@ func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Sha
 				}
 			}
 			for _, e := range bp.Entries {
-				rec, err := decodeBacklog(q.Kind, e)
+				rec, err := decodeBacklog(q.Timeline.Kind, e)
 				if err != nil || pendingSet[rec.CacheID] {
 					continue // undecodable entries are dead-lettered, never persisted
 				}
-				if q.User != "" && rec.Message.OwnerID != q.User && rec.Message.RecipientID != q.User {
+				if !q.Timeline.Contains(&rec) {
 					continue
 				}
 				s.found = append(s.found, rec)
@@ -354,7 +354,7 @@ func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Sha
 		}
 		first = false
 	}
-	r.m.watermarkLag.WithLabelValues(q.Kind.String()).Set(lag.Seconds())
+	r.m.watermarkLag.WithLabelValues(q.Timeline.Kind.String()).Set(lag.Seconds())
 	var out []item
 	for _, s := range st {
 		for i := range s.found {

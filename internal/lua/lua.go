@@ -250,8 +250,7 @@ func (c *Config) setDefaults() error {
 type Store interface {
 	Enqueue(ctx context.Context, m Message) (Result, error)
 	EnqueueMany(ctx context.Context, kind message.Kind, msgs []Message) []Outcome
-	RecentPublic(ctx context.Context, limit int) ([]string, error)
-	RecentPrivate(ctx context.Context, user string, limit int) ([]string, error)
+	Recent(ctx context.Context, tl message.Timeline, limit int) ([]string, error)
 	DeletePublic(ctx context.Context, id int64) error
 	DeletePrivate(ctx context.Context, id int64, owner, recipient string) error
 	RateLimit(ctx context.Context) (RateLimit, error)

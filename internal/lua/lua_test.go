@@ -85,7 +85,7 @@ func mustEnqueue(t *testing.T, b *testBundle, m lua.Message) lua.Result {
 // ringIDs returns the cache ids in a ring, oldest first, checking each entry's shape.
 func ringIDs(t *testing.T, b *testBundle, ring string) []int64 {
 	t.Helper()
-	entries, err := b.scripts.Recent(context.Background(), ring, 0)
+	entries, err := b.scripts.RecentRing(context.Background(), ring, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -109,9 +109,17 @@ func (s *Scripts) MirrorAll(ctx context.Context, kind message.Kind) (int64, erro
 	}
 }
 
-// Recent returns up to limit of the newest entries of ring, oldest first, as stored (ring-entry
-// JSON). limit < 1 means the whole ring.
-func (s *Scripts) Recent(ctx context.Context, ring string, limit int) ([]string, error) {
+// Recent returns up to limit of the newest messages of the timeline tl, oldest first, as
+// stored (ring-entry JSON). limit < 1 means the whole ring.
+func (s *Scripts) Recent(ctx context.Context, tl message.Timeline, limit int) ([]string, error) {
+	if tl.Kind == message.Private {
+		return s.RecentPrivate(ctx, tl.User, limit)
+	}
+	return s.RecentPublic(ctx, limit)
+}
+
+// RecentRing returns up to limit of the newest entries of ring, oldest first, as stored.
+func (s *Scripts) RecentRing(ctx context.Context, ring string, limit int) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	start := int64(0)
@@ -127,12 +135,12 @@ func (s *Scripts) Recent(ctx context.Context, ring string, limit int) ([]string,
 
 // RecentPublic returns up to limit of the newest public messages, oldest first.
 func (s *Scripts) RecentPublic(ctx context.Context, limit int) ([]string, error) {
-	return s.Recent(ctx, s.keys.PublicRing(), limit)
+	return s.RecentRing(ctx, s.keys.PublicRing(), limit)
 }
 
 // RecentPrivate returns up to limit of a user's newest private messages, oldest first.
 func (s *Scripts) RecentPrivate(ctx context.Context, user string, limit int) ([]string, error) {
-	return s.Recent(ctx, s.keys.PrivateRing(user), limit)
+	return s.RecentRing(ctx, s.keys.PrivateRing(user), limit)
 }
 
 // DeletePublic deletes a public message from the public ring and the flush stream's future.

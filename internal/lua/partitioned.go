@@ -156,6 +156,14 @@ func (p *Partitioned) doAll(ctx context.Context, cmds valkey.Commands) error {
 	return nil
 }
 
+// Recent returns up to limit of the newest messages of the timeline tl, oldest first.
+func (p *Partitioned) Recent(ctx context.Context, tl message.Timeline, limit int) ([]string, error) {
+	if tl.Kind == message.Private {
+		return p.RecentPrivate(ctx, tl.User, limit)
+	}
+	return p.RecentPublic(ctx, limit)
+}
+
 // RecentPublic returns up to limit of the newest public messages, oldest first: the merge of
 // every shard's newest limit, which holds the limit newest overall.
 func (p *Partitioned) RecentPublic(ctx context.Context, limit int) ([]string, error) {

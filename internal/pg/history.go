@@ -44,9 +44,7 @@ func (h *History) Standby(ctx context.Context) (bool, error) {
 
 // PageQuery asks for one page.
 type PageQuery struct {
-	Kind message.Kind
-	// User is whose private history (sent and received); "" for public.
-	User string
+	Timeline message.Timeline
 	// Before pages below Cursor, newest first; else above it, oldest first. Cursor 0 with Before
 	// is the newest page.
 	Before bool
@@ -69,19 +67,19 @@ func (h *History) Page(ctx context.Context, q PageQuery) ([]message.Record, erro
 	}
 	var sql string
 	args := []any{cursor, q.Limit, exclude}
-	switch {
-	case q.Kind == message.Public && q.Before:
+	switch tl := q.Timeline; {
+	case tl.Kind == message.Public && q.Before:
 		sql = historyMessageBeforeSQL
-	case q.Kind == message.Public:
+	case tl.Kind == message.Public:
 		sql = historyMessageAfterSQL
 	case q.Before:
-		sql, args = historyPrivateBeforeSQL, append(args, q.User)
+		sql, args = historyPrivateBeforeSQL, append(args, tl.User)
 	default:
-		sql, args = historyPrivateAfterSQL, append(args, q.User)
+		sql, args = historyPrivateAfterSQL, append(args, tl.User)
 	}
 	rows, err := h.pool.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s history: %w", q.Kind, err)
+		return nil, fmt.Errorf("reading %s history: %w", q.Timeline.Kind, err)
 	}
 	out := make([]message.Record, 0, q.Limit)
 	var r message.Record
@@ -90,7 +88,7 @@ func (h *History) Page(ctx context.Context, q PageQuery) ([]message.Record, erro
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading %s history: %w", q.Kind, err)
+		return nil, fmt.Errorf("reading %s history: %w", q.Timeline.Kind, err)
 	}
 	return out, nil
 }

@@ -463,13 +463,13 @@ func TestReaderRole(t *testing.T) {
 		q    pg.PageQuery
 		want []int64
 	}{
-		{pg.PageQuery{Kind: message.Public, Before: true, Limit: 2}, []int64{4, 3}},
-		{pg.PageQuery{Kind: message.Public, Before: true, Cursor: 3, Limit: 5, Exclude: []int64{1}}, []int64{2}},
-		{pg.PageQuery{Kind: message.Public, Cursor: 1, Limit: 2}, []int64{2, 3}},
-		{pg.PageQuery{Kind: message.Private, User: "u2", Before: true, Limit: 10}, []int64{3, 2, 1}},
-		{pg.PageQuery{Kind: message.Private, User: "u3", Limit: 10}, []int64{4}}, // found by both seeks, once
-		{pg.PageQuery{Kind: message.Private, User: "u1", Cursor: 1, Limit: 1}, []int64{2}},
-		{pg.PageQuery{Kind: message.Private, User: "nobody", Limit: 10}, nil},
+		{pg.PageQuery{Timeline: message.PublicTimeline, Before: true, Limit: 2}, []int64{4, 3}},
+		{pg.PageQuery{Timeline: message.PublicTimeline, Before: true, Cursor: 3, Limit: 5, Exclude: []int64{1}}, []int64{2}},
+		{pg.PageQuery{Timeline: message.PublicTimeline, Cursor: 1, Limit: 2}, []int64{2, 3}},
+		{pg.PageQuery{Timeline: message.PrivateTimeline("u2"), Before: true, Limit: 10}, []int64{3, 2, 1}},
+		{pg.PageQuery{Timeline: message.PrivateTimeline("u3"), Limit: 10}, []int64{4}}, // found by both seeks, once
+		{pg.PageQuery{Timeline: message.PrivateTimeline("u1"), Cursor: 1, Limit: 1}, []int64{2}},
+		{pg.PageQuery{Timeline: message.PrivateTimeline("nobody"), Limit: 10}, nil},
 	}
 	for _, c := range cases {
 		recs, err := h.Page(ctx, c.q)

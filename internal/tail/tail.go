@@ -49,8 +49,8 @@ type Event struct {
 	Type string
 	// Data is the message as history gives it, or {"cache_id":N} for a deletion.
 	Data []byte
-	// owner and recipient route a private event.
-	owner, recipient string
+	// rec routes the event to the subscribers whose timeline contains it.
+	rec *message.Record
 }
 
 // Config configures the tails of one ingest replica.
@@ -125,11 +125,10 @@ func (t *Tails) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// Subscribe subscribes to kind (user's private messages for Private), after cursor ("" for
-// what comes from now on). ErrBadCursor, ErrTooOld, ErrFull, ErrClosed, or a Valkey error
-// wrapped in lua.ErrUnavailable.
-func (t *Tails) Subscribe(ctx context.Context, kind message.Kind, user, cursor string) (*Subscription, error) {
-	h := t.hubs[kind]
+// Subscribe subscribes to the timeline tl, after cursor ("" for what comes from now on).
+// ErrBadCursor, ErrTooOld, ErrFull, ErrClosed, or a Valkey error wrapped in lua.ErrUnavailable.
+func (t *Tails) Subscribe(ctx context.Context, tl message.Timeline, cursor string) (*Subscription, error) {
+	h := t.hubs[tl.Kind]
 	var from []pos
 	if cursor != "" {
 		var err error
@@ -145,12 +144,12 @@ func (t *Tails) Subscribe(ctx context.Context, kind message.Kind, user, cursor s
 	}
 	t.count++
 	t.mu.Unlock()
-	s, err := h.subscribe(ctx, user, from)
+	s, err := h.subscribe(ctx, tl, from)
 	if err != nil {
 		t.release()
 		return nil, err
 	}
-	t.m.subscribers.WithLabelValues(kind.String()).Inc()
+	t.m.subscribers.WithLabelValues(tl.Kind.String()).Inc()
 	return s, nil
 }
 
@@ -330,13 +329,13 @@ func (h *hub) closeAll() {
 
 // subscribe registers a subscription at the hub's current position, so that every entry after
 // it comes live; from, when set, is caught up to that position first (Subscription.Next).
-func (h *hub) subscribe(ctx context.Context, user string, from []pos) (*Subscription, error) {
+func (h *hub) subscribe(ctx context.Context, tl message.Timeline, from []pos) (*Subscription, error) {
 	select {
 	case <-h.ready:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	s := &Subscription{h: h, user: user, live: make(chan Event, h.t.cfg.Buffer)}
+	s := &Subscription{h: h, tl: tl, live: make(chan Event, h.t.cfg.Buffer)}
 	if err := h.unpark(ctx); err != nil {
 		return nil, err
 	}
@@ -430,7 +429,7 @@ func (s *Subscription) checkGaps(ctx context.Context) error {
 // Subscription is one subscriber's events.
 type Subscription struct {
 	h    *hub
-	user string
+	tl   message.Timeline
 	live chan Event
 	// dropped is set (under h.mu) when the subscriber fell behind.
 	dropped bool
@@ -442,12 +441,7 @@ type Subscription struct {
 }
 
 // wants reports whether the event is for this subscriber.
-func (s *Subscription) wants(ev Event) bool {
-	if s.h.kind == message.Public {
-		return true
-	}
-	return ev.owner == s.user || ev.recipient == s.user
-}
+func (s *Subscription) wants(ev Event) bool { return s.tl.Contains(ev.rec) }
 
 // ErrDropped: the subscriber fell behind and was dropped; it resumes from its last event's ID.
 var ErrDropped = errors.New("subscriber fell behind")
@@ -570,7 +564,7 @@ func toEvent(kind message.Kind, e streams.Entry) (Event, bool) {
 	if err != nil {
 		return Event{}, false
 	}
-	ev := Event{owner: rec.Message.OwnerID, recipient: rec.Message.RecipientID}
+	ev := Event{rec: &rec}
 	if rec.Delete {
 		ev.Type = "delete"
 		ev.Data = []byte(`{"cache_id":` + strconv.FormatInt(rec.CacheID, 10) + `}`)

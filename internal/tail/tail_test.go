@@ -36,12 +36,12 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	done := make(chan struct{})
 	go func() { _ = tails.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	slow, err := tails.Subscribe(ctx, message.Public, "", "")
+	slow, err := tails.Subscribe(ctx, message.PublicTimeline, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer slow.Close()
-	fast, err := tails.Subscribe(ctx, message.Public, "", "")
+	fast, err := tails.Subscribe(ctx, message.PublicTimeline, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestIdleReadersPark(t *testing.T) {
 		}
 		return v.CacheID
 	}
-	first, err := tails.Subscribe(ctx, message.Public, "", "")
+	first, err := tails.Subscribe(ctx, message.PublicTimeline, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestIdleReadersPark(t *testing.T) {
 	if after := xreads(); after != before {
 		t.Errorf("%d XREADs while nobody was subscribed, want none", after-before)
 	}
-	live, err := tails.Subscribe(ctx, message.Public, "", "")
+	live, err := tails.Subscribe(ctx, message.PublicTimeline, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestIdleReadersPark(t *testing.T) {
 		t.Fatalf("a new subscriber's first event is %d, want 51 (the entries before it are not live)", got)
 	}
 	// A cursor from before the pause: 2..51 once each, in order, then the live 52.
-	cur, err := tails.Subscribe(ctx, message.Public, "", afterFirst)
+	cur, err := tails.Subscribe(ctx, message.PublicTimeline, afterFirst)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestReplayedPrivateDeletionReachesBothTails(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	var subs []*tail.Subscription
 	for _, user := range []string{"ann", "bob"} {
-		s, err := tails.Subscribe(ctx, message.Private, user, "")
+		s, err := tails.Subscribe(ctx, message.PrivateTimeline(user), "")
 		if err != nil {
 			t.Fatal(err)
 		}
