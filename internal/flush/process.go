@@ -104,9 +104,11 @@ func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) erro
 		if rejected[j] {
 			continue
 		}
-		if r.Delete {
+		switch r.Op {
+		case message.OpDelete:
 			deletes++
 			continue
+		case message.OpPost:
 		}
 		if ms, ok := streams.IDTime(r.StreamID); ok {
 			e2e.Observe(now.Sub(ms).Seconds())
@@ -240,7 +242,7 @@ func (co *Consumer) repair(ctx context.Context, recs []message.Record, recIdx []
 	var written []message.Record
 	var entries []string
 	for j, r := range recs {
-		if r.Delete || rejected[j] {
+		if r.Op != message.OpPost || rejected[j] {
 			continue
 		}
 		written = append(written, r)

@@ -53,12 +53,34 @@ type Record struct {
 	StreamID string
 	// CacheID is the message's id.
 	CacheID int64
-	// Delete marks a deletion of CacheID; Message is then empty.
-	Delete bool
+	// Op is what the entry does to message CacheID.
+	Op Op
 	// Message is the message to write.
 	Message Message
 	// CreatedAt is Message.CreatedAt parsed.
 	CreatedAt time.Time
+}
+
+// Op is the operation of a flush-stream entry on its message. Code that acts on records
+// switches on it exhaustively, so that a new operation (an edit) meets every place it must.
+type Op uint8
+
+const (
+	// OpPost writes a message (Record.Message).
+	OpPost Op = iota
+	// OpDelete deletes message CacheID; Record.Message holds at most its users.
+	OpDelete
+)
+
+// String names the operation as the tail's event types do.
+func (o Op) String() string {
+	switch o {
+	case OpPost:
+		return "message"
+	case OpDelete:
+		return "delete"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
 }
 
 // ErrBadEntry is wrapped by every decoding error of a flush-stream entry.
@@ -88,7 +110,7 @@ func DecodeEntry(streamKind, streamID string, fields map[string]string) (Record,
 	switch kind := fields[FieldKind]; kind {
 	case KindDelete:
 		// A private deletion may name its users (for the live tail); a public one names none.
-		r.Delete = true
+		r.Op = OpDelete
 		r.Message.OwnerID, r.Message.RecipientID = fields[FieldOwnerID], fields[FieldRecipientID]
 		return r, nil
 	case streamKind:

@@ -10,25 +10,14 @@ import (
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
-var (
-	//go:embed copy_lock_message.sql
-	copyLockMessageSQL string
-	//go:embed copy_lock_private_message.sql
-	copyLockPrivateMessageSQL string
-	//go:embed tombstones.sql
-	tombstonesSQL string
-)
+//go:embed tombstones.sql
+var tombstonesSQL string
 
 // CopyMin is the smallest batch written with COPY. COPY needs three round trips (lock and
 // tombstones, COPY, commit) to the unnest INSERT's one, and pays off only on big batches: at
 // 500 rows it takes 1.59 ms to the INSERT's 1.90 ms (BenchmarkInsert), which made one worker
 // draining a backlog 10% slower than a bare XREADGROUP + COPY + XACK loop.
 const CopyMin = 64
-
-var copyColumns = map[message.Kind][]string{
-	message.Public:  {"cache_id", "owner_id", "username", "content", "created_at", "stream_id"},
-	message.Private: {"cache_id", "owner_id", "recipient_id", "username", "content", "created_at", "stream_id"},
-}
 
 // copyBatch writes the records at idx with COPY in one transaction, skipping tombstoned ids and
 // ids repeated within the batch. COPY has no ON CONFLICT: a row already written (a redelivered
@@ -39,14 +28,11 @@ func (s *Store) copyBatch(ctx context.Context, kind message.Kind, recs []message
 	for j, i := range idx {
 		ids[j] = recs[i].CacheID
 	}
-	table, lock := "chat_messages", copyLockMessageSQL
-	if kind == message.Private {
-		table, lock = "private_messages", copyLockPrivateMessageSQL
-	}
+	t := tableOf(kind)
 	var n int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		b.Queue(lock)
+		b.Queue(t.copyLock)
 		skip := make(map[int64]bool)
 		b.Queue(tombstonesSQL, kind.String(), ids).Query(func(rows pgx.Rows) error {
 			var id int64
@@ -66,14 +52,10 @@ func (s *Store) copyBatch(ctx context.Context, kind message.Kind, recs []message
 				continue
 			}
 			skip[r.CacheID] = true // a repeat within the batch is the same message: once
-			if kind == message.Private {
-				rows = append(rows, []any{r.CacheID, r.Message.OwnerID, r.Message.RecipientID, r.Message.Username, r.Message.Content, r.CreatedAt, r.StreamID})
-			} else {
-				rows = append(rows, []any{r.CacheID, r.Message.OwnerID, r.Message.Username, r.Message.Content, r.CreatedAt, r.StreamID})
-			}
+			rows = append(rows, t.row(r))
 		}
 		var err error
-		n, err = tx.CopyFrom(ctx, pgx.Identifier{table}, copyColumns[kind], pgx.CopyFromRows(rows))
+		n, err = tx.CopyFrom(ctx, pgx.Identifier{t.name}, t.columns, pgx.CopyFromRows(rows))
 		return err
 	})
 	if err != nil {

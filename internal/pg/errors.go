@@ -40,3 +40,7 @@ func Class(err error) string {
 	}
 	return "network"
 }
+
+// ErrUnknownOp: a record carries an operation Persist has no write for. DecodeEntry makes none,
+// so it means a new message.Op reached PostgreSQL before its write did: a bug, not bad data.
+var ErrUnknownOp = errors.New("unknown record operation")

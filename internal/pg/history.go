@@ -13,18 +13,8 @@ import (
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
-var (
-	//go:embed history_message_before.sql
-	historyMessageBeforeSQL string
-	//go:embed history_message_after.sql
-	historyMessageAfterSQL string
-	//go:embed history_private_before.sql
-	historyPrivateBeforeSQL string
-	//go:embed history_private_after.sql
-	historyPrivateAfterSQL string
-	//go:embed private_participants.sql
-	privateParticipantsSQL string
-)
+//go:embed private_participants.sql
+var privateParticipantsSQL string
 
 // History reads persisted messages page by page, for ingest's history endpoints. It only
 // reads: the role it runs as needs SELECT on the message tables (grants.sql).
@@ -65,17 +55,14 @@ func (h *History) Page(ctx context.Context, q PageQuery) ([]message.Record, erro
 	if exclude == nil {
 		exclude = []int64{}
 	}
-	var sql string
+	t := tableOf(q.Timeline.Kind)
+	sql := t.historyAfter
+	if q.Before {
+		sql = t.historyBefore
+	}
 	args := []any{cursor, q.Limit, exclude}
-	switch tl := q.Timeline; {
-	case tl.Kind == message.Public && q.Before:
-		sql = historyMessageBeforeSQL
-	case tl.Kind == message.Public:
-		sql = historyMessageAfterSQL
-	case q.Before:
-		sql, args = historyPrivateBeforeSQL, append(args, tl.User)
-	default:
-		sql, args = historyPrivateAfterSQL, append(args, tl.User)
+	if q.Timeline.User != "" {
+		args = append(args, q.Timeline.User) // a user's private timeline: both seeks of the union
 	}
 	rows, err := h.pool.Query(ctx, sql, args...)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -17,22 +16,8 @@ import (
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
-var (
-	//go:embed insert_message.sql
-	insertMessageSQL string
-	//go:embed insert_private_message.sql
-	insertPrivateMessageSQL string
-	//go:embed lock_message.sql
-	lockMessageSQL string
-	//go:embed lock_private_message.sql
-	lockPrivateMessageSQL string
-	//go:embed tombstone.sql
-	tombstoneSQL string
-	//go:embed delete_message.sql
-	deleteMessageSQL string
-	//go:embed delete_private_message.sql
-	deletePrivateMessageSQL string
-)
+//go:embed tombstone.sql
+var tombstoneSQL string
 
 // Store writes messages to PostgreSQL.
 type Store struct {
@@ -78,10 +63,13 @@ func (s *Store) Persist(ctx context.Context, kind message.Kind, recs []message.R
 	var msgs []int
 	var dels []int
 	for i, r := range recs {
-		if r.Delete {
+		switch r.Op {
+		case message.OpDelete:
 			dels = append(dels, i)
-		} else {
+		case message.OpPost:
 			msgs = append(msgs, i)
+		default:
+			return res, fmt.Errorf("record %d: %w: no write for %v", r.CacheID, ErrUnknownOp, r.Op)
 		}
 	}
 	all := msgs
@@ -147,30 +135,12 @@ func (s *Store) insertIsolated(ctx context.Context, kind message.Kind, recs []me
 }
 
 func (s *Store) insert(ctx context.Context, kind message.Kind, recs []message.Record, idx []int) (int64, error) {
-	ids := make([]int64, len(idx))
-	owners := make([]string, len(idx))
-	users := make([]string, len(idx))
-	contents := make([]string, len(idx))
-	times := make([]time.Time, len(idx))
-	streamIDs := make([]string, len(idx))
-	for j, i := range idx {
-		r := &recs[i]
-		ids[j], owners[j], users[j], contents[j] = r.CacheID, r.Message.OwnerID, r.Message.Username, r.Message.Content
-		times[j], streamIDs[j] = r.CreatedAt, r.StreamID
+	t := tableOf(kind)
+	args, err := t.arrays(recs, idx)
+	if err != nil {
+		return 0, err
 	}
-	var args []any
-	sql := insertMessageSQL
-	if kind == message.Private {
-		recipients := make([]string, len(idx))
-		for j, i := range idx {
-			recipients[j] = recs[i].Message.RecipientID
-		}
-		sql = insertPrivateMessageSQL
-		args = []any{ids, owners, recipients, users, contents, times, streamIDs}
-	} else {
-		args = []any{ids, owners, users, contents, times, streamIDs}
-	}
-	tag, err := s.pool.Exec(ctx, sql, args...)
+	tag, err := s.pool.Exec(ctx, t.insert, args...)
 	if err != nil {
 		return 0, fmt.Errorf("inserting %d %ss: %w", len(idx), kind, err)
 	}
@@ -185,18 +155,15 @@ func (s *Store) delete(ctx context.Context, kind message.Kind, recs []message.Re
 	for j, i := range idx {
 		ids[j], streamIDs[j] = recs[i].CacheID, recs[i].StreamID
 	}
-	lock, del := lockMessageSQL, deleteMessageSQL
-	if kind == message.Private {
-		lock, del = lockPrivateMessageSQL, deletePrivateMessageSQL
-	}
+	t := tableOf(kind)
 	var removed []message.Record
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		removed = removed[:0]
 		b := &pgx.Batch{}
-		b.Queue(lock)
+		b.Queue(t.lock)
 		b.Queue(tombstoneSQL, kind.String(), ids, streamIDs)
-		if kind == message.Private {
-			b.Queue(del, ids).Query(func(rows pgx.Rows) error {
+		if t.returnsUsers {
+			b.Queue(t.delete, ids).Query(func(rows pgx.Rows) error {
 				var r message.Record
 				_, err := pgx.ForEachRow(rows, []any{&r.CacheID, &r.Message.OwnerID, &r.Message.RecipientID}, func() error {
 					removed = append(removed, r)
@@ -205,7 +172,7 @@ func (s *Store) delete(ctx context.Context, kind message.Kind, recs []message.Re
 				return err
 			})
 		} else {
-			b.Queue(del, ids)
+			b.Queue(t.delete, ids)
 		}
 		return tx.SendBatch(ctx, b).Close()
 	})

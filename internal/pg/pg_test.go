@@ -51,7 +51,7 @@ func rec(id int64, content string) message.Record {
 }
 
 func del(id int64) message.Record {
-	return message.Record{StreamID: fmt.Sprintf("%d-1", 1700000000000+id), CacheID: id, Delete: true}
+	return message.Record{StreamID: fmt.Sprintf("%d-1", 1700000000000+id), CacheID: id, Op: message.OpDelete}
 }
 
 func ids(t *testing.T, b *testBundle, table string) []int64 {

@@ -2,7 +2,6 @@ package pg
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"time"
@@ -10,13 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/chatpipe/chatpipe/internal/message"
-)
-
-var (
-	//go:embed existing_message.sql
-	existingMessageSQL string
-	//go:embed existing_private_message.sql
-	existingPrivateMessageSQL string
 )
 
 // ErrIDReused is a record whose cache id is already the id of another message in PostgreSQL:
@@ -32,11 +24,7 @@ func (s *Store) findReused(ctx context.Context, kind message.Kind, recs []messag
 	for j, i := range idx {
 		ids[j] = recs[i].CacheID
 	}
-	q := existingMessageSQL
-	if kind == message.Private {
-		q = existingPrivateMessageSQL
-	}
-	rows, err := s.pool.Query(ctx, q, ids)
+	rows, err := s.pool.Query(ctx, tableOf(kind).existing, ids)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading stored %ss: %w", kind, err)
 	}
@@ -64,8 +52,8 @@ func (s *Store) findReused(ctx context.Context, kind message.Kind, recs []messag
 			continue
 		}
 		m := r.Message
-		if kind == message.Public {
-			m.RecipientID = ""
+		if !tableOf(kind).returnsUsers {
+			m.RecipientID = "" // not stored: existing reads ''
 		}
 		// timestamptz keeps microseconds.
 		if st.owner == m.OwnerID && st.recipient == m.RecipientID && st.user == m.Username &&

@@ -564,14 +564,15 @@ func toEvent(kind message.Kind, e streams.Entry) (Event, bool) {
 	if err != nil {
 		return Event{}, false
 	}
-	ev := Event{rec: &rec}
-	if rec.Delete {
-		ev.Type = "delete"
+	ev := Event{rec: &rec, Type: rec.Op.String()}
+	switch rec.Op {
+	case message.OpDelete:
 		ev.Data = []byte(`{"cache_id":` + strconv.FormatInt(rec.CacheID, 10) + `}`)
-		return ev, true
+	case message.OpPost:
+		ev.Data = rec.JSON()
+	default:
+		return Event{}, false
 	}
-	ev.Type = "message"
-	ev.Data = rec.JSON()
 	return ev, true
 }
 
