@@ -119,7 +119,7 @@ func (b *bundle) enqueue(t *testing.T, n int) {
 	}
 	for i := range n {
 		m := message.Message{OwnerID: "u", Content: fmt.Sprint(i), CreatedAt: "2026-11-25T10:00:00Z"}
-		if _, err := scripts.Enqueue(context.Background(), lua.Message{Kind: message.Public, OwnerID: "u", Data: m.JSON()}); err != nil {
+		if _, err := scripts.Enqueue(context.Background(), lua.Message{OwnerID: "u", Data: m.JSON()}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -46,7 +46,7 @@ func (s *Server) toLua(req *publicRequest, recipient string, kind message.Kind) 
 	if err := m.Validate(kind == message.Private, s.cfg.NowFunc()); err != nil {
 		return lua.Message{}, err
 	}
-	lm := lua.Message{Kind: kind, OwnerID: m.OwnerID, RecipientID: m.RecipientID, Data: m.JSON()}
+	lm := lua.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, Data: m.JSON()}
 	if req.ClientMsgID != nil {
 		if err := message.ValidateID("client_msg_id", *req.ClientMsgID); err != nil {
 			return lua.Message{}, err
@@ -93,11 +93,11 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, limit int64, v a
 }
 
 func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, m lua.Message) error {
-	op := "enqueue_" + m.Kind.String()
+	op := "enqueue_" + m.Kind().String()
 	start := time.Now()
 	res, err := s.cfg.Store.Enqueue(r.Context(), m)
 	s.m.script.WithLabelValues(op).Observe(time.Since(start).Seconds())
-	s.count(r, op, m.Kind, res, err)
+	s.count(r, op, m.Kind(), res, err)
 	if err != nil {
 		return err
 	}

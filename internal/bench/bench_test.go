@@ -68,7 +68,7 @@ const content = "a typical chat message of some fifty bytes or so...."
 
 func msg(i int) lua.Message {
 	m := message.Message{OwnerID: fmt.Sprintf("user%d", i%1000), Username: "User", Content: content, CreatedAt: "2026-11-25T10:00:00Z"}
-	return lua.Message{Kind: message.Public, OwnerID: m.OwnerID, Data: m.JSON()}
+	return lua.Message{OwnerID: m.OwnerID, Data: m.JSON()}
 }
 
 func newScripts(t *testing.T, c valkey.Client) *lua.Scripts {

@@ -114,7 +114,7 @@ func (b *testBundle) enqueue(t *testing.T, kind message.Kind, n int) []int64 {
 			if kind == message.Public {
 				m.RecipientID = ""
 			}
-			msgs = append(msgs, lua.Message{Kind: kind, OwnerID: m.OwnerID, RecipientID: m.RecipientID, Data: m.JSON()})
+			msgs = append(msgs, lua.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, Data: m.JSON()})
 		}
 		for _, o := range b.scripts.EnqueueMany(context.Background(), kind, msgs) {
 			if o.Err != nil {

@@ -32,7 +32,7 @@ func TestPartitionedRingsRepaired(t *testing.T) {
 	for i := range 90 {
 		from, to := users[i%3], users[(i/3)%3] // self-DMs too
 		m := message.Message{OwnerID: from, RecipientID: to, Content: fmt.Sprintf("m%d", i), CreatedAt: "2026-12-01T10:00:00Z"}
-		res, err := ops.Enqueue(ctx, lua.Message{Kind: message.Private, OwnerID: from, RecipientID: to, Data: m.JSON()})
+		res, err := ops.Enqueue(ctx, lua.Message{OwnerID: from, RecipientID: to, Data: m.JSON()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +94,7 @@ func TestPartitionedDeleteEitherOrder(t *testing.T) {
 	var ids []int64
 	for i := range 3 {
 		m := message.Message{OwnerID: fmt.Sprintf("u%d", i), Content: "x", CreatedAt: "2026-12-01T10:00:00Z"}
-		res, err := ops.Enqueue(ctx, lua.Message{Kind: message.Public, OwnerID: m.OwnerID, Data: m.JSON()})
+		res, err := ops.Enqueue(ctx, lua.Message{OwnerID: m.OwnerID, Data: m.JSON()})
 		if err != nil {
 			t.Fatal(err)
 		}

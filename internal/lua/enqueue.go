@@ -13,8 +13,6 @@ import (
 
 // Message is one message to enqueue.
 type Message struct {
-	// Kind selects the script, stream and rings.
-	Kind message.Kind
 	// OwnerID is the sender; it names the rate-limit key and, for private messages, a ring.
 	OwnerID string
 	// RecipientID is the receiver of a private message.
@@ -24,6 +22,15 @@ type Message struct {
 	ClientMsgID string
 	// Data is the message as a JSON object; it becomes the ring entry's "data".
 	Data []byte
+}
+
+// Kind is the message's kind: private when it has a recipient (message.Validate allows one on
+// private messages only). A batch gives its kind once, to EnqueueMany.
+func (m *Message) Kind() message.Kind {
+	if m.RecipientID != "" {
+		return message.Private
+	}
+	return message.Public
 }
 
 // Result is an accepted message.
@@ -42,7 +49,7 @@ type Result struct {
 // one connection; a message accepted but not confirmed in time gets a *NotDurableError that
 // carries its id.
 func (s *Scripts) Enqueue(ctx context.Context, m Message) (Result, error) {
-	o := s.EnqueueMany(ctx, m.Kind, []Message{m})[0]
+	o := s.EnqueueMany(ctx, m.Kind(), []Message{m})[0]
 	return o.Result, o.Err
 }
 
@@ -140,7 +147,7 @@ func (s *Scripts) execDurable(ctx context.Context, sc *Script, calls []Call) ([]
 // for tools that drive Valkey directly: make bench runs it through valkey-benchmark to measure
 // the script's rate without chatpipe's client in the way. The script must be loaded first.
 func (s *Scripts) EnqueueCommand(m Message) []string {
-	c := s.enqueueCall(m.Kind, []Message{m})
+	c := s.enqueueCall(m.Kind(), []Message{m})
 	cmd := []string{"EVALSHA", s.enqueue.sha, strconv.Itoa(len(c.Keys))}
 	cmd = append(cmd, c.Keys...)
 	return append(cmd, c.Args...)

@@ -65,12 +65,12 @@ func setup(t testing.TB, cfg lua.Config) *testBundle {
 
 func pub(owner, content string) lua.Message {
 	data, _ := json.Marshal(map[string]string{"owner_id": owner, "username": owner, "content": content})
-	return lua.Message{Kind: message.Public, OwnerID: owner, Data: data}
+	return lua.Message{OwnerID: owner, Data: data}
 }
 
 func priv(owner, recipient, content string) lua.Message {
 	data, _ := json.Marshal(map[string]string{"owner_id": owner, "recipient_id": recipient, "content": content})
-	return lua.Message{Kind: message.Private, OwnerID: owner, RecipientID: recipient, Data: data}
+	return lua.Message{OwnerID: owner, RecipientID: recipient, Data: data}
 }
 
 func mustEnqueue(t *testing.T, b *testBundle, m lua.Message) lua.Result {

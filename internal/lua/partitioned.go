@@ -86,7 +86,7 @@ func (p *Partitioned) rateCall(user string, rl RateLimit, mode string, count int
 
 // Enqueue accepts one message, as a batch of one (EnqueueMany).
 func (p *Partitioned) Enqueue(ctx context.Context, m Message) (Result, error) {
-	o := p.EnqueueMany(ctx, m.Kind, []Message{m})[0]
+	o := p.EnqueueMany(ctx, m.Kind(), []Message{m})[0]
 	return o.Result, o.Err
 }
 
@@ -402,7 +402,6 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind message.Kind, msgs [
 	lookupAt := make([]int, len(msgs)) // index into the look-ups' replies, -1 for none
 	for i := range msgs {
 		m := &msgs[i]
-		m.Kind = kind
 		u := users[m.OwnerID]
 		if u == nil {
 			u = &user{}

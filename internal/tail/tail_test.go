@@ -194,7 +194,7 @@ func TestReplayedPrivateDeletionReachesBothTails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := store.Enqueue(ctx, lua.Message{Kind: message.Private, OwnerID: "ann", RecipientID: "bob",
+	res, err := store.Enqueue(ctx, lua.Message{OwnerID: "ann", RecipientID: "bob",
 		Data: []byte(`{"owner_id":"ann","recipient_id":"bob","username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}`)})
 	if err != nil {
 		t.Fatal(err)
