@@ -52,8 +52,8 @@ type table struct {
 	// the table has them (returnsUsers); existing reads the stored rows of ids, recipient_id ''
 	// where the table has none.
 	insert, lock, copyLock, delete, existing string
-	historyBefore, historyAfter             string
-	returnsUsers                            bool
+	historyBefore, historyAfter              string
+	returnsUsers                             bool
 }
 
 var tables = [...]table{
