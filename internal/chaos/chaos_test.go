@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,6 +34,36 @@ import (
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // proc is one process of the system under test.
+// deployment is the chatpipe of a run: the built binaries and the settings its ingest replicas
+// and flush workers share. Each run describes its own in one literal; ingest and worker add
+// what every run wants (the rate limit out of the way, a free metrics port, no migrations: the
+// run migrated) and the process's own settings, which win over both.
+type deployment struct {
+	dir string
+	// valkey are both binaries' Valkey settings: VALKEY_ADDR, VALKEY_MODE, KEY_LAYOUT, ...
+	valkey []string
+	// dsn is the workers' DATABASE_URL.
+	dsn string
+}
+
+// ingest is an ingest replica on a free loopback address, with its base URL; start it.
+func (d *deployment) ingest(t *testing.T, name string, env ...string) (*proc, string) {
+	t.Helper()
+	addr := testenv.FreeAddr(t)
+	p := &proc{name: name, bin: filepath.Join(d.dir, "ingest"), logs: &testenv.SyncBuffer{},
+		env: slices.Concat([]string{"INGEST_ADDR=" + addr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s"}, d.valkey, env)}
+	return p, "http://" + addr
+}
+
+// worker is a flush worker whose consumer is name; start it.
+func (d *deployment) worker(t *testing.T, name string, env ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, bin: filepath.Join(d.dir, "flushworker"), logs: &testenv.SyncBuffer{},
+		env: slices.Concat([]string{"DATABASE_URL=" + d.dsn, "FLUSH_CONSUMER=" + name, "FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t),
+			"FLUSH_MIGRATE=false", "FLUSH_INTERVAL=100ms"}, d.valkey, env)}
+	return p
+}
+
 type proc struct {
 	name string
 	bin  string
@@ -290,24 +321,21 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 	proxied.Host = pgProxy.Listen
 	proxiedDSN := proxied.String()
 	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
-	ingestAddr := testenv.FreeAddr(t)
-	ingest := &proc{name: "ingest", bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
-		env: []string{"VALKEY_ADDR=" + valkeyProxy.Listen, "INGEST_ADDR=" + ingestAddr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s", "VALKEY_TIMEOUT=500ms"}}
+	d := &deployment{dir: dir, valkey: []string{"VALKEY_ADDR=" + valkeyProxy.Listen}, dsn: proxiedDSN}
+	ingest, base := d.ingest(t, "ingest", "VALKEY_TIMEOUT=500ms")
 	ingest.start(t)
 	var workers []*proc
 	for i := range 3 {
-		w := &proc{name: fmt.Sprintf("w%d", i), bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
-			env: []string{"VALKEY_ADDR=" + valkeyProxy.Listen, "DATABASE_URL=" + proxiedDSN, "FLUSH_CONSUMER=" + fmt.Sprintf("w%d", i),
-				"FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t), "FLUSH_MIN_IDLE=2s", "FLUSH_INTERVAL=100ms", "FLUSH_MIGRATE=false", "VALKEY_TIMEOUT=2s"}}
+		w := d.worker(t, fmt.Sprintf("w%d", i), "FLUSH_MIN_IDLE=2s", "VALKEY_TIMEOUT=2s")
 		w.start(t)
 		workers = append(workers, w)
 	}
 	killOnCleanup(t, append(workers, ingest)...)
-	testenv.WaitReady(t, "http://"+ingestAddr+"/readyz", 20*time.Second)
+	testenv.WaitReady(t, base+"/readyz", 20*time.Second)
 
 	// Load: bounded in time, at most 8 clients.
 	l := newLedger()
-	c := &client{base: "http://" + ingestAddr, http: keepAlive(3 * time.Second), l: l}
+	c := &client{base: base, http: keepAlive(3 * time.Second), l: l}
 	loadCtx, stopLoad := context.WithTimeout(context.Background(), duration)
 	defer stopLoad()
 	var load sync.WaitGroup

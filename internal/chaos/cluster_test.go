@@ -77,20 +77,17 @@ func runPartitioned(t *testing.T, cluster bool) {
 	}
 	dsn := testenv.Postgres(t)
 	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
+	d := &deployment{dir: dir, valkey: clusterEnv, dsn: dsn}
 	var procs, workers []*proc
 	var bases []string
 	for i := range 2 {
-		addr := testenv.FreeAddr(t)
-		in := &proc{name: fmt.Sprintf("ingest%d", i), bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
-			env: append(append([]string{"INGEST_ADDR=" + addr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s", "VALKEY_TIMEOUT=500ms"}, durability...), clusterEnv...)}
+		in, base := d.ingest(t, fmt.Sprintf("ingest%d", i), append([]string{"VALKEY_TIMEOUT=500ms"}, durability...)...)
 		in.start(t)
 		procs = append(procs, in)
-		bases = append(bases, "http://"+addr)
+		bases = append(bases, base)
 	}
 	for i := range 2 {
-		w := &proc{name: fmt.Sprintf("w%d", i), bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
-			env: append([]string{"DATABASE_URL=" + dsn, "FLUSH_CONSUMER=" + fmt.Sprintf("w%d", i), "FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t),
-				"FLUSH_MIN_IDLE=2s", "FLUSH_INTERVAL=100ms", "FLUSH_MIGRATE=false", "VALKEY_TIMEOUT=2s", waitRepl}, clusterEnv...)}
+		w := d.worker(t, fmt.Sprintf("w%d", i), "FLUSH_MIN_IDLE=2s", "VALKEY_TIMEOUT=2s", waitRepl)
 		w.start(t)
 		workers = append(workers, w)
 	}

@@ -30,14 +30,11 @@ func TestFullValkey(t *testing.T) {
 	v := testenv.StartValkey(t, "--maxmemory", "8mb", "--maxmemory-policy", "noeviction")
 	dsn := testenv.Postgres(t)
 	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
-	ingestAddr := testenv.FreeAddr(t)
-	ingest := &proc{name: "ingest", bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
-		env: []string{"VALKEY_ADDR=" + v.Addr, "INGEST_ADDR=" + ingestAddr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s"}}
+	d := &deployment{dir: dir, valkey: []string{"VALKEY_ADDR=" + v.Addr}, dsn: dsn}
+	ingest, base := d.ingest(t, "ingest")
 	ingest.start(t)
-	worker := &proc{name: "worker", bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
-		env: []string{"VALKEY_ADDR=" + v.Addr, "DATABASE_URL=" + dsn, "FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t), "FLUSH_MIGRATE=false", "FLUSH_INTERVAL=100ms"}}
+	worker := d.worker(t, "worker") // started once Valkey is full
 	killOnCleanup(t, worker, ingest)
-	base := "http://" + ingestAddr
 	testenv.WaitReady(t, base+"/readyz", 20*time.Second)
 
 	l := newLedger()

@@ -72,19 +72,15 @@ func runHistory(t *testing.T, run historyRun) {
 	}
 	dsn := testenv.Postgres(t)
 	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
-	historyDSN, workerEnv := dsn, valkeyEnv
+	historyDSN, workerEnv := dsn, []string(nil)
 	if run.standbyDelay > 0 {
 		historyDSN = testenv.PostgresReplica(t, dsn, run.standbyDelay)
-		workerEnv = append(slices.Clone(valkeyEnv), "FLUSH_PG_STANDBYS=1", "FLUSH_TAIL_RETENTION=2s")
+		workerEnv = []string{"FLUSH_PG_STANDBYS=1", "FLUSH_TAIL_RETENTION=2s"}
 	}
-	addr := testenv.FreeAddr(t)
-	base := "http://" + addr
-	in := &proc{name: "ingest", bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
-		env: append([]string{"INGEST_ADDR=" + addr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s", "RECENT_SIZE=50", "DATABASE_URL=" + historyDSN}, valkeyEnv...)}
+	d := &deployment{dir: dir, valkey: valkeyEnv, dsn: dsn}
+	in, base := d.ingest(t, "ingest", "RECENT_SIZE=50", "DATABASE_URL="+historyDSN)
 	worker := func(batch int) *proc {
-		return &proc{name: "worker", bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
-			env: append([]string{"DATABASE_URL=" + dsn, "FLUSH_CONSUMER=w1", "FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t),
-				"FLUSH_INTERVAL=100ms", "FLUSH_MIGRATE=false", "RECENT_SIZE=50", fmt.Sprintf("FLUSH_BATCH_SIZE=%d", batch)}, workerEnv...)}
+		return d.worker(t, "w1", append([]string{"RECENT_SIZE=50", fmt.Sprintf("FLUSH_BATCH_SIZE=%d", batch)}, workerEnv...)...)
 	}
 	w := worker(500)
 	in.start(t)

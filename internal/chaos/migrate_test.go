@@ -28,17 +28,15 @@ func TestMigrateToPartitioned(t *testing.T) {
 	v := testenv.StartValkey(t, "--appendonly", "yes")
 	dsn := testenv.Postgres(t)
 	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
-	common := []string{"VALKEY_ADDR=" + v.Addr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s"}
+	d := &deployment{dir: dir, valkey: []string{"VALKEY_ADDR=" + v.Addr}, dsn: dsn}
 	newIngest := func(name string, env ...string) (*proc, string) {
-		addr := testenv.FreeAddr(t)
-		p := &proc{name: name, bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{}, env: append(append([]string{"INGEST_ADDR=" + addr}, common...), env...)}
+		p, base := d.ingest(t, name, env...)
 		p.start(t)
-		testenv.WaitReady(t, "http://"+addr+"/readyz", 20*time.Second)
-		return p, "http://" + addr
+		testenv.WaitReady(t, base+"/readyz", 20*time.Second)
+		return p, base
 	}
 	newWorker := func(name string, env ...string) *proc {
-		p := &proc{name: name, bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
-			env: append(append([]string{"DATABASE_URL=" + dsn, "FLUSH_CONSUMER=" + name, "FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t), "FLUSH_MIGRATE=false", "FLUSH_INTERVAL=100ms", "FLUSH_TAIL_RETENTION=0"}, common...), env...)}
+		p := d.worker(t, name, append([]string{"FLUSH_TAIL_RETENTION=0"}, env...)...)
 		p.start(t)
 		return p
 	}

@@ -97,24 +97,21 @@ func runSentinel(t *testing.T, o sentinelRun) result {
 	dsn := testenv.Postgres(t)
 	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
 	sentinelEnv := []string{"VALKEY_MODE=sentinel", "VALKEY_ADDR=" + s.Addrs, "VALKEY_SENTINEL_MASTER=" + testenv.SentinelMaster}
-	ingestAddr := testenv.FreeAddr(t)
-	ingest := &proc{name: "ingest", bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
-		env: append([]string{"INGEST_ADDR=" + ingestAddr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s", "VALKEY_TIMEOUT=500ms",
-			"INGEST_DURABILITY=" + o.durability, fmt.Sprintf("INGEST_DURABILITY_REPLICAS=%d", max(o.replicas, 1)), "INGEST_DURABILITY_TIMEOUT=200ms"}, sentinelEnv...)}
+	d := &deployment{dir: dir, valkey: sentinelEnv, dsn: dsn}
+	ingest, base := d.ingest(t, "ingest", "VALKEY_TIMEOUT=500ms", "INGEST_DURABILITY="+o.durability,
+		fmt.Sprintf("INGEST_DURABILITY_REPLICAS=%d", max(o.replicas, 1)), "INGEST_DURABILITY_TIMEOUT=200ms")
 	ingest.start(t)
 	var workers []*proc
 	for i := range 2 {
-		w := &proc{name: fmt.Sprintf("w%d", i), bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
-			env: append([]string{"DATABASE_URL=" + dsn, "FLUSH_CONSUMER=" + fmt.Sprintf("w%d", i), "FLUSH_METRICS_ADDR=" + testenv.FreeAddr(t),
-				"FLUSH_MIN_IDLE=2s", "FLUSH_INTERVAL=100ms", "FLUSH_MIGRATE=false", "VALKEY_TIMEOUT=2s", fmt.Sprintf("FLUSH_WAIT_REPLICAS=%d", o.replicas)}, sentinelEnv...)}
+		w := d.worker(t, fmt.Sprintf("w%d", i), "FLUSH_MIN_IDLE=2s", "VALKEY_TIMEOUT=2s", fmt.Sprintf("FLUSH_WAIT_REPLICAS=%d", o.replicas))
 		w.start(t)
 		workers = append(workers, w)
 	}
 	killOnCleanup(t, append(workers, ingest)...)
-	testenv.WaitReady(t, "http://"+ingestAddr+"/readyz", 20*time.Second)
+	testenv.WaitReady(t, base+"/readyz", 20*time.Second)
 
 	l := newLedger()
-	c := &client{base: "http://" + ingestAddr, http: keepAlive(3 * time.Second), l: l}
+	c := &client{base: base, http: keepAlive(3 * time.Second), l: l}
 	start := time.Now()
 	var killed atomic.Int64 // unix nanos of the kill
 	var firstAfter atomic.Int64

@@ -35,17 +35,16 @@ func TestSoak(t *testing.T) {
 	v := testenv.StartValkey(t, "--appendonly", "yes", "--appendfsync", "everysec")
 	dsn := testenv.Postgres(t)
 	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
-	ingestAddr := testenv.FreeAddr(t)
-	ingest := &proc{name: "ingest", bin: filepath.Join(dir, "ingest"), logs: &testenv.SyncBuffer{},
-		env: []string{"VALKEY_ADDR=" + v.Addr, "INGEST_ADDR=" + ingestAddr, "RATE_LIMIT=1000000", "RATE_WINDOW=1s"}}
+	d := &deployment{dir: dir, valkey: []string{"VALKEY_ADDR=" + v.Addr}, dsn: dsn}
+	ingest, base := d.ingest(t, "ingest")
 	ingest.start(t)
+	ingestAddr := strings.TrimPrefix(base, "http://")
 	metricsAddr := map[*proc]string{ingest: ingestAddr}
 	var workers []*proc
 	for i := range 3 {
 		addr := testenv.FreeAddr(t)
-		w := &proc{name: fmt.Sprintf("w%d", i), bin: filepath.Join(dir, "flushworker"), logs: &testenv.SyncBuffer{},
-			env: []string{"VALKEY_ADDR=" + v.Addr, "DATABASE_URL=" + dsn, "FLUSH_CONSUMER=" + fmt.Sprintf("w%d", i),
-				"FLUSH_METRICS_ADDR=" + addr, "FLUSH_MIGRATE=false"}}
+		// The default FLUSH_INTERVAL: the soak runs the workers as deployed.
+		w := d.worker(t, fmt.Sprintf("w%d", i), "FLUSH_METRICS_ADDR="+addr, "FLUSH_INTERVAL=1s")
 		w.start(t)
 		workers = append(workers, w)
 		metricsAddr[w] = addr
@@ -55,9 +54,9 @@ func TestSoak(t *testing.T) {
 			p.kill()
 		}
 	})
-	testenv.WaitReady(t, "http://"+ingestAddr+"/readyz", 20*time.Second)
+	testenv.WaitReady(t, base+"/readyz", 20*time.Second)
 	l := newLedger()
-	c := &client{base: "http://" + ingestAddr, http: keepAlive(5 * time.Second), l: l}
+	c := &client{base: base, http: keepAlive(5 * time.Second), l: l}
 	var seq atomic.Int64
 	// sendN runs clients until ctx ends; with rate > 0 each client keeps its own open-loop
 	// schedule of rate/clients messages a second (a late client catches up, it does not skip).
