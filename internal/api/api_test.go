@@ -42,6 +42,9 @@ type testBundle struct {
 }
 
 type options struct {
+	// layout is the key layout (default: single); cluster runs it on a real 3+3 cluster.
+	layout     keyspace.Layout
+	cluster    bool
 	token      string
 	recentSize int
 	rate       lua.RateLimit
@@ -52,13 +55,26 @@ type options struct {
 
 func setup(t testing.TB, o options) *testBundle {
 	t.Helper()
-	srv := testenv.StartValkey(t)
-	c := srv.Client(t)
-	keys, _ := keyspace.New("")
+	var srv *testenv.Valkey
+	var c valkey.Client
+	if o.cluster {
+		cl := testenv.StartCluster(t)
+		var err error
+		if c, err = valkey.NewClient(valkey.ClientOption{InitAddress: strings.Split(cl.Addrs, ",")[:2], DisableCache: true}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+	} else {
+		srv = testenv.StartValkey(t)
+		c = srv.Client(t)
+	}
+	if o.layout == nil {
+		o.layout, _ = keyspace.New("")
+	}
 	if o.rate == (lua.RateLimit{}) {
 		o.rate = lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}
 	}
-	scripts, err := lua.New(c, lua.Config{Layout: keys, RecentSize: o.recentSize, DefaultRate: o.rate, BacklogCap: o.backlogCap, Timeout: 300 * time.Millisecond})
+	scripts, err := lua.Open(c, lua.Config{Layout: o.layout, RecentSize: o.recentSize, DefaultRate: o.rate, BacklogCap: o.backlogCap, Timeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +87,7 @@ func setup(t testing.TB, o options) *testBundle {
 	}
 	hs := httptest.NewServer(a)
 	t.Cleanup(hs.Close)
-	return &testBundle{url: hs.URL, server: srv, client: c, keys: keys, reg: reg}
+	return &testBundle{url: hs.URL, server: srv, client: c, keys: o.layout.Single(), reg: reg}
 }
 
 type response struct {

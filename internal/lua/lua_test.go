@@ -15,7 +15,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/valkey-io/valkey-go"
-	"go.uber.org/goleak"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
@@ -23,16 +22,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	code := testenv.Main(m)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 type testBundle struct {
 	server  *testenv.Valkey
@@ -334,25 +324,6 @@ func TestClientMsgID(t *testing.T) {
 	ttl, _ := testenv.Do(t, b.client, "TTL", b.keys.ClientMsg(b.keys.Route(message.Public, "alice", ""), "alice", "c-1")).AsInt64()
 	if ttl <= 23*3600 || ttl > 24*3600 {
 		t.Errorf("client id TTL = %ds, want about 24h", ttl)
-	}
-}
-
-func TestBacklogCap(t *testing.T) {
-	t.Parallel()
-	b := setup(t, lua.Config{BacklogCap: 2})
-	ctx := context.Background()
-	mustEnqueue(t, b, pub("alice", "1"))
-	mustEnqueue(t, b, pub("alice", "2"))
-	if _, err := b.scripts.Enqueue(ctx, pub("alice", "3")); !errors.Is(err, lua.ErrBacklogFull) {
-		t.Fatalf("err = %v, want ErrBacklogFull", err)
-	}
-	if got := streamEntries(t, b, message.Public); len(got) != 2 || got[0].CacheID != "1" {
-		t.Fatalf("stream = %v, want the first two entries untouched", got)
-	}
-	// Room again once the worker trims: the rejected message consumed no id.
-	testenv.Do(t, b.client, "XTRIM", b.keys.Stream(message.Public), "MAXLEN", "0")
-	if r := mustEnqueue(t, b, pub("alice", "3")); r.CacheID != 3 {
-		t.Fatalf("cache id = %d, want 3", r.CacheID)
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"sort"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // Install commands named in failures.
@@ -24,11 +26,20 @@ const (
 	postgresInstall = "make deps (or as root: apt-get install postgresql)"
 )
 
-// Main runs the tests of a package and then stops the servers this package started.
+// Main runs the tests of a package, stops the servers this package started, and then, when
+// the tests passed, fails the package if goroutines are left running (goleak): a goroutine a
+// test forgot to stop is a leak in the code it tests, or in the test. opts name goroutines a
+// package knowingly leaves (goleak.IgnoreTopFunction).
 // Use it from TestMain: func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }.
-func Main(m *testing.M) int {
+func Main(m *testing.M, opts ...goleak.Option) int {
 	code := m.Run()
 	stopPostgres()
+	if code == 0 {
+		if err := goleak.Find(opts...); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak: goroutines left running after the tests passed:", err)
+			code = 1
+		}
+	}
 	return code
 }
 

@@ -1,0 +1,232 @@
+package lua_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/testenv"
+)
+
+// store is one layout's store under test, on a server of its own.
+type store struct {
+	lua.Store
+	c      valkey.Client
+	layout keyspace.Layout
+}
+
+// layouts are the key layouts every store must behave the same in: what a client of the API
+// sees does not depend on KEY_LAYOUT. The partitioned layout runs here on one server (hash
+// tags do nothing there); its cluster-only behaviour is tested in partitioned_test.go.
+var layouts = []struct {
+	name string
+	new  func() (keyspace.Layout, error)
+}{
+	{keyspace.SingleLayout, func() (keyspace.Layout, error) { return keyspace.New("c:") }},
+	{keyspace.PartitionedLayout, func() (keyspace.Layout, error) { return keyspace.NewPartitioned("c:", 4) }},
+}
+
+// TestStoreConformance runs one suite against both layouts' stores (lua.Open), each case on a
+// fresh real Valkey: ids, rings, self-DMs, client_msg_id retries, the backlog cap, the rate
+// limit and its settings, batches and deletions.
+func TestStoreConformance(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		cfg  lua.Config
+		run  func(t *testing.T, s store)
+	}{
+		{"rings hold the newest, oldest first", lua.Config{RecentSize: 3}, func(t *testing.T, s store) {
+			var pubIDs, privIDs []int64
+			for i := range 5 {
+				pubIDs = append(pubIDs, s.send(t, pub("alice", strconv.Itoa(i))).CacheID)
+				privIDs = append(privIDs, s.send(t, priv("alice", "bob", strconv.Itoa(i))).CacheID)
+			}
+			if !slices.IsSorted(pubIDs) || !slices.IsSorted(privIDs) {
+				t.Fatalf("one owner's ids do not rise: %v %v", pubIDs, privIDs)
+			}
+			s.wantRecent(t, message.PublicTimeline, pubIDs[2:])
+			s.wantRecent(t, message.PrivateTimeline("alice"), privIDs[2:])
+			s.wantRecent(t, message.PrivateTimeline("bob"), privIDs[2:])
+			s.wantRecent(t, message.PrivateTimeline("nobody"), nil)
+		}},
+		{"a self-DM is stored once", lua.Config{}, func(t *testing.T, s store) {
+			id := s.send(t, priv("carol", "carol", "note")).CacheID
+			s.wantRecent(t, message.PrivateTimeline("carol"), []int64{id})
+			if n := s.streamLen(t, message.Private, "carol", "carol"); n != 1 {
+				t.Errorf("the stream holds %d entries, want 1", n)
+			}
+		}},
+		{"a client_msg_id retry gets the first id", lua.Config{}, func(t *testing.T, s store) {
+			m := pub("alice", "once")
+			m.ClientMsgID = "c-1"
+			first, again := s.send(t, m), s.send(t, m)
+			if first.Duplicate || !again.Duplicate || again.CacheID != first.CacheID {
+				t.Fatalf("first %+v, retry %+v: want the retry to be a duplicate of the first", first, again)
+			}
+			if n := s.streamLen(t, message.Public, "alice", ""); n != 1 {
+				t.Errorf("the stream holds %d entries, want 1", n)
+			}
+			other := pub("bob", "mine")
+			other.ClientMsgID = "c-1" // another owner's: another message
+			if r := s.send(t, other); r.Duplicate || r.CacheID == first.CacheID {
+				t.Fatalf("bob's message with alice's client id: %+v", r)
+			}
+		}},
+		{"the backlog cap refuses, takes no id, costs no quota", lua.Config{BacklogCap: 2}, func(t *testing.T, s store) {
+			s.setRate(t, lua.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: lua.Fixed})
+			last := s.send(t, pub("alice", "1"))
+			last = s.send(t, pub("alice", "2"))
+			r, _ := s.layout.RouteOf(message.Public, last.CacheID)
+			counter := func() string { v, _ := testenv.Do(t, s.c, "GET", r.Counter).ToString(); return v }
+			before := counter()
+			if _, err := s.Enqueue(context.Background(), pub("alice", "3")); !errors.Is(err, lua.ErrBacklogFull) {
+				t.Fatalf("a third message into a stream capped at 2: %v, want ErrBacklogFull", err)
+			}
+			if after := counter(); after != before {
+				t.Errorf("the id counter moved from %s to %s: the refused message took an id", before, after)
+			}
+			if n := s.streamLen(t, message.Public, "alice", ""); n != 2 {
+				t.Errorf("the stream holds %d entries, want the first two untouched", n)
+			}
+			testenv.Do(t, s.c, "XTRIM", r.Stream, "MAXLEN", "0") // the workers made room
+			if again := s.send(t, pub("alice", "3")); again.CacheID <= last.CacheID {
+				t.Fatalf("id %d after %d", again.CacheID, last.CacheID)
+			}
+		}},
+		{"the rate limit and its settings", lua.Config{}, func(t *testing.T, s store) {
+			want := lua.RateLimit{Limit: 2, WindowSeconds: 60, Algorithm: lua.Fixed}
+			s.setRate(t, want)
+			if got, err := s.RateLimit(context.Background()); err != nil || got != want {
+				t.Fatalf("settings %+v (%v), want %+v", got, err, want)
+			}
+			s.send(t, pub("alice", "1"))
+			s.send(t, pub("alice", "2"))
+			_, err := s.Enqueue(context.Background(), pub("alice", "3"))
+			if rle, ok := errors.AsType[*lua.RateLimitedError](err); !ok || rle.RetryAfter <= 0 {
+				t.Fatalf("the third message: %v, want a RateLimitedError with a delay", err)
+			}
+			s.send(t, pub("bob", "1")) // others are not limited
+		}},
+		{"a batch answers each message, in order", lua.Config{}, func(t *testing.T, s store) {
+			s.setRate(t, lua.RateLimit{Limit: 2, WindowSeconds: 60, Algorithm: lua.Fixed})
+			msgs := []lua.Message{pub("a", "1"), pub("b", "1"), pub("a", "2"), pub("a", "3"), pub("b", "2")}
+			msgs[4].ClientMsgID = "x"
+			out := s.EnqueueMany(context.Background(), message.Public, msgs)
+			seen := map[int64]bool{}
+			for i, o := range out {
+				switch {
+				case i == 3 && !errors.Is(o.Err, lua.ErrRateLimited):
+					t.Errorf("message %d: %v, want rate limited", i, o.Err)
+				case i != 3 && (o.Err != nil || o.CacheID < 1 || seen[o.CacheID]):
+					t.Errorf("message %d: %+v, want a new id", i, o)
+				}
+				seen[o.CacheID] = true
+			}
+		}},
+		{"deletions leave the rings and the stream carries them", lua.Config{}, func(t *testing.T, s store) {
+			ctx := context.Background()
+			keep, gone := s.send(t, pub("alice", "keep")), s.send(t, pub("alice", "gone"))
+			if err := s.DeletePublic(ctx, gone.CacheID); err != nil {
+				t.Fatal(err)
+			}
+			s.wantRecent(t, message.PublicTimeline, []int64{keep.CacheID})
+			r, _ := s.layout.RouteOf(message.Public, gone.CacheID)
+			last, err := testenv.Do(t, s.c, "XREVRANGE", r.Stream, "+", "-", "COUNT", "1").AsXRange()
+			if err != nil || len(last) != 1 || last[0].FieldValues[message.FieldKind] != message.KindDelete ||
+				last[0].FieldValues[message.FieldCacheID] != strconv.FormatInt(gone.CacheID, 10) {
+				t.Errorf("the stream's last entry: %v (%v), want the deletion of %d", last, err, gone.CacheID)
+			}
+			p := s.send(t, priv("ann", "bob", "psst"))
+			if err := s.DeletePrivate(ctx, p.CacheID, "ann", "bob"); err != nil {
+				t.Fatal(err)
+			}
+			s.wantRecent(t, message.PrivateTimeline("ann"), nil)
+			s.wantRecent(t, message.PrivateTimeline("bob"), nil)
+			for _, id := range []int64{0, -1, keep.CacheID + 64*1_000_000_000} {
+				if err := s.DeletePublic(ctx, id); !errors.Is(err, lua.ErrNotFound) {
+					t.Errorf("deleting id %d, never issued: %v, want ErrNotFound", id, err)
+				}
+			}
+		}},
+	}
+	for _, l := range layouts {
+		for _, tc := range cases {
+			t.Run(l.name+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				layout, err := l.new()
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := testenv.StartValkey(t).Client(t)
+				cfg := tc.cfg
+				cfg.Layout = layout
+				if cfg.DefaultRate == (lua.RateLimit{}) {
+					cfg.DefaultRate = unlimited
+				}
+				st, err := lua.Open(c, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.run(t, store{Store: st, c: c, layout: layout})
+			})
+		}
+	}
+}
+
+func (s store) send(t *testing.T, m lua.Message) lua.Result {
+	t.Helper()
+	r, err := s.Enqueue(context.Background(), m)
+	if err != nil {
+		t.Fatalf("enqueue %s: %v", m.Data, err)
+	}
+	return r
+}
+
+func (s store) setRate(t *testing.T, rl lua.RateLimit) {
+	t.Helper()
+	if err := s.SetRateLimit(context.Background(), rl); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantRecent checks a timeline's ring: want's ids, oldest first, each entry {cache_id, data}.
+func (s store) wantRecent(t *testing.T, tl message.Timeline, want []int64) {
+	t.Helper()
+	entries, err := s.Recent(context.Background(), tl, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for _, e := range entries {
+		var v struct {
+			CacheID int64           `json:"cache_id"`
+			Data    json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(e), &v); err != nil || len(v.Data) == 0 {
+			t.Fatalf("ring entry %q is not {cache_id, data}: %v", e, err)
+		}
+		got = append(got, v.CacheID)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("%+v's ring holds %v, want %v", tl, got, want)
+	}
+}
+
+// streamLen is the length of the flush stream a message of kind from owner to recipient goes to.
+func (s store) streamLen(t *testing.T, kind message.Kind, owner, recipient string) int64 {
+	t.Helper()
+	n, err := testenv.Do(t, s.c, "XLEN", s.layout.Route(kind, owner, recipient).Stream).AsInt64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
