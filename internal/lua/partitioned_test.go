@@ -369,4 +369,3 @@ func TestPartitionedDurable(t *testing.T) {
 		t.Fatalf("retry: %+v, want id %d again", res, first)
 	}
 }
-
