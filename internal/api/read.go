@@ -16,7 +16,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/tail"
 )
 
-// History page sizes (READPATH.md: most chat APIs reject a limit out of range rather than clamp
+// History page sizes (docs/readpath.md: most chat APIs reject a limit out of range rather than clamp
 // it, since a clamped page cannot be told from the end).
 const (
 	defaultHistoryLimit = 50

@@ -1,5 +1,5 @@
-// Package chaos holds the fault-injection run that proves DESIGN.md's invariants on the real
-// processes (see chaos_test.go): ingest and three flush workers built from the repository,
+// Package chaos holds the fault-injection run that proves the invariants of docs/design.md on
+// the real processes (see chaos_test.go): ingest and three flush workers built from the repository,
 // real Valkey (AOF, appendfsync always) and PostgreSQL, a bounded load, and faults chosen by a
 // seeded random schedule. An independent checker, sharing no code with the worker's write path,
 // then compares every cache id a client was given with PostgreSQL and the dead-letter streams.

@@ -42,7 +42,7 @@ const maxHeld = 64
 // next one. An entry is acked only after its row committed, so reading the WAL position after
 // the trim script found "everything below X is acked" bounds the commits of everything below X:
 // once the standbys replayed that position, a reader of a standby finds those rows, and the
-// entries may leave the stream (READPATH.md: the stream is read before PostgreSQL, so the two
+// entries may leave the stream (docs/readpath.md: the stream is read before PostgreSQL, so the two
 // reads overlap). Until then they stay, counting toward INGEST_BACKLOG_CAP.
 func (co *Consumer) trimReplayed(ctx context.Context) (int64, error) {
 	r, err := co.cfg.Standbys.Replayed(ctx)

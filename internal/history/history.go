@@ -2,7 +2,7 @@
 // flush streams in Valkey, and the tables in PostgreSQL, merged by cache id. It joins package
 // streams (Valkey) and package pg (PostgreSQL), which know nothing of each other.
 //
-// The rule (READPATH.md): read Valkey first — the pending deletions, and each flush stream's
+// The rule (docs/readpath.md): read Valkey first — the pending deletions, and each flush stream's
 // messages in the page's range — then PostgreSQL, and merge. Every accepted message is in its
 // flush stream until it was acked, and acked only once its row committed, so a message missing
 // from the stream when Valkey was read was committed before PostgreSQL is read: the two reads

@@ -1,9 +1,9 @@
-// Package keyspace builds every Valkey key chatpipe uses, in one place.
-//
-// The names without a prefix are those of the list-based chat cache that chatpipe replaces, so
-// existing readers of the rings and counters keep working. Scripts receive keys only through
-// KEYS, never build them, so a Valkey Cluster layout (hash tags keeping a script's keys in one
-// slot) only has to change this file.
+// Package keyspace builds every Valkey key chatpipe uses, in one place, in two layouts: Keys
+// (single: the names of the list-based chat cache that chatpipe replaces, so existing readers of
+// the rings and counters keep working) and Partitioned (hash-tagged for Valkey Cluster, see
+// docs/scaleout.md). Both are a Layout; callers ask it for a message's Route and a reader's
+// Shards and never look at which one they hold. Scripts receive keys only through KEYS and
+// never build them.
 package keyspace
 
 import (

@@ -99,7 +99,7 @@ const (
 	// after missing the last increments gives their ids again.
 	CounterIDs IDs = "counter"
 	// ClockIDs floor the counter by the server's clock (1024 ids a millisecond since 2025), so
-	// that no failover can make it go back (SCALEOUT.md). Ids are then about 6·10^13.
+	// that no failover can make it go back (docs/scaleout.md). Ids are then about 6·10^13.
 	ClockIDs IDs = "clock"
 )
 

@@ -28,7 +28,7 @@ type Info struct {
 }
 
 // Evicting reports a memory policy that deletes keys when memory is full: the flush streams
-// and the id counters would go with them (HA.md).
+// and the id counters would go with them (docs/ha.md).
 func (i Info) Evicting() bool { return i.Policy != "" && i.Policy != "noeviction" }
 
 // ReadInfo reads INFO server, replication, memory, persistence and cluster in one call. On a

@@ -157,7 +157,7 @@ func TestCheckFsync(t *testing.T) {
 	}
 }
 
-// TestWAITAOFEverysec records what HA.md reports of Valkey 8.0: under appendfsync everysec,
+// TestWAITAOFEverysec records what docs/ha.md reports of Valkey 8.0: under appendfsync everysec,
 // Valkey fsyncs about once a second, so 20 sequential writes each confirmed fsynced by WAITAOF
 // would take about 19 s; they take 0.04–2 s here (strace saw one fdatasync during 20 such
 // confirmations in 37 ms). CheckFsync refuses everysec for this reason; if a Valkey release

@@ -189,7 +189,7 @@ func (c Config) options() (valkey.ClientOption, error) {
 		opt.Sentinel.Dialer = opt.Dialer
 		opt.Sentinel.TLSConfig = opt.TLSConfig
 		// Off by default in valkey-go: one missed +switch-master would then tie the client to
-		// the old primary until restarted (HA.md).
+		// the old primary until restarted (docs/ha.md).
 		opt.Sentinel.TopologyRefreshInterval = 2 * time.Second
 	case Cluster:
 		// valkey-go's cluster client, from the seeds; it follows MOVED and failovers by itself.
