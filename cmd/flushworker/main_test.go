@@ -200,9 +200,7 @@ func TestRunAndDLQ(t *testing.T) {
 // batch does not wait for (group commit: written once nothing more waits); SIGTERM exits 0
 // within the grace period.
 func TestBinary(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary; skipped with -short")
-	}
+	testenv.Slow(t, "builds the binary")
 	t.Parallel()
 	b := setup(t)
 	bin := filepath.Join(testenv.Build(t, "", "."), "flushworker")

@@ -23,9 +23,7 @@ import (
 // with Last-Event-ID), and, with the subscriber cap (INGEST_TAIL_MAX=1) held by another
 // client, keep retrying by itself and get in, from its cursor, once the slot frees.
 func TestEventSourceInBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and starts Chromium; skipped with -short")
-	}
+	testenv.Slow(t, "builds the binary and starts Chromium")
 	t.Parallel()
 	bin := filepath.Join(testenv.Build(t, "", "."), "ingest")
 	v := testenv.StartValkey(t)

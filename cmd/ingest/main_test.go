@@ -142,9 +142,7 @@ func TestRun(t *testing.T) {
 // TestBinarySIGTERM builds the real binary: on SIGTERM it finishes an in-flight request and
 // exits 0; an invalid setting exits 2 with one line.
 func TestBinarySIGTERM(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary; skipped with -short")
-	}
+	testenv.Slow(t, "builds the binary")
 	t.Parallel()
 	bin := filepath.Join(testenv.Build(t, "", "."), "ingest")
 	bad := exec.Command(bin, "--recent-size=x")

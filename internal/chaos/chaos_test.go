@@ -273,9 +273,7 @@ func settings() (seed uint64, dur time.Duration) {
 }
 
 func TestChaos(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the chaos run takes a while; skipped with -short")
-	}
+	testenv.Slow(t, "the chaos run takes a while")
 	seed, duration := settings()
 	t.Logf("chaos: seed %d, duration %s (replay: CHAOS_SEED=%d CHAOS_DURATION=%s make chaos)", seed, duration, seed, duration)
 	r := run(t, seed, duration, "", 10)
@@ -291,9 +289,7 @@ func TestChaos(t *testing.T) {
 // and SIGKILLs the workers while PostgreSQL is down (each then holds an acked, unwritten
 // batch): the checker must report lost messages, or it proves nothing.
 func TestChaosCatchesBrokenAck(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the chaos run takes a while; skipped with -short")
-	}
+	testenv.Slow(t, "the chaos run takes a while")
 	seed, _ := settings()
 	r := run(t, seed, 10*time.Second, "chaos_ackfirst", 0)
 	if r.lost == 0 {

@@ -28,9 +28,7 @@ import (
 // message answered 202 in PostgreSQL once with its own content, no id answered 202 to two
 // messages; the rings have no hole and the rate limit is shared.
 func TestChaosCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the cluster run takes about 45 s; skipped with -short")
-	}
+	testenv.Slow(t, "the cluster run takes about 45 s")
 	runPartitioned(t, true)
 }
 
@@ -38,9 +36,7 @@ func TestChaosCluster(t *testing.T) {
 // one standalone server (AOF, appendfsync always) that is SIGKILLed and restarted instead of a
 // primary; durability none and no replica wait (there is no replica).
 func TestChaosPartitionedStandalone(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the partitioned run takes about 40 s; skipped with -short")
-	}
+	testenv.Slow(t, "the partitioned run takes about 40 s")
 	runPartitioned(t, false)
 }
 

@@ -22,9 +22,7 @@ import (
 // Retry-After, /readyz fails; a worker started then drains it, writes are accepted again, and
 // every message answered 202 is in PostgreSQL with its content.
 func TestFullValkey(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fills a Valkey through the binaries; skipped with -short")
-	}
+	testenv.Slow(t, "fills a Valkey through the binaries")
 	t.Parallel()
 	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	v := testenv.StartValkey(t, "--maxmemory", "8mb", "--maxmemory-policy", "noeviction")
@@ -123,9 +121,7 @@ func TestFullValkey(t *testing.T) {
 // TestBinariesRefuseCluster points both binaries, in standalone mode, at a real local cluster:
 // each exits with status 2 and one line naming VALKEY_MODE, and nothing panics.
 func TestBinariesRefuseCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a six-node cluster; skipped with -short")
-	}
+	testenv.Slow(t, "starts a six-node cluster")
 	t.Parallel()
 	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	c := testenv.StartCluster(t)

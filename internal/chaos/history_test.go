@@ -32,9 +32,7 @@ func TestHistoryWithBacklog(t *testing.T) { runHistory(t, historyRun{}) }
 // TestHistoryPartitionedCluster is TestHistoryWithBacklog in the partitioned layout on a real
 // local 3+3 cluster.
 func TestHistoryPartitionedCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the cluster suites are slow")
-	}
+	testenv.Slow(t, "the cluster suites are slow")
 	runHistory(t, historyRun{cluster: true})
 }
 
@@ -45,9 +43,7 @@ func TestHistoryPartitionedCluster(t *testing.T) {
 // behind), and once the replica replayed everything and the streams were trimmed. With
 // FLUSH_PG_STANDBYS=0 the scans during and after the drain miss thousands of messages.
 func TestHistoryOnStandby(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: starts a replica")
-	}
+	testenv.Slow(t, "starts a replica")
 	runHistory(t, historyRun{standbyDelay: 12 * time.Second})
 }
 

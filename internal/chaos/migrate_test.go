@@ -20,9 +20,7 @@ import (
 // 202 by either is in PostgreSQL once with its content, the old streams are empty, and no id of
 // one layout met one of the other.
 func TestMigrateToPartitioned(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the migration run takes about 20 s; skipped with -short")
-	}
+	testenv.Slow(t, "the migration run takes about 20 s")
 	t.Parallel()
 	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	v := testenv.StartValkey(t, "--appendonly", "yes")

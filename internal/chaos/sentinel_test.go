@@ -25,9 +25,7 @@ import (
 // restart, and the checker must find every message answered 202 in PostgreSQL once with its
 // own content, and no id answered 202 to two messages.
 func TestChaosSentinel(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the failover run takes about 40 s; skipped with -short")
-	}
+	testenv.Slow(t, "the failover run takes about 40 s")
 	r := runSentinel(t, sentinelRun{durability: "replica", replicas: 1, acceptWithin: 15 * time.Second})
 	if r.violations() > 0 {
 		t.Errorf("invariants violated across the failover:\n  %s", strings.Join(r.examples, "\n  "))

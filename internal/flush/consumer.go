@@ -14,11 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/chatpipe/chatpipe/internal/backoff"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
@@ -278,11 +278,11 @@ func (co *Consumer) Run(ctx context.Context) error {
 				failures++
 				if errors.Is(err, streams.ErrNotReplicated) {
 					co.log.WarnContext(ctx, "read entries are not on enough replicas yet; they stay pending", "replicas", co.cfg.Replicas, "failures", failures)
-					sleep(ctx, backoff(failures))
+					backoff.Wait(ctx, failures)
 					continue
 				}
 				co.log.WarnContext(ctx, "reading the flush stream failed", "err", err, "failures", failures)
-				sleep(ctx, backoff(failures))
+				backoff.Wait(ctx, failures)
 				continue
 			}
 			failures = 0
@@ -354,7 +354,7 @@ func (co *Consumer) ensureGroup(ctx context.Context) error {
 			return fmt.Errorf("creating group %s on %s: %w", co.cfg.Group, co.stream, ctx.Err())
 		}
 		co.log.WarnContext(ctx, "creating the consumer group failed, retrying", "group", co.cfg.Group, "err", err)
-		sleep(ctx, backoff(attempt))
+		backoff.Wait(ctx, attempt)
 	}
 }
 
@@ -365,20 +365,4 @@ func (co *Consumer) read(ctx context.Context, id string, count int, block time.D
 		co.m.read.WithLabelValues(co.kind).Add(float64(len(out)))
 	}
 	return out, err
-}
-
-// backoff is capped exponential with jitter: about 100ms, 200ms, … up to 5s, each ±50%.
-func backoff(attempt int) time.Duration {
-	d := 100 * time.Millisecond << min(attempt-1, 6)
-	d = min(d, 5*time.Second)
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chatpipe/chatpipe/internal/backoff"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/streams"
@@ -141,7 +142,7 @@ func (co *Consumer) persist(ctx context.Context, recs []message.Record, es []ent
 		}
 		co.log.WarnContext(ctx, "writing the batch failed, retrying", "class", class, "attempt", attempt, "entries", len(recs), "err", err)
 		co.touch(ctx, es)
-		sleep(ctx, backoff(attempt))
+		backoff.Wait(ctx, attempt)
 	}
 }
 

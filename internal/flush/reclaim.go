@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/chatpipe/chatpipe/internal/backoff"
 	"github.com/chatpipe/chatpipe/internal/streams"
 )
 
@@ -21,7 +22,7 @@ func (co *Consumer) drainOwn(ctx context.Context) {
 		if err != nil {
 			failures++
 			co.log.WarnContext(ctx, "reading own pending entries failed", "err", err)
-			sleep(ctx, backoff(failures))
+			backoff.Wait(ctx, failures)
 			continue
 		}
 		if len(got) == 0 {

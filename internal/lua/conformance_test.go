@@ -2,7 +2,6 @@ package lua_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"slices"
 	"strconv"
@@ -205,18 +204,7 @@ func (s store) wantRecent(t *testing.T, tl message.Timeline, want []int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []int64
-	for _, e := range entries {
-		var v struct {
-			CacheID int64           `json:"cache_id"`
-			Data    json.RawMessage `json:"data"`
-		}
-		if err := json.Unmarshal([]byte(e), &v); err != nil || len(v.Data) == 0 {
-			t.Fatalf("ring entry %q is not {cache_id, data}: %v", e, err)
-		}
-		got = append(got, v.CacheID)
-	}
-	if !slices.Equal(got, want) {
+	if got := entryIDs(t, entries); !slices.Equal(got, want) {
 		t.Errorf("%+v's ring holds %v, want %v", tl, got, want)
 	}
 }

@@ -79,6 +79,12 @@ func ringIDs(t *testing.T, b *testBundle, ring string) []int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return entryIDs(t, entries)
+}
+
+// entryIDs returns the cache ids of ring entries, checking each entry's shape.
+func entryIDs(t *testing.T, entries []string) []int64 {
+	t.Helper()
 	ids := []int64{}
 	for _, e := range entries {
 		var v struct {

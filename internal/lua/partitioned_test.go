@@ -2,7 +2,6 @@ package lua_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -168,21 +167,6 @@ func newest(ids []int64, n int) []int64 {
 		s = s[len(s)-n:]
 	}
 	return s
-}
-
-func entryIDs(t *testing.T, entries []string) []int64 {
-	t.Helper()
-	out := make([]int64, len(entries))
-	for i, e := range entries {
-		var v struct {
-			CacheID int64 `json:"cache_id"`
-		}
-		if err := json.Unmarshal([]byte(e), &v); err != nil {
-			t.Fatalf("ring entry %q: %v", e, err)
-		}
-		out[i] = v.CacheID
-	}
-	return out
 }
 
 // TestPartitionedRateLimitAndRetry, on a real cluster: one user's burst gets exactly the limit

@@ -180,9 +180,7 @@ func TestDashboardPromQLParses(t *testing.T) {
 // TestMetricNamesExist runs the real binaries, reads their /metrics, and checks every metric
 // name in the dashboards and alert rules against it.
 func TestMetricNamesExist(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binaries; skipped with -short")
-	}
+	testenv.Slow(t, "builds and runs the binaries")
 	t.Parallel()
 	exported := scrapeBinaries(t)
 	var exprs []string

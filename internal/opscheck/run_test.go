@@ -29,9 +29,7 @@ import (
 // with -9 must not block the next, which finds the first one's data; a Ctrl-C (SIGINT to the
 // terminal's process group) must stop every process it started.
 func TestMakeRunAnywhere(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts every server twice (-short)")
-	}
+	testenv.Slow(t, "starts every server twice")
 	for _, bin := range []string{"prometheus", "valkey-server"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Fatalf("%s not found: install it with: make deps", bin)

@@ -15,7 +15,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/chatpipe/chatpipe/internal/backoff"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
@@ -192,7 +192,7 @@ func (h *hub) run(ctx context.Context) error {
 				return nil
 			}
 			h.t.cfg.Logger.WarnContext(ctx, "live tail: reading the stream's position failed, retrying", "stream", h.shards[i].Stream, "err", err)
-			sleep(ctx, backoff(attempt))
+			backoff.Wait(ctx, attempt)
 		}
 	}
 	close(h.ready)
@@ -255,7 +255,7 @@ func (h *hub) follow(ctx context.Context, i int) {
 			failures++
 			h.t.m.readErrors.Inc()
 			h.t.cfg.Logger.WarnContext(ctx, "live tail: reading the stream failed, resuming from the same entry", "stream", stream, "err", err)
-			sleep(ctx, backoff(failures))
+			backoff.Wait(ctx, failures)
 			h.resync(ctx, i, from)
 			continue
 		}
@@ -577,17 +577,3 @@ func toEvent(kind message.Kind, e streams.Entry) (Event, bool) {
 }
 
 func unavailable(err error) error { return errors.Join(lua.ErrUnavailable, err) }
-
-func backoff(attempt int) time.Duration {
-	d := 100 * time.Millisecond << min(attempt, 6)
-	return d/2 + rand.N(d/2)
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}

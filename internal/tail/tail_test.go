@@ -20,6 +20,20 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
+// runTails starts the tails of cfg until the test ends.
+func runTails(t *testing.T, cfg tail.Config) *tail.Tails {
+	t.Helper()
+	tails, err := tail.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = tails.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return tails
+}
+
 // TestSlowSubscriberDropped: a subscriber that reads nothing is dropped once its buffer is full,
 // and the one reading beside it gets every event, in order, unstalled; the dropped one learns it
 // (ErrDropped) after the events it holds. A subscriber may lag by the buffer, no more.
@@ -28,14 +42,8 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	v := testenv.StartValkey(t)
 	c := v.Client(t)
 	keys, _ := keyspace.New("")
-	tails, err := tail.New(tail.Config{Valkey: c, Layout: keys, Buffer: 32, Block: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = tails.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	ctx := context.Background()
+	tails := runTails(t, tail.Config{Valkey: c, Layout: keys, Buffer: 32, Block: 100 * time.Millisecond})
 	slow, err := tails.Subscribe(ctx, message.PublicTimeline, "")
 	if err != nil {
 		t.Fatal(err)
@@ -98,14 +106,8 @@ func TestIdleReadersPark(t *testing.T) {
 	v := testenv.StartValkey(t)
 	c := v.Client(t)
 	keys, _ := keyspace.New("")
-	tails, err := tail.New(tail.Config{Valkey: c, Layout: keys, Block: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = tails.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	ctx := context.Background()
+	tails := runTails(t, tail.Config{Valkey: c, Layout: keys, Block: 100 * time.Millisecond})
 	add := func(i int) {
 		id := strconv.Itoa(i)
 		testenv.Do(t, c, "XADD", keys.Stream(message.Public), "*", "cache_id", id, "kind", "message",
@@ -219,13 +221,7 @@ func TestReplayedPrivateDeletionReachesBothTails(t *testing.T) {
 		t.Fatalf("dead-lettering the deletion: %v", errs[0])
 	}
 
-	tails, err := tail.New(tail.Config{Valkey: c, Layout: keys, Block: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = tails.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	tails := runTails(t, tail.Config{Valkey: c, Layout: keys, Block: 100 * time.Millisecond})
 	var subs []*tail.Subscription
 	for _, user := range []string{"ann", "bob"} {
 		s, err := tails.Subscribe(ctx, message.PrivateTimeline(user), "")

@@ -174,3 +174,11 @@ func InvalidValkeySettings() []InvalidSetting {
 		{"allow eviction not a bool", nil, map[string]string{"VALKEY_ALLOW_EVICTION": "sometimes"}, "VALKEY_ALLOW_EVICTION"},
 	}
 }
+
+// Slow skips a slow suite under -short (and only then), saying what makes it slow.
+func Slow(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip(why + "; skipped with -short")
+	}
+}

@@ -10,9 +10,7 @@ import (
 )
 
 func TestStartSentinelFailsOver(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts six servers and waits for a failover; skipped with -short")
-	}
+	Slow(t, "starts six servers and waits for a failover")
 	t.Parallel()
 	s := StartSentinel(t)
 	old := s.Primary(t)
@@ -32,9 +30,7 @@ func TestStartSentinelFailsOver(t *testing.T) {
 }
 
 func TestStartCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts six cluster nodes; skipped with -short")
-	}
+	Slow(t, "starts six cluster nodes")
 	t.Parallel()
 	c := StartCluster(t)
 	cl, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{c.Nodes[0].Addr}, DisableCache: true})

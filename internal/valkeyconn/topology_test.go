@@ -185,9 +185,7 @@ func TestWAITAOFEverysec(t *testing.T) {
 // own password; a wrong one is refused promptly without the password in the error; after the
 // primary is killed the same client writes to the promoted replica by itself.
 func TestSentinel(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts six servers and waits for a failover; skipped with -short")
-	}
+	testenv.Slow(t, "starts six servers and waits for a failover")
 	t.Parallel()
 	s := testenv.StartSentinelWith(t, testenv.SentinelOptions{SentinelPassword: "sentinel-topsecret"})
 	cfg := valkeyconn.Config{Mode: valkeyconn.Sentinel, Addr: s.Addrs, SentinelMaster: testenv.SentinelMaster, SentinelPassword: "wrong-topsecret"}
@@ -224,9 +222,7 @@ func TestSentinel(t *testing.T) {
 // TestClusterPolicyEveryNode: on a cluster the policy of every primary is checked, at start and
 // by the monitor: one node turned evicting is enough to refuse or to fail readiness.
 func TestClusterPolicyEveryNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a six-node cluster; skipped with -short")
-	}
+	testenv.Slow(t, "starts a six-node cluster")
 	t.Parallel()
 	cl := testenv.StartCluster(t)
 	cfg := valkeyconn.Config{Mode: valkeyconn.Cluster, AllowCluster: true, Addr: strings.Split(cl.Addrs, ",")[0]}
