@@ -27,11 +27,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/valkey-io/valkey-go"
+	"go.uber.org/goleak"
 
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+// TestMain ignores toxiproxy's own goroutines: a proxy stopped while a link's toxics are
+// blocked sending leaves them parked in the library (its ToxicLink has no way to end them).
+func TestMain(m *testing.M) {
+	os.Exit(testenv.Main(m,
+		goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2/toxics.(*ToxicStub).Run"),
+		goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2.(*ToxicLink).read"),
+		goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2.(*ToxicLink).write")))
+}
 
 // proc is one process of the system under test.
 // deployment is the chatpipe of a run: the built binaries and the settings its ingest replicas
