@@ -27,21 +27,22 @@ import (
 
 type workerSettings struct {
 	common
-	batchSize     int
-	flushInterval time.Duration
-	minIdle       time.Duration
-	maxDeliveries int
-	consumer      string
-	group         string
-	grace         time.Duration
-	janitorIdle   time.Duration
-	metricsAddr   string
-	pprofAddr     string
-	migrate       bool
-	waitReplicas  int
-	recentSize    int
-	tailRetention time.Duration
-	pgStandbys    int
+	batchSize      int
+	flushInterval  time.Duration
+	minIdle        time.Duration
+	maxDeliveries  int
+	consumer       string
+	group          string
+	grace          time.Duration
+	janitorIdle    time.Duration
+	metricsAddr    string
+	pprofAddr      string
+	migrate        bool
+	waitReplicas   int
+	recentSize     int
+	defaultChannel string
+	tailRetention  time.Duration
+	pgStandbys     int
 }
 
 func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (workerSettings, error) {
@@ -60,6 +61,7 @@ func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (w
 	cs.String(&s.metricsAddr, "FLUSH_METRICS_ADDR", ":9091", "listen address of /healthz, /readyz and /metrics", config.Addr)
 	cs.String(&s.pprofAddr, "PPROF_ADDR", "", "listen address of net/http/pprof (empty: off; bind it to loopback)", config.OptionalAddr)
 	cs.Int(&s.waitReplicas, "FLUSH_WAIT_REPLICAS", 0, 0, 100, "write only entries this many replicas hold (WAIT after each read; 0: off). With INGEST_DURABILITY=replica set it to INGEST_DURABILITY_REPLICAS, so that a failover cannot leave rows for entries the new primary never had")
+	config.DefaultChannel(cs, &s.defaultChannel)
 	cs.Int(&s.recentSize, "RECENT_SIZE", 500, 1, 100_000, "size of each private ring the workers repair in the partitioned layout (as ingest's)")
 	cs.Duration(&s.tailRetention, "FLUSH_TAIL_RETENTION", 10*time.Second, 0, time.Hour, "keep acked entries this long before trimming them, so that ingest's live-tail clients resume after a lost connection (entries count toward INGEST_BACKLOG_CAP meanwhile; 0: trim at once)")
 	cs.Int(&s.pgStandbys, "FLUSH_PG_STANDBYS", 0, 0, 32, "trim acked entries only once this many PostgreSQL standbys (pg_stat_replication) replayed their commits; set it when ingest's DATABASE_URL is a standby, so that history finds on it what the streams no longer hold (0: off; the role needs pg_monitor)")
@@ -180,7 +182,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 			BatchSize: s.batchSize, FlushInterval: s.flushInterval, MinIdle: s.minIdle,
 			MaxDeliveries: s.maxDeliveries, JanitorIdle: s.janitorIdle, Grace: s.grace,
 			Timeout: s.valkey.Timeout, Sink: store, Logger: log, Metrics: metrics, Replicas: s.waitReplicas,
-			TailRetention: s.tailRetention, Standbys: standbys,
+			TailRetention: s.tailRetention, Standbys: standbys, DefaultChannel: s.defaultChannel,
 		}
 		switch {
 		case fs.Kind == message.Private && fs.Partition != "":

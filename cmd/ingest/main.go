@@ -66,6 +66,7 @@ type settings struct {
 	ids             string
 	databaseURL     string
 	tailMax         int
+	defaultChannel  string
 }
 
 func parse(args []string, getenv func(string) string, stdout io.Writer) (settings, error) {
@@ -79,6 +80,7 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	cs.Duration(&s.valkey.FlushDelay, "VALKEY_FLUSH_DELAY", 20*time.Microsecond, 0, time.Millisecond, "longest the Valkey writer waits to gather concurrent requests' calls into one write (0: write at once)")
 	cs.String(&s.keyPrefix, "KEY_PREFIX", "", "prefix of every Valkey key", keyspace.ValidatePrefix)
 	config.Layout(cs, &s.layoutName, &s.partitions)
+	config.DefaultChannel(cs, &s.defaultChannel)
 	cs.String(&s.addr, "INGEST_ADDR", ":8080", "listen address of the API, /healthz, /readyz and /metrics", config.Addr)
 	cs.Secret(&s.authToken, "INGEST_AUTH_TOKEN", "", "bearer token required on /v1/... (empty: no auth)", nil)
 	cs.String(&s.durability, "INGEST_DURABILITY", string(lua.DurableNone), "none (202 once the script ran on the primary), replica (also WAIT for replicas) or fsync (also WAITAOF: fsynced to the primary's AOF)", oneOf(lua.DurableNone, lua.DurableReplica, lua.DurableFsync))
@@ -226,11 +228,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		log.InfoContext(ctx, "history disabled: no DATABASE_URL; the history endpoints answer 503")
 	}
-	hist, err := history.New(history.Config{Valkey: client, Layout: s.layout, DB: db, Timeout: 2 * s.valkey.Timeout, Registerer: reg, Logger: log})
+	hist, err := history.New(history.Config{Valkey: client, Layout: s.layout, DB: db, Timeout: 2 * s.valkey.Timeout, Registerer: reg, Logger: log, DefaultChannel: s.defaultChannel})
 	if err != nil {
 		return err
 	}
-	tails, err := tail.New(tail.Config{Valkey: client, Layout: s.layout, MaxSubscribers: s.tailMax, Timeout: s.valkey.Timeout, Logger: log, Registerer: reg})
+	tails, err := tail.New(tail.Config{Valkey: client, Layout: s.layout, MaxSubscribers: s.tailMax, Timeout: s.valkey.Timeout, Logger: log, Registerer: reg, DefaultChannel: s.defaultChannel})
 	if err != nil {
 		return err
 	}
@@ -246,6 +248,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		BatchConcurrency: s.batchSlots,
 		BatchWait:        s.batchWait,
 		ReadyFunc:        monitor.Ready,
+		DefaultChannel:   s.defaultChannel,
 	})
 	if err != nil {
 		return err

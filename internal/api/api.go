@@ -4,6 +4,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -33,8 +34,9 @@ type Store interface {
 	// Recent returns up to limit of the newest ring entries of a timeline, oldest first
 	// (limit < 1: the whole ring).
 	Recent(ctx context.Context, tl message.Timeline, limit int) ([]string, error)
-	// DeletePublic deletes a public message (lua.ErrNotFound for an id never issued).
-	DeletePublic(ctx context.Context, id int64) error
+	// DeletePublic deletes a public message of channel (lua.ErrNotFound for an id never
+	// issued).
+	DeletePublic(ctx context.Context, channel string, id int64) error
 	// DeletePrivate deletes a private message, from the rings of owner and recipient when they
 	// are known ("" when not).
 	DeletePrivate(ctx context.Context, id int64, owner, recipient string) error
@@ -75,6 +77,9 @@ type Config struct {
 	BatchWait time.Duration
 	// NowFunc gives the time for messages sent without created_at. Default time.Now.
 	NowFunc func() time.Time
+	// DefaultChannel is the channel of POST /v1/messages and the other endpoints from before
+	// channels. Default message.DefaultChannel.
+	DefaultChannel string
 	// History reads the history endpoints; nil (or one without a database) answers them 503
 	// history_unavailable.
 	History *history.Reader
@@ -132,6 +137,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.BatchWait == 0 {
 		cfg.BatchWait = 5 * time.Second
 	}
+	cfg.DefaultChannel = cmp.Or(cfg.DefaultChannel, message.DefaultChannel)
 	if cfg.NowFunc == nil {
 		cfg.NowFunc = time.Now
 	}

@@ -34,11 +34,20 @@ type acceptedBody struct {
 	Duplicate bool  `json:"duplicate,omitempty"`
 }
 
+// publicChannel is the channel of a new message of kind: the default one for a public message.
+func (s *Server) publicChannel(kind message.Kind) string {
+	if kind == message.Public {
+		return s.cfg.DefaultChannel
+	}
+	return ""
+}
+
 // toLua validates a request and turns it into a message for the enqueue script.
 func (s *Server) toLua(req *publicRequest, recipient string, kind message.Kind) (lua.Message, error) {
 	m := message.Message{
 		OwnerID:     req.OwnerID,
 		RecipientID: recipient,
+		ChannelID:   s.publicChannel(kind),
 		Username:    req.Username,
 		Content:     req.Content,
 		CreatedAt:   req.CreatedAt,
@@ -211,7 +220,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 
 // getRecent answers with the ring entries of the path's timeline, oldest first, as stored.
 func (s *Server) getRecent(w http.ResponseWriter, r *http.Request) error {
-	tl, err := timeline(r)
+	tl, err := s.timeline(r)
 	if err != nil {
 		return err
 	}
@@ -257,7 +266,7 @@ func (s *Server) deleteMessage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	start := time.Now()
-	err = s.cfg.Store.DeletePublic(r.Context(), id)
+	err = s.cfg.Store.DeletePublic(r.Context(), s.cfg.DefaultChannel, id)
 	s.m.script.WithLabelValues("delete").Observe(time.Since(start).Seconds())
 	if err != nil {
 		return s.deleteFailed(r, err)

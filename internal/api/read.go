@@ -24,10 +24,10 @@ const (
 )
 
 // timeline is the timeline a read path names, parsed here once: a user's private messages
-// under /v1/users/{id}/, else the public room.
-func timeline(r *http.Request) (message.Timeline, error) {
+// under /v1/users/{id}/, else the default channel.
+func (s *Server) timeline(r *http.Request) (message.Timeline, error) {
 	if !strings.HasPrefix(r.Pattern, "/v1/users/{id}/") {
-		return message.PublicTimeline, nil
+		return message.ChannelTimeline(s.cfg.DefaultChannel), nil
 	}
 	id := r.PathValue("id")
 	if err := message.ValidateID("id", id); err != nil {
@@ -107,7 +107,7 @@ func parseCursor(v string) (int64, bool) {
 // getHistory answers a page of the path's timeline: {"messages":[...],"has_more":bool}, oldest
 // first.
 func (s *Server) getHistory(w http.ResponseWriter, r *http.Request) error {
-	tl, err := timeline(r)
+	tl, err := s.timeline(r)
 	if err != nil {
 		return err
 	}
@@ -187,7 +187,7 @@ func pathID(r *http.Request) (int64, error) {
 // deletion, each with the id that resumes right after it, and a comment every TailHeartbeat.
 // Last-Event-ID (sent by EventSource on reconnection) wins over ?after= (the URL it keeps).
 func (s *Server) getStream(w http.ResponseWriter, r *http.Request) error {
-	tl, err := timeline(r)
+	tl, err := s.timeline(r)
 	if err != nil {
 		return err
 	}

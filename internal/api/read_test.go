@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -334,10 +335,15 @@ func TestTailResume(t *testing.T) {
 		} else {
 			r, _ = testenv.OpenSSE(t, http.DefaultClient, url, last)
 		}
-		ids, _ := nextEvents(t, r, 5)
+		ids, msgs := nextEvents(t, r, 5)
 		want := []int64{6, 7, 8, 9, -1}
 		if !slices.Equal(ids, want) {
 			t.Errorf("resume %d by %s: %v, want %v", i, how, ids, want)
+		}
+		for j, m := range msgs { // every message, and the deletion, name the default channel
+			if ch := cmp.Or(m.Data.ChannelID, m.ChannelID); ch != message.DefaultChannel {
+				t.Errorf("event %d (%d) names the channel %q, want %q", j, ids[j], ch, message.DefaultChannel)
+			}
 		}
 		r.Close()
 	}

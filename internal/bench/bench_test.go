@@ -347,7 +347,7 @@ func bareConsumeShared(t *testing.T, c valkey.Client, pool *pgxpool.Pool, stream
 		rows := make([][]any, 0, len(xs))
 		ids := make([]string, 0, len(xs))
 		for _, x := range xs {
-			r, err := message.DecodeEntry("message", x.ID, x.FieldValues)
+			r, err := message.DecodeEntry("message", "", x.ID, x.FieldValues)
 			if err != nil {
 				t.Fatal(err)
 			}

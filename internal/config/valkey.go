@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/valkeyconn"
 )
 
@@ -107,6 +108,14 @@ func Layout(s *Set, name *string, partitions *int) {
 		return nil
 	})
 	s.Int(partitions, "KEY_PARTITIONS", keyspace.DefaultPartitions, 1, keyspace.MaxPartitions, "partitions of the partitioned layout, fixed when a deployment is created")
+}
+
+// DefaultChannel defines DEFAULT_CHANNEL, the channel both binaries give the public messages
+// that name none: those of the endpoints from before channels, and the entries written then.
+func DefaultChannel(s *Set, p *string) {
+	s.String(p, "DEFAULT_CHANNEL", message.DefaultChannel, "the channel of /v1/messages and of public messages from before channels; set it before upgrading (README: Channels)", func(v string) error {
+		return message.ValidateChannel("DEFAULT_CHANNEL", v)
+	})
 }
 
 // NewLayout builds the layout of KEY_LAYOUT, KEY_PARTITIONS and KEY_PREFIX, once all are read,

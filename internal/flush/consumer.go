@@ -10,6 +10,7 @@
 package flush
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -92,6 +93,9 @@ type Config struct {
 	// once PostgreSQL applied the deletions and before the ack: their users' rings are cleared
 	// of them, whether or not ingest knew the users when it took the deletion.
 	ForgetFunc func(ctx context.Context, recs []message.Record) error
+	// DefaultChannel is the channel of public messages that name none (written before
+	// channels): their rows get it.
+	DefaultChannel string
 	// TailRetention keeps acked entries this long before trimming them, so that a live-tail
 	// client that lost its connection resumes from the stream (ingest's SSE endpoints). It never
 	// keeps an unacked entry shorter. 0: trim everything acked.
@@ -113,6 +117,7 @@ type Standbys interface {
 }
 
 func (c *Config) setDefaults() error {
+	c.DefaultChannel = cmp.Or(c.DefaultChannel, message.DefaultChannel)
 	if c.Flush.Stream == "" {
 		c.Flush = keyspace.FlushStream{Kind: c.Kind, Stream: c.Keys.Stream(c.Kind), DeadLetter: c.Keys.DeadLetter(c.Kind)}
 	}

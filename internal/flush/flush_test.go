@@ -473,13 +473,13 @@ func TestDeleteBeforeAndAfterFlush(t *testing.T) {
 	ids := b.enqueue(t, message.Public, 3)
 	ctx := context.Background()
 	// Deleted before any worker ran: the insert and the deletion meet in one batch.
-	if err := b.scripts.Delete(ctx, message.Public, ids[0], "", "", b.keys.PublicRing()); err != nil {
+	if err := b.scripts.Delete(ctx, message.Public, ids[0], "", "", "", b.keys.PublicRing()); err != nil {
 		t.Fatal(err)
 	}
 	b.start(t, b.config("w1"))
 	testenv.WaitFor(t, "rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 2 })
 	// Deleted after its row was written.
-	if err := b.scripts.Delete(ctx, message.Public, ids[1], "", "", b.keys.PublicRing()); err != nil {
+	if err := b.scripts.Delete(ctx, message.Public, ids[1], "", "", "", b.keys.PublicRing()); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, "row deleted", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 1 })

@@ -43,7 +43,7 @@ func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) erro
 			lost = append(lost, e.ID)
 			continue
 		}
-		r, err := message.DecodeEntry(co.kind, e.ID, e.Fields)
+		r, err := message.DecodeEntry(co.kind, co.cfg.DefaultChannel, e.ID, e.Fields)
 		if err != nil {
 			dead = append(dead, deadLetter{e: e, reason: ReasonDecode, err: err.Error()})
 			continue

@@ -100,7 +100,7 @@ func TestPartitionedDeleteEitherOrder(t *testing.T) {
 		}
 		ids = append(ids, res.CacheID)
 	}
-	if err := ops.DeletePublic(ctx, ids[0]); err != nil { // before any worker ran
+	if err := ops.DeletePublic(ctx, "", ids[0]); err != nil { // before any worker ran
 		t.Fatal(err)
 	}
 	for _, fs := range keys.FlushStreams() {
@@ -111,7 +111,7 @@ func TestPartitionedDeleteEitherOrder(t *testing.T) {
 		}
 	}
 	testenv.WaitFor(t, "two rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 2 })
-	if err := ops.DeletePublic(ctx, ids[1]); err != nil { // after its row was written
+	if err := ops.DeletePublic(ctx, "", ids[1]); err != nil { // after its row was written
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, "the row deleted", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 1 })

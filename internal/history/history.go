@@ -58,6 +58,9 @@ type Config struct {
 	Logger *slog.Logger
 	// NowFunc is the clock of the watermark's lag. Default time.Now.
 	NowFunc func() time.Time
+	// DefaultChannel is the channel of public messages that name none (written before
+	// channels).
+	DefaultChannel string
 }
 
 // Reader reads history pages.
@@ -72,6 +75,7 @@ func New(cfg Config) (*Reader, error) {
 	if cfg.Valkey == nil || cfg.Layout == nil {
 		return nil, errors.New("history: Valkey and Layout are required")
 	}
+	cfg.DefaultChannel = cmp.Or(cfg.DefaultChannel, message.DefaultChannel)
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
 	}
@@ -252,7 +256,7 @@ func (r *Reader) fromRings(ctx context.Context, q Query, shards []keyspace.Shard
 		}
 		oldest := int64(-1)
 		for _, e := range entries {
-			rec, ok := decodeRingEntry(q.Timeline.Kind, e)
+			rec, ok := r.decodeRingEntry(q.Timeline.Kind, e)
 			if !ok {
 				continue
 			}
@@ -340,7 +344,7 @@ func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Sha
 				}
 			}
 			for _, e := range bp.Entries {
-				rec, err := decodeBacklog(q.Timeline.Kind, e)
+				rec, err := r.decodeBacklog(q.Timeline.Kind, e)
 				if err != nil || pendingSet[rec.CacheID] {
 					continue // undecodable entries are dead-lettered, never persisted
 				}
@@ -381,7 +385,7 @@ func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient s
 			if e.CacheID != id {
 				continue
 			}
-			if rec, err := decodeBacklog(message.Private, e); err == nil {
+			if rec, err := r.decodeBacklog(message.Private, e); err == nil {
 				return rec.Message.OwnerID, rec.Message.RecipientID
 			}
 		}
@@ -401,17 +405,17 @@ func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient s
 
 // decodeBacklog decodes a message entry that backlog.lua returned from a stream of kind (it
 // returns no deletions, so the kind is the stream's).
-func decodeBacklog(kind message.Kind, e streams.BacklogEntry) (message.Record, error) {
-	return message.DecodeEntry(kind.String(), e.StreamID, e.Fields)
+func (r *Reader) decodeBacklog(kind message.Kind, e streams.BacklogEntry) (message.Record, error) {
+	return message.DecodeEntry(kind.String(), r.cfg.DefaultChannel, e.StreamID, e.Fields)
 }
 
 // decodeRingEntry decodes a ring entry of kind; false for one that is not a valid message.
-func decodeRingEntry(kind message.Kind, e string) (message.Record, bool) {
+func (r *Reader) decodeRingEntry(kind message.Kind, e string) (message.Record, bool) {
 	id, ok := headID([]byte(e))
 	if !ok {
 		return message.Record{}, false
 	}
-	rec, err := message.DecodeRingEntry(kind.String(), id, e)
+	rec, err := message.DecodeRingEntry(kind.String(), r.cfg.DefaultChannel, id, e)
 	return rec, err == nil
 }
 

@@ -134,7 +134,7 @@ func TestStoreConformance(t *testing.T) {
 		{"deletions leave the rings and the stream carries them", lua.Config{}, func(t *testing.T, s store) {
 			ctx := context.Background()
 			keep, gone := s.send(t, pub("alice", "keep")), s.send(t, pub("alice", "gone"))
-			if err := s.DeletePublic(ctx, gone.CacheID); err != nil {
+			if err := s.DeletePublic(ctx, "", gone.CacheID); err != nil {
 				t.Fatal(err)
 			}
 			s.wantRecent(t, message.PublicTimeline, []int64{keep.CacheID})
@@ -151,7 +151,7 @@ func TestStoreConformance(t *testing.T) {
 			s.wantRecent(t, message.PrivateTimeline("ann"), nil)
 			s.wantRecent(t, message.PrivateTimeline("bob"), nil)
 			for _, id := range []int64{0, -1, keep.CacheID + 64*1_000_000_000} {
-				if err := s.DeletePublic(ctx, id); !errors.Is(err, lua.ErrNotFound) {
+				if err := s.DeletePublic(ctx, "", id); !errors.Is(err, lua.ErrNotFound) {
 					t.Errorf("deleting id %d, never issued: %v, want ErrNotFound", id, err)
 				}
 			}

@@ -3,7 +3,8 @@
 -- KEYS[3] the kind's pending deletions (sorted set)  KEYS[4..] list rings that may hold the message
 -- ARGV[1] cache id  ARGV[2] backlog cap  ARGV[3] the id's counter value (the id itself in the
 -- single layout, id // 64 in the partitioned one)  ARGV[4], ARGV[5] the private message's owner
--- and recipient when known ('' otherwise), carried on the deletion for the live tail
+-- and recipient when known ('' otherwise)  ARGV[6] the public message's channel: carried on the
+-- deletion for the live tails
 -- Returns -1 when the id was never issued, -2 when the flush stream is at its cap, else the
 -- number of ring entries removed. Every accepted delete puts a deletion on the flush stream, so
 -- the worker removes the row, or never writes it, whichever it meets first; and records it as
@@ -26,6 +27,6 @@ if first then
 else
   redis.call('DEL', KEYS[3])
 end
-local sid = add_deletion(KEYS[2], ARGV[1], ARGV[4], ARGV[5])
+local sid = add_deletion(KEYS[2], ARGV[1], ARGV[4], ARGV[5], ARGV[6])
 redis.call('ZADD', KEYS[3], tonumber(string.match(sid, '^(%d+)-')), ARGV[1])
 return removed

@@ -15,11 +15,16 @@ local function add_message(stream, id, kind, payload)
 end
 
 -- add_deletion appends the deletion of message id to stream; owner and recipient name a private
--- message's users ('' or nil when unknown or public), for the private tails.
-local function add_deletion(stream, id, owner, recipient)
+-- message's users ('' or nil when unknown or public), channel a public message's channel, for
+-- the tails.
+local function add_deletion(stream, id, owner, recipient, channel)
   if owner ~= nil and owner ~= '' then
     return redis.call('XADD', stream, '*', 'cache_id', id, 'kind', 'delete', 'payload', '',
       'owner_id', owner, 'recipient_id', recipient)
+  end
+  if channel ~= nil and channel ~= '' then
+    return redis.call('XADD', stream, '*', 'cache_id', id, 'kind', 'delete', 'payload', '',
+      'channel_id', channel)
   end
   return redis.call('XADD', stream, '*', 'cache_id', id, 'kind', 'delete', 'payload', '')
 end

@@ -251,7 +251,7 @@ type Store interface {
 	Enqueue(ctx context.Context, m Message) (Result, error)
 	EnqueueMany(ctx context.Context, kind message.Kind, msgs []Message) []Outcome
 	Recent(ctx context.Context, tl message.Timeline, limit int) ([]string, error)
-	DeletePublic(ctx context.Context, id int64) error
+	DeletePublic(ctx context.Context, channel string, id int64) error
 	DeletePrivate(ctx context.Context, id int64, owner, recipient string) error
 	RateLimit(ctx context.Context) (RateLimit, error)
 	SetRateLimit(ctx context.Context, rl RateLimit) error

@@ -421,7 +421,7 @@ func TestDelete(t *testing.T) {
 	mustEnqueue(t, b, pub("a", "2"))
 	// An entry that another producer wrote with other spacing is found too.
 	testenv.Do(t, b.client, "RPUSH", b.keys.PublicRing(), `{ "cache_id" : 2, "data": {}}`)
-	if err := b.scripts.Delete(ctx, message.Public, 2, "", "", b.keys.PublicRing()); err != nil {
+	if err := b.scripts.Delete(ctx, message.Public, 2, "", "", "", b.keys.PublicRing()); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]int64{1}, ringIDs(t, b, b.keys.PublicRing())); diff != "" {
@@ -432,7 +432,7 @@ func TestDelete(t *testing.T) {
 		t.Errorf("last stream entry = %+v, want a deletion of 2", last)
 	}
 	for _, id := range []int64{0, -1, 3} {
-		if err := b.scripts.Delete(ctx, message.Public, id, "", "", b.keys.PublicRing()); !errors.Is(err, lua.ErrNotFound) {
+		if err := b.scripts.Delete(ctx, message.Public, id, "", "", "", b.keys.PublicRing()); !errors.Is(err, lua.ErrNotFound) {
 			t.Errorf("Delete(%d) = %v, want ErrNotFound", id, err)
 		}
 	}

@@ -15,13 +15,13 @@ import (
 // private message's users on the deletion (the live tail routes it by them). It returns
 // ErrNotFound for an id never issued and ErrBacklogFull when the stream is at its cap. A message
 // no longer in any ring is still deleted: the worker removes its row.
-func (s *Scripts) Delete(ctx context.Context, kind message.Kind, cacheID int64, owner, recipient string, rings ...string) error {
+func (s *Scripts) Delete(ctx context.Context, kind message.Kind, cacheID int64, owner, recipient, channel string, rings ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	r, _ := s.keys.RouteOf(kind, cacheID)
 	keys := append([]string{r.Counter, r.Stream, r.PendingDeletes}, rings...)
 	id := strconv.FormatInt(cacheID, 10)
-	args := []string{id, strconv.FormatInt(s.cfg.BacklogCap, 10), id, owner, recipient}
+	args := []string{id, strconv.FormatInt(s.cfg.BacklogCap, 10), id, owner, recipient, channel}
 	return deleteResult(s.delete.Exec(ctx, s.c, keys, args))
 }
 
@@ -29,7 +29,7 @@ func (s *Scripts) Delete(ctx context.Context, kind message.Kind, cacheID int64, 
 // known (else the worker removes it from them once PostgreSQL names them), and from the flush
 // stream's future.
 func (s *Scripts) DeletePrivate(ctx context.Context, id int64, owner, recipient string) error {
-	return s.Delete(ctx, message.Private, id, owner, recipient, privateRings(s.keys.PrivateRing, owner, recipient)...)
+	return s.Delete(ctx, message.Private, id, owner, recipient, "", privateRings(s.keys.PrivateRing, owner, recipient)...)
 }
 
 // privateRings are the ring keys of a private message's users: none when they are unknown, one
@@ -144,8 +144,8 @@ func (s *Scripts) RecentPrivate(ctx context.Context, user string, limit int) ([]
 }
 
 // DeletePublic deletes a public message from the public ring and the flush stream's future.
-func (s *Scripts) DeletePublic(ctx context.Context, id int64) error {
-	return s.Delete(ctx, message.Public, id, "", "", s.keys.PublicRing())
+func (s *Scripts) DeletePublic(ctx context.Context, channel string, id int64) error {
+	return s.Delete(ctx, message.Public, id, "", "", channel, s.keys.PublicRing())
 }
 
 // RateLimit returns the shared rate limit, the defaults filling in what the hash lacks.

@@ -251,15 +251,15 @@ func (p *Partitioned) Probe(ctx context.Context) error {
 
 // DeletePublic deletes a public message from its partition's ring shard and records the
 // deletion on its partition's flush stream (delete.lua). The partition comes from the id.
-func (p *Partitioned) DeletePublic(ctx context.Context, id int64) error {
-	return p.deleteIn(ctx, message.Public, id, "", "")
+func (p *Partitioned) DeletePublic(ctx context.Context, channel string, id int64) error {
+	return p.deleteIn(ctx, message.Public, id, "", "", channel)
 }
 
 // DeletePrivate records the deletion of a private message on its partition's flush stream,
 // then removes it from the rings of owner and recipient when they are known (else the worker
 // does, once PostgreSQL names them).
 func (p *Partitioned) DeletePrivate(ctx context.Context, id int64, owner, recipient string) error {
-	if err := p.deleteIn(ctx, message.Private, id, owner, recipient); err != nil {
+	if err := p.deleteIn(ctx, message.Private, id, owner, recipient, ""); err != nil {
 		return err
 	}
 	if owner == "" {
@@ -268,7 +268,7 @@ func (p *Partitioned) DeletePrivate(ctx context.Context, id int64, owner, recipi
 	return p.ForgetPrivate(ctx, []message.Record{{CacheID: id, Message: message.Message{OwnerID: owner, RecipientID: recipient}}})
 }
 
-func (p *Partitioned) deleteIn(ctx context.Context, kind message.Kind, id int64, owner, recipient string) error {
+func (p *Partitioned) deleteIn(ctx context.Context, kind message.Kind, id int64, owner, recipient, channel string) error {
 	r, ok := p.keys.RouteOf(kind, id)
 	if !ok || p.keys.Sequence(id) < 1 {
 		return ErrNotFound
@@ -279,7 +279,7 @@ func (p *Partitioned) deleteIn(ctx context.Context, kind message.Kind, id int64,
 	if r.Ring != "" {
 		keys = append(keys, r.Ring)
 	}
-	args := []string{strconv.FormatInt(id, 10), strconv.FormatInt(p.cfg.BacklogCap, 10), strconv.FormatInt(p.keys.Sequence(id), 10), owner, recipient}
+	args := []string{strconv.FormatInt(id, 10), strconv.FormatInt(p.cfg.BacklogCap, 10), strconv.FormatInt(p.keys.Sequence(id), 10), owner, recipient, channel}
 	return deleteResult(p.delete.Exec(ctx, p.c, keys, args))
 }
 

@@ -263,7 +263,7 @@ func TestPartitionedBatchAndDelete(t *testing.T) {
 	}
 
 	victim := outs[0].CacheID
-	if err := b.ops.DeletePublic(ctx, victim); err != nil {
+	if err := b.ops.DeletePublic(ctx, "", victim); err != nil {
 		t.Fatal(err)
 	}
 	ring, _ := b.ops.RecentPublic(ctx, 0)
@@ -278,7 +278,7 @@ func TestPartitionedBatchAndDelete(t *testing.T) {
 		t.Fatalf("partition %d's stream ends with %v, %v; want the deletion of %d", part, xs, err, victim)
 	}
 	for _, id := range []int64{victim + 64*1_000_000, 5, 63, keyspace.IDBase + 63} { // never issued; below the base; partition 63 unused
-		if err := b.ops.DeletePublic(ctx, id); !errors.Is(err, lua.ErrNotFound) {
+		if err := b.ops.DeletePublic(ctx, "", id); !errors.Is(err, lua.ErrNotFound) {
 			t.Errorf("delete %d: %v, want ErrNotFound", id, err)
 		}
 	}

@@ -50,7 +50,7 @@ func TestCodecCoversEveryField(t *testing.T) {
 	if err := json.Unmarshal([]byte(payload), &std); err != nil || *std.Data != m {
 		t.Errorf("encoding/json reads %+v (%v), want %+v", std.Data, err, m)
 	}
-	rec, err := DecodeRingEntry(KindPrivateMessage, 42, payload)
+	rec, err := DecodeRingEntry(KindMessage, "", 42, payload) // public: a private message has no channel
 	if err != nil || rec.Message != m {
 		t.Errorf("DecodeRingEntry: %+v, %v", rec.Message, err)
 	}

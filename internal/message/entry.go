@@ -1,6 +1,7 @@
 package message
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,10 +27,11 @@ const (
 	FieldPayload     = "payload"      // the ring entry; empty for a deletion
 	FieldOwnerID     = "owner_id"     // a private deletion's users, for the private tails
 	FieldRecipientID = "recipient_id" //
+	FieldChannelID   = "channel_id"   // a public message's or deletion's channel
 )
 
 // EntryFields lists every field of a flush-stream entry.
-var EntryFields = []string{FieldCacheID, FieldKind, FieldPayload, FieldOwnerID, FieldRecipientID}
+var EntryFields = []string{FieldCacheID, FieldKind, FieldPayload, FieldOwnerID, FieldRecipientID, FieldChannelID}
 
 // AppendEnvelope appends the ring entry {"cache_id":id,"data":data} of the message JSON data.
 func AppendEnvelope(b []byte, id int64, data []byte) []byte {
@@ -40,10 +42,22 @@ func AppendEnvelope(b []byte, id int64, data []byte) []byte {
 	return append(b, '}')
 }
 
+// DeletionJSON is the record's deletion as the live tail sends it: {"cache_id":N}, with the
+// channel of a public message ({"cache_id":N,"channel_id":"…"}).
+func (r *Record) DeletionJSON() []byte {
+	b := append(make([]byte, 0, 40+len(r.Message.ChannelID)), `{"cache_id":`...)
+	b = strconv.AppendInt(b, r.CacheID, 10)
+	if r.Message.ChannelID != "" {
+		b = append(b, `,"channel_id":`...)
+		b = appendString(b, r.Message.ChannelID)
+	}
+	return append(b, '}')
+}
+
 // DecodeRingEntry decodes the ring entry payload of a message of streamKind with id, as
 // DecodeEntry decodes a stream entry carrying it.
-func DecodeRingEntry(streamKind string, id int64, payload string) (Record, error) {
-	return DecodeEntry(streamKind, "", map[string]string{
+func DecodeRingEntry(streamKind, defaultChannel string, id int64, payload string) (Record, error) {
+	return DecodeEntry(streamKind, defaultChannel, "", map[string]string{
 		FieldCacheID: strconv.FormatInt(id, 10), FieldKind: streamKind, FieldPayload: payload})
 }
 
@@ -95,8 +109,9 @@ const MaxPayload = 64 << 10
 
 // DecodeEntry decodes the fields of a flush-stream entry of a stream holding kind (KindMessage
 // or KindPrivateMessage). It checks the entry's shape, not the rules Postgres enforces on the
-// values: those reject the row when it is written, and the row alone is dead-lettered.
-func DecodeEntry(streamKind, streamID string, fields map[string]string) (Record, error) {
+// values: those reject the row when it is written, and the row alone is dead-lettered. A public
+// message or deletion that names no channel (written before channels) is given defaultChannel.
+func DecodeEntry(streamKind, defaultChannel, streamID string, fields map[string]string) (Record, error) {
 	r := Record{StreamID: streamID}
 	rawID, ok := fields[FieldCacheID]
 	if !ok {
@@ -112,6 +127,9 @@ func DecodeEntry(streamKind, streamID string, fields map[string]string) (Record,
 		// A private deletion may name its users (for the live tail); a public one names none.
 		r.Op = OpDelete
 		r.Message.OwnerID, r.Message.RecipientID = fields[FieldOwnerID], fields[FieldRecipientID]
+		if streamKind == KindMessage {
+			r.Message.ChannelID = cmp.Or(fields[FieldChannelID], defaultChannel)
+		}
 		return r, nil
 	case streamKind:
 	default:
@@ -143,6 +161,13 @@ func DecodeEntry(streamKind, streamID string, fields map[string]string) (Record,
 		return r, badEntry("payload has no owner_id")
 	case streamKind == KindPrivateMessage && e.Data.RecipientID == "":
 		return r, badEntry("private message has no recipient_id")
+	case streamKind == KindPrivateMessage && e.Data.ChannelID != "":
+		return r, badEntry("private message has a channel_id")
+	case fields[FieldChannelID] != "" && fields[FieldChannelID] != e.Data.ChannelID:
+		return r, badEntry("the entry's channel_id %.40q differs from the payload's %.40q", fields[FieldChannelID], e.Data.ChannelID)
+	}
+	if streamKind == KindMessage && e.Data.ChannelID == "" {
+		e.Data.ChannelID = defaultChannel
 	}
 	t, err := time.Parse(time.RFC3339Nano, e.Data.CreatedAt)
 	if err != nil {

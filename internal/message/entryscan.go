@@ -142,6 +142,8 @@ func (s *scanner) fields(m *Message) bool {
 			m.OwnerID = v
 		case "recipient_id":
 			m.RecipientID = v
+		case "channel_id":
+			m.ChannelID = v
 		case "username":
 			m.Username = v
 		case "content":

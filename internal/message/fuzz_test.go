@@ -14,7 +14,7 @@ func FuzzDecodeEntry(f *testing.F) {
 	f.Add("", "message", "{")
 	f.Add("9223372036854775807", "message", `{"cache_id":9223372036854775807,"data":{"owner_id":"a","created_at":"2026-11-25T10:00:00+14:00"}}`)
 	f.Fuzz(func(t *testing.T, id, kind, payload string) {
-		r, err := message.DecodeEntry(message.KindMessage, "1-1", map[string]string{"cache_id": id, "kind": kind, "payload": payload})
+		r, err := message.DecodeEntry(message.KindMessage, "", "1-1", map[string]string{"cache_id": id, "kind": kind, "payload": payload})
 		if err != nil {
 			return
 		}

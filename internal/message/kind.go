@@ -22,26 +22,44 @@ func (k Kind) String() string {
 // Kinds lists every kind, public first.
 var Kinds = [...]Kind{Public, Private}
 
-// Timeline names a sequence of messages a reader follows: the public room, or one user's private
+// DefaultChannel is the name of the public room of a deployment from before channels, unless
+// DEFAULT_CHANNEL names it otherwise: migration 003 puts the existing public rows in it.
+const DefaultChannel = "general"
+
+// Timeline names a sequence of messages a reader follows: a channel's, or one user's private
 // messages (sent and received). It is comparable, so it may key a map or a single flight.
 type Timeline struct {
 	Kind Kind
-	// User is the private timeline's user; "" for the public one.
+	// User is the private timeline's user; "" for a channel.
 	User string
+	// Channel is the channel's id; "" for a private timeline.
+	Channel string
 }
 
-// PublicTimeline is the public room.
-var PublicTimeline = Timeline{Kind: Public}
+// ChannelTimeline is the public messages of channel.
+func ChannelTimeline(channel string) Timeline { return Timeline{Kind: Public, Channel: channel} }
+
+// PublicTimeline is the default channel under its default name.
+var PublicTimeline = ChannelTimeline(DefaultChannel)
 
 // PrivateTimeline is user's private messages.
 func PrivateTimeline(user string) Timeline { return Timeline{Kind: Private, User: user} }
 
+// Name is the timeline's channel, or its user.
+func (t Timeline) Name() string {
+	if t.Kind == Private {
+		return t.User
+	}
+	return t.Channel
+}
+
 // Contains reports whether the record, a message or a deletion of the timeline's kind, belongs
 // to the timeline. A private deletion that names no users belongs to no private timeline: only
-// the rings and history, not the tails, learn of it.
+// the rings and history, not the tails, learn of it. Records are decoded with their channel
+// (DecodeEntry gives the default one to those written before channels).
 func (t Timeline) Contains(r *Record) bool {
 	if t.Kind == Public {
-		return true
+		return r.Message.ChannelID == t.Channel
 	}
 	return r.Message.OwnerID == t.User || r.Message.RecipientID == t.User
 }

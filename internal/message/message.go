@@ -24,10 +24,40 @@ const (
 type Message struct {
 	OwnerID     string `json:"owner_id"`
 	RecipientID string `json:"recipient_id,omitempty"`
-	Username    string `json:"username"`
-	Content     string `json:"content"`
-	CreatedAt   string `json:"created_at"`
+	// ChannelID is a public message's channel; "" on private messages, and on public ones
+	// written before channels (they belong to the default channel).
+	ChannelID string `json:"channel_id,omitempty"`
+	Username  string `json:"username"`
+	Content   string `json:"content"`
+	CreatedAt string `json:"created_at"`
 }
+
+// MaxChannelLen bounds a channel id.
+const MaxChannelLen = 128
+
+// ValidateChannel checks a channel id: 1 to 128 bytes of A-Z a-z 0-9 . _ ~ : -, which a URL path
+// segment carries without escaping and which can never be a hash tag.
+func ValidateChannel(field, v string) error {
+	switch {
+	case v == "":
+		return &FieldError{field, "required"}
+	case len(v) > MaxChannelLen:
+		return &FieldError{field, fmt.Sprintf("longer than %d bytes", MaxChannelLen)}
+	}
+	for i := 0; i < len(v); i++ {
+		if !channelByte[v[i]] {
+			return &FieldError{field, fmt.Sprintf("byte %d (%q) is not one of A-Z a-z 0-9 . _ ~ : -", i, v[i])}
+		}
+	}
+	return nil
+}
+
+var channelByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._~:-", byte(c)) >= 0
+	}
+	return t
+}()
 
 // FieldError names the field at fault and the problem.
 type FieldError struct {
@@ -71,6 +101,14 @@ func (m *Message) Validate(private bool, now time.Time) error {
 		}
 	} else if m.RecipientID != "" {
 		return &FieldError{"recipient_id", "not allowed on a public message"}
+	}
+	switch {
+	case private && m.ChannelID != "":
+		return &FieldError{"channel_id", "not allowed on a private message"}
+	case m.ChannelID != "":
+		if err := ValidateChannel("channel_id", m.ChannelID); err != nil {
+			return err
+		}
 	}
 	switch {
 	case len(m.Username) > MaxUsernameLen:
@@ -119,6 +157,10 @@ func (m *Message) AppendJSON(b []byte) []byte {
 	if m.RecipientID != "" {
 		b = append(b, `,"recipient_id":`...)
 		b = appendString(b, m.RecipientID)
+	}
+	if m.ChannelID != "" {
+		b = append(b, `,"channel_id":`...)
+		b = appendString(b, m.ChannelID)
 	}
 	b = append(b, `,"username":`...)
 	b = appendString(b, m.Username)

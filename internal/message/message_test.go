@@ -69,10 +69,59 @@ func entry(id, kind, payload string) map[string]string {
 	return map[string]string{"cache_id": id, "kind": kind, "payload": payload}
 }
 
+func with(fields map[string]string, k, v string) map[string]string {
+	fields[k] = v
+	return fields
+}
+
+// TestDecodeEntryChannel: a public message or deletion carries its channel (the payload's, the
+// deletion entry's), and one written before channels gets the default channel; a private one
+// has none.
+func TestDecodeEntryChannel(t *testing.T) {
+	t.Parallel()
+	old := `{"cache_id":7,"data":{"owner_id":"a","username":"A","content":"hi","created_at":"2026-11-25T10:00:00Z"}}`
+	named := strings.Replace(old, `"owner_id":"a"`, `"owner_id":"a","channel_id":"Org:Room~1"`, 1)
+	for _, tt := range []struct {
+		name, stream string
+		fields       map[string]string
+		want         string
+	}{
+		{"from before channels", message.KindMessage, entry("7", "message", old), "lobby"},
+		{"named in the payload", message.KindMessage, entry("7", "message", named), "Org:Room~1"},
+		{"named in both", message.KindMessage, with(entry("7", "message", named), "channel_id", "Org:Room~1"), "Org:Room~1"},
+		{"a deletion naming it", message.KindMessage, with(entry("7", "delete", ""), "channel_id", "team-42.general"), "team-42.general"},
+		{"a deletion from before channels", message.KindMessage, entry("7", "delete", ""), "lobby"},
+		{"a private deletion", message.KindPrivateMessage, entry("7", "delete", ""), ""},
+	} {
+		r, err := message.DecodeEntry(tt.stream, "lobby", "1-0", tt.fields)
+		if err != nil || r.Message.ChannelID != tt.want {
+			t.Errorf("%s: channel %q (%v), want %q", tt.name, r.Message.ChannelID, err, tt.want)
+		}
+	}
+}
+
+// TestValidateChannel: the channel ids of every shape a chat server uses pass; anything that is
+// not 1–128 bytes of A-Z a-z 0-9 . _ ~ : - fails naming the field.
+func TestValidateChannel(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"general", "3f2b8c1e-9a4d-4f6e-8b2a-1c3d5e7f9a0b", "1234567890", "team-42.general", "Org:Room~1", "_", strings.Repeat("a", 128)} {
+		if err := message.ValidateChannel("channel", ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", strings.Repeat("a", 129), "{general}", "a/b", "a%2Fb", "a\x00b", "a b", "sal\u00e9", "tab\t", "emoji\U0001F600", "semi;colon", "q?x", "hash#"} {
+		err := message.ValidateChannel("channel", bad)
+		if fe, ok := errors.AsType[*message.FieldError](err); !ok || fe.Field != "channel" {
+			t.Errorf("%q: %v, want a FieldError on channel", bad, err)
+		}
+	}
+}
+
 func TestDecodeEntry(t *testing.T) {
 	t.Parallel()
 	good := `{"cache_id":7,"data":{"owner_id":"a","username":"A","content":"hi","created_at":"2026-11-25T10:00:00Z"}}`
 	goodPrivate := `{"cache_id":7,"data":{"owner_id":"a","recipient_id":"b","content":"hi","created_at":"2026-11-25T10:00:00Z"}}`
+	channelled := strings.Replace(good, `"owner_id":"a"`, `"owner_id":"a","channel_id":"room-1"`, 1)
 	tests := []struct {
 		name    string
 		stream  string
@@ -99,10 +148,12 @@ func TestDecodeEntry(t *testing.T) {
 		{"bad time", message.KindMessage, entry("7", "message", strings.Replace(good, "2026-11-25T10:00:00Z", "soon", 1)), "RFC 3339"},
 		{"trailing data", message.KindMessage, entry("7", "message", good+"{}"), "after the ring entry"},
 		{"huge payload", message.KindMessage, entry("7", "message", strings.Repeat(" ", message.MaxPayload+1)), "more than"},
+		{"private with a channel", message.KindPrivateMessage, entry("7", "private_message", strings.Replace(goodPrivate, `"owner_id"`, `"channel_id":"c","owner_id"`, 1)), "has a channel_id"},
+		{"channels differ", message.KindMessage, with(entry("7", "message", channelled), "channel_id", "room-2"), "differs from the payload's"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := message.DecodeEntry(tt.stream, "1-0", tt.fields)
+			r, err := message.DecodeEntry(tt.stream, "", "1-0", tt.fields)
 			if tt.wantErr == "" {
 				if err != nil || r.CacheID != 7 || r.StreamID != "1-0" {
 					t.Fatalf("DecodeEntry = %+v, %v", r, err)
@@ -121,7 +172,7 @@ func BenchmarkDecodeEntry(b *testing.B) {
 	fields := map[string]string{"cache_id": "7", "kind": "message", "payload": `{"cache_id":7,"data":` + string(m.JSON()) + `}`}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := message.DecodeEntry(message.KindMessage, "1-0", fields); err != nil {
+		if _, err := message.DecodeEntry(message.KindMessage, "", "1-0", fields); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -60,17 +60,14 @@ func (h *History) Page(ctx context.Context, q PageQuery) ([]message.Record, erro
 	if q.Before {
 		sql = t.historyBefore
 	}
-	args := []any{cursor, q.Limit, exclude}
-	if q.Timeline.User != "" {
-		args = append(args, q.Timeline.User) // a user's private timeline: both seeks of the union
-	}
+	args := []any{cursor, q.Limit, exclude, q.Timeline.Name()} // the channel, or the user of both seeks
 	rows, err := h.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s history: %w", q.Timeline.Kind, err)
 	}
 	out := make([]message.Record, 0, q.Limit)
 	var r message.Record
-	_, err = pgx.ForEachRow(rows, []any{&r.CacheID, &r.Message.OwnerID, &r.Message.RecipientID, &r.Message.Username, &r.Message.Content, &r.CreatedAt}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&r.CacheID, &r.Message.OwnerID, &r.Message.RecipientID, &r.Message.ChannelID, &r.Message.Username, &r.Message.Content, &r.CreatedAt}, func() error {
 		out = append(out, r)
 		return nil
 	})

@@ -1,6 +1,6 @@
--- A page of public history above a cache id, oldest first; see history_message_before.sql.
-SELECT cache_id, owner_id, '' AS recipient_id, username, content, created_at
+-- A page of channel $4's history above a cache id, oldest first; see history_message_before.sql.
+SELECT cache_id, owner_id, '' AS recipient_id, channel_id, username, content, created_at
 FROM chat_messages
-WHERE cache_id > $1 AND cache_id <> ALL($3::bigint[])
+WHERE channel_id = $4 AND cache_id > $1 AND cache_id <> ALL($3::bigint[])
 ORDER BY cache_id ASC
 LIMIT $2

@@ -1,7 +1,8 @@
--- A page of public history below a cache id, newest first, without the ids of $3 (deletions not
--- yet applied). Keyset pagination on the primary key, never OFFSET.
-SELECT cache_id, owner_id, '' AS recipient_id, username, content, created_at
+-- A page of channel $4's history below a cache id, newest first, without the ids of $3
+-- (deletions not yet applied): one range scan of (channel_id, cache_id) (migration 004), keyset
+-- pagination, never OFFSET.
+SELECT cache_id, owner_id, '' AS recipient_id, channel_id, username, content, created_at
 FROM chat_messages
-WHERE cache_id < $1 AND cache_id <> ALL($3::bigint[])
+WHERE channel_id = $4 AND cache_id < $1 AND cache_id <> ALL($3::bigint[])
 ORDER BY cache_id DESC
 LIMIT $2

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -29,6 +30,43 @@ type Migration struct {
 	Version int
 	Name    string
 	Up      string
+}
+
+// noTransaction, as a migration's first line, runs its statements one by one outside a
+// transaction: what CREATE INDEX CONCURRENTLY needs. Each statement must then be safe to run
+// again, since a failure leaves the ones before it applied.
+const noTransaction = "-- chatpipe:no-transaction"
+
+const recordMigrationSQL = "INSERT INTO chatpipe_schema_migrations (version, name) VALUES ($1, $2)"
+
+// NoTransaction reports whether m runs outside a transaction.
+func (m Migration) NoTransaction() bool { return strings.HasPrefix(m.Up, noTransaction+"\n") }
+
+// applyEach runs the statements of m (separated by a ";" that ends a line) one at a time, then
+// records m.
+func applyEach(ctx context.Context, conn *pgx.Conn, m Migration) error {
+	for stmt := range strings.SplitSeq(m.Up, ";\n") {
+		if strings.TrimSpace(stripComments(stmt)) == "" {
+			continue
+		}
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	_, err := conn.Exec(ctx, recordMigrationSQL, m.Version, m.Name)
+	return err
+}
+
+// stripComments drops the "--" comment lines of a statement.
+func stripComments(stmt string) string {
+	var b strings.Builder
+	for line := range strings.SplitSeq(stmt, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "--") {
+			b.WriteString(line)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
 }
 
 // Migrations returns the embedded migrations in order.
@@ -73,8 +111,22 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) (int, er
 		return 0, fmt.Errorf("migrate: connecting: %w", err)
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", migrationLock); err != nil {
-		return 0, fmt.Errorf("migrate: taking the advisory lock: %w", err)
+	// Polled, not waited for: a session parked in pg_advisory_lock keeps a statement open, and
+	// CREATE INDEX CONCURRENTLY (migration 004), run by the lock's holder, waits for every open
+	// statement to end: the two would deadlock.
+	for {
+		var locked bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", migrationLock).Scan(&locked); err != nil {
+			return 0, fmt.Errorf("migrate: taking the advisory lock: %w", err)
+		}
+		if locked {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("migrate: waiting for another replica's migration: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	defer func() {
 		// A detached context: the lock must be released even when ctx has ended, or the
@@ -101,13 +153,18 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) (int, er
 		if applied[m.Version] {
 			continue
 		}
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, m.Up); err != nil {
+		var err error
+		if m.NoTransaction() {
+			err = applyEach(ctx, conn.Conn(), m)
+		} else {
+			err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, m.Up); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, recordMigrationSQL, m.Version, m.Name)
 				return err
-			}
-			_, err := tx.Exec(ctx, "INSERT INTO chatpipe_schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name)
-			return err
-		})
+			})
+		}
 		if err != nil {
 			return n, fmt.Errorf("migrate: applying %03d_%s: %w", m.Version, m.Name, err)
 		}

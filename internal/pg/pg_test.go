@@ -45,7 +45,7 @@ func rec(id int64, content string) message.Record {
 	return message.Record{
 		StreamID:  fmt.Sprintf("%d-0", 1700000000000+id),
 		CacheID:   id,
-		Message:   message.Message{OwnerID: "u1", RecipientID: "u2", Username: "User", Content: content, CreatedAt: "2026-11-25T10:00:00Z"},
+		Message:   message.Message{OwnerID: "u1", RecipientID: "u2", ChannelID: message.DefaultChannel, Username: "User", Content: content, CreatedAt: "2026-11-25T10:00:00Z"},
 		CreatedAt: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC),
 	}
 }
@@ -102,6 +102,12 @@ func TestMigrateConcurrently(t *testing.T) {
 	}
 	if _, err := pool.Exec(ctx, "SELECT c.persisted_at, p.recipient_id, d.deleted_at FROM chat_messages c, private_messages p, deleted_messages d LIMIT 0"); err != nil {
 		t.Fatalf("tables missing: %v", err)
+	}
+	// Migration 004 runs outside a transaction (CREATE INDEX CONCURRENTLY): four replicas
+	// migrating at once must neither deadlock nor leave it invalid.
+	var valid bool
+	if err := pool.QueryRow(ctx, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'chat_messages_channel_cache_id'::regclass").Scan(&valid); err != nil || !valid {
+		t.Fatalf("the channel index: valid %t, %v", valid, err)
 	}
 }
 
@@ -446,14 +452,19 @@ func limitedRole(t *testing.T, b *testBundle, file, placeholder string) *pgxpool
 }
 
 // TestReaderRole: ingest's role with only the grants of grants_reader.sql reads history pages,
-// public and private, both ways, and a private message's users, and can write nothing.
+// of channels (each only its own messages) and private, both ways, and a private message's
+// users, and can write nothing.
 func TestReaderRole(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	for _, kind := range message.Kinds {
-		recs := []message.Record{rec(1, "a"), rec(2, "b"), rec(3, "c"), rec(4, "d")}
+		recs := []message.Record{rec(1, "a"), rec(2, "b"), rec(3, "c"), rec(4, "d"), rec(5, "e"), rec(6, "f")}
 		recs[3].Message.OwnerID, recs[3].Message.RecipientID = "u3", "u3" // a self-DM
+		recs[4].Message.ChannelID, recs[5].Message.ChannelID = "Org:Room~1", "Org:Room~1"
+		if kind == message.Private {
+			recs = recs[:4]
+		}
 		if _, err := b.store.Persist(ctx, kind, recs); err != nil {
 			t.Fatal(err)
 		}
@@ -466,6 +477,9 @@ func TestReaderRole(t *testing.T) {
 		{pg.PageQuery{Timeline: message.PublicTimeline, Before: true, Limit: 2}, []int64{4, 3}},
 		{pg.PageQuery{Timeline: message.PublicTimeline, Before: true, Cursor: 3, Limit: 5, Exclude: []int64{1}}, []int64{2}},
 		{pg.PageQuery{Timeline: message.PublicTimeline, Cursor: 1, Limit: 2}, []int64{2, 3}},
+		{pg.PageQuery{Timeline: message.ChannelTimeline("Org:Room~1"), Before: true, Limit: 10}, []int64{6, 5}},
+		{pg.PageQuery{Timeline: message.ChannelTimeline("Org:Room~1"), Cursor: 5, Limit: 10}, []int64{6}},
+		{pg.PageQuery{Timeline: message.ChannelTimeline("org:room~1"), Limit: 10}, nil}, // case-sensitive
 		{pg.PageQuery{Timeline: message.PrivateTimeline("u2"), Before: true, Limit: 10}, []int64{3, 2, 1}},
 		{pg.PageQuery{Timeline: message.PrivateTimeline("u3"), Limit: 10}, []int64{4}}, // found by both seeks, once
 		{pg.PageQuery{Timeline: message.PrivateTimeline("u1"), Cursor: 1, Limit: 1}, []int64{2}},

@@ -29,13 +29,13 @@ func (s *Store) findReused(ctx context.Context, kind message.Kind, recs []messag
 		return nil, nil, fmt.Errorf("reading stored %ss: %w", kind, err)
 	}
 	type stored struct {
-		owner, recipient, user, content string
-		at                              time.Time
+		owner, recipient, channel, user, content string
+		at                                       time.Time
 	}
 	have := make(map[int64]stored, len(idx))
 	var id int64
 	var st stored
-	_, err = pgx.ForEachRow(rows, []any{&id, &st.owner, &st.recipient, &st.user, &st.content, &st.at}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&id, &st.owner, &st.recipient, &st.channel, &st.user, &st.content, &st.at}, func() error {
 		have[id] = st
 		return nil
 	})
@@ -52,11 +52,15 @@ func (s *Store) findReused(ctx context.Context, kind message.Kind, recs []messag
 			continue
 		}
 		m := r.Message
-		if !tableOf(kind).returnsUsers {
-			m.RecipientID = "" // not stored: existing reads ''
+		// What the table does not store, existing reads as '': a public row has no recipient,
+		// a private one no channel.
+		if tableOf(kind).returnsUsers {
+			m.ChannelID = ""
+		} else {
+			m.RecipientID = ""
 		}
 		// timestamptz keeps microseconds.
-		if st.owner == m.OwnerID && st.recipient == m.RecipientID && st.user == m.Username &&
+		if st.owner == m.OwnerID && st.recipient == m.RecipientID && st.channel == m.ChannelID && st.user == m.Username &&
 			st.content == m.Content && st.at.Equal(r.CreatedAt.Truncate(time.Microsecond)) {
 			continue
 		}

@@ -59,9 +59,9 @@ type table struct {
 var tables = [...]table{
 	message.Public: {
 		kind: message.Public, name: "chat_messages",
-		columns: []string{"cache_id", "owner_id", "username", "content", "created_at", "stream_id"},
+		columns: []string{"cache_id", "owner_id", "channel_id", "username", "content", "created_at", "stream_id"},
 		row: func(r *message.Record) []any {
-			return []any{r.CacheID, r.Message.OwnerID, r.Message.Username, r.Message.Content, r.CreatedAt, r.StreamID}
+			return []any{r.CacheID, r.Message.OwnerID, r.Message.ChannelID, r.Message.Username, r.Message.Content, r.CreatedAt, r.StreamID}
 		},
 		insert: insertMessageSQL, lock: lockMessageSQL, copyLock: copyLockMessageSQL, delete: deleteMessageSQL,
 		existing: existingMessageSQL, historyBefore: historyMessageBeforeSQL, historyAfter: historyMessageAfterSQL,

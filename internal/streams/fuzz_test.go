@@ -24,7 +24,7 @@ func FuzzReplay(f *testing.F) {
 	dl := streams.NewDeadLetters(c)
 	dead, stream := keys.DeadLetter(message.Public), keys.Stream(message.Public)
 	f.Fuzz(func(t *testing.T, cacheID, kind, payload, user string) {
-		want := map[string]string{"cache_id": cacheID, "kind": kind, "payload": payload, "owner_id": user, "recipient_id": user + "2", "version": "3"}
+		want := map[string]string{"cache_id": cacheID, "kind": kind, "payload": payload, "owner_id": user, "recipient_id": user + "2", "channel_id": "c" + user, "version": "3"}
 		if len(want) != len(message.EntryFields)+1 {
 			t.Fatalf("message.EntryFields is %v: add the new field here", message.EntryFields)
 		}

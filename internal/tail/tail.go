@@ -12,10 +12,10 @@
 package tail
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -71,6 +71,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer takes the metrics. Default: a throwaway registry.
 	Registerer prometheus.Registerer
+	// DefaultChannel is the channel of public messages and deletions that name none (written
+	// before channels).
+	DefaultChannel string
 }
 
 // Tails are the public and the private tail of one replica.
@@ -91,6 +94,7 @@ func New(cfg Config) (*Tails, error) {
 	if cfg.MaxSubscribers == 0 {
 		cfg.MaxSubscribers = 1000
 	}
+	cfg.DefaultChannel = cmp.Or(cfg.DefaultChannel, message.DefaultChannel)
 	if cfg.Buffer == 0 {
 		cfg.Buffer = 1024
 	}
@@ -291,7 +295,7 @@ func (h *hub) publish(i int, es []streams.Entry) {
 			continue
 		}
 		h.pos[i] = pos{ms: ms, seq: seq, ord: h.pos[i].ord + 1}
-		ev, ok := toEvent(h.kind, e)
+		ev, ok := h.toEvent(e)
 		if !ok {
 			continue
 		}
@@ -515,7 +519,7 @@ func (s *Subscription) catchUp(ctx context.Context) error {
 				break // the live events take it from here
 			}
 			s.at[k] = p
-			ev, ok := toEvent(s.h.kind, e)
+			ev, ok := s.h.toEvent(e)
 			if !ok || !s.wants(ev) {
 				continue
 			}
@@ -559,15 +563,15 @@ func (s *Subscription) unregister() {
 
 // toEvent turns a stream entry into an event; false for an entry that is not a message or a
 // deletion (it would be dead-lettered).
-func toEvent(kind message.Kind, e streams.Entry) (Event, bool) {
-	rec, err := message.DecodeEntry(kind.String(), e.ID, e.Fields)
+func (h *hub) toEvent(e streams.Entry) (Event, bool) {
+	rec, err := message.DecodeEntry(h.kind.String(), h.t.cfg.DefaultChannel, e.ID, e.Fields)
 	if err != nil {
 		return Event{}, false
 	}
 	ev := Event{rec: &rec, Type: rec.Op.String()}
 	switch rec.Op {
 	case message.OpDelete:
-		ev.Data = []byte(`{"cache_id":` + strconv.FormatInt(rec.CacheID, 10) + `}`)
+		ev.Data = rec.DeletionJSON()
 	case message.OpPost:
 		ev.Data = rec.JSON()
 	default:

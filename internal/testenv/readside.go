@@ -14,9 +14,12 @@ import (
 // HistoryMessage is one message of a history page or a tail event.
 type HistoryMessage struct {
 	CacheID int64 `json:"cache_id"`
-	Data    struct {
+	// ChannelID is a public deletion event's channel.
+	ChannelID string `json:"channel_id"`
+	Data      struct {
 		OwnerID     string `json:"owner_id"`
 		RecipientID string `json:"recipient_id"`
+		ChannelID   string `json:"channel_id"`
 		Content     string `json:"content"`
 		CreatedAt   string `json:"created_at"`
 	} `json:"data"`
