@@ -56,7 +56,8 @@ func (c *common) logger(w io.Writer, component string) *slog.Logger {
 // checkValkey builds the layout and checks the Valkey settings together, once all are read.
 func (c *common) checkValkey() error {
 	var err error
-	if c.layout, err = config.NewLayout(c.layoutName, c.keyPrefix, c.partitions, &c.valkey); err != nil {
+	// The default channel names a public ring, which the workers never touch.
+	if c.layout, err = config.NewLayout(c.layoutName, c.keyPrefix, c.partitions, "", &c.valkey); err != nil {
 		return err
 	}
 	return config.CheckValkey(c.valkey)

@@ -111,7 +111,7 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	if s.rateWindow%time.Second != 0 {
 		return s, &config.Error{Setting: "RATE_WINDOW", Problem: "must be whole seconds"}
 	}
-	if s.layout, err = config.NewLayout(s.layoutName, s.keyPrefix, s.partitions, &s.valkey); err != nil {
+	if s.layout, err = config.NewLayout(s.layoutName, s.keyPrefix, s.partitions, s.defaultChannel, &s.valkey); err != nil {
 		return s, err
 	}
 	if s.ids == "auto" {

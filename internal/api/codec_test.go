@@ -12,7 +12,7 @@ import (
 // decodes it. A field added to a request and forgotten in the fast path fails here instead of
 // sending every request through encoding/json's reflection without a sound.
 func TestFastDecodeCoversEveryField(t *testing.T) {
-	for _, req := range []fastDecoder{&publicRequest{}, &privateRequest{}} {
+	for _, req := range []fastDecoder{&publicRequest{}, &privateRequest{}, &batchItem{}} {
 		v := reflect.ValueOf(req).Elem()
 		n := 0
 		var fill func(v reflect.Value)

@@ -41,6 +41,22 @@ func (r *publicRequest) decodeFast(body []byte) bool {
 	return true
 }
 
+func (r *batchItem) decodeFast(body []byte) bool {
+	var v batchItem
+	field := func(k []byte) *string {
+		if string(k) == "channel_id" {
+			v.ChannelID = new(string)
+			return v.ChannelID
+		}
+		return v.publicRequest.field(k)
+	}
+	if !decodeFlat(body, field) {
+		return false
+	}
+	*r = v
+	return true
+}
+
 func (r *privateRequest) decodeFast(body []byte) bool {
 	var v privateRequest
 	field := func(k []byte) *string {

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 )
@@ -23,6 +25,13 @@ type publicRequest struct {
 	ClientMsgID *string `json:"client_msg_id"`
 }
 
+// batchItem is one message of a batch: a public message, with its channel when it is not the
+// default one.
+type batchItem struct {
+	publicRequest
+	ChannelID *string `json:"channel_id"`
+}
+
 // privateRequest is the body of POST /v1/private-messages.
 type privateRequest struct {
 	publicRequest
@@ -34,20 +43,13 @@ type acceptedBody struct {
 	Duplicate bool  `json:"duplicate,omitempty"`
 }
 
-// publicChannel is the channel of a new message of kind: the default one for a public message.
-func (s *Server) publicChannel(kind message.Kind) string {
-	if kind == message.Public {
-		return s.cfg.DefaultChannel
-	}
-	return ""
-}
-
-// toLua validates a request and turns it into a message for the enqueue script.
-func (s *Server) toLua(req *publicRequest, recipient string, kind message.Kind) (lua.Message, error) {
+// toLua validates a request and turns it into a message for the enqueue script: a private one
+// to recipient, or a public one in channel.
+func (s *Server) toLua(req *publicRequest, recipient string, kind message.Kind, channel string) (lua.Message, error) {
 	m := message.Message{
 		OwnerID:     req.OwnerID,
 		RecipientID: recipient,
-		ChannelID:   s.publicChannel(kind),
+		ChannelID:   channel,
 		Username:    req.Username,
 		Content:     req.Content,
 		CreatedAt:   req.CreatedAt,
@@ -55,7 +57,7 @@ func (s *Server) toLua(req *publicRequest, recipient string, kind message.Kind) 
 	if err := m.Validate(kind == message.Private, s.cfg.NowFunc()); err != nil {
 		return lua.Message{}, err
 	}
-	lm := lua.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, Data: m.JSON()}
+	lm := lua.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, ChannelID: m.ChannelID, Data: m.JSON()}
 	if req.ClientMsgID != nil {
 		if err := message.ValidateID("client_msg_id", *req.ClientMsgID); err != nil {
 			return lua.Message{}, err
@@ -65,13 +67,19 @@ func (s *Server) toLua(req *publicRequest, recipient string, kind message.Kind) 
 	return lm, nil
 }
 
+// postPublic accepts a message of the path's channel (the default one for /v1/messages).
 func (s *Server) postPublic(w http.ResponseWriter, r *http.Request) error {
+	tl, err := s.timeline(r)
+	if err != nil {
+		s.reject(message.Public, reasonInvalid, 1)
+		return err
+	}
 	var req publicRequest
 	if err := s.decode(w, r, s.cfg.MaxBody, &req); err != nil {
 		s.reject(message.Public, reasonInvalid, 1)
 		return err
 	}
-	m, err := s.toLua(&req, "", message.Public)
+	m, err := s.toLua(&req, "", message.Public, tl.Channel)
 	if err != nil {
 		s.reject(message.Public, reasonInvalid, 1)
 		return err
@@ -85,7 +93,7 @@ func (s *Server) postPrivate(w http.ResponseWriter, r *http.Request) error {
 		s.reject(message.Private, reasonInvalid, 1)
 		return err
 	}
-	m, err := s.toLua(&req.publicRequest, req.RecipientID, message.Private)
+	m, err := s.toLua(&req.publicRequest, req.RecipientID, message.Private, "")
 	if err != nil {
 		s.reject(message.Private, reasonInvalid, 1)
 		return err
@@ -182,11 +190,16 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 	msgs := make([]lua.Message, 0, len(req.Messages))
 	index := make([]int, 0, len(req.Messages))
 	for i, raw := range req.Messages {
-		var item publicRequest
+		var item batchItem
 		err := decodeChecked(raw, true, &item) // an item of a body checked whole
+		channel := s.cfg.DefaultChannel
+		if err == nil && item.ChannelID != nil {
+			channel = *item.ChannelID
+			err = message.ValidateChannel("channel_id", channel)
+		}
 		var m lua.Message
 		if err == nil {
-			m, err = s.toLua(&item, "", message.Public)
+			m, err = s.toLua(&item.publicRequest, "", message.Public, channel)
 		}
 		if err != nil {
 			s.reject(message.Public, reasonInvalid, 1)
@@ -260,19 +273,50 @@ func (s *Server) getRecent(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// deleteMessage deletes a public message. Under /v1/channels/{channel}/ the message must be
+// that channel's (found in its flush stream or in PostgreSQL), else 404: a deletion names its
+// channel, for the channel's ring and tail. DELETE /v1/messages/{id} deletes the message of
+// that id in whatever channel it is, the default one when neither source knows it (no
+// DATABASE_URL), as before channels.
 func (s *Server) deleteMessage(w http.ResponseWriter, r *http.Request) error {
+	tl, err := s.timeline(r)
+	if err != nil {
+		return err
+	}
 	id, err := pathID(r)
 	if err != nil {
 		return err
 	}
+	channel := tl.Channel
+	named := strings.HasPrefix(r.Pattern, "/v1/channels/")
+	if s.cfg.History != nil || named {
+		m, found, err := s.whereabouts(r, id)
+		switch {
+		case err != nil && named:
+			return &apiError{code: codeHistoryUnavailable, retryAfter: time.Second, detail: "finding the message's channel needs PostgreSQL (DATABASE_URL), which did not answer; retry later"}
+		case named && (!found || m.ChannelID != channel):
+			return &apiError{code: codeNotFound, detail: fmt.Sprintf("no message %d in channel %s", id, channel)}
+		case found:
+			channel = m.ChannelID
+		}
+	}
 	start := time.Now()
-	err = s.cfg.Store.DeletePublic(r.Context(), s.cfg.DefaultChannel, id)
+	err = s.cfg.Store.DeletePublic(r.Context(), channel, id)
 	s.m.script.WithLabelValues("delete").Observe(time.Since(start).Seconds())
 	if err != nil {
 		return s.deleteFailed(r, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// whereabouts looks a public message up (History.Whereabouts); without a History it knows
+// nothing.
+func (s *Server) whereabouts(r *http.Request, id int64) (message.Message, bool, error) {
+	if s.cfg.History == nil {
+		return message.Message{}, false, history.ErrNoDatabase
+	}
+	return s.cfg.History.Whereabouts(r.Context(), message.Public, id)
 }
 
 // deleteFailed logs a Valkey failure of a deletion and returns err for the answer.

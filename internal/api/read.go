@@ -23,10 +23,19 @@ const (
 	maxHistoryLimit     = 200
 )
 
-// timeline is the timeline a read path names, parsed here once: a user's private messages
-// under /v1/users/{id}/, else the default channel.
+// timeline is the timeline a path names, parsed here once: a channel's under
+// /v1/channels/{channel}/, a user's private messages under /v1/users/{id}/, else the default
+// channel's.
 func (s *Server) timeline(r *http.Request) (message.Timeline, error) {
-	if !strings.HasPrefix(r.Pattern, "/v1/users/{id}/") {
+	switch {
+	case strings.HasPrefix(r.Pattern, "/v1/channels/{channel}/"):
+		// PathValue is unescaped: a %2F arrives as "/" and is refused with the rest.
+		c := r.PathValue("channel")
+		if err := message.ValidateChannel("channel", c); err != nil {
+			return message.Timeline{}, err
+		}
+		return message.ChannelTimeline(c), nil
+	case !strings.HasPrefix(r.Pattern, "/v1/users/{id}/"):
 		return message.ChannelTimeline(s.cfg.DefaultChannel), nil
 	}
 	id := r.PathValue("id")

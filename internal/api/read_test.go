@@ -32,21 +32,28 @@ import (
 // and the live tail running.
 type readBundle struct {
 	*testBundle
-	scripts *lua.Scripts
+	scripts lua.Store
+	layout  keyspace.Layout
 	store   *pg.Store
 	dsn     string
 }
 
 func setupRead(t *testing.T, dsn string, recentSize, tailMax int, valkeyArgs ...string) *readBundle {
 	t.Helper()
+	keys, _ := keyspace.New("")
+	return setupReadLayout(t, keys, dsn, recentSize, tailMax, valkeyArgs...)
+}
+
+// setupReadLayout is setupRead in layout (on one server).
+func setupReadLayout(t *testing.T, keys keyspace.Layout, dsn string, recentSize, tailMax int, valkeyArgs ...string) *readBundle {
+	t.Helper()
 	srv := testenv.StartValkey(t, valkeyArgs...)
 	c := srv.Client(t)
-	keys, _ := keyspace.New("")
-	scripts, err := lua.New(c, lua.Config{Layout: keys, RecentSize: recentSize, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}, Timeout: time.Second})
+	scripts, err := lua.Open(c, lua.Config{Layout: keys, RecentSize: recentSize, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb := &readBundle{scripts: scripts, dsn: dsn}
+	rb := &readBundle{scripts: scripts, layout: keys, dsn: dsn}
 	var db *pg.History
 	if dsn != "" {
 		pool, err := pg.Connect(context.Background(), dsn, 8)
@@ -80,7 +87,7 @@ func setupRead(t *testing.T, dsn string, recentSize, tailMax int, valkeyArgs ...
 	}
 	hs := httptest.NewServer(a)
 	t.Cleanup(hs.Close)
-	rb.testBundle = &testBundle{url: hs.URL, server: srv, client: c, keys: keys, reg: reg}
+	rb.testBundle = &testBundle{url: hs.URL, server: srv, client: c, keys: keys.Single(), reg: reg}
 	return rb
 }
 
@@ -190,10 +197,11 @@ func (b *readBundle) flushAll(t *testing.T, want int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan struct{}, 2)
-	for _, kind := range message.Kinds {
-		co, err := flush.New(b.client, flush.Config{Keys: b.keys, Kind: kind, Consumer: "w", Sink: b.store,
-			FlushInterval: 20 * time.Millisecond, TailRetention: time.Minute, ForgetFunc: b.scripts.ForgetPrivate})
+	streams := b.layout.FlushStreams()
+	done := make(chan struct{}, len(streams))
+	for _, fs := range streams {
+		co, err := flush.New(b.client, flush.Config{Flush: fs, Consumer: "w", Sink: b.store,
+			FlushInterval: 20 * time.Millisecond, TailRetention: time.Minute, ForgetFunc: b.scripts.ForgetPrivate, RepairFunc: b.scripts.RepairRings})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -207,8 +215,9 @@ func (b *readBundle) flushAll(t *testing.T, want int) {
 		return n == want
 	})
 	cancel()
-	<-done
-	<-done
+	for range streams {
+		<-done
+	}
 }
 
 // wantHistory compares a scan with what was sent and not deleted, filtered by keep.

@@ -120,8 +120,8 @@ func DefaultChannel(s *Set, p *string) {
 
 // NewLayout builds the layout of KEY_LAYOUT, KEY_PARTITIONS and KEY_PREFIX, once all are read,
 // and tells the Valkey settings whether cluster mode may be used.
-func NewLayout(name, prefix string, partitions int, v *valkeyconn.Config) (keyspace.Layout, error) {
-	l, err := keyspace.NewLayout(name, prefix, partitions)
+func NewLayout(name, prefix string, partitions int, defaultChannel string, v *valkeyconn.Config) (keyspace.Layout, error) {
+	l, err := keyspace.NewLayout(name, prefix, partitions, defaultChannel)
 	if err != nil {
 		return nil, &Error{Setting: "KEY_PREFIX", Problem: err.Error()}
 	}

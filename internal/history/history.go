@@ -151,7 +151,7 @@ type item struct {
 }
 
 func (r *Reader) read(ctx context.Context, q Query) (Page, error) {
-	shards := r.cfg.Layout.Shards(q.Timeline.Kind)
+	shards := r.cfg.Layout.ShardsOf(q.Timeline)
 	if q.Timeline.Kind == message.Public {
 		if p, ok, err := r.fromRings(ctx, q, shards); err != nil || ok {
 			return p, err
@@ -372,9 +372,20 @@ func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Sha
 // while it waits there, else from PostgreSQL; "" when neither knows it (no database, or not
 // reachable).
 func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient string) {
-	s, ok := r.cfg.Layout.RouteOf(message.Private, id)
+	m, _, err := r.Whereabouts(ctx, message.Private, id)
+	if err != nil {
+		r.cfg.Logger.WarnContext(ctx, "reading a private message's users failed; the workers clear its rings", "id", id, "err", err)
+	}
+	return m.OwnerID, m.RecipientID
+}
+
+// Whereabouts returns the owner, recipient and channel of message id of kind, from its flush
+// stream while it waits there, else from PostgreSQL. found is false when neither holds it; err
+// says when PostgreSQL could not be asked (ErrNoDatabase, ErrDatabase).
+func (r *Reader) Whereabouts(ctx context.Context, kind message.Kind, id int64) (m message.Message, found bool, err error) {
+	s, ok := r.cfg.Layout.RouteOf(kind, "", id)
 	if !ok {
-		return "", ""
+		return m, false, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
@@ -385,22 +396,19 @@ func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient s
 			if e.CacheID != id {
 				continue
 			}
-			if rec, err := r.decodeBacklog(message.Private, e); err == nil {
-				return rec.Message.OwnerID, rec.Message.RecipientID
+			if rec, err := r.decodeBacklog(kind, e); err == nil {
+				return rec.Message, true, nil
 			}
 		}
 	}
 	if r.cfg.DB == nil {
-		return "", ""
+		return m, false, ErrNoDatabase
 	}
-	owner, recipient, found, err := r.cfg.DB.PrivateParticipants(ctx, id)
+	m, found, err = r.cfg.DB.Whereabouts(ctx, kind, id)
 	if err != nil {
-		r.cfg.Logger.WarnContext(ctx, "reading a private message's users failed; the workers clear its rings", "id", id, "err", err)
+		return m, false, fmt.Errorf("%w: %v", ErrDatabase, err)
 	}
-	if !found {
-		return "", ""
-	}
-	return owner, recipient
+	return m, found, nil
 }
 
 // decodeBacklog decodes a message entry that backlog.lua returned from a stream of kind (it

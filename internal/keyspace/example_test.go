@@ -11,7 +11,7 @@ import (
 // list-based cache's keys.
 func ExampleKeys_Route() {
 	keys, _ := keyspace.New("app:")
-	r := keys.Route(message.Public, "ann", "")
+	r := keys.Route(message.Public, "ann", "", "")
 	fmt.Println(r.Counter)
 	fmt.Println(r.Stream)
 	fmt.Println(r.Ring)
@@ -25,9 +25,9 @@ func ExampleKeys_Route() {
 // its partition, so a deletion finds the message's keys from the id alone.
 func ExamplePartitioned_Route() {
 	keys, _ := keyspace.NewPartitioned("app:", 16)
-	ab, ba := keys.Route(message.Private, "ann", "bob"), keys.Route(message.Private, "bob", "ann")
+	ab, ba := keys.Route(message.Private, "ann", "bob", ""), keys.Route(message.Private, "bob", "ann", "")
 	fmt.Println(ab == ba, ab.Ring == "")
-	byID, ok := keys.RouteOf(message.Private, keyspace.IDBase+7*keyspace.IDStride+9)
+	byID, ok := keys.RouteOf(message.Private, "", keyspace.IDBase+7*keyspace.IDStride+9)
 	fmt.Println(ok, byID.Partition, byID.Stream)
 	// Output:
 	// true true

@@ -21,6 +21,9 @@ const MaxPrefixLen = 64
 // Keys builds key names under an optional prefix.
 type Keys struct {
 	prefix string
+	// def is the default channel ("": message.DefaultChannel), whose ring keeps the list-based
+	// cache's name.
+	def string
 }
 
 // New returns a key builder for prefix, which may be empty.
@@ -54,8 +57,29 @@ func (k Keys) Counter(kind message.Kind) string {
 	return k.prefix + "cache_message_id"
 }
 
-// PublicRing is the ring of the last N public messages.
+// PublicRing is the ring of the last N public messages of the default channel.
 func (k Keys) PublicRing() string { return k.prefix + "recent_messages" }
+
+// ChannelRing is the ring of a channel: the default channel's is PublicRing.
+func (k Keys) ChannelRing(channel string) string {
+	if channel == "" || channel == defaultChannel(k.def) {
+		return k.PublicRing()
+	}
+	return k.prefix + "recent_channel_messages:" + channel
+}
+
+// WithDefaultChannel is k with channel as the default channel (DEFAULT_CHANNEL).
+func (k Keys) WithDefaultChannel(channel string) Keys {
+	k.def = channel
+	return k
+}
+
+func defaultChannel(def string) string {
+	if def == "" {
+		return message.DefaultChannel
+	}
+	return def
+}
 
 // PrivateRing is the ring of a user's last N private messages, sent and received.
 func (k Keys) PrivateRing(userID string) string {
@@ -143,6 +167,15 @@ type Shard struct {
 	Stream         string
 	PendingDeletes string
 	Ring           string
+}
+
+// ShardsOf is the one shard of the timeline's kind, with a channel's ring.
+func (k Keys) ShardsOf(tl message.Timeline) []Shard {
+	s := k.Shards(tl.Kind)
+	if tl.Kind == message.Public {
+		s[0].Ring = k.ChannelRing(tl.Channel)
+	}
+	return s
 }
 
 // Shards lists the single layout's one shard of kind.

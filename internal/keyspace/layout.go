@@ -18,11 +18,16 @@ import (
 type Layout interface {
 	// Name is single or partitioned.
 	Name() string
-	// Route is where a new message of kind from owner (to recipient, for a private one) goes.
-	Route(kind message.Kind, owner, recipient string) Route
-	// RouteOf is where the message id of kind was written; false when no id of this layout can
-	// be id (a partition out of range).
-	RouteOf(kind message.Kind, id int64) (Route, bool)
+	// Route is where a new message of kind from owner goes: to recipient for a private one, in
+	// channel for a public one ("": the default channel).
+	Route(kind message.Kind, owner, recipient, channel string) Route
+	// RouteOf is where the message id of kind was written, with channel's ring for a public
+	// one; false when no message of channel can be id (a partition out of range, or not the
+	// channel's).
+	RouteOf(kind message.Kind, channel string, id int64) (Route, bool)
+	// ChannelRing is a channel's ring key when it is one key ("" for the default channel of the
+	// partitioned layout, whose ring is sharded: Shards).
+	ChannelRing(channel string) string
 	// Record is the key recording the layout, and the value it must hold; "" when the layout
 	// records nothing (the single one).
 	Record() (key, value string)
@@ -37,6 +42,9 @@ type Layout interface {
 	QueueMonitorLease() string
 	// Shards lists what the read side (history, live tail) reads of a kind.
 	Shards(kind message.Kind) []Shard
+	// ShardsOf lists what history reads of a timeline: the kind's shards, with a channel's
+	// ring(s); only its partition for a named channel of the partitioned layout.
+	ShardsOf(tl message.Timeline) []Shard
 	// RateSettings is the key of the shared rate-limit settings.
 	RateSettings() string
 }
@@ -47,14 +55,16 @@ const (
 	PartitionedLayout = "partitioned"
 )
 
-// NewLayout returns the layout name (single or partitioned) under prefix; partitions is P of the
-// partitioned layout.
-func NewLayout(name, prefix string, partitions int) (Layout, error) {
+// NewLayout returns the layout name (single or partitioned) under prefix with channel as its
+// default channel ("": message.DefaultChannel); partitions is P of the partitioned layout.
+func NewLayout(name, prefix string, partitions int, channel string) (Layout, error) {
 	switch name {
 	case SingleLayout:
-		return New(prefix)
+		k, err := New(prefix)
+		return k.WithDefaultChannel(channel), err
 	case PartitionedLayout:
-		return NewPartitioned(prefix, partitions)
+		k, err := NewPartitioned(prefix, partitions)
+		return k.WithDefaultChannel(channel), err
 	}
 	return nil, fmt.Errorf("layout %q is not single or partitioned", name)
 }
@@ -77,17 +87,19 @@ type Route struct {
 // Name is single.
 func (k Keys) Name() string { return SingleLayout }
 
-// Route is the single layout's one route of kind, whoever sends.
-func (k Keys) Route(kind message.Kind, _, _ string) Route {
+// Route is the single layout's one route of kind, whoever sends, with channel's ring.
+func (k Keys) Route(kind message.Kind, _, _, channel string) Route {
 	r := Route{Kind: kind, Counter: k.Counter(kind), Stream: k.Stream(kind), DeadLetter: k.DeadLetter(kind), PendingDeletes: k.PendingDeletes(kind)}
 	if kind == message.Public {
-		r.Ring = k.PublicRing()
+		r.Ring = k.ChannelRing(channel)
 	}
 	return r
 }
 
 // RouteOf is the route of kind: every id of the single layout is in it.
-func (k Keys) RouteOf(kind message.Kind, _ int64) (Route, bool) { return k.Route(kind, "", ""), true }
+func (k Keys) RouteOf(kind message.Kind, channel string, _ int64) (Route, bool) {
+	return k.Route(kind, "", "", channel), true
+}
 
 // Record: the single layout records nothing.
 func (k Keys) Record() (string, string) { return "", "" }
@@ -98,32 +110,40 @@ func (k Keys) Single() Keys { return k }
 // Partitioned: the single layout is not.
 func (k Keys) Partitioned() (Partitioned, bool) { return Partitioned{}, false }
 
-// route is the route of partition part.
-func (k Partitioned) route(kind message.Kind, part int) Route {
+// route is the route of partition part, with channel's ring for a public message.
+func (k Partitioned) route(kind message.Kind, part int, channel string) Route {
 	r := Route{Kind: kind, Partition: strconv.Itoa(part), Counter: k.Seq(part), Stream: k.Stream(part, kind),
 		DeadLetter: k.DeadLetter(part, kind), PendingDeletes: k.PendingDeletes(part, kind)}
-	if kind == message.Public {
+	switch {
+	case kind == message.Private:
+	case k.IsDefault(channel):
 		r.Ring = k.PublicRing(part)
+	default:
+		r.Ring = k.ChannelRing(channel)
 	}
 	return r
 }
 
-// Route is the partition of owner's public messages, or of the conversation of owner and
-// recipient.
-func (k Partitioned) Route(kind message.Kind, owner, recipient string) Route {
-	if kind == message.Private {
-		return k.route(kind, k.PrivatePartition(owner, recipient))
+// Route is the partition of a named channel, of owner's messages in the default channel, or of
+// the conversation of owner and recipient.
+func (k Partitioned) Route(kind message.Kind, owner, recipient, channel string) Route {
+	switch {
+	case kind == message.Private:
+		return k.route(kind, k.PrivatePartition(owner, recipient), "")
+	case k.IsDefault(channel):
+		return k.route(kind, k.PublicPartition(owner), channel)
 	}
-	return k.route(kind, k.PublicPartition(owner))
+	return k.route(kind, k.ChannelPartition(channel), channel)
 }
 
-// RouteOf is the partition an id carries in its low bits.
-func (k Partitioned) RouteOf(kind message.Kind, id int64) (Route, bool) {
+// RouteOf is the partition an id carries in its low bits; a named channel's ids are all in its
+// partition.
+func (k Partitioned) RouteOf(kind message.Kind, channel string, id int64) (Route, bool) {
 	part := k.PartitionOf(id)
-	if id < 1 || part >= k.p {
+	if id < 1 || part >= k.p || (kind == message.Public && !k.IsDefault(channel) && part != k.ChannelPartition(channel)) {
 		return Route{}, false
 	}
-	return k.route(kind, part), true
+	return k.route(kind, part, channel), true
 }
 
 // Record is chatpipe:layout, holding partitioned:P.
@@ -131,7 +151,7 @@ func (k Partitioned) Record() (string, string) { return k.Layout(), k.LayoutValu
 
 // Single is the single layout under the same prefix (valid: a partitioned prefix is a valid
 // single one).
-func (k Partitioned) Single() Keys { return Keys{prefix: k.prefix} }
+func (k Partitioned) Single() Keys { return Keys{prefix: k.prefix, def: k.def} }
 
 // Partitioned is the builder itself.
 func (k Partitioned) Partitioned() (Partitioned, bool) { return k, true }

@@ -32,6 +32,7 @@ const (
 type Partitioned struct {
 	prefix string
 	p      int
+	def    string // the default channel, as in Keys
 }
 
 // NewPartitioned returns the partitioned key builder for prefix and p partitions. The prefix may
@@ -99,8 +100,33 @@ func (k Partitioned) DeadLetter(part int, kind message.Kind) string {
 	return k.tag(part) + "dead:" + kind.String()
 }
 
-// PublicRing is partition part's shard of the public ring; the ring is read as a merge of them.
+// PublicRing is partition part's shard of the default channel's ring; the ring is read as a
+// merge of them.
 func (k Partitioned) PublicRing(part int) string { return k.tag(part) + "recent" }
+
+// ChannelPartition is the partition of a named channel: all its messages, so its ids rise and
+// its events are ordered in one stream. The default channel is sharded by owner instead.
+func (k Partitioned) ChannelPartition(channel string) int { return hash(channel) % k.p }
+
+// ChannelRing is a named channel's ring, in its partition's slot; "" for the default channel,
+// whose ring is sharded (PublicRing of each partition).
+func (k Partitioned) ChannelRing(channel string) string {
+	if k.IsDefault(channel) {
+		return ""
+	}
+	return k.tag(k.ChannelPartition(channel)) + "recent:c:" + channel
+}
+
+// IsDefault reports whether channel is the default channel (or names none).
+func (k Partitioned) IsDefault(channel string) bool {
+	return channel == "" || channel == defaultChannel(k.def)
+}
+
+// WithDefaultChannel is k with channel as the default channel (DEFAULT_CHANNEL).
+func (k Partitioned) WithDefaultChannel(channel string) Partitioned {
+	k.def = channel
+	return k
+}
 
 // ClientMsg is the record of a client_msg_id, in the partition of the message's route r,
 // length-prefixed as in the single layout.
@@ -139,6 +165,17 @@ func (k Partitioned) LayoutValue() string { return "partitioned:" + strconv.Itoa
 // PendingDeletes is partition part's set of deletions not yet applied (see Keys.PendingDeletes).
 func (k Partitioned) PendingDeletes(part int, kind message.Kind) string {
 	return k.tag(part) + "pending_deletes:" + kind.String()
+}
+
+// ShardsOf lists the shards of a timeline: every partition for a private timeline or the
+// default channel (sharded by owner), the channel's own partition, with its ring, for a named
+// channel.
+func (k Partitioned) ShardsOf(tl message.Timeline) []Shard {
+	if tl.Kind == message.Private || k.IsDefault(tl.Channel) {
+		return k.Shards(tl.Kind)
+	}
+	part := k.ChannelPartition(tl.Channel)
+	return []Shard{{Stream: k.Stream(part, tl.Kind), PendingDeletes: k.PendingDeletes(part, tl.Kind), Ring: k.ChannelRing(tl.Channel)}}
 }
 
 // Shards lists kind's shards, one per partition. Private rings are per user and written after

@@ -29,7 +29,7 @@ func TestPartitionedKeys(t *testing.T) {
 	if len(seen) != 16 {
 		t.Fatalf("1000 owners fell in %d of 16 partitions", len(seen))
 	}
-	route3, ok := k.RouteOf(message.Public, keyspace.IDBase+3)
+	route3, ok := k.RouteOf(message.Public, "", keyspace.IDBase+3)
 	if !ok || route3.Partition != "3" {
 		t.Fatalf("the route of an id of partition 3: %+v", route3)
 	}

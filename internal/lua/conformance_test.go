@@ -84,7 +84,7 @@ func TestStoreConformance(t *testing.T) {
 			s.setRate(t, lua.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: lua.Fixed})
 			last := s.send(t, pub("alice", "1"))
 			last = s.send(t, pub("alice", "2"))
-			r, _ := s.layout.RouteOf(message.Public, last.CacheID)
+			r, _ := s.layout.RouteOf(message.Public, "", last.CacheID)
 			counter := func() string { v, _ := testenv.Do(t, s.c, "GET", r.Counter).ToString(); return v }
 			before := counter()
 			if _, err := s.Enqueue(context.Background(), pub("alice", "3")); !errors.Is(err, lua.ErrBacklogFull) {
@@ -138,7 +138,7 @@ func TestStoreConformance(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.wantRecent(t, message.PublicTimeline, []int64{keep.CacheID})
-			r, _ := s.layout.RouteOf(message.Public, gone.CacheID)
+			r, _ := s.layout.RouteOf(message.Public, "", gone.CacheID)
 			last, err := testenv.Do(t, s.c, "XREVRANGE", r.Stream, "+", "-", "COUNT", "1").AsXRange()
 			if err != nil || len(last) != 1 || last[0].FieldValues[message.FieldKind] != message.KindDelete ||
 				last[0].FieldValues[message.FieldCacheID] != strconv.FormatInt(gone.CacheID, 10) {
@@ -212,7 +212,7 @@ func (s store) wantRecent(t *testing.T, tl message.Timeline, want []int64) {
 // streamLen is the length of the flush stream a message of kind from owner to recipient goes to.
 func (s store) streamLen(t *testing.T, kind message.Kind, owner, recipient string) int64 {
 	t.Helper()
-	n, err := testenv.Do(t, s.c, "XLEN", s.layout.Route(kind, owner, recipient).Stream).AsInt64()
+	n, err := testenv.Do(t, s.c, "XLEN", s.layout.Route(kind, owner, recipient, "").Stream).AsInt64()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,8 @@ type Message struct {
 	OwnerID string
 	// RecipientID is the receiver of a private message.
 	RecipientID string
+	// ChannelID is a public message's channel ("": the default channel).
+	ChannelID string
 	// ClientMsgID, when not empty, makes the enqueue retry-safe: the same owner and ClientMsgID
 	// get the first cache id back for ClientMsgTTL.
 	ClientMsgID string
@@ -197,7 +199,7 @@ func (s *Scripts) EnqueueMany(ctx context.Context, kind message.Kind, msgs []Mes
 
 // enqueueCall is the enqueue.lua call for msgs, every key named once (see the script's header).
 func (s *Scripts) enqueueCall(kind message.Kind, msgs []Message) Call {
-	k, r := s.keys, s.keys.Route(kind, "", "")
+	k, r := s.keys, s.keys.Route(kind, "", "", "")
 	keys := newKeyList(4+2*len(msgs), k.RateSettings(), r.Counter, r.Stream)
 	// Users first, each its fixed-window counter and then its GCRA state: the script reads all
 	// their states in one MGET.
@@ -221,7 +223,7 @@ func (s *Scripts) enqueueCall(kind message.Kind, msgs []Message) Call {
 		if kind == message.Private {
 			first, second = keys.add(k.PrivateRing(m.OwnerID)), keys.add(k.PrivateRing(m.RecipientID))
 		} else {
-			first = keys.add(k.PublicRing())
+			first = keys.add(k.ChannelRing(m.ChannelID))
 		}
 		meta = append(meta, users[i], client, first, second)
 	}

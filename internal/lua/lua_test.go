@@ -327,7 +327,7 @@ func TestClientMsgID(t *testing.T) {
 	if n := len(streamEntries(t, b, message.Public)); n != 3 {
 		t.Errorf("stream holds %d entries, want 3", n)
 	}
-	ttl, _ := testenv.Do(t, b.client, "TTL", b.keys.ClientMsg(b.keys.Route(message.Public, "alice", ""), "alice", "c-1")).AsInt64()
+	ttl, _ := testenv.Do(t, b.client, "TTL", b.keys.ClientMsg(b.keys.Route(message.Public, "alice", "", ""), "alice", "c-1")).AsInt64()
 	if ttl <= 23*3600 || ttl > 24*3600 {
 		t.Errorf("client id TTL = %ds, want about 24h", ttl)
 	}

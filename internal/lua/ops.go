@@ -18,7 +18,7 @@ import (
 func (s *Scripts) Delete(ctx context.Context, kind message.Kind, cacheID int64, owner, recipient, channel string, rings ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	r, _ := s.keys.RouteOf(kind, cacheID)
+	r, _ := s.keys.RouteOf(kind, channel, cacheID)
 	keys := append([]string{r.Counter, r.Stream, r.PendingDeletes}, rings...)
 	id := strconv.FormatInt(cacheID, 10)
 	args := []string{id, strconv.FormatInt(s.cfg.BacklogCap, 10), id, owner, recipient, channel}
@@ -115,7 +115,7 @@ func (s *Scripts) Recent(ctx context.Context, tl message.Timeline, limit int) ([
 	if tl.Kind == message.Private {
 		return s.RecentPrivate(ctx, tl.User, limit)
 	}
-	return s.RecentPublic(ctx, limit)
+	return s.RecentRing(ctx, s.keys.ChannelRing(tl.Channel), limit)
 }
 
 // RecentRing returns up to limit of the newest entries of ring, oldest first, as stored.
@@ -145,7 +145,7 @@ func (s *Scripts) RecentPrivate(ctx context.Context, user string, limit int) ([]
 
 // DeletePublic deletes a public message from the public ring and the flush stream's future.
 func (s *Scripts) DeletePublic(ctx context.Context, channel string, id int64) error {
-	return s.Delete(ctx, message.Public, id, "", "", channel, s.keys.PublicRing())
+	return s.Delete(ctx, message.Public, id, "", "", channel, s.keys.ChannelRing(channel))
 }
 
 // RateLimit returns the shared rate limit, the defaults filling in what the hash lacks.

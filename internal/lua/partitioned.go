@@ -55,7 +55,7 @@ func NewPartitioned(c valkey.Client, keys keyspace.Partitioned, cfg Config) (*Pa
 
 // route is where m goes.
 func (p *Partitioned) route(kind message.Kind, m Message) keyspace.Route {
-	return p.keys.Route(kind, m.OwnerID, m.RecipientID)
+	return p.keys.Route(kind, m.OwnerID, m.RecipientID, m.ChannelID)
 }
 
 // settings reads the shared rate limit. It is read on every message (one more round trip):
@@ -158,8 +158,17 @@ func (p *Partitioned) doAll(ctx context.Context, cmds valkey.Commands) error {
 
 // Recent returns up to limit of the newest messages of the timeline tl, oldest first.
 func (p *Partitioned) Recent(ctx context.Context, tl message.Timeline, limit int) ([]string, error) {
-	if tl.Kind == message.Private {
+	switch ring := p.keys.ChannelRing(tl.Channel); {
+	case tl.Kind == message.Private:
 		return p.RecentPrivate(ctx, tl.User, limit)
+	case ring != "":
+		if limit < 1 || limit > p.cfg.RecentSize {
+			limit = p.cfg.RecentSize
+		}
+		ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+		defer cancel()
+		v, err := p.c.Do(ctx, p.c.B().Lrange().Key(ring).Start(-int64(limit)).Stop(-1).Build()).AsStrSlice()
+		return v, classify(err)
 	}
 	return p.RecentPublic(ctx, limit)
 }
@@ -269,7 +278,7 @@ func (p *Partitioned) DeletePrivate(ctx context.Context, id int64, owner, recipi
 }
 
 func (p *Partitioned) deleteIn(ctx context.Context, kind message.Kind, id int64, owner, recipient, channel string) error {
-	r, ok := p.keys.RouteOf(kind, id)
+	r, ok := p.keys.RouteOf(kind, channel, id)
 	if !ok || p.keys.Sequence(id) < 1 {
 		return ErrNotFound
 	}

@@ -13,8 +13,6 @@ import (
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
-//go:embed private_participants.sql
-var privateParticipantsSQL string
 
 // History reads persisted messages page by page, for ingest's history endpoints. It only
 // reads: the role it runs as needs SELECT on the message tables (grants.sql).
@@ -77,17 +75,17 @@ func (h *History) Page(ctx context.Context, q PageQuery) ([]message.Record, erro
 	return out, nil
 }
 
-// PrivateParticipants returns the owner and recipient of a persisted private message; ok is
-// false when no such row exists.
-func (h *History) PrivateParticipants(ctx context.Context, id int64) (owner, recipient string, ok bool, err error) {
-	err = h.pool.QueryRow(ctx, privateParticipantsSQL, id).Scan(&owner, &recipient)
+// Whereabouts returns the owner, recipient and channel of the persisted message id of kind;
+// ok is false when no such row exists.
+func (h *History) Whereabouts(ctx context.Context, kind message.Kind, id int64) (m message.Message, ok bool, err error) {
+	err = h.pool.QueryRow(ctx, tableOf(kind).one, id).Scan(&m.OwnerID, &m.RecipientID, &m.ChannelID)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", "", false, nil
+		return m, false, nil
 	}
 	if err != nil {
-		return "", "", false, fmt.Errorf("reading a private message's users: %w", err)
+		return m, false, fmt.Errorf("reading a %s's whereabouts: %w", kind, err)
 	}
-	return owner, recipient, true, nil
+	return m, true, nil
 }
 
 // Ping checks that PostgreSQL answers.

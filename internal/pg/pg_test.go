@@ -498,10 +498,13 @@ func TestReaderRole(t *testing.T) {
 			t.Errorf("%+v: %v, want %v", c.q, got, c.want)
 		}
 	}
-	if owner, recipient, ok, err := h.PrivateParticipants(ctx, 4); err != nil || !ok || owner != "u3" || recipient != "u3" {
-		t.Errorf("participants of 4: %q %q %t %v", owner, recipient, ok, err)
+	if m, ok, err := h.Whereabouts(ctx, message.Private, 4); err != nil || !ok || m.OwnerID != "u3" || m.RecipientID != "u3" {
+		t.Errorf("participants of 4: %+v %t %v", m, ok, err)
 	}
-	if _, _, ok, err := h.PrivateParticipants(ctx, 99); err != nil || ok {
+	if m, ok, err := h.Whereabouts(ctx, message.Public, 5); err != nil || !ok || m.ChannelID != "Org:Room~1" {
+		t.Errorf("channel of 5: %+v %t %v", m, ok, err)
+	}
+	if _, ok, err := h.Whereabouts(ctx, message.Private, 99); err != nil || ok {
 		t.Errorf("participants of an unknown id: %t %v", ok, err)
 	}
 	if _, err := pg.New(limitedRole(t, b, "grants_reader.sql", "chatpipe_reader")).Persist(ctx, message.Public, []message.Record{rec(9, "x")}); err == nil {

@@ -37,6 +37,10 @@ var (
 	historyPrivateBeforeSQL string
 	//go:embed history_private_after.sql
 	historyPrivateAfterSQL string
+	//go:embed one_message.sql
+	oneMessageSQL string
+	//go:embed one_private_message.sql
+	onePrivateMessageSQL string
 )
 
 // table is everything that differs between the kinds in PostgreSQL: the table, its columns, a
@@ -53,6 +57,8 @@ type table struct {
 	// where the table has none.
 	insert, lock, copyLock, delete, existing string
 	historyBefore, historyAfter              string
+	// one reads the owner, recipient and channel of one row ('' where the table has none).
+	one                                      string
 	returnsUsers                             bool
 }
 
@@ -65,6 +71,7 @@ var tables = [...]table{
 		},
 		insert: insertMessageSQL, lock: lockMessageSQL, copyLock: copyLockMessageSQL, delete: deleteMessageSQL,
 		existing: existingMessageSQL, historyBefore: historyMessageBeforeSQL, historyAfter: historyMessageAfterSQL,
+		one: oneMessageSQL,
 	},
 	message.Private: {
 		kind: message.Private, name: "private_messages",
@@ -74,7 +81,7 @@ var tables = [...]table{
 		},
 		insert: insertPrivateMessageSQL, lock: lockPrivateMessageSQL, copyLock: copyLockPrivateMessageSQL, delete: deletePrivateMessageSQL,
 		existing: existingPrivateMessageSQL, historyBefore: historyPrivateBeforeSQL, historyAfter: historyPrivateAfterSQL,
-		returnsUsers: true,
+		one: onePrivateMessageSQL, returnsUsers: true,
 	},
 }
 

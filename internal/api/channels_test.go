@@ -1,0 +1,152 @@
+package api_test
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/testenv"
+)
+
+// channelShapes are channel ids of the shapes chat servers use.
+var channelShapes = []string{"3f2b8c1e-9a4d-4f6e-8b2a-1c3d5e7f9a0b", "1234567890", "team-42.general", "Org:Room~1"}
+
+// TestChannels: messages posted to channels (by path, and by batch items naming channel_id) are
+// each in their own channel's ring and history only, with channel_id in their data; those of
+// /v1/messages are in the default channel, also under /v1/channels/general/; a deletion of a
+// message through another channel's path is 404, through its own 204; bad channel ids are 400
+// naming the channel and write nothing.
+func TestChannels(t *testing.T) {
+	t.Parallel()
+	single, _ := keyspace.New("")
+	part, _ := keyspace.NewPartitioned("", keyspace.DefaultPartitions)
+	for _, layout := range []keyspace.Layout{single, part} {
+		t.Run(layout.Name(), func(t *testing.T) {
+			t.Parallel()
+			testChannels(t, setupReadLayout(t, layout, testenv.Postgres(t), 50, 10))
+		})
+	}
+}
+
+func testChannels(t *testing.T, b *readBundle) {
+	want := map[string][]int64{}
+	post := func(path, channel, content string) int64 {
+		t.Helper()
+		r := b.post(t, path, fmt.Sprintf(`{"owner_id":"u%d","content":%q}`, len(content)%3, content))
+		wantStatus(t, r, http.StatusAccepted)
+		id := int64(r.body["cache_id"].(float64))
+		want[channel] = append(want[channel], id)
+		return id
+	}
+	for i := range 3 {
+		for _, c := range channelShapes {
+			post("/v1/channels/"+c+"/messages", c, fmt.Sprintf("%s %d", c, i))
+		}
+		post("/v1/messages", "general", fmt.Sprintf("default %d", i))
+	}
+	// A batch mixing channels; a bad channel_id fails its item only.
+	batch := b.post(t, "/v1/messages/batch", `{"messages":[`+
+		`{"owner_id":"a","content":"b1","channel_id":"team-42.general"},`+
+		`{"owner_id":"a","content":"b2"},`+
+		`{"owner_id":"a","content":"b3","channel_id":"a/b"},`+
+		`{"owner_id":"a","content":"b4","channel_id":"Org:Room~1"}]}`)
+	wantStatus(t, batch, http.StatusOK)
+	results := batch.body["results"].([]any)
+	for i, ch := range []string{"team-42.general", "general", "", "Org:Room~1"} {
+		res := results[i].(map[string]any)
+		if ch == "" {
+			if res["error"] != "invalid" || res["field"] != "channel_id" {
+				t.Errorf("item %d with a bad channel_id: %v, want invalid naming channel_id", i, res)
+			}
+			continue
+		}
+		want[ch] = append(want[ch], int64(res["cache_id"].(float64)))
+	}
+
+	check := func(stage string) {
+		t.Helper()
+		for ch, ids := range want {
+			bases := []string{"/v1/channels/" + ch + "/messages"}
+			if ch == "general" {
+				bases = append(bases, "/v1/messages")
+			}
+			for _, base := range bases {
+				for _, backward := range []bool{true, false} {
+					got := testenv.ScanHistory(t, http.DefaultClient, b.url, base+"/history", backward, 2)
+					var gotIDs []int64
+					for _, m := range got {
+						if m.Data.ChannelID != ch {
+							t.Errorf("%s: %s history holds %d of channel %q", stage, base, m.CacheID, m.Data.ChannelID)
+						}
+						gotIDs = append(gotIDs, m.CacheID)
+					}
+					if !slices.Equal(gotIDs, ids) {
+						t.Errorf("%s: %s history (backward %t): %v, want %v", stage, base, backward, gotIDs, ids)
+					}
+				}
+				recent := b.do(t, http.MethodGet, base+"/recent", "", "")
+				wantStatus(t, recent, http.StatusOK)
+				var ringIDs []int64
+				for _, m := range recent.body["messages"].([]any) {
+					mm := m.(map[string]any)
+					ringIDs = append(ringIDs, int64(mm["cache_id"].(float64)))
+					if got := mm["data"].(map[string]any)["channel_id"]; got != ch {
+						t.Errorf("%s: %s ring entry of channel %v", stage, base, got)
+					}
+				}
+				if !slices.Equal(ringIDs, ids) {
+					t.Errorf("%s: %s ring: %v, want %v", stage, base, ringIDs, ids)
+				}
+			}
+		}
+	}
+	check("in the backlog")
+
+	// A deletion through another channel is not found; through its own it is done.
+	victim := want["Org:Room~1"][0]
+	if r := b.do(t, http.MethodDelete, fmt.Sprintf("/v1/channels/team-42.general/messages/%d", victim), "", ""); r.status != http.StatusNotFound {
+		t.Errorf("deleting %d through another channel: %d %s, want 404", victim, r.status, r.raw)
+	}
+	wantStatus(t, b.do(t, http.MethodDelete, fmt.Sprintf("/v1/channels/Org:Room~1/messages/%d", victim), "", ""), http.StatusNoContent)
+	want["Org:Room~1"] = want["Org:Room~1"][1:]
+	check("after a deletion")
+
+	total := 0
+	for _, ids := range want {
+		total += len(ids)
+	}
+	b.flushAll(t, total)
+	check("in PostgreSQL")
+	// Deleting a flushed message checks its channel in PostgreSQL.
+	victim = want["1234567890"][0]
+	if r := b.do(t, http.MethodDelete, fmt.Sprintf("/v1/channels/general/messages/%d", victim), "", ""); r.status != http.StatusNotFound {
+		t.Errorf("deleting flushed %d through the default channel: %d %s, want 404", victim, r.status, r.raw)
+	}
+	wantStatus(t, b.do(t, http.MethodDelete, fmt.Sprintf("/v1/channels/1234567890/messages/%d", victim), "", ""), http.StatusNoContent)
+
+	// Bad channel ids: 400 naming channel, nothing written.
+	stream := b.layout.Route(message.Public, "a", "", "c").Stream
+	before, _ := testenv.Do(t, b.client, "XLEN", stream).AsInt64()
+	for _, bad := range []string{"", strings.Repeat("c", 129), "%7B", "a%2Fb", "a%00b", "a%20b", "caf%C3%A9", "a%7Bb%7D"} {
+		for _, req := range []struct{ method, path string }{
+			{http.MethodPost, "/v1/channels/" + bad + "/messages"},
+			{http.MethodGet, "/v1/channels/" + bad + "/messages/recent"},
+			{http.MethodGet, "/v1/channels/" + bad + "/messages/history"},
+			{http.MethodDelete, "/v1/channels/" + bad + "/messages/1"},
+		} {
+			r := b.do(t, req.method, req.path, "application/json", `{"owner_id":"a","content":"x"}`)
+			switch {
+			case bad == "" && r.status == http.StatusNotFound: // an empty segment is no such path
+			case r.status != http.StatusBadRequest || r.body["field"] != "channel":
+				t.Errorf("%s %s: %d %s, want 400 naming channel", req.method, req.path, r.status, r.raw)
+			}
+		}
+	}
+	if after, _ := testenv.Do(t, b.client, "XLEN", stream).AsInt64(); after != before {
+		t.Errorf("the bad channel ids wrote %d entries", after-before)
+	}
+}
