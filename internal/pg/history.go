@@ -13,7 +13,6 @@ import (
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
-
 // History reads persisted messages page by page, for ingest's history endpoints. It only
 // reads: the role it runs as needs SELECT on the message tables (grants.sql).
 type History struct {

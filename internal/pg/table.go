@@ -58,8 +58,8 @@ type table struct {
 	insert, lock, copyLock, delete, existing string
 	historyBefore, historyAfter              string
 	// one reads the owner, recipient and channel of one row ('' where the table has none).
-	one                                      string
-	returnsUsers                             bool
+	one          string
+	returnsUsers bool
 }
 
 var tables = [...]table{
