@@ -178,6 +178,7 @@ func (s *Server) routes() http.Handler {
 	v1("/v1/users/{id}/private-messages/history", methods{http.MethodGet: s.getHistory})
 	v1("/v1/messages/stream", methods{http.MethodGet: s.getStream})
 	v1("/v1/users/{id}/private-messages/stream", methods{http.MethodGet: s.getStream})
+	v1("/v1/channels/stream", methods{http.MethodGet: s.getStream})
 	v1("/v1/channels/{channel}/messages", methods{http.MethodPost: s.postPublic})
 	v1("/v1/channels/{channel}/messages/recent", methods{http.MethodGet: s.getRecent})
 	v1("/v1/channels/{channel}/messages/history", methods{http.MethodGet: s.getHistory})

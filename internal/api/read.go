@@ -192,11 +192,45 @@ func pathID(r *http.Request) (int64, error) {
 	return id, nil
 }
 
+// maxStreamChannels bounds the channels of one connection (Centrifugo's default too).
+const maxStreamChannels = 128
+
+// selection is what a stream path follows: the path's timeline, or for /v1/channels/stream the
+// channels of ?channel= (1–128) or every channel (?all=true).
+func (s *Server) selection(r *http.Request) (tail.Selection, error) {
+	if r.Pattern != "/v1/channels/stream" {
+		tl, err := s.timeline(r)
+		return tail.Follow(tl), err
+	}
+	q := r.URL.Query()
+	channels, all := q["channel"], q["all"]
+	switch {
+	case len(all) > 1 || (len(all) == 1 && all[0] != "true"):
+		return tail.Selection{}, &apiError{code: codeInvalid, field: "all", detail: "all: must be true, once"}
+	case len(all) == 1 && len(channels) > 0:
+		return tail.Selection{}, &apiError{code: codeInvalid, field: "all", detail: "all=true and channel: give one or the other"}
+	case len(all) == 1:
+		return tail.Selection{Kind: message.Public}, nil
+	case len(channels) == 0:
+		return tail.Selection{}, &apiError{code: codeInvalid, field: "channel", detail: "channel: give 1 to 128 (channel=A&channel=B), or all=true"}
+	case len(channels) > maxStreamChannels:
+		return tail.Selection{}, &apiError{code: codeInvalid, field: "channel", detail: fmt.Sprintf("channel: at most %d on one connection", maxStreamChannels)}
+	}
+	sel := tail.Selection{Kind: message.Public, Channels: make(map[string]bool, len(channels))}
+	for _, c := range channels {
+		if err := message.ValidateChannel("channel", c); err != nil {
+			return tail.Selection{}, err
+		}
+		sel.Channels[c] = true
+	}
+	return sel, nil
+}
+
 // getStream serves the live tail as Server-Sent Events: an event per accepted message and per
 // deletion, each with the id that resumes right after it, and a comment every TailHeartbeat.
 // Last-Event-ID (sent by EventSource on reconnection) wins over ?after= (the URL it keeps).
 func (s *Server) getStream(w http.ResponseWriter, r *http.Request) error {
-	tl, err := s.timeline(r)
+	sel, err := s.selection(r)
 	if err != nil {
 		return err
 	}
@@ -216,7 +250,7 @@ func (s *Server) getStream(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
-	sub, err := s.cfg.Tail.Subscribe(r.Context(), tl, cursor)
+	sub, err := s.cfg.Tail.Subscribe(r.Context(), sel, cursor)
 	switch {
 	case errors.Is(err, tail.ErrBadCursor):
 		return &apiError{code: codeInvalid, field: field, detail: field + ": not an event id of this stream"}

@@ -129,10 +129,10 @@ func (t *Tails) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// Subscribe subscribes to the timeline tl, after cursor ("" for what comes from now on).
+// Subscribe subscribes to the selection sel, after cursor ("" for what comes from now on).
 // ErrBadCursor, ErrTooOld, ErrFull, ErrClosed, or a Valkey error wrapped in lua.ErrUnavailable.
-func (t *Tails) Subscribe(ctx context.Context, tl message.Timeline, cursor string) (*Subscription, error) {
-	h := t.hubs[tl.Kind]
+func (t *Tails) Subscribe(ctx context.Context, sel Selection, cursor string) (*Subscription, error) {
+	h := t.hubs[sel.Kind]
 	var from []pos
 	if cursor != "" {
 		var err error
@@ -148,12 +148,12 @@ func (t *Tails) Subscribe(ctx context.Context, tl message.Timeline, cursor strin
 	}
 	t.count++
 	t.mu.Unlock()
-	s, err := h.subscribe(ctx, tl, from)
+	s, err := h.subscribe(ctx, sel, from)
 	if err != nil {
 		t.release()
 		return nil, err
 	}
-	t.m.subscribers.WithLabelValues(tl.Kind.String()).Inc()
+	t.m.subscribers.WithLabelValues(sel.Kind.String()).Inc()
 	return s, nil
 }
 
@@ -333,13 +333,13 @@ func (h *hub) closeAll() {
 
 // subscribe registers a subscription at the hub's current position, so that every entry after
 // it comes live; from, when set, is caught up to that position first (Subscription.Next).
-func (h *hub) subscribe(ctx context.Context, tl message.Timeline, from []pos) (*Subscription, error) {
+func (h *hub) subscribe(ctx context.Context, sel Selection, from []pos) (*Subscription, error) {
 	select {
 	case <-h.ready:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	s := &Subscription{h: h, tl: tl, live: make(chan Event, h.t.cfg.Buffer)}
+	s := &Subscription{h: h, sel: sel, live: make(chan Event, h.t.cfg.Buffer)}
 	if err := h.unpark(ctx); err != nil {
 		return nil, err
 	}
@@ -433,7 +433,7 @@ func (s *Subscription) checkGaps(ctx context.Context) error {
 // Subscription is one subscriber's events.
 type Subscription struct {
 	h    *hub
-	tl   message.Timeline
+	sel  Selection
 	live chan Event
 	// dropped is set (under h.mu) when the subscriber fell behind.
 	dropped bool
@@ -445,7 +445,34 @@ type Subscription struct {
 }
 
 // wants reports whether the event is for this subscriber.
-func (s *Subscription) wants(ev Event) bool { return s.tl.Contains(ev.rec) }
+func (s *Subscription) wants(ev Event) bool { return s.sel.Contains(ev.rec) }
+
+// Selection is what a subscription follows: a user's private messages, some channels, or every
+// channel (a backend's firehose).
+type Selection struct {
+	Kind message.Kind
+	// User is a private selection's user.
+	User string
+	// Channels are a public selection's channels; nil: every channel.
+	Channels map[string]bool
+}
+
+// Follow is the selection of one timeline.
+func Follow(tl message.Timeline) Selection {
+	if tl.Kind == message.Private {
+		return Selection{Kind: message.Private, User: tl.User}
+	}
+	return Selection{Kind: message.Public, Channels: map[string]bool{tl.Channel: true}}
+}
+
+// Contains reports whether the record (a message or deletion of the selection's kind, decoded
+// with its channel) is one the selection follows.
+func (s Selection) Contains(r *message.Record) bool {
+	if s.Kind == message.Private {
+		return message.PrivateTimeline(s.User).Contains(r)
+	}
+	return s.Channels == nil || s.Channels[r.Message.ChannelID]
+}
 
 // ErrDropped: the subscriber fell behind and was dropped; it resumes from its last event's ID.
 var ErrDropped = errors.New("subscriber fell behind")

@@ -44,12 +44,12 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	keys, _ := keyspace.New("")
 	ctx := context.Background()
 	tails := runTails(t, tail.Config{Valkey: c, Layout: keys, Buffer: 32, Block: 100 * time.Millisecond})
-	slow, err := tails.Subscribe(ctx, message.PublicTimeline, "")
+	slow, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer slow.Close()
-	fast, err := tails.Subscribe(ctx, message.PublicTimeline, "")
+	fast, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestIdleReadersPark(t *testing.T) {
 		}
 		return v.CacheID
 	}
-	first, err := tails.Subscribe(ctx, message.PublicTimeline, "")
+	first, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestIdleReadersPark(t *testing.T) {
 	if after := xreads(); after != before {
 		t.Errorf("%d XREADs while nobody was subscribed, want none", after-before)
 	}
-	live, err := tails.Subscribe(ctx, message.PublicTimeline, "")
+	live, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestIdleReadersPark(t *testing.T) {
 		t.Fatalf("a new subscriber's first event is %d, want 51 (the entries before it are not live)", got)
 	}
 	// A cursor from before the pause: 2..51 once each, in order, then the live 52.
-	cur, err := tails.Subscribe(ctx, message.PublicTimeline, afterFirst)
+	cur, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), afterFirst)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestReplayedPrivateDeletionReachesBothTails(t *testing.T) {
 	tails := runTails(t, tail.Config{Valkey: c, Layout: keys, Block: 100 * time.Millisecond})
 	var subs []*tail.Subscription
 	for _, user := range []string{"ann", "bob"} {
-		s, err := tails.Subscribe(ctx, message.PrivateTimeline(user), "")
+		s, err := tails.Subscribe(ctx, tail.Follow(message.PrivateTimeline(user)), "")
 		if err != nil {
 			t.Fatal(err)
 		}
