@@ -41,6 +41,7 @@ type workerSettings struct {
 	waitReplicas   int
 	recentSize     int
 	defaultChannel string
+	ringTTL        time.Duration
 	tailRetention  time.Duration
 	pgStandbys     int
 }
@@ -62,6 +63,7 @@ func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (w
 	cs.String(&s.pprofAddr, "PPROF_ADDR", "", "listen address of net/http/pprof (empty: off; bind it to loopback)", config.OptionalAddr)
 	cs.Int(&s.waitReplicas, "FLUSH_WAIT_REPLICAS", 0, 0, 100, "write only entries this many replicas hold (WAIT after each read; 0: off). With INGEST_DURABILITY=replica set it to INGEST_DURABILITY_REPLICAS, so that a failover cannot leave rows for entries the new primary never had")
 	config.DefaultChannel(cs, &s.defaultChannel)
+	config.RingTTL(cs, &s.ringTTL)
 	cs.Int(&s.recentSize, "RECENT_SIZE", 500, 1, 100_000, "size of each private ring the workers repair in the partitioned layout (as ingest's)")
 	cs.Duration(&s.tailRetention, "FLUSH_TAIL_RETENTION", 10*time.Second, 0, time.Hour, "keep acked entries this long before trimming them, so that ingest's live-tail clients resume after a lost connection (entries count toward INGEST_BACKLOG_CAP meanwhile; 0: trim at once)")
 	cs.Int(&s.pgStandbys, "FLUSH_PG_STANDBYS", 0, 0, 32, "trim acked entries only once this many PostgreSQL standbys (pg_stat_replication) replayed their commits; set it when ingest's DATABASE_URL is a standby, so that history finds on it what the streams no longer hold (0: off; the role needs pg_monitor)")
@@ -154,7 +156,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 	// Private rings: the workers clear deleted messages from them (ForgetFunc) and repair what
 	// ingest missed (RepairFunc), each stream with the store of its layout: the single layout's
 	// streams are drained under the partitioned one too (migration).
-	rings, err := lua.Open(client, lua.Config{Layout: s.layout, RecentSize: s.recentSize, Timeout: s.valkey.Timeout})
+	rings, err := lua.Open(client, lua.Config{Layout: s.layout, RecentSize: s.recentSize, Timeout: s.valkey.Timeout, RingTTL: s.ringTTL})
 	if err != nil {
 		return err
 	}

@@ -67,6 +67,7 @@ type settings struct {
 	databaseURL     string
 	tailMax         int
 	defaultChannel  string
+	ringTTL         time.Duration
 }
 
 func parse(args []string, getenv func(string) string, stdout io.Writer) (settings, error) {
@@ -81,6 +82,7 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	cs.String(&s.keyPrefix, "KEY_PREFIX", "", "prefix of every Valkey key", keyspace.ValidatePrefix)
 	config.Layout(cs, &s.layoutName, &s.partitions)
 	config.DefaultChannel(cs, &s.defaultChannel)
+	config.RingTTL(cs, &s.ringTTL)
 	cs.String(&s.addr, "INGEST_ADDR", ":8080", "listen address of the API, /healthz, /readyz and /metrics", config.Addr)
 	cs.Secret(&s.authToken, "INGEST_AUTH_TOKEN", "", "bearer token required on /v1/... (empty: no auth)", nil)
 	cs.String(&s.durability, "INGEST_DURABILITY", string(lua.DurableNone), "none (202 once the script ran on the primary), replica (also WAIT for replicas) or fsync (also WAITAOF: fsynced to the primary's AOF)", oneOf(lua.DurableNone, lua.DurableReplica, lua.DurableFsync))
@@ -194,6 +196,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		DurableTimeout:  s.durableTimeout,
 		IDs:             lua.IDs(s.ids),
 		Layout:          s.layout,
+		RingTTL:         s.ringTTL,
 	}
 	if key, value := s.layout.Record(); key != "" {
 		if err := valkeyconn.CheckRecord(ctx, client, key, value, "KEY_PARTITIONS"); err != nil {

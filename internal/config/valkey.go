@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
@@ -116,6 +117,12 @@ func DefaultChannel(s *Set, p *string) {
 	s.String(p, "DEFAULT_CHANNEL", message.DefaultChannel, "the channel of /v1/messages and of public messages from before channels; set it before upgrading (README: Channels)", func(v string) error {
 		return message.ValidateChannel("DEFAULT_CHANNEL", v)
 	})
+}
+
+// RingTTL defines RING_IDLE_TTL, how long a ring lives after its last push, in both binaries
+// (the workers repair private rings in the partitioned layout).
+func RingTTL(s *Set, p *time.Duration) {
+	s.Duration(p, "RING_IDLE_TTL", 7*24*time.Hour, 0, 10*365*24*time.Hour, "how long a channel's or user's recent ring lives after its last message (0: forever), so that idle rooms and users leave Valkey's memory; history does not need the rings")
 }
 
 // NewLayout builds the layout of KEY_LAYOUT, KEY_PARTITIONS and KEY_PREFIX, once all are read,

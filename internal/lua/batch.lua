@@ -13,8 +13,9 @@ local function known(key, ttl, durable)
 end
 
 -- push_ring appends entries, oldest first, to the ring at key and trims it to size: only the
--- entries that stay are pushed, in as few RPUSHes as Lua's stack allows.
-local function push_ring(key, entries, size)
+-- entries that stay are pushed, in as few RPUSHes as Lua's stack allows. A ring of an idle
+-- channel or user leaves memory ttl ms after its last push (ttl 0: never; RING_IDLE_TTL).
+local function push_ring(key, entries, size, ttl)
   local from = math.max(1, #entries - size + 1)
   while from <= #entries do
     local to = math.min(#entries, from + 999)
@@ -22,4 +23,5 @@ local function push_ring(key, entries, size)
     from = to + 1
   end
   redis.call('LTRIM', key, -size, -1)
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
 end

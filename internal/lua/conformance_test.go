@@ -5,7 +5,9 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/valkey-io/valkey-go"
 
@@ -131,6 +133,36 @@ func TestStoreConformance(t *testing.T) {
 				seen[o.CacheID] = true
 			}
 		}},
+		{"rings of idle channels and users expire", lua.Config{RingTTL: 300 * time.Millisecond}, func(t *testing.T, s store) {
+			s.send(t, withChannel(pub("alice", "1"), "quiet-room"))
+			s.send(t, priv("ann", "bob", "psst"))
+			rings := []message.Timeline{message.ChannelTimeline("quiet-room"), message.PrivateTimeline("ann"), message.PrivateTimeline("bob")}
+			for _, tl := range rings {
+				if got, _ := s.Recent(context.Background(), tl, 0); len(got) != 1 {
+					t.Fatalf("%+v's ring holds %d, want 1", tl, len(got))
+				}
+			}
+			testenv.WaitFor(t, "the idle rings to expire", 5*time.Second, func() bool {
+				for _, tl := range rings {
+					if got, _ := s.Recent(context.Background(), tl, 0); len(got) != 0 {
+						return false
+					}
+				}
+				return true
+			})
+		}},
+		{"a channel's ring holds its messages only", lua.Config{}, func(t *testing.T, s store) {
+			a1 := s.send(t, withChannel(pub("alice", "1"), "team-42.general")).CacheID
+			b1 := s.send(t, withChannel(pub("bob", "1"), "Org:Room~1")).CacheID
+			a2 := s.send(t, withChannel(pub("carol", "2"), "team-42.general")).CacheID
+			s.wantRecent(t, message.ChannelTimeline("team-42.general"), []int64{a1, a2})
+			s.wantRecent(t, message.ChannelTimeline("Org:Room~1"), []int64{b1})
+			s.wantRecent(t, message.PublicTimeline, nil)
+			if err := s.DeletePublic(context.Background(), "team-42.general", a1); err != nil {
+				t.Fatal(err)
+			}
+			s.wantRecent(t, message.ChannelTimeline("team-42.general"), []int64{a2})
+		}},
 		{"deletions leave the rings and the stream carries them", lua.Config{}, func(t *testing.T, s store) {
 			ctx := context.Background()
 			keep, gone := s.send(t, pub("alice", "keep")), s.send(t, pub("alice", "gone"))
@@ -179,6 +211,13 @@ func TestStoreConformance(t *testing.T) {
 			})
 		}
 	}
+}
+
+// withChannel puts a public message of pub in channel.
+func withChannel(m lua.Message, channel string) lua.Message {
+	m.ChannelID = channel
+	m.Data = []byte(strings.Replace(string(m.Data), "{", `{"channel_id":"`+channel+`",`, 1))
+	return m
 }
 
 func (s store) send(t *testing.T, m lua.Message) lua.Result {

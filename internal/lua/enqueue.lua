@@ -13,12 +13,13 @@
 -- ARGV[4..6] default limit, window (s), algorithm  ARGV[7] entry kind
 -- ARGV[8] "1" when a WAIT follows (a retry then writes, see below)
 -- ARGV[9] "1" for clock-floored ids (see below)
--- ARGV[10] KEYS indexes, as one msgpack array: the number of users, then four per message: the
+-- ARGV[10] ring idle TTL (ms; 0: never)
+-- ARGV[11] KEYS indexes, as one msgpack array: the number of users, then four per message: the
 --   index of its user's fixed-window counter; of its client_msg_id record (false: none); of its
 --   first ring; of its second ring (false: none, or the same as the first for a self-DM, which is
 --   stored once). One cmsgpack.unpack instead of four tonumber calls per message: a tonumber
 --   of a string runs strtod twice, which was a twentieth of the script's instructions.
--- ARGV[11..] the messages' JSON, in order
+-- ARGV[12..] the messages' JSON, in order
 -- Returns two values per message, in order: 0, id (accepted); 1, id (retry of an accepted
 -- client_msg_id); 2, retry after ms (rate limited); 3, 0 (backlog full).
 local ring_size, kind = tonumber(ARGV[1]), ARGV[7]
@@ -44,7 +45,7 @@ local first = last
 local state_keys = {}
 local gcra = 0
 if alg == 'gcra' then gcra = 1 end
-local meta = cmsgpack.unpack(ARGV[10])
+local meta = cmsgpack.unpack(ARGV[11])
 for u = 1, meta[1] do state_keys[u] = KEYS[2 + 2 * u + gcra] end
 local states = {}
 if #state_keys > 0 then states = redis.call('MGET', unpack(state_keys)) end
@@ -55,8 +56,8 @@ local check, take = rl.check, rl.take
 local durable_retry = ARGV[8] == '1'
 local limiters, rings, ring_order = {}, {}, {}
 local out, n = {}, 0
-for i = 11, #ARGV do
-  local m = 4 * (i - 11) + 2
+for i = 12, #ARGV do
+  local m = 4 * (i - 12) + 2
   local u, c = meta[m], meta[m + 1]
   local prev
   if c then prev = known(KEYS[c], client_ttl, durable_retry) end
@@ -104,5 +105,6 @@ if last > first then
   redis.call('SET', KEYS[2], string.format('%d', last))
 end
 for _, lim in pairs(limiters) do rl.commit(lim) end
-for _, r in ipairs(ring_order) do push_ring(KEYS[r], rings[r], ring_size) end
+local ttl = tonumber(ARGV[10])
+for _, r in ipairs(ring_order) do push_ring(KEYS[r], rings[r], ring_size, ttl) end
 return out

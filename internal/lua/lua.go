@@ -187,6 +187,8 @@ type Config struct {
 	DurableTimeout time.Duration
 	// IDs selects how cache ids are made. Default CounterIDs.
 	IDs IDs
+	// RingTTL is how long a ring lives after its last push (RING_IDLE_TTL). Default 0: forever.
+	RingTTL time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -284,7 +286,7 @@ type Scripts struct {
 	delete  *Script
 	unring  *Script
 	mirror  *Script
-	// staticArgs are ARGV[1..9] of enqueue.lua, which do not change per batch.
+	// staticArgs are ARGV[1..10] of enqueue.lua, which do not change per batch.
 	staticArgs [kindCount][]string
 }
 
@@ -318,6 +320,7 @@ func New(c valkey.Client, cfg Config) (*Scripts, error) {
 			k.String(),
 			flag(cfg.Durability != DurableNone),
 			flag(cfg.IDs == ClockIDs),
+			strconv.FormatInt(cfg.RingTTL.Milliseconds(), 10),
 		}
 	}
 	return s, nil

@@ -10,7 +10,8 @@
 -- ARGV[5] partition  ARGV[6] "1" when a WAIT follows (a retry then writes, so that the WAIT
 --   covers the first write)
 -- ARGV[7] per message the KEYS index of its client_msg_id record (false: none), as a msgpack array
--- ARGV[8..] the messages' JSON, in order
+-- ARGV[8] ring idle TTL (ms; 0: never)
+-- ARGV[9..] the messages' JSON, in order
 -- Returns two values per message, in order: 0, id (accepted); 1, id (retry of an accepted
 -- client_msg_id); 3, 0 (backlog full).
 --
@@ -29,8 +30,8 @@ if n < floor - 1 then n = floor - 1 end
 local first = n
 local ring, out = {}, {}
 local clients = cmsgpack.unpack(ARGV[7])
-for i = 8, #ARGV do
-  local c = clients[i - 7]
+for i = 9, #ARGV do
+  local c = clients[i - 8]
   local prev
   if c then prev = known(KEYS[c], client_ttl, ARGV[6] == '1') end
   if prev then
@@ -51,5 +52,5 @@ for i = 8, #ARGV do
   end
 end
 if n > first then redis.call('SET', KEYS[1], string.format('%d', n)) end
-if KEYS[3] ~= KEYS[2] and #ring > 0 then push_ring(KEYS[3], ring, ring_size) end
+if KEYS[3] ~= KEYS[2] and #ring > 0 then push_ring(KEYS[3], ring, ring_size, tonumber(ARGV[8])) end
 return out

@@ -318,10 +318,10 @@ func (p *Partitioned) enqueueCall(kind message.Kind, r keyspace.Route, msgs []Me
 			clients[j] = keys.add(p.keys.ClientMsg(r, m.OwnerID, m.ClientMsgID))
 		}
 	}
-	args := make([]string, 0, 7+len(msgs))
+	args := make([]string, 0, 8+len(msgs))
 	args = append(args, strconv.Itoa(p.cfg.RecentSize), strconv.FormatInt(p.cfg.BacklogCap, 10),
 		strconv.FormatInt(int64(p.cfg.ClientMsgTTL/time.Second), 10), kind.String(), r.Partition,
-		flag(p.cfg.Durability != DurableNone), string(msgpackInts(clients)))
+		flag(p.cfg.Durability != DurableNone), string(msgpackInts(clients)), strconv.FormatInt(p.cfg.RingTTL.Milliseconds(), 10))
 	for _, m := range msgs {
 		args = append(args, string(m.Data))
 	}
@@ -349,7 +349,7 @@ func (a *ringAdds) add(p *Partitioned, owner, recipient string, id int64, entry 
 	}
 }
 
-// commands are one ZADD and one trim per ring.
+// commands are one ZADD and one trim per ring, and its idle TTL (RingTTL) renewed.
 func (a *ringAdds) commands(p *Partitioned) valkey.Commands {
 	var cmds valkey.Commands
 	for _, ring := range a.order {
@@ -359,6 +359,9 @@ func (a *ringAdds) commands(p *Partitioned) valkey.Commands {
 		}
 		cmds = append(cmds, z.Build(),
 			p.c.B().Zremrangebyrank().Key(ring).Start(0).Stop(int64(-p.cfg.RecentSize-1)).Build())
+		if p.cfg.RingTTL > 0 {
+			cmds = append(cmds, p.c.B().Pexpire().Key(ring).Milliseconds(p.cfg.RingTTL.Milliseconds()).Build())
+		}
 	}
 	return cmds
 }
