@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -146,11 +148,13 @@ type ledger struct {
 	onAccept func()
 	// owner is each token's sender.
 	owner map[string]string
+	// channel is each public token's channel.
+	channel map[string]string
 }
 
 func newLedger() *ledger {
 	return &ledger{accepted: map[string]map[int64]string{"message": {}, "private_message": {}},
-		deleted: map[int64]bool{}, rejected: map[string]string{}, unknown: map[string]bool{}, owner: map[string]string{}}
+		deleted: map[int64]bool{}, rejected: map[string]string{}, unknown: map[string]bool{}, owner: map[string]string{}, channel: map[string]string{}}
 }
 
 // privateUser is a user and the ids of the private messages answered 202 that involve them.
@@ -184,16 +188,75 @@ type client struct {
 	base string
 	http *http.Client
 	l    *ledger
+	// channels, when set, spreads the public messages over channels; else they go to
+	// /v1/messages, the default channel.
+	channels *channelSet
+}
+
+// channelSet is n channels of the shapes chat servers use (UUIDs, digits, dotted, colon and
+// tilde), picked with a skew: a few busy rooms and many quiet ones (Zipf-like, by the token's
+// hash, so a run is the same every time).
+type channelSet struct{ names []string }
+
+func newChannelSet(n int) *channelSet {
+	cs := &channelSet{}
+	for i := range n {
+		var name string
+		switch i % 4 {
+		case 0:
+			name = fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", i*2654435761%(1<<32), i%65536, i%4096, (i*7)%4096, i*40503)
+		case 1:
+			name = strconv.Itoa(1_000_000_000 + i*7919)
+		case 2:
+			name = fmt.Sprintf("team-%d.general", i)
+		default:
+			name = fmt.Sprintf("Org:Room~%d", i)
+		}
+		cs.names = append(cs.names, name)
+	}
+	return cs
+}
+
+// list is the channels (none for a nil set).
+func (cs *channelSet) list() []string {
+	if cs == nil {
+		return nil
+	}
+	return cs.names
+}
+
+// byChannel is the accepted public ids of each channel, in order.
+func (l *ledger) byChannel() map[string][]int64 {
+	out := map[string][]int64{}
+	for _, id := range sortedIDs(l.accepted["message"]) {
+		ch := l.channel[l.accepted["message"][id]]
+		out[ch] = append(out[ch], id)
+	}
+	return out
+}
+
+// pick is token's channel: channel k with weight 1/(k+1).
+func (cs *channelSet) pick(token string) string {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(token))
+	u := float64(h.Sum64()%1_000_000) / 1_000_000
+	// The harmonic weights' cumulative sum, inverted: k ≈ (n+1)^u - 1.
+	k := int(math.Pow(float64(len(cs.names)+1), u)) - 1
+	return cs.names[min(max(k, 0), len(cs.names)-1)]
 }
 
 // send posts one message carrying a unique token, retrying with the same client_msg_id until
 // the answer is definite: 202 (accepted) or a 4xx (rejected).
 func (c *client) send(kind, owner, token string, retries int) {
-	path := "/v1/messages"
+	path, channel := "/v1/messages", "general"
 	body := map[string]string{"owner_id": owner, "username": owner, "content": "chaos " + token, "client_msg_id": token}
-	if kind == "private_message" {
-		path = "/v1/private-messages"
+	switch {
+	case kind == "private_message":
+		path, channel = "/v1/private-messages", ""
 		body["recipient_id"] = "peer" + owner
+	case c.channels != nil:
+		channel = c.channels.pick(token)
+		path = "/v1/channels/" + channel + "/messages"
 	}
 	raw, _ := json.Marshal(body)
 	for attempt := 0; attempt <= retries; attempt++ {
@@ -216,6 +279,9 @@ func (c *client) send(kind, owner, token string, retries int) {
 			}
 			c.l.accepted[kind][out.CacheID] = token
 			c.l.owner[token] = owner
+			if channel != "" {
+				c.l.channel[token] = channel
+			}
 			c.l.retried += attempt
 			if c.l.onAccept != nil {
 				c.l.onAccept()

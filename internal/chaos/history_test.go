@@ -29,11 +29,19 @@ import (
 // deletion exactly once.
 func TestHistoryWithBacklog(t *testing.T) { runHistory(t, historyRun{}) }
 
-// TestHistoryPartitionedCluster is TestHistoryWithBacklog in the partitioned layout on a real
-// local 3+3 cluster.
+// TestHistoryChannels is TestHistoryWithBacklog with the public messages spread over 200
+// channels of several id shapes (a few busy, many quiet) and deleted through their channels:
+// every channel's full scans, both ways, return exactly its accepted, undeleted messages once,
+// with the backlog waiting, during the drain and after; each channel's ring holds its newest
+// messages in order; PostgreSQL holds every message once in its channel; the firehose tail
+// gets every message and deletion once.
+func TestHistoryChannels(t *testing.T) { runHistory(t, historyRun{channels: 200}) }
+
+// TestHistoryPartitionedCluster is TestHistoryChannels in the partitioned layout on a real
+// local 3+3 cluster: a named channel lives in one partition.
 func TestHistoryPartitionedCluster(t *testing.T) {
 	testenv.Slow(t, "the cluster suites are slow")
-	runHistory(t, historyRun{cluster: true})
+	runHistory(t, historyRun{cluster: true, channels: 200})
 }
 
 // TestHistoryOnStandby is TestHistoryWithBacklog with ingest's DATABASE_URL on a streaming
@@ -49,6 +57,8 @@ func TestHistoryOnStandby(t *testing.T) {
 
 type historyRun struct {
 	cluster bool
+	// channels, when set, spreads the public messages over this many channels.
+	channels int
 	// standbyDelay, when set, puts ingest's history on a replica this far behind.
 	standbyDelay time.Duration
 }
@@ -84,12 +94,17 @@ func runHistory(t *testing.T, run historyRun) {
 	killOnCleanup(t, in, w)
 	testenv.WaitReady(t, base+"/readyz", 30*time.Second)
 
-	// The tail client, from before the first message on.
-	tailed := newTailClient(t, base+"/v1/messages/stream")
+	// The tail client, from before the first message on: the firehose of every channel.
+	tailURL := base + "/v1/messages/stream"
+	var channels *channelSet
+	if run.channels > 0 {
+		channels, tailURL = newChannelSet(run.channels), base+"/v1/channels/stream?all=true"
+	}
+	tailed := newTailClient(t, tailURL)
 	defer tailed.stop()
 
 	l := newLedger()
-	c := &client{base: base, http: keepAlive(5 * time.Second), l: l}
+	c := &client{base: base, http: keepAlive(5 * time.Second), l: l, channels: channels}
 	var next atomic.Int64
 	sendFor := func(d time.Duration) {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -133,7 +148,11 @@ func runHistory(t *testing.T, run historyRun) {
 			id = pubIDs[len(pubIDs)-1-len(deleted["message"])] // in the ring
 		}
 		if !deleted["message"][id] {
-			deleteOK(t, base, "/v1/messages/", id)
+			path := "/v1/messages/"
+			if channels != nil {
+				path = "/v1/channels/" + l.channel[l.accepted["message"][id]] + "/messages/"
+			}
+			deleteOK(t, base, path, id)
 			deleted["message"][id] = true
 		}
 	}
@@ -152,11 +171,23 @@ func runHistory(t *testing.T, run historyRun) {
 		len(l.accepted["message"]), len(l.accepted["private_message"]), backlog)
 
 	hc := keepAlive(10 * time.Second)
+	byChannel := l.byChannel()
 	scanAll := func(stage string) {
 		for _, backward := range []bool{true, false} {
 			what := fmt.Sprintf("%s, public, backward %t", stage, backward)
-			got := testenv.ScanHistory(t, hc, base, "/v1/messages/history", backward, 200)
-			checkHistory(t, what, got, l, "message", deleted["message"], nil)
+			if channels == nil {
+				got := testenv.ScanHistory(t, hc, base, "/v1/messages/history", backward, 200)
+				checkHistory(t, what, got, l, "message", deleted["message"], nil)
+			}
+			for _, ch := range channels.list() {
+				got := testenv.ScanHistory(t, hc, base, "/v1/channels/"+ch+"/messages/history", backward, 200)
+				checkHistory(t, what+", channel "+ch, got, l, "message", deleted["message"], byChannel[ch])
+				for _, m := range got {
+					if m.Data.ChannelID != ch {
+						t.Fatalf("%s, channel %s: message %d says channel %q", what, ch, m.CacheID, m.Data.ChannelID)
+					}
+				}
+			}
 			for _, u := range busiest {
 				got := testenv.ScanHistory(t, hc, base, "/v1/users/"+u.name+"/private-messages/history", backward, 200)
 				checkHistory(t, what+", user "+u.name, got, l, "private_message", deleted["private_message"], u.ids)
@@ -197,12 +228,77 @@ func runHistory(t *testing.T, run historyRun) {
 		scanAll("trimmed, replica caught up")
 	}
 
+	if channels != nil {
+		checkChannelRings(t, hc, base, byChannel, deleted["message"], 50)
+		checkChannelRows(t, dsn, l, deleted["message"])
+	}
+
 	// The tail: every public message and every public deletion, once.
 	wantEvents := len(l.accepted["message"]) + len(deleted["message"])
 	testenv.WaitFor(t, "the tail to deliver every event", 30*time.Second, func() bool { return tailed.count() >= wantEvents })
 	tailed.check(t, l, deleted["message"])
 	if strings.Contains(in.logs.String(), "panic") || strings.Contains(w.logs.String(), "CROSSSLOT") {
 		t.Errorf("ingest or worker logs hold a panic or CROSSSLOT:\n%s", tail(in.logs.String()+w.logs.String(), 20))
+	}
+}
+
+// checkChannelRings: each channel's ring holds its newest size accepted messages, minus those
+// deleted, oldest first.
+func checkChannelRings(t *testing.T, hc *http.Client, base string, byChannel map[string][]int64, deleted map[int64]bool, size int) {
+	t.Helper()
+	for ch, ids := range byChannel {
+		res, err := hc.Get(base + "/v1/channels/" + ch + "/messages/recent")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Messages []testenv.HistoryMessage `json:"messages"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&body)
+		drain(res)
+		if err != nil {
+			t.Fatalf("channel %s's ring: %v", ch, err)
+		}
+		var got, want []int64
+		for _, m := range body.Messages {
+			got = append(got, m.CacheID)
+		}
+		for _, id := range ids[max(0, len(ids)-size):] {
+			if !deleted[id] {
+				want = append(want, id)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("channel %s's ring: %v, want %v", ch, got, want)
+		}
+	}
+}
+
+// checkChannelRows: PostgreSQL holds every accepted, undeleted public message once, in its
+// channel, and no deleted one.
+func checkChannelRows(t *testing.T, dsn string, l *ledger, deleted map[int64]bool) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, _ := conn.Query(context.Background(), "SELECT cache_id, channel_id FROM chat_messages")
+	stored := map[int64]string{}
+	var id int64
+	var ch string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &ch}, func() error { stored[id] = ch; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	bad := 0
+	for id, token := range l.accepted["message"] {
+		got, ok := stored[id]
+		if deleted[id] == ok || (ok && got != l.channel[token]) {
+			bad++
+		}
+	}
+	if bad > 0 || len(stored) != len(l.accepted["message"])-len(deleted) {
+		t.Errorf("%d public messages not in PostgreSQL once in their channel; %d rows for %d accepted and %d deleted", bad, len(stored), len(l.accepted["message"]), len(deleted))
 	}
 }
 
