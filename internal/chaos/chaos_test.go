@@ -405,7 +405,8 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 
 	// Load: bounded in time, at most 8 clients.
 	l := newLedger()
-	c := &client{base: base, http: keepAlive(3 * time.Second), l: l}
+	// The public messages go to 50 channels (the checker finds each in its own).
+	c := &client{base: base, http: keepAlive(3 * time.Second), l: l, channels: newChannelSet(50)}
 	loadCtx, stopLoad := context.WithTimeout(context.Background(), duration)
 	defer stopLoad()
 	var load sync.WaitGroup
@@ -590,17 +591,19 @@ func check(t *testing.T, seed uint64, dsn string, vc valkey.Client, l *ledger, f
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
+	// A row reads "token channel": its content without "chaos ", and its channel ('' for a
+	// private one).
 	rows := map[string]map[int64]string{"message": {}, "private_message": {}}
-	for kind, table := range map[string]string{"message": "chat_messages", "private_message": "private_messages"} {
-		r, err := conn.Query(ctx, "SELECT cache_id, content FROM "+table)
+	for kind, query := range map[string]string{"message": "SELECT cache_id, content, channel_id FROM chat_messages", "private_message": "SELECT cache_id, content, '' FROM private_messages"} {
+		r, err := conn.Query(ctx, query)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for r.Next() {
 			var id int64
-			var content string
-			_ = r.Scan(&id, &content)
-			rows[kind][id] = strings.TrimPrefix(content, "chaos ")
+			var content, channel string
+			_ = r.Scan(&id, &content, &channel)
+			rows[kind][id] = strings.TrimPrefix(content, "chaos ") + " " + channel
 		}
 		r.Close()
 	}
@@ -655,9 +658,9 @@ func check(t *testing.T, seed uint64, dsn string, vc valkey.Client, l *ledger, f
 			case !inPG:
 				lost++
 				note("%s %d (%s) is nowhere", kind, id, token)
-			case content != token:
+			case content != token+" "+l.channel[token]:
 				wrongContent++
-				note("%s %d holds %q, want %q", kind, id, content, token)
+				note("%s %d holds %q, want %q (token and channel)", kind, id, content, token+" "+l.channel[token])
 			}
 		}
 		for id, content := range rows[kind] {

@@ -63,6 +63,7 @@ func TestFullValkey(t *testing.T) {
 		case res.StatusCode == http.StatusAccepted:
 			l.mu.Lock()
 			l.accepted["message"][out.CacheID] = token + " " + strings.Repeat("x", 200)
+			l.channel[token+" "+strings.Repeat("x", 200)] = "general"
 			l.mu.Unlock()
 		case res.StatusCode >= 500 && res.StatusCode != http.StatusServiceUnavailable:
 			fivehundreds.Add(1)

@@ -109,7 +109,7 @@ func runSentinel(t *testing.T, o sentinelRun) result {
 	testenv.WaitReady(t, base+"/readyz", 20*time.Second)
 
 	l := newLedger()
-	c := &client{base: base, http: keepAlive(3 * time.Second), l: l}
+	c := &client{base: base, http: keepAlive(3 * time.Second), l: l, channels: newChannelSet(50)}
 	start := time.Now()
 	var killed atomic.Int64 // unix nanos of the kill
 	var firstAfter atomic.Int64
