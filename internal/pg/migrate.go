@@ -102,9 +102,17 @@ func Migrations() ([]Migration, error) {
 // session advisory lock so that replicas starting together never race: the first applies,
 // the others wait and then find nothing to do. It returns how many it applied.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) (int, error) {
+	return MigrateTo(ctx, pool, log, 0)
+}
+
+// MigrateTo is Migrate up to version last (0: all); the benchmarks run migrations one by one.
+func MigrateTo(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, last int) (int, error) {
 	ms, err := Migrations()
 	if err != nil {
 		return 0, err
+	}
+	if last > 0 {
+		ms = ms[:min(last, len(ms))]
 	}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {

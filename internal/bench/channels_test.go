@@ -1,0 +1,111 @@
+//go:build bench
+
+package bench_test
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/testenv"
+)
+
+// channels measures what channels cost: a warm channel ring's memory in Valkey (MEMORY USAGE,
+// at 50 and 500 entries), and migrations 003 (the channel column) and 004 (its index, built
+// CONCURRENTLY) on a table of 1 000 000 rows while a writer inserts one row at a time: how long
+// each took, and the longest INSERT meanwhile (writes must not wait for the index build).
+func (b *bench) channels() {
+	t, ctx := b.t, b.ctx
+	v := testenv.StartValkey(t)
+	c := v.Client(t)
+	keys, _ := keyspace.New("")
+	for _, n := range []int{50, 500} {
+		s, err := lua.New(c, lua.Config{Layout: keys, RecentSize: n, BacklogCap: 1 << 40, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		channel := fmt.Sprintf("team-%d.general", n)
+		for i := range n {
+			m := message.Message{OwnerID: fmt.Sprintf("user%d", i%37), ChannelID: channel, Username: "User", Content: content, CreatedAt: "2026-11-25T10:00:00.123456Z"}
+			if _, err := s.Enqueue(ctx, lua.Message{OwnerID: m.OwnerID, ChannelID: channel, Data: m.JSON()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		bytes, err := c.Do(ctx, c.B().Arbitrary("MEMORY", "USAGE").Keys(keys.ChannelRing(channel)).Args("SAMPLES", "0").Build()).AsInt64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.add(row{Stage: fmt.Sprintf("channels: Valkey memory of a warm ring, %d entries", n), Value: float64(bytes), Unit: "bytes",
+			Detail: fmt.Sprintf("%d B a message (%d B of content); 100 000 warm channels: %.1f GB a copy", bytes/int64(n), len(content), float64(bytes)*100_000/1e9)})
+	}
+
+	dsn := b.newDB()
+	pool, err := pg.Connect(ctx, dsn, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	quiet := slog.New(slog.DiscardHandler)
+	if _, err := pg.MigrateTo(ctx, pool, quiet, 2); err != nil {
+		t.Fatal(err)
+	}
+	rows := sized(1_000_000, 200_000)
+	now := time.Now()
+	if _, err := pool.CopyFrom(ctx, pgx.Identifier{"chat_messages"}, columns, pgx.CopyFromSlice(rows, func(i int) ([]any, error) {
+		return []any{int64(i + 1), fmt.Sprintf("user%d", i%1000), "User", content, now, "1-1"}, nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "VACUUM ANALYZE chat_messages"); err != nil {
+		t.Fatal(err)
+	}
+	// The writer: one INSERT at a time, as a flush worker's small batches are, through both
+	// migrations; the longest one says whether a migration blocked writes.
+	var (
+		stop    atomic.Bool
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		longest time.Duration
+		writes  int
+	)
+	wg.Go(func() {
+		for id := int64(rows + 1); !stop.Load(); id++ {
+			start := time.Now()
+			if _, err := pool.Exec(ctx, "INSERT INTO chat_messages (cache_id, owner_id, username, content, created_at, stream_id) VALUES ($1, 'w', 'W', $2, now(), '1-1')", id, content); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			longest, writes = max(longest, time.Since(start)), writes+1
+			mu.Unlock()
+		}
+	})
+	time.Sleep(500 * time.Millisecond)
+	for _, m := range []struct {
+		version int
+		what    string
+	}{{3, "migration 003: ADD COLUMN channel_id, constant default"}, {4, "migration 004: CREATE INDEX CONCURRENTLY (channel_id, cache_id)"}} {
+		mu.Lock()
+		longest, writes = 0, 0
+		mu.Unlock()
+		start := time.Now()
+		if _, err := pg.MigrateTo(ctx, pool, quiet, m.version); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		mu.Lock()
+		b.add(row{Stage: fmt.Sprintf("channels: %s, %d rows", m.what, rows), Value: float64(took.Milliseconds()), Unit: "ms",
+			Detail: fmt.Sprintf("%d single-row INSERTs meanwhile, the longest %.1f ms", writes, float64(longest.Microseconds())/1000)})
+		mu.Unlock()
+	}
+	stop.Store(true)
+	wg.Wait()
+}
