@@ -640,3 +640,30 @@ func rowIDs(t *testing.T, b *testBundle, table string) []int64 {
 	}
 	return ids
 }
+
+// TestEntriesFromBeforeChannels: a worker upgraded before ingest (the rolling upgrade's order)
+// takes entries written by an ingest from before channels — no channel_id anywhere — into its
+// DEFAULT_CHANNEL, and entries naming a channel into theirs.
+func TestEntriesFromBeforeChannels(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	stream := b.keys.Stream(message.Public)
+	old := `{"cache_id":1,"data":{"owner_id":"a","username":"A","content":"old","created_at":"2026-11-25T10:00:00Z"}}`
+	named := `{"cache_id":2,"data":{"owner_id":"a","channel_id":"Org:Room~1","username":"A","content":"new","created_at":"2026-11-25T10:00:00Z"}}`
+	testenv.Do(t, b.client, "XADD", stream, "*", "cache_id", "1", "kind", "message", "payload", old)
+	testenv.Do(t, b.client, "XADD", stream, "*", "cache_id", "2", "kind", "message", "payload", named)
+	cfg := b.config("w1")
+	cfg.DefaultChannel = "lobby"
+	b.start(t, cfg)
+	testenv.WaitFor(t, "rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 2 })
+	got := map[int64]string{}
+	rows, _ := b.pool.Query(context.Background(), "SELECT cache_id, channel_id FROM chat_messages")
+	var id int64
+	var ch string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &ch}, func() error { got[id] = ch; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got[1] != "lobby" || got[2] != "Org:Room~1" {
+		t.Errorf("channels of the rows: %v, want 1 in lobby (the default), 2 in Org:Room~1", got)
+	}
+}
