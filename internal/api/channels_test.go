@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -237,5 +238,37 @@ func TestChannelStreams(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHistoryWithEntriesFromBeforeTheIndexes: a stream holding entries written before the
+// backlog indexes existed (an ingest from before channels, or the list-based cache's mirror)
+// is scanned for them; history holds those and the indexed ones after them, once, in order, in
+// either direction, until the old ones are flushed.
+func TestHistoryWithEntriesFromBeforeTheIndexes(t *testing.T) {
+	t.Parallel()
+	b := setupRead(t, testenv.Postgres(t), 50, 10)
+	stream := b.keys.Stream(message.Public)
+	var want []int64
+	for id := int64(1); id <= 3; id++ { // as an ingest from before channels wrote them
+		payload := fmt.Sprintf(`{"cache_id":%d,"data":{"owner_id":"old","username":"","content":"old %d","created_at":"2026-11-25T10:00:00Z"}}`, id, id)
+		testenv.Do(t, b.client, "XADD", stream, "*", "cache_id", strconv.FormatInt(id, 10), "kind", "message", "payload", payload)
+		testenv.Do(t, b.client, "SET", "cache_message_id", strconv.FormatInt(id, 10))
+		want = append(want, id)
+	}
+	for i := range 3 {
+		r := b.post(t, "/v1/messages", fmt.Sprintf(`{"owner_id":"new","content":"new %d"}`, i))
+		wantStatus(t, r, http.StatusAccepted)
+		want = append(want, int64(r.body["cache_id"].(float64)))
+	}
+	testenv.Do(t, b.client, "DEL", "recent_messages") // the ring alone would answer
+	for _, backward := range []bool{true, false} {
+		var got []int64
+		for _, m := range testenv.ScanHistory(t, http.DefaultClient, b.url, "/v1/messages/history", backward, 2) {
+			got = append(got, m.CacheID)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("backward %t: %v, want %v", backward, got, want)
+		}
 	}
 }

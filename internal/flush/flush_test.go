@@ -667,3 +667,37 @@ func TestEntriesFromBeforeChannels(t *testing.T) {
 		t.Errorf("channels of the rows: %v, want 1 in lobby (the default), 2 in Org:Room~1", got)
 	}
 }
+
+// TestFlushedLeaveTheIndexes: once a batch is written, its messages leave their timelines'
+// backlog indexes (history then finds them in PostgreSQL), the public ones their channel's and
+// the private ones both users'.
+func TestFlushedLeaveTheIndexes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.enqueue(t, message.Public, 40)
+	b.enqueue(t, message.Private, 40)
+	pub, priv := b.keys.Stream(message.Public), b.keys.Stream(message.Private)
+	indexes := []string{keyspace.BacklogIndex(pub, message.PublicTimeline), keyspace.BacklogIndex(priv, message.PrivateTimeline("r"))}
+	for u := range 7 {
+		indexes = append(indexes, keyspace.BacklogIndex(priv, message.PrivateTimeline(fmt.Sprintf("u%d", u))))
+	}
+	card := func() (n int64) {
+		for _, ix := range indexes {
+			c, _ := testenv.Do(t, b.client, "ZCARD", ix).AsInt64()
+			n += c
+		}
+		return n
+	}
+	if n := card(); n != 40+40*2 {
+		t.Fatalf("the indexes hold %d members before the flush, want 120", n)
+	}
+	for _, kind := range message.Kinds {
+		cfg := b.config("w1")
+		cfg.Kind, cfg.ForgetFunc = kind, b.scripts.ForgetPrivate
+		b.start(t, cfg)
+	}
+	testenv.WaitFor(t, "the indexes to empty", 10*time.Second, func() bool { return card() == 0 })
+	if total, _ := b.rows(t, "chat_messages"); total != 40 {
+		t.Errorf("%d public rows, want 40", total)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chatpipe/chatpipe/internal/backoff"
+	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/streams"
@@ -81,6 +82,7 @@ func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) erro
 	if co.cfg.ForgetFunc != nil {
 		co.forget(ctx, recs, res)
 	}
+	co.unindex(ctx, recs)
 	deadIDs := make(map[string]bool, len(dead))
 	for _, d := range dead {
 		deadIDs[d.e.ID] = true
@@ -120,6 +122,26 @@ func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) erro
 	co.m.batchSize.WithLabelValues(co.kind).Observe(float64(len(es)))
 	co.m.flushDuration.WithLabelValues(co.kind).Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// unindex removes the batch's messages — written, tombstoned or dead-lettered, all now out of
+// the backlog — from their timelines' backlog indexes, after the commit and before the ack:
+// history then finds them in PostgreSQL. A failure only leaves members that history removes
+// when it meets them trimmed; it does not hold the ack.
+func (co *Consumer) unindex(ctx context.Context, recs []message.Record) {
+	sets := map[string][]string{}
+	for i := range recs {
+		if recs[i].Op != message.OpPost {
+			continue
+		}
+		for _, tl := range recs[i].Timelines(co.cfg.Kind) {
+			key := keyspace.BacklogIndex(co.stream, tl)
+			sets[key] = append(sets[key], recs[i].StreamID)
+		}
+	}
+	if err := co.g.Unindex(ctx, sets); err != nil {
+		co.log.WarnContext(ctx, "could not clear flushed entries from the backlog indexes; history clears them as it meets them", "err", err)
+	}
 }
 
 // persist writes recs, retrying transient errors with capped, jittered exponential backoff

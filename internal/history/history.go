@@ -294,18 +294,22 @@ func (r *Reader) fromRings(ctx context.Context, q Query, shards []keyspace.Shard
 	return p, true, nil
 }
 
-// fromStreams reads every shard's flush stream for the page: at most Limit+1 matching messages
-// a shard (a private history filters the shared stream by user, scanning chunk by chunk), and
-// the pending deletions, which it applies. It returns the pending deletions for PostgreSQL too.
+// fromStreams reads every shard's flush stream for the page: at most Limit+1 of the timeline's
+// messages a shard, named by its backlog index (so a quiet channel's page reads its own few
+// entries, not everyone's backlog), and the pending deletions, which it applies. A stream that
+// still holds entries from before its indexes is scanned instead (chunk by chunk, filtered by
+// timeline). It returns the pending deletions for PostgreSQL too.
 func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Shard) ([]int64, []item, error) {
 	chunk := q.Limit + 1
-	if q.Timeline.Kind == message.Private {
-		chunk = 1000 // a user's messages are a few of the shared stream's
+	if q.Timeline.Kind == message.Private || len(shards) == 1 {
+		chunk = 1000 // a scan: the timeline's messages are a few of the stream's
 	}
 	type state struct {
-		resume string
-		found  []message.Record
-		done   bool
+		resume   string
+		found    []message.Record
+		done     bool
+		unindexd bool  // scan: the stream holds entries from before its indexes
+		ixCursor int64 // where the next index read goes on (0: at the query's cursor)
 	}
 	st := make([]state, len(shards))
 	pendingSet := map[int64]bool{}
@@ -319,8 +323,15 @@ func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Sha
 			if st[i].done {
 				continue
 			}
-			qs = append(qs, streams.BacklogQuery{Stream: s.Stream, PendingDeletes: s.PendingDeletes, Before: q.Before,
-				Cursor: q.Cursor, Resume: st[i].resume, Max: chunk, WithPending: first})
+			bq := streams.BacklogQuery{Stream: s.Stream, PendingDeletes: s.PendingDeletes, Before: q.Before,
+				Cursor: q.Cursor, Resume: st[i].resume, Max: chunk, WithPending: first}
+			if !st[i].unindexd {
+				bq.Index, bq.IndexedSince, bq.Max = keyspace.BacklogIndex(s.Stream, q.Timeline), keyspace.IndexedSince(s.Stream), q.Limit+1
+				if st[i].ixCursor != 0 {
+					bq.Cursor = st[i].ixCursor
+				}
+			}
+			qs = append(qs, bq)
 			idx = append(idx, i)
 		}
 		if len(qs) == 0 {
@@ -353,8 +364,20 @@ func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Sha
 				}
 				s.found = append(s.found, rec)
 			}
-			s.resume = bp.Next
-			s.done = bp.Next == "" || len(s.found) > q.Limit
+			switch {
+			case bp.Unindexed:
+				s.unindexd = true // scanned from the next round on
+			case qs[j].Index != "":
+				// Some of what the index named may be deleted: read on until Limit+1 are found
+				// or the index has no more.
+				s.done = len(bp.Entries) < qs[j].Max || len(s.found) > q.Limit
+				if n := len(bp.Entries); n > 0 {
+					s.ixCursor = bp.Entries[n-1].CacheID
+				}
+			default:
+				s.resume = bp.Next
+				s.done = bp.Next == "" || len(s.found) > q.Limit
+			}
 		}
 		first = false
 	}

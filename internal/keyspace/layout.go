@@ -36,6 +36,8 @@ type Layout interface {
 	Single() Keys
 	// Partitioned is the partitioned builder, when the layout is one.
 	Partitioned() (Partitioned, bool)
+	// DefaultChannel is the channel of public messages that name none.
+	DefaultChannel() string
 	// FlushStreams lists every flush stream the workers consume.
 	FlushStreams() []FlushStream
 	// QueueMonitorLease is the key of the queue monitor's lease.
@@ -68,6 +70,21 @@ func NewLayout(name, prefix string, partitions int, channel string) (Layout, err
 	}
 	return nil, fmt.Errorf("layout %q is not single or partitioned", name)
 }
+
+// BacklogIndex is the backlog index of timeline tl among the entries of stream: a sorted set
+// in the stream's slot (its name begins with the stream's, hash tag and all), score the cache
+// id, member the stream entry id, of the timeline's messages the workers have not flushed yet.
+// History reads a timeline's backlog from it, not from the whole stream.
+func BacklogIndex(stream string, tl message.Timeline) string {
+	if tl.Kind == message.Private {
+		return stream + ":ix:u:" + tl.User
+	}
+	return stream + ":ix:c:" + tl.Channel
+}
+
+// IndexedSince is the key holding the stream id of the first entry of stream written with its
+// backlog indexes: the entries before it (written before the indexes existed) are scanned.
+func IndexedSince(stream string) string { return stream + ":ix_since" }
 
 // Route is where one message's keys are: its flush stream and what sits beside it (dead
 // letters, pending deletions, the id counter it took its id from) and, for a public message,
@@ -103,6 +120,12 @@ func (k Keys) RouteOf(kind message.Kind, channel string, _ int64) (Route, bool) 
 
 // Record: the single layout records nothing.
 func (k Keys) Record() (string, string) { return "", "" }
+
+// DefaultChannel is the channel of public messages that name none.
+func (k Keys) DefaultChannel() string { return defaultChannel(k.def) }
+
+// DefaultChannel is the channel of public messages that name none.
+func (k Partitioned) DefaultChannel() string { return defaultChannel(k.def) }
 
 // Single is the layout itself.
 func (k Keys) Single() Keys { return k }

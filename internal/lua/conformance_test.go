@@ -151,6 +151,50 @@ func TestStoreConformance(t *testing.T) {
 				return true
 			})
 		}},
+		{"backlog indexes name each timeline's messages", lua.Config{}, func(t *testing.T, s store) {
+			a1 := s.send(t, withChannel(pub("alice", "1"), "team-42.general"))
+			a2 := s.send(t, withChannel(pub("bob", "2"), "team-42.general"))
+			s.send(t, withChannel(pub("bob", "3"), "Org:Room~1"))
+			s.send(t, pub("carol", "4")) // the default channel
+			s.send(t, priv("ann", "bob", "psst"))
+			s.send(t, priv("carol", "carol", "note"))
+			for _, c := range []struct {
+				tl   message.Timeline
+				via  [3]string // a message of the timeline: kind's owner, recipient, channel
+				want int64
+			}{
+				{message.ChannelTimeline("team-42.general"), [3]string{"alice", "", "team-42.general"}, 2},
+				{message.ChannelTimeline("Org:Room~1"), [3]string{"bob", "", "Org:Room~1"}, 1},
+				{message.ChannelTimeline(s.layout.DefaultChannel()), [3]string{"carol", "", ""}, 1},
+				{message.PrivateTimeline("ann"), [3]string{"ann", "bob", ""}, 1},
+				{message.PrivateTimeline("bob"), [3]string{"ann", "bob", ""}, 1},
+				{message.PrivateTimeline("carol"), [3]string{"carol", "carol", ""}, 1},
+			} {
+				kind := message.Public
+				if c.tl.Kind == message.Private {
+					kind = message.Private
+				}
+				stream := s.layout.Route(kind, c.via[0], c.via[1], c.via[2]).Stream
+				if n, _ := testenv.Do(t, s.c, "ZCARD", keyspace.BacklogIndex(stream, c.tl)).AsInt64(); n != c.want {
+					t.Errorf("%+v's backlog index holds %d, want %d", c.tl, n, c.want)
+				}
+			}
+			// Scored by cache id, named by stream id.
+			stream := s.layout.Route(message.Public, "alice", "", "team-42.general").Stream
+			ix := keyspace.BacklogIndex(stream, message.ChannelTimeline("team-42.general"))
+			for _, id := range []int64{a1.CacheID, a2.CacheID} {
+				v := strconv.FormatInt(id, 10)
+				if n, _ := testenv.Do(t, s.c, "ZCOUNT", ix, v, v).AsInt64(); n != 1 {
+					t.Errorf("the channel's index has %d members scored %d, want 1", n, id)
+				}
+			}
+			members, _ := testenv.Do(t, s.c, "ZRANGE", ix, "0", "-1").AsStrSlice()
+			for _, sid := range members {
+				if xs, _ := testenv.Do(t, s.c, "XRANGE", stream, sid, sid).AsXRange(); len(xs) != 1 {
+					t.Errorf("index member %q names no entry of the stream", sid)
+				}
+			}
+		}},
 		{"a channel's ring holds its messages only", lua.Config{}, func(t *testing.T, s store) {
 			a1 := s.send(t, withChannel(pub("alice", "1"), "team-42.general")).CacheID
 			b1 := s.send(t, withChannel(pub("bob", "1"), "Org:Room~1")).CacheID

@@ -1,6 +1,7 @@
 package lua
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
@@ -24,6 +26,18 @@ type Message struct {
 	ClientMsgID string
 	// Data is the message as a JSON object; it becomes the ring entry's "data".
 	Data []byte
+}
+
+// timelines are the timelines m belongs to: its channel (channel "" is def), or its two users
+// (one for a self-DM).
+func (m *Message) timelines(kind message.Kind, def string) []message.Timeline {
+	switch {
+	case kind == message.Public:
+		return []message.Timeline{message.ChannelTimeline(cmp.Or(m.ChannelID, def))}
+	case m.RecipientID == m.OwnerID || m.RecipientID == "":
+		return []message.Timeline{message.PrivateTimeline(m.OwnerID)}
+	}
+	return []message.Timeline{message.PrivateTimeline(m.OwnerID), message.PrivateTimeline(m.RecipientID)}
 }
 
 // Kind is the message's kind: private when it has a recipient (message.Validate allows one on
@@ -213,10 +227,12 @@ func (s *Scripts) enqueueCall(kind message.Kind, msgs []Message) Call {
 		}
 		users[i] = u
 	}
-	meta := make([]int, 1, 1+4*len(msgs))
+	meta := make([]int, 2, 2+6*len(msgs))
 	meta[0] = (len(keys.names) - 3) / 2
+	meta[1] = keys.add(keyspace.IndexedSince(r.Stream))
 	for i, m := range msgs {
 		client, first, second := 0, 0, 0
+		var ix [2]int
 		if m.ClientMsgID != "" {
 			client = keys.add(k.ClientMsg(r, m.OwnerID, m.ClientMsgID))
 		}
@@ -225,7 +241,10 @@ func (s *Scripts) enqueueCall(kind message.Kind, msgs []Message) Call {
 		} else {
 			first = keys.add(k.ChannelRing(m.ChannelID))
 		}
-		meta = append(meta, users[i], client, first, second)
+		for j, tl := range m.timelines(kind, k.DefaultChannel()) {
+			ix[j] = keys.add(keyspace.BacklogIndex(r.Stream, tl))
+		}
+		meta = append(meta, users[i], client, first, second, ix[0], ix[1])
 	}
 	args := make([]string, 0, len(s.staticArgs[kind])+1+len(msgs))
 	args = append(args, s.staticArgs[kind]...)

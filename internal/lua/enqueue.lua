@@ -14,10 +14,11 @@
 -- ARGV[8] "1" when a WAIT follows (a retry then writes, see below)
 -- ARGV[9] "1" for clock-floored ids (see below)
 -- ARGV[10] ring idle TTL (ms; 0: never)
--- ARGV[11] KEYS indexes, as one msgpack array: the number of users, then four per message: the
---   index of its user's fixed-window counter; of its client_msg_id record (false: none); of its
---   first ring; of its second ring (false: none, or the same as the first for a self-DM, which is
---   stored once). One cmsgpack.unpack instead of four tonumber calls per message: a tonumber
+-- ARGV[11] KEYS indexes, as one msgpack array: the number of users, the stream's indexed-since
+--   key, then six per message: the index of its user's fixed-window counter; of its
+--   client_msg_id record (false: none); of its first ring; of its second ring (false: none, or
+--   the same as the first for a self-DM, which is stored once); of its timelines' backlog
+--   indexes, likewise. One cmsgpack.unpack instead of six tonumber calls per message: a tonumber
 --   of a string runs strtod twice, which was a twentieth of the script's instructions.
 -- ARGV[12..] the messages' JSON, in order
 -- Returns two values per message, in order: 0, id (accepted); 1, id (retry of an accepted
@@ -56,8 +57,9 @@ local check, take = rl.check, rl.take
 local durable_retry = ARGV[8] == '1'
 local limiters, rings, ring_order = {}, {}, {}
 local out, n = {}, 0
+local since = KEYS[meta[2]]
 for i = 12, #ARGV do
-  local m = 4 * (i - 12) + 2
+  local m = 6 * (i - 12) + 3
   local u, c = meta[m], meta[m + 1]
   local prev
   if c then prev = known(KEYS[c], client_ttl, durable_retry) end
@@ -82,7 +84,8 @@ for i = 12, #ARGV do
       value = last
       local id = format('%d', last)
       local entry = envelope(id, ARGV[i])
-      add_message(KEYS[3], id, kind, entry)
+      local x2 = meta[m + 5]
+      add_message(KEYS[3], id, kind, entry, KEYS[meta[m + 4]], x2 and KEYS[x2], since)
       local r1, r2 = meta[m + 2], meta[m + 3]
       local ring = rings[r1]
       if not ring then ring = {}; rings[r1] = ring; ring_order[#ring_order + 1] = r1 end

@@ -9,9 +9,20 @@ local function envelope(id, data)
 end
 
 -- add_message appends a message of kind (message or private_message) to stream; payload is its
--- ring entry ('' and an unreadable id are kept as they are: the worker dead-letters them).
-local function add_message(stream, id, kind, payload)
-  return redis.call('XADD', stream, '*', 'cache_id', id, 'kind', kind, 'payload', payload)
+-- ring entry ('' and an unreadable id are kept as they are: the worker dead-letters them). ix1
+-- and ix2, when given, are the backlog indexes of its timelines (its channel's, or its two
+-- users'): history reads a timeline's entries from them instead of the whole stream, and the
+-- workers remove an entry from them once it is flushed. since is the key recording the first
+-- indexed entry of the stream: entries before it are found by a scan.
+local function add_message(stream, id, kind, payload, ix1, ix2, since)
+  local sid = redis.call('XADD', stream, '*', 'cache_id', id, 'kind', kind, 'payload', payload)
+  if ix1 then
+    local score = tonumber(id) or 0
+    redis.call('ZADD', ix1, score, sid)
+    if ix2 and ix2 ~= ix1 then redis.call('ZADD', ix2, score, sid) end
+    redis.call('SET', since, sid, 'NX')
+  end
+  return sid
 end
 
 -- add_deletion appends the deletion of message id to stream; owner and recipient name a private

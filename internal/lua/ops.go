@@ -7,6 +7,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
@@ -85,8 +86,11 @@ func deleteResult(r valkey.ValkeyResult) error {
 func (s *Scripts) Mirror(ctx context.Context, kind message.Kind) (moved, left int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	keys := []string{s.keys.LegacyFlushList(kind), s.keys.Stream(kind)}
-	args := []string{strconv.Itoa(s.cfg.MirrorChunk), kind.String(), strconv.FormatInt(s.cfg.BacklogCap, 10)}
+	stream := s.keys.Stream(kind)
+	keys := []string{s.keys.LegacyFlushList(kind), stream, keyspace.IndexedSince(stream)}
+	// The list-based cache has one room: its public messages are the default channel's.
+	args := []string{strconv.Itoa(s.cfg.MirrorChunk), kind.String(), strconv.FormatInt(s.cfg.BacklogCap, 10),
+		keyspace.BacklogIndex(stream, message.ChannelTimeline(s.keys.DefaultChannel())), keyspace.BacklogIndex(stream, message.PrivateTimeline(""))}
 	v, err := s.mirror.Exec(ctx, s.c, keys, args).AsIntSlice()
 	if err != nil {
 		return 0, 0, classify(err)

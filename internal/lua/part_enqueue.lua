@@ -5,11 +5,13 @@
 -- trimmed once. The rate limit was taken before, on each user's slot (part_ratelimit.lua).
 -- KEYS[1] partition sequence  KEYS[2] flush stream  KEYS[3] public ring shard, or the stream
 --   again for private messages (whose rings are on their users' slots)
--- KEYS[4..] client_msg_id records, each once
+-- KEYS[4..] client_msg_id records and backlog indexes, each once, and the indexed-since key
 -- ARGV[1] ring size  ARGV[2] backlog cap  ARGV[3] client id TTL (s)  ARGV[4] entry kind
 -- ARGV[5] partition  ARGV[6] "1" when a WAIT follows (a retry then writes, so that the WAIT
 --   covers the first write)
--- ARGV[7] per message the KEYS index of its client_msg_id record (false: none), as a msgpack array
+-- ARGV[7] KEYS indexes, as a msgpack array: the indexed-since key's, then three per message: its
+--   client_msg_id record's (false: none) and its timelines' backlog indexes' (the second false
+--   for a public message or a self-DM)
 -- ARGV[8] ring idle TTL (ms; 0: never)
 -- ARGV[9..] the messages' JSON, in order
 -- Returns two values per message, in order: 0, id (accepted); 1, id (retry of an accepted
@@ -29,9 +31,11 @@ local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 if n < floor - 1 then n = floor - 1 end
 local first = n
 local ring, out = {}, {}
-local clients = cmsgpack.unpack(ARGV[7])
+local meta = cmsgpack.unpack(ARGV[7])
+local since = KEYS[meta[1]]
 for i = 9, #ARGV do
-  local c = clients[i - 8]
+  local m = 3 * (i - 9) + 2
+  local c = meta[m]
   local prev
   if c then prev = known(KEYS[c], client_ttl, ARGV[6] == '1') end
   if prev then
@@ -43,7 +47,8 @@ for i = 9, #ARGV do
     n = n + 1
     local id = string.format('%d', 4503599627370496 + n * 64 + part)
     local entry = envelope(id, ARGV[i])
-    add_message(KEYS[2], id, kind, entry)
+    local x2 = meta[m + 2]
+    add_message(KEYS[2], id, kind, entry, KEYS[meta[m + 1]], x2 and KEYS[x2], since)
     ring[#ring + 1] = entry
     if c then
       redis.call('SET', KEYS[c], id, 'NX', 'EX', client_ttl)

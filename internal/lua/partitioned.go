@@ -312,16 +312,23 @@ func (p *Partitioned) enqueueCall(kind message.Kind, r keyspace.Route, msgs []Me
 		ring = r.Stream // private rings are on their users' slots
 	}
 	keys := &keyList{names: []string{r.Counter, r.Stream, ring}, index: map[string]int{}}
-	clients := make([]int, len(msgs))
-	for j, m := range msgs {
+	meta := make([]int, 1, 1+3*len(msgs))
+	meta[0] = keys.add(keyspace.IndexedSince(r.Stream))
+	for _, m := range msgs {
+		var client int
 		if m.ClientMsgID != "" {
-			clients[j] = keys.add(p.keys.ClientMsg(r, m.OwnerID, m.ClientMsgID))
+			client = keys.add(p.keys.ClientMsg(r, m.OwnerID, m.ClientMsgID))
 		}
+		var ix [2]int
+		for j, tl := range m.timelines(kind, p.keys.DefaultChannel()) {
+			ix[j] = keys.add(keyspace.BacklogIndex(r.Stream, tl))
+		}
+		meta = append(meta, client, ix[0], ix[1])
 	}
 	args := make([]string, 0, 8+len(msgs))
 	args = append(args, strconv.Itoa(p.cfg.RecentSize), strconv.FormatInt(p.cfg.BacklogCap, 10),
 		strconv.FormatInt(int64(p.cfg.ClientMsgTTL/time.Second), 10), kind.String(), r.Partition,
-		flag(p.cfg.Durability != DurableNone), string(msgpackInts(clients)), strconv.FormatInt(p.cfg.RingTTL.Milliseconds(), 10))
+		flag(p.cfg.Durability != DurableNone), string(msgpackInts(meta)), strconv.FormatInt(p.cfg.RingTTL.Milliseconds(), 10))
 	for _, m := range msgs {
 		args = append(args, string(m.Data))
 	}

@@ -45,6 +45,19 @@ var PublicTimeline = ChannelTimeline(DefaultChannel)
 // PrivateTimeline is user's private messages.
 func PrivateTimeline(user string) Timeline { return Timeline{Kind: Private, User: user} }
 
+// Timelines are the timelines a message of kind belongs to: its channel's, or its users' (one
+// for a self-DM).
+func (r *Record) Timelines(kind Kind) []Timeline {
+	m := &r.Message
+	switch {
+	case kind == Public:
+		return []Timeline{ChannelTimeline(m.ChannelID)}
+	case m.RecipientID == "" || m.RecipientID == m.OwnerID:
+		return []Timeline{PrivateTimeline(m.OwnerID)}
+	}
+	return []Timeline{PrivateTimeline(m.OwnerID), PrivateTimeline(m.RecipientID)}
+}
+
 // Name is the timeline's channel, or its user.
 func (t Timeline) Name() string {
 	if t.Kind == Private {

@@ -16,6 +16,11 @@ var backlogSrc string
 
 var backlogScript = lua.NewScript("backlog", backlogSrc)
 
+//go:embed indexed.lua
+var indexedSrc string
+
+var indexedScript = lua.NewScript("indexed", indexedSrc)
+
 // BacklogQuery asks one flush stream for its messages on one side of a cache id.
 type BacklogQuery struct {
 	// Stream and PendingDeletes are the stream's key and its pending deletions' key.
@@ -30,6 +35,11 @@ type BacklogQuery struct {
 	Max int
 	// WithPending asks for the pending deletions too.
 	WithPending bool
+	// Index and IndexedSince, when set, read the messages named by the backlog index Index (of
+	// one timeline) instead of scanning the stream: up to Max of them, in one call (Next is "").
+	// When the stream holds entries from before its indexes, the page says Unindexed and holds
+	// no entries: scan instead.
+	Index, IndexedSince string
 }
 
 // BacklogEntry is a message entry of a flush stream.
@@ -53,36 +63,113 @@ type BacklogPage struct {
 	Pending []int64
 	// Entries are the messages in range, in scan order.
 	Entries []BacklogEntry
+	// Unindexed: the stream holds entries older than its indexes (Index queries).
+	Unindexed bool
 }
 
 // ReadBacklogs runs the queries in one pipelined round trip (on a cluster, each at its stream's
 // node at once), results in order. Entries trimmed meanwhile were acked, so are in PostgreSQL:
 // a reader that reads the backlog before PostgreSQL misses nothing.
 func ReadBacklogs(ctx context.Context, c valkey.Client, qs []BacklogQuery) ([]BacklogPage, error) {
-	calls := make([]lua.Call, len(qs))
-	for i, q := range qs {
-		dir, cur := "f", strconv.FormatInt(q.Cursor, 10)
-		if q.Before {
-			dir = "b"
-			if q.Cursor == 0 {
-				cur = ""
-			}
-		}
-		wp := "0"
-		if q.WithPending {
-			wp = "1"
-		}
-		calls[i] = lua.Call{Keys: []string{q.Stream, q.PendingDeletes}, Args: []string{dir, cur, q.Resume, strconv.Itoa(max(q.Max, 1)), wp}}
-	}
 	out := make([]BacklogPage, len(qs))
-	for i, r := range backlogScript.ExecMulti(ctx, c, calls) {
-		p, err := parseBacklog(r)
-		if err != nil {
-			return nil, fmt.Errorf("reading the backlog of %s: %w", qs[i].Stream, err)
+	var scans, indexed []int
+	for i, q := range qs {
+		if q.Index != "" {
+			indexed = append(indexed, i)
+		} else {
+			scans = append(scans, i)
 		}
-		out[i] = p
+	}
+	if err := readScans(ctx, c, qs, scans, out); err != nil {
+		return nil, err
+	}
+	if err := readIndexed(ctx, c, qs, indexed, out); err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// args are a query's direction, cursor, and pending flag as the scripts take them.
+func (q BacklogQuery) args() (dir, cur, wp string) {
+	dir, cur, wp = "f", strconv.FormatInt(q.Cursor, 10), "0"
+	if q.Before {
+		dir = "b"
+		if q.Cursor == 0 {
+			cur = ""
+		}
+	}
+	if q.WithPending {
+		wp = "1"
+	}
+	return dir, cur, wp
+}
+
+// readIndexed runs the index queries qs[at] (indexed.lua), into out.
+func readIndexed(ctx context.Context, c valkey.Client, qs []BacklogQuery, at []int, out []BacklogPage) error {
+	if len(at) == 0 {
+		return nil
+	}
+	calls := make([]lua.Call, len(at))
+	for j, i := range at {
+		q := qs[i]
+		dir, cur, wp := q.args()
+		calls[j] = lua.Call{Keys: []string{q.Stream, q.PendingDeletes, q.Index, q.IndexedSince}, Args: []string{dir, cur, strconv.Itoa(max(q.Max, 1)), wp}}
+	}
+	for j, r := range indexedScript.ExecMulti(ctx, c, calls) {
+		p, err := parseIndexed(r)
+		if err != nil {
+			return fmt.Errorf("reading the backlog index %s: %w", qs[at[j]].Index, err)
+		}
+		out[at[j]] = p
+	}
+	return nil
+}
+
+func parseIndexed(r valkey.ValkeyResult) (BacklogPage, error) {
+	var p BacklogPage
+	v, err := r.ToArray()
+	if err != nil {
+		return p, err
+	}
+	if len(v) != 4 {
+		return p, fmt.Errorf("unexpected reply of %d items", len(v))
+	}
+	p.FirstID, _ = v[0].ToString()
+	unindexed, _ := v[1].AsInt64()
+	p.Unindexed = unindexed == 1
+	pend, _ := v[2].AsStrSlice()
+	for _, s := range pend {
+		if id, err := strconv.ParseInt(s, 10, 64); err == nil {
+			p.Pending = append(p.Pending, id)
+		}
+	}
+	es, err := v[3].ToArray()
+	if err != nil {
+		return p, err
+	}
+	p.Entries, err = parseEntries(es)
+	return p, err
+}
+
+// readScans runs the scanning queries qs[at] (backlog.lua), into out.
+func readScans(ctx context.Context, c valkey.Client, qs []BacklogQuery, at []int, out []BacklogPage) error {
+	if len(at) == 0 {
+		return nil
+	}
+	calls := make([]lua.Call, len(at))
+	for j, i := range at {
+		q := qs[i]
+		dir, cur, wp := q.args()
+		calls[j] = lua.Call{Keys: []string{q.Stream, q.PendingDeletes}, Args: []string{dir, cur, q.Resume, strconv.Itoa(max(q.Max, 1)), wp}}
+	}
+	for j, r := range backlogScript.ExecMulti(ctx, c, calls) {
+		p, err := parseBacklog(r)
+		if err != nil {
+			return fmt.Errorf("reading the backlog of %s: %w", qs[at[j]].Stream, err)
+		}
+		out[at[j]] = p
+	}
+	return nil
 }
 
 func parseBacklog(r valkey.ValkeyResult) (BacklogPage, error) {
@@ -109,6 +196,13 @@ func parseBacklog(r valkey.ValkeyResult) (BacklogPage, error) {
 	if err != nil {
 		return p, err
 	}
+	p.Entries, err = parseEntries(es)
+	return p, err
+}
+
+// parseEntries reads the stream id, cache id, fields, … triples of the scripts' replies.
+func parseEntries(es []valkey.ValkeyMessage) ([]BacklogEntry, error) {
+	var out []BacklogEntry
 	for i := 0; i+2 < len(es); i += 3 {
 		sid, _ := es[i].ToString()
 		raw, _ := es[i+1].ToString()
@@ -118,13 +212,13 @@ func parseBacklog(r valkey.ValkeyResult) (BacklogPage, error) {
 		}
 		fv, err := es[i+2].AsStrSlice()
 		if err != nil {
-			return p, err
+			return nil, err
 		}
 		fields := make(map[string]string, len(fv)/2)
 		for j := 0; j+1 < len(fv); j += 2 {
 			fields[fv[j]] = fv[j+1]
 		}
-		p.Entries = append(p.Entries, BacklogEntry{StreamID: sid, CacheID: id, Fields: fields})
+		out = append(out, BacklogEntry{StreamID: sid, CacheID: id, Fields: fields})
 	}
-	return p, nil
+	return out, nil
 }

@@ -352,6 +352,26 @@ func (g *Group) MoveToDeadLetter(ctx context.Context, dead []Failed, failedAt ti
 	return moved, errs
 }
 
+// Unindex removes entry ids from sorted sets (the backlog indexes beside the stream, in its
+// slot), in one pipelined round trip: sets maps a set's key to the ids to remove.
+func (g *Group) Unindex(ctx context.Context, sets map[string][]string) error {
+	if len(sets) == 0 {
+		return nil
+	}
+	cmds := make(valkey.Commands, 0, len(sets))
+	for key, ids := range sets {
+		cmds = append(cmds, g.c.B().Zrem().Key(key).Member(ids...).Build())
+	}
+	cctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	defer cancel()
+	for _, r := range g.c.DoMulti(cctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("removing flushed entries from the backlog indexes: %w", err)
+		}
+	}
+	return nil
+}
+
 // Trim removes what every group has acked (trim.lua) and returns how many entries went.
 func (g *Group) Trim(ctx context.Context, retain time.Duration) (int64, error) {
 	n, _, err := g.TrimBelow(ctx, retain, "")
