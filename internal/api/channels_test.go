@@ -24,13 +24,20 @@ var channelShapes = []string{"3f2b8c1e-9a4d-4f6e-8b2a-1c3d5e7f9a0b", "1234567890
 // message through another channel's path is 404, through its own 204; bad channel ids are 400
 // naming the channel and write nothing.
 func TestChannels(t *testing.T) {
+	eachLayout(t, func(t *testing.T, layout keyspace.Layout) {
+		testChannels(t, setupReadLayout(t, layout, testenv.Postgres(t), 50, 10))
+	})
+}
+
+// eachLayout runs f on each key layout (on one server), in parallel.
+func eachLayout(t *testing.T, f func(t *testing.T, layout keyspace.Layout)) {
 	t.Parallel()
 	single, _ := keyspace.New("")
 	part, _ := keyspace.NewPartitioned("", keyspace.DefaultPartitions)
 	for _, layout := range []keyspace.Layout{single, part} {
 		t.Run(layout.Name(), func(t *testing.T) {
 			t.Parallel()
-			testChannels(t, setupReadLayout(t, layout, testenv.Postgres(t), 50, 10))
+			f(t, layout)
 		})
 	}
 }
@@ -158,87 +165,81 @@ func testChannels(t *testing.T, b *readBundle) {
 // resumed with Last-Event-ID, gets exactly those channels' messages and deletions once, in
 // order; a firehose connection (?all=true) gets every channel's; bad selections are 400.
 func TestChannelStreams(t *testing.T) {
-	t.Parallel()
-	single, _ := keyspace.New("")
-	part, _ := keyspace.NewPartitioned("", keyspace.DefaultPartitions)
-	for _, layout := range []keyspace.Layout{single, part} {
-		t.Run(layout.Name(), func(t *testing.T) {
-			t.Parallel()
-			b := setupReadLayout(t, layout, "", 50, 10)
-			followed := channelShapes[:3]
-			url := b.url + "/v1/channels/stream?channel=" + strings.Join(followed, "&channel=")
-			s, code := testenv.OpenSSE(t, http.DefaultClient, url, "")
-			fire, fireCode := testenv.OpenSSE(t, http.DefaultClient, b.url+"/v1/channels/stream?all=true", "")
-			if code != http.StatusOK || fireCode != http.StatusOK {
-				t.Fatalf("opening the streams: %d, %d", code, fireCode)
+	eachLayout(t, func(t *testing.T, layout keyspace.Layout) {
+		b := setupReadLayout(t, layout, "", 50, 10)
+		followed := channelShapes[:3]
+		url := b.url + "/v1/channels/stream?channel=" + strings.Join(followed, "&channel=")
+		s, code := testenv.OpenSSE(t, http.DefaultClient, url, "")
+		fire, fireCode := testenv.OpenSSE(t, http.DefaultClient, b.url+"/v1/channels/stream?all=true", "")
+		if code != http.StatusOK || fireCode != http.StatusOK {
+			t.Fatalf("opening the streams: %d, %d", code, fireCode)
+		}
+		var want, wantAll []int64 // cache ids, negative for deletions
+		chOf := map[int64]string{}
+		// perChannel splits events by channel: each channel's order is kept exactly, not the
+		// order across channels (partitions are read one after another when catching up).
+		perChannel := func(ids []int64) map[string][]int64 {
+			out := map[string][]int64{}
+			for _, id := range ids {
+				out[chOf[max(id, -id)]] = append(out[chOf[max(id, -id)]], id)
 			}
-			var want, wantAll []int64 // cache ids, negative for deletions
-			chOf := map[int64]string{}
-			// perChannel splits events by channel: each channel's order is kept exactly, not the
-			// order across channels (partitions are read one after another when catching up).
-			perChannel := func(ids []int64) map[string][]int64 {
-				out := map[string][]int64{}
-				for _, id := range ids {
-					out[chOf[max(id, -id)]] = append(out[chOf[max(id, -id)]], id)
+			return out
+		}
+		send := func(n int) {
+			for i := range n {
+				ch := channelShapes[i%len(channelShapes)]
+				r := b.post(t, "/v1/channels/"+ch+"/messages", fmt.Sprintf(`{"owner_id":"u%d","content":"m%d"}`, i%5, i))
+				wantStatus(t, r, http.StatusAccepted)
+				id := int64(r.body["cache_id"].(float64))
+				chOf[id] = ch
+				wantAll = append(wantAll, id)
+				if slices.Contains(followed, ch) {
+					want = append(want, id)
 				}
-				return out
-			}
-			send := func(n int) {
-				for i := range n {
-					ch := channelShapes[i%len(channelShapes)]
-					r := b.post(t, "/v1/channels/"+ch+"/messages", fmt.Sprintf(`{"owner_id":"u%d","content":"m%d"}`, i%5, i))
-					wantStatus(t, r, http.StatusAccepted)
-					id := int64(r.body["cache_id"].(float64))
-					chOf[id] = ch
-					wantAll = append(wantAll, id)
+				if i%4 == 1 { // delete some, in their channel
+					wantStatus(t, b.do(t, http.MethodDelete, fmt.Sprintf("/v1/channels/%s/messages/%d", ch, id), "", ""), http.StatusNoContent)
+					wantAll = append(wantAll, -id)
 					if slices.Contains(followed, ch) {
-						want = append(want, id)
-					}
-					if i%4 == 1 { // delete some, in their channel
-						wantStatus(t, b.do(t, http.MethodDelete, fmt.Sprintf("/v1/channels/%s/messages/%d", ch, id), "", ""), http.StatusNoContent)
-						wantAll = append(wantAll, -id)
-						if slices.Contains(followed, ch) {
-							want = append(want, -id)
-						}
+						want = append(want, -id)
 					}
 				}
 			}
-			send(12)
-			var got []int64
-			var last string
-			for range want {
-				ev, ok := s.Next()
-				if !ok {
-					t.Fatalf("the stream ended after %d of %d events", len(got), len(want))
-				}
-				id, m := eventID(t, ev)
-				if ch := cmp.Or(m.Data.ChannelID, m.ChannelID); !slices.Contains(followed, ch) {
-					t.Errorf("event %d of channel %q", id, ch)
-				}
-				got, last = append(got, id), ev.ID
+		}
+		send(12)
+		var got []int64
+		var last string
+		for range want {
+			ev, ok := s.Next()
+			if !ok {
+				t.Fatalf("the stream ended after %d of %d events", len(got), len(want))
 			}
-			s.Close()
-			sent := len(want)
-			send(12) // while cut off
-			r, _ := testenv.OpenSSE(t, http.DefaultClient, url, last)
-			more, _ := nextEvents(t, r, len(want)-sent)
-			r.Close()
-			got = append(got, more...)
-			if g, w := perChannel(got), perChannel(want); len(got) != len(want) || !maps.EqualFunc(g, w, slices.Equal) {
-				t.Errorf("followed channels, cut and resumed: %v, want %v", g, w)
+			id, m := eventID(t, ev)
+			if ch := cmp.Or(m.Data.ChannelID, m.ChannelID); !slices.Contains(followed, ch) {
+				t.Errorf("event %d of channel %q", id, ch)
 			}
-			all, _ := nextEvents(t, fire, len(wantAll))
-			fire.Close()
-			if g, w := perChannel(all), perChannel(wantAll); !maps.EqualFunc(g, w, slices.Equal) {
-				t.Errorf("the firehose: %v, want %v", g, w)
+			got, last = append(got, id), ev.ID
+		}
+		s.Close()
+		sent := len(want)
+		send(12) // while cut off
+		r, _ := testenv.OpenSSE(t, http.DefaultClient, url, last)
+		more, _ := nextEvents(t, r, len(want)-sent)
+		r.Close()
+		got = append(got, more...)
+		if g, w := perChannel(got), perChannel(want); len(got) != len(want) || !maps.EqualFunc(g, w, slices.Equal) {
+			t.Errorf("followed channels, cut and resumed: %v, want %v", g, w)
+		}
+		all, _ := nextEvents(t, fire, len(wantAll))
+		fire.Close()
+		if g, w := perChannel(all), perChannel(wantAll); !maps.EqualFunc(g, w, slices.Equal) {
+			t.Errorf("the firehose: %v, want %v", g, w)
+		}
+		for _, q := range []string{"", "?all=1", "?all=true&all=true", "?all=true&channel=a", "?channel=a%2Fb", "?channel=" + strings.Repeat("x&channel=", 128) + "x"} {
+			if r := b.do(t, http.MethodGet, "/v1/channels/stream"+q, "", ""); r.status != http.StatusBadRequest {
+				t.Errorf("stream%s: %d %s, want 400", q, r.status, r.raw)
 			}
-			for _, q := range []string{"", "?all=1", "?all=true&all=true", "?all=true&channel=a", "?channel=a%2Fb", "?channel=" + strings.Repeat("x&channel=", 128) + "x"} {
-				if r := b.do(t, http.MethodGet, "/v1/channels/stream"+q, "", ""); r.status != http.StatusBadRequest {
-					t.Errorf("stream%s: %d %s, want 400", q, r.status, r.raw)
-				}
-			}
-		})
-	}
+		}
+	})
 }
 
 // TestHistoryWithEntriesFromBeforeTheIndexes: a stream holding entries written before the

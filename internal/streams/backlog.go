@@ -67,9 +67,9 @@ type BacklogPage struct {
 	Unindexed bool
 }
 
-// ReadBacklogs runs the queries in one pipelined round trip (on a cluster, each at its stream's
-// node at once), results in order. Entries trimmed meanwhile were acked, so are in PostgreSQL:
-// a reader that reads the backlog before PostgreSQL misses nothing.
+// ReadBacklogs runs the queries in one pipelined round trip a script (on a cluster, each at its
+// stream's node at once), results in order. Entries trimmed meanwhile were acked, so are in
+// PostgreSQL: a reader that reads the backlog before PostgreSQL misses nothing.
 func ReadBacklogs(ctx context.Context, c valkey.Client, qs []BacklogQuery) ([]BacklogPage, error) {
 	out := make([]BacklogPage, len(qs))
 	var scans, indexed []int
@@ -80,10 +80,10 @@ func ReadBacklogs(ctx context.Context, c valkey.Client, qs []BacklogQuery) ([]Ba
 			scans = append(scans, i)
 		}
 	}
-	if err := readScans(ctx, c, qs, scans, out); err != nil {
+	if err := scanning.read(ctx, c, qs, scans, out); err != nil {
 		return nil, err
 	}
-	if err := readIndexed(ctx, c, qs, indexed, out); err != nil {
+	if err := byIndex.read(ctx, c, qs, indexed, out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -104,66 +104,56 @@ func (q BacklogQuery) args() (dir, cur, wp string) {
 	return dir, cur, wp
 }
 
-// readIndexed runs the index queries qs[at] (indexed.lua), into out.
-func readIndexed(ctx context.Context, c valkey.Client, qs []BacklogQuery, at []int, out []BacklogPage) error {
+// reader is a way of reading a backlog: its script, the script's call for a query, and how the
+// first two items of its reply ({…, …, pending, entries}) fill a page.
+type reader struct {
+	script *lua.Script
+	call   func(q BacklogQuery) lua.Call
+	head   func(p *BacklogPage, a, b valkey.ValkeyMessage)
+}
+
+// scanning scans the stream (backlog.lua): {first message {id, cache id}, next, …}.
+var scanning = reader{
+	script: backlogScript,
+	call: func(q BacklogQuery) lua.Call {
+		dir, cur, wp := q.args()
+		return lua.Call{Keys: []string{q.Stream, q.PendingDeletes}, Args: []string{dir, cur, q.Resume, strconv.Itoa(max(q.Max, 1)), wp}}
+	},
+	head: func(p *BacklogPage, a, b valkey.ValkeyMessage) {
+		if first, _ := a.AsStrSlice(); len(first) == 2 {
+			p.FirstID = first[0]
+			p.FirstCacheID, _ = strconv.ParseInt(first[1], 10, 64)
+		}
+		p.Next, _ = b.ToString()
+	},
+}
+
+// byIndex reads a timeline's entries named by its backlog index (indexed.lua): {first entry
+// id, unindexed, …}.
+var byIndex = reader{
+	script: indexedScript,
+	call: func(q BacklogQuery) lua.Call {
+		dir, cur, wp := q.args()
+		return lua.Call{Keys: []string{q.Stream, q.PendingDeletes, q.Index, q.IndexedSince}, Args: []string{dir, cur, strconv.Itoa(max(q.Max, 1)), wp}}
+	},
+	head: func(p *BacklogPage, a, b valkey.ValkeyMessage) {
+		p.FirstID, _ = a.ToString()
+		unindexed, _ := b.AsInt64()
+		p.Unindexed = unindexed == 1
+	},
+}
+
+// read runs the queries qs[at] into out.
+func (rd reader) read(ctx context.Context, c valkey.Client, qs []BacklogQuery, at []int, out []BacklogPage) error {
 	if len(at) == 0 {
 		return nil
 	}
 	calls := make([]lua.Call, len(at))
 	for j, i := range at {
-		q := qs[i]
-		dir, cur, wp := q.args()
-		calls[j] = lua.Call{Keys: []string{q.Stream, q.PendingDeletes, q.Index, q.IndexedSince}, Args: []string{dir, cur, strconv.Itoa(max(q.Max, 1)), wp}}
+		calls[j] = rd.call(qs[i])
 	}
-	for j, r := range indexedScript.ExecMulti(ctx, c, calls) {
-		p, err := parseIndexed(r)
-		if err != nil {
-			return fmt.Errorf("reading the backlog index %s: %w", qs[at[j]].Index, err)
-		}
-		out[at[j]] = p
-	}
-	return nil
-}
-
-func parseIndexed(r valkey.ValkeyResult) (BacklogPage, error) {
-	var p BacklogPage
-	v, err := r.ToArray()
-	if err != nil {
-		return p, err
-	}
-	if len(v) != 4 {
-		return p, fmt.Errorf("unexpected reply of %d items", len(v))
-	}
-	p.FirstID, _ = v[0].ToString()
-	unindexed, _ := v[1].AsInt64()
-	p.Unindexed = unindexed == 1
-	pend, _ := v[2].AsStrSlice()
-	for _, s := range pend {
-		if id, err := strconv.ParseInt(s, 10, 64); err == nil {
-			p.Pending = append(p.Pending, id)
-		}
-	}
-	es, err := v[3].ToArray()
-	if err != nil {
-		return p, err
-	}
-	p.Entries, err = parseEntries(es)
-	return p, err
-}
-
-// readScans runs the scanning queries qs[at] (backlog.lua), into out.
-func readScans(ctx context.Context, c valkey.Client, qs []BacklogQuery, at []int, out []BacklogPage) error {
-	if len(at) == 0 {
-		return nil
-	}
-	calls := make([]lua.Call, len(at))
-	for j, i := range at {
-		q := qs[i]
-		dir, cur, wp := q.args()
-		calls[j] = lua.Call{Keys: []string{q.Stream, q.PendingDeletes}, Args: []string{dir, cur, q.Resume, strconv.Itoa(max(q.Max, 1)), wp}}
-	}
-	for j, r := range backlogScript.ExecMulti(ctx, c, calls) {
-		p, err := parseBacklog(r)
+	for j, r := range rd.script.ExecMulti(ctx, c, calls) {
+		p, err := rd.parse(r)
 		if err != nil {
 			return fmt.Errorf("reading the backlog of %s: %w", qs[at[j]].Stream, err)
 		}
@@ -172,7 +162,7 @@ func readScans(ctx context.Context, c valkey.Client, qs []BacklogQuery, at []int
 	return nil
 }
 
-func parseBacklog(r valkey.ValkeyResult) (BacklogPage, error) {
+func (rd reader) parse(r valkey.ValkeyResult) (BacklogPage, error) {
 	var p BacklogPage
 	v, err := r.ToArray()
 	if err != nil {
@@ -181,11 +171,7 @@ func parseBacklog(r valkey.ValkeyResult) (BacklogPage, error) {
 	if len(v) != 4 {
 		return p, fmt.Errorf("unexpected reply of %d items", len(v))
 	}
-	if first, _ := v[0].AsStrSlice(); len(first) == 2 {
-		p.FirstID = first[0]
-		p.FirstCacheID, _ = strconv.ParseInt(first[1], 10, 64)
-	}
-	p.Next, _ = v[1].ToString()
+	rd.head(&p, v[0], v[1])
 	pend, _ := v[2].AsStrSlice()
 	for _, s := range pend {
 		if id, err := strconv.ParseInt(s, 10, 64); err == nil {
