@@ -38,6 +38,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cs.FlagInt(&cfg.Messages, "messages", 10_000, 1, 100_000_000, "messages to send in all")
 	cs.FlagInt(&cfg.Concurrency, "concurrency", 16, 1, 1024, "concurrent clients")
 	cs.FlagInt(&cfg.Users, "users", 1000, 1, 10_000_000, "distinct senders")
+	cs.FlagInt(&cfg.Channels, "channels", 100, 1, 1_000_000, "channels the public messages go to, skewed (channel k gets about 1/(k+1)); 1: the default channel only")
 	cs.FlagInt(&ratio.private, "private-percent", 30, 0, 100, "share of private messages, in percent")
 	cs.FlagInt(&ratio.invalid, "invalid-percent", 1, 0, 100, "share of invalid messages (empty content), in percent")
 	cs.FlagInt(&ratio.hot, "hot-percent", 5, 0, 100, "share of messages from 5 hot users who go over the rate limit, in percent")

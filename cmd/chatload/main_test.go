@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"--messages", "0"}, {"--messages", "lots"}, {"--messages="}, {"--concurrency", "99999"},
 		{"--private-percent", "101"}, {"--batch", "5000"}, {"--seed", "-1"}, {"extra"},
+		{"--channels", "0"}, {"--channels", "many"}, {"--channels", "2000000"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) { testenv.WantInvalidSetting(t, run, args, nil, "") })
 	}
@@ -63,6 +65,27 @@ func TestCountsAgree(t *testing.T) {
 	priv, _ := testenv.Do(t, c, "XLEN", "chatpipe:flush:private_message").AsInt64()
 	if int64(accepted) != pub+priv || accepted == 0 {
 		t.Fatalf("%d ids accepted, streams hold %d: they must agree", accepted, pub+priv)
+	}
+	// The public messages are spread over channels, skewed: the default channel the busiest.
+	xs, _ := testenv.Do(t, c, "XRANGE", "chatpipe:flush:message", "-", "+").AsXRange()
+	perChannel := map[string]int{}
+	for _, x := range xs {
+		var e struct {
+			Data struct {
+				ChannelID string `json:"channel_id"`
+			} `json:"data"`
+		}
+		_ = json.Unmarshal([]byte(x.FieldValues["payload"]), &e)
+		perChannel[e.Data.ChannelID]++
+	}
+	busiest := ""
+	for ch, n := range perChannel {
+		if n > perChannel[busiest] {
+			busiest = ch
+		}
+	}
+	if len(perChannel) < 20 || busiest != "general" {
+		t.Errorf("public messages over %d channels, the busiest %q: want them spread over many, the default channel the busiest", len(perChannel), busiest)
 	}
 	for _, want := range []string{"sent 2000", "rate_limited", "invalid"} {
 		if !strings.Contains(out.String(), want) {

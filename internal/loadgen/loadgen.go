@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -43,6 +44,10 @@ type Config struct {
 	HotRatio float64
 	// Batch, when above 0, sends public messages through the batch endpoint in batches this big.
 	Batch int
+	// Channels spreads the public messages over this many channels, skewed as chat rooms are (a
+	// few busy, many quiet: channel k gets a share about 1/(k+1)); the busiest is the default
+	// channel. 1: the default channel only. Default 100.
+	Channels int
 	// MaxDuration stops the run early. Default 10m.
 	MaxDuration time.Duration
 	// Seed makes the run repeatable. Default 1.
@@ -88,6 +93,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Users == 0 {
 		c.Users = 1000
+	}
+	if c.Channels == 0 {
+		c.Channels = 100
 	}
 	if c.MaxDuration == 0 {
 		c.MaxDuration = 10 * time.Minute
@@ -181,6 +189,7 @@ type sender struct {
 type msg struct {
 	OwnerID     string `json:"owner_id"`
 	RecipientID string `json:"recipient_id,omitempty"`
+	ChannelID   string `json:"channel_id,omitempty"`
 	Username    string `json:"username"`
 	Content     string `json:"content"`
 }
@@ -208,12 +217,23 @@ func (s *sender) message() msg {
 	return m
 }
 
+// channel picks a public message's channel: "" (the default one) or room-k, with a share about
+// 1/(k+1) for channel k (the harmonic weights' cumulative sum inverted: k ≈ (n+1)^u - 1).
+func (s *sender) channel() string {
+	k := int(math.Pow(float64(s.cfg.Channels+1), s.rng.Float64())) - 1
+	if k <= 0 || s.cfg.Channels <= 1 {
+		return ""
+	}
+	return fmt.Sprintf("room-%d", min(k, s.cfg.Channels-1))
+}
+
 // send sends n messages: one request each, or one batch request when Batch is set.
 func (s *sender) send(ctx context.Context, n int) error {
 	if s.cfg.Batch > 0 {
 		msgs := make([]msg, n)
 		for i := range msgs {
 			msgs[i] = s.message()
+			msgs[i].ChannelID = s.channel()
 		}
 		body, _ := json.Marshal(map[string]any{"messages": msgs})
 		var res struct {
@@ -240,6 +260,8 @@ func (s *sender) send(ctx context.Context, n int) error {
 	if s.rng.Float64() < s.cfg.PrivateRatio {
 		m.RecipientID = fmt.Sprintf("user%d", s.rng.IntN(s.cfg.Users))
 		path, kind = "/v1/private-messages", "private_message"
+	} else if ch := s.channel(); ch != "" {
+		path = "/v1/channels/" + ch + "/messages"
 	}
 	body, _ := json.Marshal(m)
 	var r result
