@@ -5,7 +5,10 @@ package bench_test
 import (
 	"fmt"
 	"log/slog"
+	"math"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +54,7 @@ func (b *bench) channels() {
 	}
 
 	b.quietPages(c, keys)
+	b.manyChannels()
 
 	dsn := b.newDB()
 	pool, err := pg.Connect(ctx, dsn, 8)
@@ -190,5 +194,56 @@ func (b *bench) quietPages(c valkey.Client, keys keyspace.Keys) {
 		met := p99 <= 25*time.Millisecond
 		b.add(row{Stage: fmt.Sprintf("channels: history page (limit 50) of %s, %d others' entries waiting", what, backlog), Value: float64(p99.Microseconds()) / 1000, Unit: "ms p99",
 			Target: "≤ 25 ms", Met: &met, Detail: fmt.Sprintf("%s; %.0f pages/s at 8 clients", latencies(lat), rate)})
+	}
+}
+
+// skewed is message i's channel among n: channel k with a share about 1/(k+1) (the harmonic
+// weights' cumulative sum inverted), by a hash of i so that a run is the same every time.
+func skewed(i, n int) string {
+	u := float64(uint64(i)*0x9E3779B97F4A7C15%1_000_003) / 1_000_003
+	k := min(int(math.Pow(float64(n+1), u))-1, n-1)
+	return fmt.Sprintf("room-%d", max(k, 0))
+}
+
+// manyChannels runs ingest's endpoints with the messages spread over 1 000 skewed channels, and
+// in one room, in turns (three rounds, medians: this machine's speed drifts): single messages at
+// 64 clients and batches of 500 at 8. Target: ≥ 0.9× the one room.
+func (b *bench) manyChannels() {
+	t := b.t
+	v := testenv.StartValkey(t)
+	in := b.startIngest(v.Addr)
+	const channels = 1000
+	n, batches := sized(100_000, 20_000), sized(600, 120)
+	oneRoom := batchBody(500)
+	var spread strings.Builder
+	spread.WriteString(`{"messages":[`)
+	for i := range 500 {
+		if i > 0 {
+			spread.WriteByte(',')
+		}
+		fmt.Fprintf(&spread, `{"owner_id":"u%d","username":"U","content":"`+content+`","channel_id":%q}`, i, skewed(i, channels))
+	}
+	spread.WriteString("]}")
+	var single, batch [2][]float64 // [one room, many channels]
+	for range 3 {
+		rate, _ := closedLoop(t, in.addr, "/v1/messages", 64, n, singleBody, http.StatusAccepted)
+		single[0] = append(single[0], rate)
+		rate, _ = closedLoopTo(t, in.addr, func(i int) string { return "/v1/channels/" + skewed(i, channels) + "/messages" }, 64, n, singleBody, http.StatusAccepted)
+		single[1] = append(single[1], rate)
+		rate, _ = closedLoop(t, in.addr, "/v1/messages/batch", 8, batches, func(int) string { return oneRoom }, http.StatusOK)
+		batch[0] = append(batch[0], rate*500)
+		body := spread.String()
+		rate, _ = closedLoop(t, in.addr, "/v1/messages/batch", 8, batches, func(int) string { return body }, http.StatusOK)
+		batch[1] = append(batch[1], rate*500)
+	}
+	median := func(v []float64) float64 { slices.Sort(v); return v[len(v)/2] }
+	for _, r := range []struct {
+		what  string
+		rates [2][]float64
+	}{{"single-message endpoint, 64 clients", single}, {"batch endpoint (500 per request), 8 clients", batch}} {
+		one, many := median(r.rates[0]), median(r.rates[1])
+		met := many/one >= 0.9
+		b.add(row{Stage: fmt.Sprintf("channels: ingest %s, 1 000 skewed channels", r.what), Value: many, Unit: "msgs/s",
+			Limit: "one room", Ratio: many / one, Target: "≥ 90%", Met: &met, Detail: fmt.Sprintf("one room %.0f msgs/s (medians of 3 rounds in turns)", one)})
 	}
 }

@@ -55,6 +55,11 @@ func dialAll(t *testing.T, addr string, n int) []*rawConn {
 // the previous one is answered: the highest rate that many clients reach. It returns requests
 // per second and the latency percentiles.
 func closedLoop(t *testing.T, addr, path string, clients, n int, body func(int) string, want int) (float64, string) {
+	return closedLoopTo(t, addr, func(int) string { return path }, clients, n, body, want)
+}
+
+// closedLoopTo is closedLoop with request i sent to path(i).
+func closedLoopTo(t *testing.T, addr string, path func(int) string, clients, n int, body func(int) string, want int) (float64, string) {
 	conns := dialAll(t, addr, clients)
 	lat := make([]time.Duration, n)
 	var next atomic.Int64
@@ -68,7 +73,7 @@ func closedLoop(t *testing.T, addr, path string, clients, n int, body func(int) 
 					return
 				}
 				s := time.Now()
-				if !send(t, c, path, body(i), want) {
+				if !send(t, c, path(i), body(i), want) {
 					return
 				}
 				lat[i] = time.Since(s)

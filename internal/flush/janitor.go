@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/streams"
 )
 
@@ -54,6 +55,13 @@ func (co *Consumer) trimReplayed(ctx context.Context) (int64, error) {
 		bound = co.held[0].below
 		co.held = co.held[1:]
 	}
+	if bound != "0-0" {
+		// History on a standby reads the backlog through the indexes: the entries leave them
+		// only now that the standbys replayed their rows, just before they leave the stream.
+		if err := co.unindexBelow(ctx, bound); err != nil {
+			return 0, err
+		}
+	}
 	n, below, err := co.g.TrimBelow(ctx, co.cfg.TailRetention, bound)
 	if err != nil {
 		return 0, err
@@ -89,6 +97,29 @@ func (co *Consumer) trimReplayed(ctx context.Context) (int64, error) {
 		}
 	}
 	return n, nil
+}
+
+// unindexBelow removes the messages of the stream's entries below bound from their timelines'
+// backlog indexes, a thousand entries a read.
+func (co *Consumer) unindexBelow(ctx context.Context, bound string) error {
+	const chunk = 1000
+	for start := "-"; ; {
+		es, err := co.g.Range(ctx, start, "("+bound, chunk)
+		if err != nil {
+			return err
+		}
+		recs := make([]message.Record, 0, len(es))
+		for _, e := range es {
+			if r, err := message.DecodeEntry(co.kind, co.cfg.DefaultChannel, e.ID, e.Fields); err == nil {
+				recs = append(recs, r)
+			}
+		}
+		co.unindex(ctx, recs)
+		if len(es) < chunk {
+			return nil
+		}
+		start = "(" + es[len(es)-1].ID
+	}
 }
 
 // janitor deletes other consumers idle longer than JanitorIdle with nothing pending; their

@@ -82,7 +82,11 @@ func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) erro
 	if co.cfg.ForgetFunc != nil {
 		co.forget(ctx, recs, res)
 	}
-	co.unindex(ctx, recs)
+	if co.cfg.Standbys == nil {
+		// With standbys the entries stay indexed until their trim point is released, when the
+		// standbys have their rows (trimReplayed).
+		co.unindex(ctx, recs)
+	}
 	deadIDs := make(map[string]bool, len(dead))
 	for _, d := range dead {
 		deadIDs[d.e.ID] = true

@@ -352,6 +352,22 @@ func (g *Group) MoveToDeadLetter(ctx context.Context, dead []Failed, failedAt ti
 	return moved, errs
 }
 
+// Range returns up to count entries of the stream from start to end (XRANGE bounds: "-", "+",
+// an id, or "(" and an id for an exclusive one).
+func (g *Group) Range(ctx context.Context, start, end string, count int) ([]Entry, error) {
+	cctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	defer cancel()
+	xs, err := g.c.Do(cctx, g.c.B().Xrange().Key(g.cfg.Stream).Start(start).End(end).Count(int64(count)).Build()).AsXRange()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", g.cfg.Stream, err)
+	}
+	es := make([]Entry, len(xs))
+	for i, x := range xs {
+		es[i] = Entry{ID: x.ID, Fields: x.FieldValues}
+	}
+	return es, nil
+}
+
 // Unindex removes entry ids from sorted sets (the backlog indexes beside the stream, in its
 // slot), in one pipelined round trip: sets maps a set's key to the ids to remove.
 func (g *Group) Unindex(ctx context.Context, sets map[string][]string) error {
