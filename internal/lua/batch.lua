@@ -16,12 +16,14 @@ end
 -- entries that stay are pushed, in as few RPUSHes as Lua's stack allows. A ring of an idle
 -- channel or user leaves memory ttl ms after its last push (ttl 0: never; RING_IDLE_TTL).
 local function push_ring(key, entries, size, ttl)
-  local from = math.max(1, #entries - size + 1)
+  local from, len = math.max(1, #entries - size + 1), 0
   while from <= #entries do
     local to = math.min(#entries, from + 999)
-    redis.call('RPUSH', key, unpack(entries, from, to))
+    len = redis.call('RPUSH', key, unpack(entries, from, to))
     from = to + 1
   end
-  redis.call('LTRIM', key, -size, -1)
+  -- A quiet channel's ring is short: trim only what outgrew the size (most rings, with many
+  -- channels, never do).
+  if len > size then redis.call('LTRIM', key, -size, -1) end
   if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
 end

@@ -57,7 +57,7 @@ local check, take = rl.check, rl.take
 local durable_retry = ARGV[8] == '1'
 local limiters, rings, ring_order = {}, {}, {}
 local out, n = {}, 0
-local since = KEYS[meta[2]]
+local since, indexes = KEYS[meta[2]], new_indexes()
 for i = 12, #ARGV do
   local m = 6 * (i - 12) + 3
   local u, c = meta[m], meta[m + 1]
@@ -85,7 +85,7 @@ for i = 12, #ARGV do
       local id = format('%d', last)
       local entry = envelope(id, ARGV[i])
       local x2 = meta[m + 5]
-      add_message(KEYS[3], id, kind, entry, KEYS[meta[m + 4]], x2 and KEYS[x2], since)
+      add_message(KEYS[3], id, kind, entry, indexes, KEYS[meta[m + 4]], x2 and KEYS[x2])
       local r1, r2 = meta[m + 2], meta[m + 3]
       local ring = rings[r1]
       if not ring then ring = {}; rings[r1] = ring; ring_order[#ring_order + 1] = r1 end
@@ -108,6 +108,7 @@ if last > first then
   redis.call('SET', KEYS[2], string.format('%d', last))
 end
 for _, lim in pairs(limiters) do rl.commit(lim) end
+write_indexes(indexes, since)
 local ttl = tonumber(ARGV[10])
 for _, r in ipairs(ring_order) do push_ring(KEYS[r], rings[r], ring_size, ttl) end
 return out

@@ -12,17 +12,36 @@ end
 -- ring entry ('' and an unreadable id are kept as they are: the worker dead-letters them). ix1
 -- and ix2, when given, are the backlog indexes of its timelines (its channel's, or its two
 -- users'): history reads a timeline's entries from them instead of the whole stream, and the
--- workers remove an entry from them once it is flushed. since is the key recording the first
--- indexed entry of the stream: entries before it are found by a scan.
-local function add_message(stream, id, kind, payload, ix1, ix2, since)
+-- workers remove an entry from them once it is flushed. The index entries are gathered in
+-- indexes (new_indexes) and written once per index by write_indexes.
+local function add_message(stream, id, kind, payload, indexes, ix1, ix2)
   local sid = redis.call('XADD', stream, '*', 'cache_id', id, 'kind', kind, 'payload', payload)
   if ix1 then
-    local score = tonumber(id) or 0
-    redis.call('ZADD', ix1, score, sid)
-    if ix2 and ix2 ~= ix1 then redis.call('ZADD', ix2, score, sid) end
-    redis.call('SET', since, sid, 'NX')
+    if not indexes.first then indexes.first = sid end
+    local by = indexes.by
+    for _, ix in ipairs({ix1, ix2 ~= ix1 and ix2 or nil}) do
+      local l = by[ix]
+      if not l then l = {}; by[ix] = l; indexes.order[#indexes.order + 1] = ix end
+      l[#l + 1] = id
+      l[#l + 1] = sid
+    end
   end
   return sid
+end
+
+local function new_indexes() return {order = {}, by = {}} end
+
+-- write_indexes adds the gathered index entries, one ZADD per index (score the cache id as
+-- written, exact), and records in since the first indexed entry of the stream: entries before
+-- it, written before the indexes existed, are found by a scan.
+local function write_indexes(indexes, since)
+  for _, ix in ipairs(indexes.order) do
+    local l = indexes.by[ix]
+    for from = 1, #l, 1000 do
+      redis.call('ZADD', ix, unpack(l, from, math.min(#l, from + 999)))
+    end
+  end
+  if indexes.first then redis.call('SET', since, indexes.first, 'NX') end
 end
 
 -- add_deletion appends the deletion of message id to stream; owner and recipient name a private

@@ -16,6 +16,7 @@ if room < n then n = room end
 if n <= 0 then return {0, redis.call('LLEN', KEYS[1])} end
 local items = redis.call('LPOP', KEYS[1], n)
 if not items then return {0, 0} end
+local indexes = new_indexes()
 for _, v in ipairs(items) do
   local id, ix1, ix2 = '', nil, nil
   local ok, e = pcall(cjson.decode, v)
@@ -28,6 +29,7 @@ for _, v in ipairs(items) do
       ix1, ix2 = ARGV[5] .. d.owner_id, ARGV[5] .. d.recipient_id
     end
   end
-  add_message(KEYS[2], id, ARGV[2], v, ix1, ix2, KEYS[3])
+  add_message(KEYS[2], id, ARGV[2], v, indexes, ix1, ix2)
 end
+write_indexes(indexes, KEYS[3])
 return {#items, redis.call('LLEN', KEYS[1])}

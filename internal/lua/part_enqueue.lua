@@ -32,7 +32,7 @@ if n < floor - 1 then n = floor - 1 end
 local first = n
 local ring, out = {}, {}
 local meta = cmsgpack.unpack(ARGV[7])
-local since = KEYS[meta[1]]
+local since, indexes = KEYS[meta[1]], new_indexes()
 for i = 9, #ARGV do
   local m = 3 * (i - 9) + 2
   local c = meta[m]
@@ -48,7 +48,7 @@ for i = 9, #ARGV do
     local id = string.format('%d', 4503599627370496 + n * 64 + part)
     local entry = envelope(id, ARGV[i])
     local x2 = meta[m + 2]
-    add_message(KEYS[2], id, kind, entry, KEYS[meta[m + 1]], x2 and KEYS[x2], since)
+    add_message(KEYS[2], id, kind, entry, indexes, KEYS[meta[m + 1]], x2 and KEYS[x2])
     ring[#ring + 1] = entry
     if c then
       redis.call('SET', KEYS[c], id, 'NX', 'EX', client_ttl)
@@ -57,5 +57,6 @@ for i = 9, #ARGV do
   end
 end
 if n > first then redis.call('SET', KEYS[1], string.format('%d', n)) end
+write_indexes(indexes, since)
 if KEYS[3] ~= KEYS[2] and #ring > 0 then push_ring(KEYS[3], ring, ring_size, tonumber(ARGV[8])) end
 return out
