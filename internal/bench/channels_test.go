@@ -225,7 +225,7 @@ func (b *bench) manyChannels() {
 	}
 	spread.WriteString("]}")
 	var single, batch [2][]float64 // [one room, many channels]
-	var cpus [2]string              // of the last batch rounds
+	var cpus [2]string             // of the last batch rounds
 	pids := map[string]int{"ingest": in.pid, "valkey": v.Pid()}
 	for range 3 {
 		rate, _ := closedLoop(t, in.addr, "/v1/messages", 64, n, singleBody, http.StatusAccepted)
