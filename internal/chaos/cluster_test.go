@@ -77,7 +77,7 @@ func runPartitioned(t *testing.T, cluster bool) {
 	var procs, workers []*proc
 	var bases []string
 	for i := range 2 {
-		in, base := d.ingest(t, fmt.Sprintf("ingest%d", i), append([]string{"VALKEY_TIMEOUT=500ms"}, durability...)...)
+		in, base := d.ingest(t, fmt.Sprintf("ingest%d", i), append([]string{"VALKEY_TIMEOUT=500ms", "DATABASE_URL=" + dsn}, durability...)...)
 		in.start(t)
 		procs = append(procs, in)
 		bases = append(bases, base)
@@ -181,7 +181,47 @@ func runPartitioned(t *testing.T, cluster bool) {
 		}
 	}
 	ringsHaveNoHoles(t, bases[0], l)
+	historyPerChannel(t, bases[1], l, channels)
 	rateLimitShared(t, bases)
+}
+
+// historyPerChannel: after the faults and the drain, every channel's full history scans, both
+// ways, hold each of its messages answered 202 (and not deleted) once, in order, and nothing
+// else but messages whose sends got no definite answer (a 202 lost to a failover).
+func historyPerChannel(t *testing.T, base string, l *ledger, channels *channelSet) {
+	t.Helper()
+	hc := keepAlive(10 * time.Second)
+	byChannel := l.byChannel()
+	bad := 0
+	for _, ch := range channels.list() {
+		var want []int64
+		for _, id := range byChannel[ch] {
+			if !l.deleted[id] {
+				want = append(want, id)
+			}
+		}
+		for _, backward := range []bool{true, false} {
+			got := testenv.ScanHistory(t, hc, base, "/v1/channels/"+ch+"/messages/history", backward, 200)
+			var ids []int64
+			for _, m := range got {
+				token := strings.TrimPrefix(m.Data.Content, "chaos ")
+				switch {
+				case m.Data.ChannelID != ch:
+					bad++
+				case l.accepted["message"][m.CacheID] == token:
+					ids = append(ids, m.CacheID)
+				case !l.unknown[token]:
+					bad++ // neither accepted with this id nor of an unanswered send
+				}
+			}
+			if !slices.Equal(ids, want) {
+				t.Errorf("channel %s, backward %t: %d of its %d messages, in order", ch, backward, len(ids), len(want))
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d history entries belong to no send of their channel", bad)
+	}
 }
 
 // ringsHaveNoHoles: the busiest channel's ring's newest 50 (read through ingest) are in
