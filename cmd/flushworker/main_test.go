@@ -44,6 +44,8 @@ func TestInvalidSettings(t *testing.T) {
 		{"bad metrics addr", nil, map[string]string{"FLUSH_METRICS_ADDR": "nowhere"}, "FLUSH_METRICS_ADDR"},
 		{"pprof port out of range", nil, map[string]string{"PPROF_ADDR": "127.0.0.1:70000"}, "PPROF_ADDR"},
 		{"max deliveries", nil, map[string]string{"FLUSH_MAX_DELIVERIES": "-3"}, "FLUSH_MAX_DELIVERIES"},
+		{"default channel hostile", nil, map[string]string{"DEFAULT_CHANNEL": "x'; DROP TABLE chat_messages; --"}, "DEFAULT_CHANNEL"},
+		{"ring TTL huge", nil, map[string]string{"RING_IDLE_TTL": "100000h"}, "RING_IDLE_TTL"},
 		{"unknown flag", []string{"--batch=5"}, nil, "command line"},
 		{"migrate: bad dsn", []string{"migrate"}, map[string]string{"DATABASE_URL": "::::"}, "DATABASE_URL"},
 		{"dlq: bad stream", []string{"dlq", "list", "--stream", "other"}, nil, "--stream"},

@@ -58,6 +58,13 @@ func TestInvalidSettings(t *testing.T) {
 		{"tail max negative", []string{"--ingest-tail-max", "-1"}, nil, "--ingest-tail-max"},
 		{"tail max not a number", nil, map[string]string{"INGEST_TAIL_MAX": "lots"}, "INGEST_TAIL_MAX"},
 		{"tail max huge", nil, map[string]string{"INGEST_TAIL_MAX": strings.Repeat("9", 40)}, "INGEST_TAIL_MAX"},
+		{"default channel empty flag", []string{"--default-channel="}, nil, "--default-channel"},
+		{"default channel with a slash", nil, map[string]string{"DEFAULT_CHANNEL": "a/b"}, "DEFAULT_CHANNEL"},
+		{"default channel a hash tag", nil, map[string]string{"DEFAULT_CHANNEL": "{general}"}, "DEFAULT_CHANNEL"},
+		{"default channel too long", nil, map[string]string{"DEFAULT_CHANNEL": strings.Repeat("c", 129)}, "DEFAULT_CHANNEL"},
+		{"default channel non-ASCII", nil, map[string]string{"DEFAULT_CHANNEL": "café"}, "DEFAULT_CHANNEL"},
+		{"ring TTL negative", nil, map[string]string{"RING_IDLE_TTL": "-1s"}, "RING_IDLE_TTL"},
+		{"ring TTL not a duration", []string{"--ring-idle-ttl", "forever"}, nil, "--ring-idle-ttl"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { testenv.WantInvalidSetting(t, run, tt.args, tt.env, tt.setting) })
