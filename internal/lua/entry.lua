@@ -14,17 +14,19 @@ end
 -- users'): history reads a timeline's entries from them instead of the whole stream, and the
 -- workers remove an entry from them once it is flushed. The index entries are gathered in
 -- indexes (new_indexes) and written once per index by write_indexes.
+local function index_entry(indexes, ix, id, sid)
+  local l = indexes.by[ix]
+  if not l then l = {}; indexes.by[ix] = l; indexes.order[#indexes.order + 1] = ix end
+  l[#l + 1] = id
+  l[#l + 1] = sid
+end
+
 local function add_message(stream, id, kind, payload, indexes, ix1, ix2)
   local sid = redis.call('XADD', stream, '*', 'cache_id', id, 'kind', kind, 'payload', payload)
   if ix1 then
     if not indexes.first then indexes.first = sid end
-    local by = indexes.by
-    for _, ix in ipairs({ix1, ix2 ~= ix1 and ix2 or nil}) do
-      local l = by[ix]
-      if not l then l = {}; by[ix] = l; indexes.order[#indexes.order + 1] = ix end
-      l[#l + 1] = id
-      l[#l + 1] = sid
-    end
+    index_entry(indexes, ix1, id, sid)
+    if ix2 and ix2 ~= ix1 then index_entry(indexes, ix2, id, sid) end
   end
   return sid
 end
