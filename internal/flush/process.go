@@ -138,7 +138,7 @@ func (co *Consumer) unindex(ctx context.Context, recs []message.Record) {
 		if recs[i].Op != message.OpPost {
 			continue
 		}
-		for _, tl := range recs[i].Timelines(co.cfg.Kind) {
+		for _, tl := range recs[i].Message.Timelines(co.cfg.Kind) {
 			key := keyspace.BacklogIndex(co.stream, tl)
 			sets[key] = append(sets[key], recs[i].StreamID)
 		}

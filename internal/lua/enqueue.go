@@ -28,16 +28,10 @@ type Message struct {
 	Data []byte
 }
 
-// timelines are the timelines m belongs to: its channel (channel "" is def), or its two users
-// (one for a self-DM).
+// timelines are the timelines m belongs to (message.Message.Timelines), channel "" being def.
 func (m *Message) timelines(kind message.Kind, def string) []message.Timeline {
-	switch {
-	case kind == message.Public:
-		return []message.Timeline{message.ChannelTimeline(cmp.Or(m.ChannelID, def))}
-	case m.RecipientID == m.OwnerID || m.RecipientID == "":
-		return []message.Timeline{message.PrivateTimeline(m.OwnerID)}
-	}
-	return []message.Timeline{message.PrivateTimeline(m.OwnerID), message.PrivateTimeline(m.RecipientID)}
+	mm := message.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, ChannelID: cmp.Or(m.ChannelID, def)}
+	return mm.Timelines(kind)
 }
 
 // Kind is the message's kind: private when it has a recipient (message.Validate allows one on

@@ -47,8 +47,7 @@ func PrivateTimeline(user string) Timeline { return Timeline{Kind: Private, User
 
 // Timelines are the timelines a message of kind belongs to: its channel's, or its users' (one
 // for a self-DM).
-func (r *Record) Timelines(kind Kind) []Timeline {
-	m := &r.Message
+func (m *Message) Timelines(kind Kind) []Timeline {
 	switch {
 	case kind == Public:
 		return []Timeline{ChannelTimeline(m.ChannelID)}
