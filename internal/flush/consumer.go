@@ -181,6 +181,9 @@ type Consumer struct {
 	// Run's goroutine touches it.
 	held     []trimPoint
 	heldFull bool
+	// unindexedTo is the last trim point whose entries left their backlog indexes
+	// (unindexBelow). Only Run's goroutine touches it.
+	unindexedTo string
 }
 
 // entry is one stream entry as read.

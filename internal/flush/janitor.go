@@ -1,6 +1,7 @@
 package flush
 
 import (
+	"cmp"
 	"context"
 	"time"
 
@@ -100,10 +101,12 @@ func (co *Consumer) trimReplayed(ctx context.Context) (int64, error) {
 }
 
 // unindexBelow removes the messages of the stream's entries below bound from their timelines'
-// backlog indexes, a thousand entries a read.
+// backlog indexes, a thousand entries a read. It goes on from the last bound it reached: the
+// entries below it were unindexed then (and may still be in the stream, kept by the retention).
 func (co *Consumer) unindexBelow(ctx context.Context, bound string) error {
 	const chunk = 1000
-	for start := "-"; ; {
+	start := cmp.Or(co.unindexedTo, "-") // entries below it are done; it is not
+	for {
 		es, err := co.g.Range(ctx, start, "("+bound, chunk)
 		if err != nil {
 			return err
@@ -116,6 +119,7 @@ func (co *Consumer) unindexBelow(ctx context.Context, bound string) error {
 		}
 		co.unindex(ctx, recs)
 		if len(es) < chunk {
+			co.unindexedTo = bound
 			return nil
 		}
 		start = "(" + es[len(es)-1].ID
