@@ -7,6 +7,7 @@
 package keyspace
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"strings"
@@ -62,7 +63,7 @@ func (k Keys) PublicRing() string { return k.prefix + "recent_messages" }
 
 // ChannelRing is the ring of a channel: the default channel's is PublicRing.
 func (k Keys) ChannelRing(channel string) string {
-	if channel == "" || channel == defaultChannel(k.def) {
+	if isDefault(k.def, channel) {
 		return k.PublicRing()
 	}
 	return k.prefix + "recent_channel_messages:" + channel
@@ -74,12 +75,10 @@ func (k Keys) WithDefaultChannel(channel string) Keys {
 	return k
 }
 
-func defaultChannel(def string) string {
-	if def == "" {
-		return message.DefaultChannel
-	}
-	return def
-}
+func defaultChannel(def string) string { return cmp.Or(def, message.DefaultChannel) }
+
+// isDefault reports whether channel is the default channel def (or names none).
+func isDefault(def, channel string) bool { return channel == "" || channel == defaultChannel(def) }
 
 // PrivateRing is the ring of a user's last N private messages, sent and received.
 func (k Keys) PrivateRing(userID string) string {

@@ -118,9 +118,7 @@ func (k Partitioned) ChannelRing(channel string) string {
 }
 
 // IsDefault reports whether channel is the default channel (or names none).
-func (k Partitioned) IsDefault(channel string) bool {
-	return channel == "" || channel == defaultChannel(k.def)
-}
+func (k Partitioned) IsDefault(channel string) bool { return isDefault(k.def, channel) }
 
 // WithDefaultChannel is k with channel as the default channel (DEFAULT_CHANNEL).
 func (k Partitioned) WithDefaultChannel(channel string) Partitioned {
