@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/valkey-io/valkey-go"
 
@@ -124,13 +125,19 @@ func (s *Scripts) Recent(ctx context.Context, tl message.Timeline, limit int) ([
 
 // RecentRing returns up to limit of the newest entries of ring, oldest first, as stored.
 func (s *Scripts) RecentRing(ctx context.Context, ring string, limit int) ([]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	return newestOfList(ctx, s.c, s.cfg.Timeout, ring, limit)
+}
+
+// newestOfList returns up to limit of the newest entries of the list ring (limit < 1: all),
+// oldest first, within timeout.
+func newestOfList(ctx context.Context, c valkey.Client, timeout time.Duration, ring string, limit int) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := int64(0)
 	if limit > 0 {
 		start = -int64(limit)
 	}
-	v, err := s.c.Do(ctx, s.c.B().Lrange().Key(ring).Start(start).Stop(-1).Build()).AsStrSlice()
+	v, err := c.Do(ctx, c.B().Lrange().Key(ring).Start(start).Stop(-1).Build()).AsStrSlice()
 	if err != nil {
 		return nil, classify(err)
 	}

@@ -165,10 +165,7 @@ func (p *Partitioned) Recent(ctx context.Context, tl message.Timeline, limit int
 		if limit < 1 || limit > p.cfg.RecentSize {
 			limit = p.cfg.RecentSize
 		}
-		ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-		defer cancel()
-		v, err := p.c.Do(ctx, p.c.B().Lrange().Key(ring).Start(-int64(limit)).Stop(-1).Build()).AsStrSlice()
-		return v, classify(err)
+		return newestOfList(ctx, p.c, p.cfg.Timeout, ring, limit)
 	}
 	return p.RecentPublic(ctx, limit)
 }
