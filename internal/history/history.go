@@ -308,7 +308,7 @@ func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Sha
 		resume   string
 		found    []message.Record
 		done     bool
-		unindexd bool  // scan: the stream holds entries from before its indexes
+		scan     bool  // the stream holds entries from before its indexes: scan it
 		ixCursor int64 // where the next index read goes on (0: at the query's cursor)
 	}
 	st := make([]state, len(shards))
@@ -325,7 +325,7 @@ func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Sha
 			}
 			bq := streams.BacklogQuery{Stream: s.Stream, PendingDeletes: s.PendingDeletes, Before: q.Before,
 				Cursor: q.Cursor, Resume: st[i].resume, Max: chunk, WithPending: first}
-			if !st[i].unindexd {
+			if !st[i].scan {
 				bq.Index, bq.IndexedSince, bq.Max = keyspace.BacklogIndex(s.Stream, q.Timeline), keyspace.IndexedSince(s.Stream), q.Limit+1
 				if st[i].ixCursor != 0 {
 					bq.Cursor = st[i].ixCursor
@@ -366,7 +366,7 @@ func (r *Reader) fromStreams(ctx context.Context, q Query, shards []keyspace.Sha
 			}
 			switch {
 			case bp.Unindexed:
-				s.unindexd = true // scanned from the next round on
+				s.scan = true // scanned from the next round on
 			case qs[j].Index != "":
 				// Some of what the index named may be deleted: read on until Limit+1 are found
 				// or the index has no more.
