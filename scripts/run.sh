@@ -83,9 +83,10 @@ cleanup() {
   echo "run: stopping" >&2
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  echo "run: stopping Valkey and Prometheus" >&2
   for pid in "${servers[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${servers[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [ -n "$pg_started" ] && { as_pg "$pg_ctl" -D "$pgdir/data" -m fast -w stop >/dev/null 2>&1 || true; }
+  [ -n "$pg_started" ] && { echo "run: stopping PostgreSQL" >&2; as_pg "$pg_ctl" -D "$pgdir/data" -m fast -w stop >/dev/null 2>&1 || true; }
   rm -f "$root/pids"
   echo "run: stopped" >&2
 }
