@@ -3,6 +3,7 @@ package lua_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -58,13 +59,17 @@ func BenchmarkEnqueueParallel64(b *testing.B) {
 // BenchmarkEnqueueBatch also reports Valkey's own CPU time per message (valkey-µs/msg, from
 // INFO cpu): the cost that one script call per batch is there to cut.
 func BenchmarkEnqueueBatch(b *testing.B) {
-	for _, c := range []struct{ size, users int }{{100, 50}, {500, 500}, {1000, 50}} {
-		b.Run(fmt.Sprintf("size=%d,users=%d", c.size, c.users), func(b *testing.B) {
+	for _, c := range []struct{ size, users, channels int }{{100, 50, 0}, {500, 500, 0}, {500, 500, 1000}, {1000, 50, 0}} {
+		b.Run(fmt.Sprintf("size=%d,users=%d,channels=%d", c.size, c.users, c.channels), func(b *testing.B) {
 			bundle := benchSetup(b)
 			ctx := context.Background()
 			msgs := make([]lua.Message, c.size)
 			for i := range msgs {
 				msgs[i] = pub(fmt.Sprintf("user%d", i%c.users), "a typical chat message of some fifty bytes or so....")
+				if c.channels > 0 { // a few busy channels, many quiet ones: channel k about 1/(k+1) of them
+					u := float64(uint64(i)*0x9E3779B97F4A7C15%1_000_003) / 1_000_003
+					msgs[i].ChannelID = fmt.Sprintf("room-%d", max(min(int(math.Pow(float64(c.channels+1), u))-1, c.channels-1), 0))
+				}
 			}
 			cpu0 := valkeyCPU(b, bundle)
 			defer func() {
