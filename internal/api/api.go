@@ -193,7 +193,18 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &apiError{code: codeNotFound, detail: "no such endpoint: " + r.URL.Path})
 	})
-	return mux
+	// ServeMux answers a path with an empty segment by a redirect to the path without it, which
+	// for /v1/channels//messages is another endpoint: an empty channel id is an invalid one.
+	emptyChannel := s.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, message.ValidateChannel("channel", ""))
+	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.EscapedPath(), "/v1/channels//") {
+			emptyChannel.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // handlerFunc is a handler that writes its success response and returns its error, which the

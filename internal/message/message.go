@@ -46,7 +46,7 @@ func ValidateChannel(field, v string) error {
 	}
 	for i := 0; i < len(v); i++ {
 		if !channelByte[v[i]] {
-			return &FieldError{field, fmt.Sprintf("byte %d (%q) is not one of A-Z a-z 0-9 . _ ~ : -", i, v[i])}
+			return &FieldError{field, fmt.Sprintf("byte %d (%q) is not one of A-Z a-z 0-9 . _ ~ : -", i, v[i:i+1])}
 		}
 	}
 	return nil
