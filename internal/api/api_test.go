@@ -74,7 +74,7 @@ func setup(t testing.TB, o options) *testBundle {
 	if o.rate == (lua.RateLimit{}) {
 		o.rate = lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}
 	}
-	scripts, err := lua.Open(c, lua.Config{Layout: o.layout, RecentSize: o.recentSize, DefaultRate: o.rate, BacklogCap: o.backlogCap, Timeout: 300 * time.Millisecond})
+	scripts, err := lua.Open(c, lua.Config{Layout: o.layout, RecentSize: o.recentSize, DefaultRate: o.rate, BacklogCap: o.backlogCap, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
