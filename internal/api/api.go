@@ -40,6 +40,9 @@ type Store interface {
 	// DeletePrivate deletes a private message, from the rings of owner and recipient when they
 	// are known ("" when not).
 	DeletePrivate(ctx context.Context, id int64, owner, recipient string) error
+	// Edit accepts an edit of a message ingest found and returns its version (see
+	// lua.Scripts.Edit for the errors).
+	Edit(ctx context.Context, e lua.Edit) (int64, error)
 	// RateLimit and SetRateLimit read and store the shared rate limit.
 	RateLimit(ctx context.Context) (lua.RateLimit, error)
 	SetRateLimit(ctx context.Context, rl lua.RateLimit) error
@@ -172,8 +175,8 @@ func (s *Server) routes() http.Handler {
 	v1("/v1/private-messages", methods{http.MethodPost: s.postPrivate})
 	v1("/v1/messages/recent", methods{http.MethodGet: s.getRecent})
 	v1("/v1/users/{id}/private-messages/recent", methods{http.MethodGet: s.getRecent})
-	v1("/v1/messages/{cache_id}", methods{http.MethodDelete: s.deleteMessage})
-	v1("/v1/private-messages/{cache_id}", methods{http.MethodDelete: s.deletePrivate})
+	v1("/v1/messages/{cache_id}", methods{http.MethodDelete: s.deleteMessage, http.MethodPatch: s.editMessage})
+	v1("/v1/private-messages/{cache_id}", methods{http.MethodDelete: s.deletePrivate, http.MethodPatch: s.editMessage})
 	v1("/v1/messages/history", methods{http.MethodGet: s.getHistory})
 	v1("/v1/users/{id}/private-messages/history", methods{http.MethodGet: s.getHistory})
 	v1("/v1/messages/stream", methods{http.MethodGet: s.getStream})
@@ -183,7 +186,7 @@ func (s *Server) routes() http.Handler {
 	v1("/v1/channels/{channel}/messages/recent", methods{http.MethodGet: s.getRecent})
 	v1("/v1/channels/{channel}/messages/history", methods{http.MethodGet: s.getHistory})
 	v1("/v1/channels/{channel}/messages/stream", methods{http.MethodGet: s.getStream})
-	v1("/v1/channels/{channel}/messages/{cache_id}", methods{http.MethodDelete: s.deleteMessage})
+	v1("/v1/channels/{channel}/messages/{cache_id}", methods{http.MethodDelete: s.deleteMessage, http.MethodPatch: s.editMessage})
 	v1("/v1/rate-limit", methods{http.MethodGet: s.getRateLimit, http.MethodPut: s.putRateLimit})
 	mux.Handle("/healthz", s.route(methods{http.MethodGet: s.healthz}))
 	mux.Handle("/readyz", s.route(methods{http.MethodGet: s.readyz}))

@@ -151,8 +151,8 @@ func TestPostAndRecent(t *testing.T) {
 	got := b.do(t, http.MethodGet, "/v1/messages/recent", "", "")
 	wantStatus(t, got, http.StatusOK)
 	want := `{"messages":[` +
-		`{"cache_id":1,"data":{"owner_id":"alice","channel_id":"general","username":"Alice","content":"hello <b>&","created_at":"2026-11-25T08:00:00Z"}},` +
-		`{"cache_id":2,"data":{"owner_id":"bob","channel_id":"general","username":"Bob","content":"hi","created_at":"2026-11-25T10:00:00Z"}}]}` + "\n"
+		`{"cache_id":1,"version":1,"data":{"owner_id":"alice","channel_id":"general","username":"Alice","content":"hello <b>&","created_at":"2026-11-25T08:00:00Z"}},` +
+		`{"cache_id":2,"version":2,"data":{"owner_id":"bob","channel_id":"general","username":"Bob","content":"hi","created_at":"2026-11-25T10:00:00Z"}}]}` + "\n"
 	if diff := cmp.Diff(want, got.raw); diff != "" {
 		t.Errorf("recent (-want +got):\n%s", diff)
 	}

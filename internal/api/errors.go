@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -21,6 +22,8 @@ const (
 	codeUnknownField         = "unknown_field"
 	codeUnauthorized         = "unauthorized"
 	codeNotFound             = "not_found"
+	codeNotAuthor            = "not_author"
+	codeVersionMismatch      = "version_mismatch"
 	codeMethodNotAllowed     = "method_not_allowed"
 	codeTooLarge             = "body_too_large"
 	codeUnsupportedMediaType = "unsupported_media_type"
@@ -41,6 +44,8 @@ var statusOf = map[string]int{
 	codeUnknownField:         http.StatusBadRequest,
 	codeUnauthorized:         http.StatusUnauthorized,
 	codeNotFound:             http.StatusNotFound,
+	codeNotAuthor:            http.StatusForbidden,
+	codeVersionMismatch:      http.StatusPreconditionFailed,
 	codeMethodNotAllowed:     http.StatusMethodNotAllowed,
 	codeTooLarge:             http.StatusRequestEntityTooLarge,
 	codeUnsupportedMediaType: http.StatusUnsupportedMediaType,
@@ -62,6 +67,8 @@ type apiError struct {
 	retryAfter time.Duration
 	// cacheID is the id of a message accepted but not durable.
 	cacheID int64
+	// version is a message's current version, when an edit named another.
+	version int64
 }
 
 func (e *apiError) Error() string { return e.code + ": " + e.detail }
@@ -76,6 +83,8 @@ type errorBody struct {
 	// CacheID is the id of a message that not_durable accepted: a retry with the same
 	// client_msg_id returns it once the write is durable.
 	CacheID int64 `json:"cache_id,omitempty"`
+	// Version is the message's current version, on version_mismatch.
+	Version int64 `json:"version,omitempty"`
 }
 
 // toAPIError classifies any error of a handler. Errors it does not know are internal: logged
@@ -85,6 +94,7 @@ func toAPIError(err error) *apiError {
 	var fe *message.FieldError
 	var rle *lua.RateLimitedError
 	var nde *lua.NotDurableError
+	var vme *lua.VersionMismatchError
 	switch {
 	case errors.As(err, &ae):
 		return ae
@@ -103,12 +113,15 @@ func toAPIError(err error) *apiError {
 		return &apiError{code: codeUnavailable, detail: "the message store is unreachable, retry later", retryAfter: time.Second}
 	case errors.Is(err, lua.ErrNotFound):
 		return &apiError{code: codeNotFound, detail: "no message with that id"}
+	case errors.As(err, &vme):
+		return &apiError{code: codeVersionMismatch, version: vme.Current,
+			detail: fmt.Sprintf("the message is at version %d, not the one If-Match names: read it again, then edit", vme.Current)}
 	}
 	return &apiError{code: codeInternal, detail: "internal error"}
 }
 
 func (e *apiError) body() errorBody {
-	return errorBody{Error: e.code, Detail: e.detail, Field: e.field, RetryAfterMS: e.retryAfter.Milliseconds(), CacheID: e.cacheID}
+	return errorBody{Error: e.code, Detail: e.detail, Field: e.field, RetryAfterMS: e.retryAfter.Milliseconds(), CacheID: e.cacheID, Version: e.version}
 }
 
 // writeError answers with err's status and JSON body, and a Retry-After header in whole

@@ -13,6 +13,7 @@ type Metrics struct {
 	read          *prometheus.CounterVec
 	persisted     *prometheus.CounterVec
 	deletes       *prometheus.CounterVec
+	edits         *prometheus.CounterVec
 	deadLettered  *prometheus.CounterVec
 	batchSize     *prometheus.HistogramVec
 	flushDuration *prometheus.HistogramVec
@@ -53,6 +54,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatpipe_flush_deletes_applied_total",
 			Help: "Deletions applied (tombstone recorded, row removed if present).",
+		}, stream),
+		edits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatpipe_flush_edits_applied_total",
+			Help: "Edits that changed a row (or wrote it ahead of its insert); an edit older than the stored version, or of a deleted message, changes nothing.",
 		}, stream),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatpipe_flush_dead_lettered_total",
@@ -111,7 +116,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			since: map[string]heldSince{},
 		},
 	}
-	for _, c := range []prometheus.Collector{m.read, m.persisted, m.deletes, m.deadLettered, m.batchSize, m.flushDuration, m.retries, m.reclaimed, m.lost, m.endToEnd, m.trimmed,
+	for _, c := range []prometheus.Collector{m.read, m.persisted, m.deletes, m.edits, m.deadLettered, m.batchSize, m.flushDuration, m.retries, m.reclaimed, m.lost, m.endToEnd, m.trimmed,
 		m.standbysWanted, m.standbysReplaying, m.standbyLag, m.trimHeld} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -122,7 +127,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 // init creates the series of a stream so that dashboards show zeros, not gaps.
 func (m *Metrics) init(stream string) {
-	for _, v := range []*prometheus.CounterVec{m.read, m.persisted, m.deletes, m.reclaimed, m.lost, m.trimmed} {
+	for _, v := range []*prometheus.CounterVec{m.read, m.persisted, m.deletes, m.edits, m.reclaimed, m.lost, m.trimmed} {
 		v.WithLabelValues(stream)
 	}
 	for _, r := range []string{ReasonDecode, ReasonRejected, ReasonPoison, ReasonIDReused} {

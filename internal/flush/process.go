@@ -3,6 +3,7 @@ package flush
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -115,6 +116,8 @@ func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) erro
 		case message.OpDelete:
 			deletes++
 			continue
+		case message.OpEdit:
+			continue
 		case message.OpPost:
 		}
 		if ms, ok := streams.IDTime(r.StreamID); ok {
@@ -123,6 +126,7 @@ func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) erro
 	}
 	co.m.persisted.WithLabelValues(co.kind).Add(float64(res.Inserted))
 	co.m.deletes.WithLabelValues(co.kind).Add(float64(deletes))
+	co.m.edits.WithLabelValues(co.kind).Add(float64(res.Edited))
 	co.m.batchSize.WithLabelValues(co.kind).Observe(float64(len(es)))
 	co.m.flushDuration.WithLabelValues(co.kind).Observe(time.Since(start).Seconds())
 	return nil
@@ -133,17 +137,23 @@ func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) erro
 // history then finds them in PostgreSQL. A failure only leaves members that history removes
 // when it meets them trimmed; it does not hold the ack.
 func (co *Consumer) unindex(ctx context.Context, recs []message.Record) {
-	sets := map[string][]string{}
+	var f streams.Flushed
 	for i := range recs {
-		if recs[i].Op != message.OpPost {
+		r := &recs[i]
+		switch r.Op {
+		case message.OpDelete:
 			continue
+		case message.OpEdit:
+			// The edit's mark, unless a later edit replaced it (the edit script reads it
+			// as the message's current version until PostgreSQL has it).
+			f.Mark(keyspace.Edits(co.stream), strconv.FormatInt(r.CacheID, 10), strconv.FormatInt(r.Version, 10))
+		case message.OpPost:
 		}
-		for _, tl := range recs[i].Message.Timelines(co.cfg.Kind) {
-			key := keyspace.BacklogIndex(co.stream, tl)
-			sets[key] = append(sets[key], recs[i].StreamID)
+		for _, tl := range r.Message.Timelines(co.cfg.Kind) {
+			f.Index(keyspace.BacklogIndex(co.stream, tl), r.StreamID)
 		}
 	}
-	if err := co.g.Unindex(ctx, sets); err != nil {
+	if err := co.g.Unindex(ctx, f); err != nil {
 		co.log.WarnContext(ctx, "could not clear flushed entries from the backlog indexes; history clears them as it meets them", "err", err)
 	}
 }
@@ -261,7 +271,7 @@ func ids(es []entry) []string {
 	return out
 }
 
-// repair hands the written messages (not deletions, not rejected ones) and their ring entries,
+// repair hands the written messages and edits (not deletions, not rejected ones) and their ring entries,
 // as the stream holds them, to RepairFunc before the batch is acked: a ring that missed an entry
 // when ingest stopped between the enqueue and the ring write gets it now. A failure is logged;
 // the rows are written and the batch is acked all the same (the rings are a cache).
@@ -269,8 +279,8 @@ func (co *Consumer) repair(ctx context.Context, recs []message.Record, recIdx []
 	var written []message.Record
 	var entries []string
 	for j, r := range recs {
-		if r.Op != message.OpPost || rejected[j] {
-			continue
+		if r.Op == message.OpDelete || rejected[j] {
+			continue // an edit's entry repairs too: the rings keep the higher version
 		}
 		written = append(written, r)
 		entries = append(entries, es[recIdx[j]].Fields[message.FieldPayload])

@@ -406,9 +406,16 @@ func (r *Reader) Participants(ctx context.Context, id int64) (owner, recipient s
 // stream while it waits there, else from PostgreSQL. found is false when neither holds it; err
 // says when PostgreSQL could not be asked (ErrNoDatabase, ErrDatabase).
 func (r *Reader) Whereabouts(ctx context.Context, kind message.Kind, id int64) (m message.Message, found bool, err error) {
+	rec, found, err := r.locate(ctx, kind, id)
+	return rec.Message, found, err
+}
+
+// locate finds message id of kind by a scan of its flush stream around the id, else in
+// PostgreSQL (its create: an edit waiting in the stream is not looked for).
+func (r *Reader) locate(ctx context.Context, kind message.Kind, id int64) (rec message.Record, found bool, err error) {
 	s, ok := r.cfg.Layout.RouteOf(kind, "", id)
 	if !ok {
-		return m, false, nil
+		return rec, false, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
@@ -420,18 +427,61 @@ func (r *Reader) Whereabouts(ctx context.Context, kind message.Kind, id int64) (
 				continue
 			}
 			if rec, err := r.decodeBacklog(kind, e); err == nil {
-				return rec.Message, true, nil
+				return rec, true, nil
 			}
 		}
 	}
 	if r.cfg.DB == nil {
-		return m, false, ErrNoDatabase
+		return rec, false, ErrNoDatabase
 	}
-	m, found, err = r.cfg.DB.Whereabouts(ctx, kind, id)
+	rec, found, err = r.cfg.DB.One(ctx, kind, id)
 	if err != nil {
-		return m, false, fmt.Errorf("%w: %v", ErrDatabase, err)
+		return rec, false, fmt.Errorf("%w: %v", ErrDatabase, err)
 	}
-	return m, found, nil
+	return rec, found, nil
+}
+
+// Find returns message id as it stands now — its latest version — looked up in timeline tl
+// (its channel, or one of its users): in the timeline's backlog index while its create or an
+// edit waits in the flush stream, else in PostgreSQL. deleted is true when its deletion is
+// pending (then found is false). err says when PostgreSQL could not be asked (ErrNoDatabase,
+// ErrDatabase) or Valkey did not answer (lua.ErrUnavailable).
+func (r *Reader) Find(ctx context.Context, tl message.Timeline, id int64) (rec message.Record, found, deleted bool, err error) {
+	s, ok := r.cfg.Layout.RouteOf(tl.Kind, tl.Channel, id)
+	if !ok {
+		return rec, false, false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	q := streams.BacklogQuery{Stream: s.Stream, PendingDeletes: s.PendingDeletes, Before: true, Cursor: id + 1, Max: 1,
+		WithPending: true, Index: keyspace.BacklogIndex(s.Stream, tl), IndexedSince: keyspace.IndexedSince(s.Stream)}
+	pages, err := streams.ReadBacklogs(ctx, r.cfg.Valkey, []streams.BacklogQuery{q})
+	if err != nil {
+		return rec, false, false, unavailable(err)
+	}
+	if slices.Contains(pages[0].Pending, id) {
+		return rec, false, true, nil
+	}
+	if pages[0].Unindexed { // entries from before the indexes: the scan by id finds the create
+		rec, found, err = r.locate(ctx, tl.Kind, id)
+		return rec, found, false, err
+	}
+	for _, e := range pages[0].Entries {
+		if e.CacheID != id {
+			continue
+		}
+		if rec, err := r.decodeBacklog(tl.Kind, e); err == nil {
+			return rec, true, false, nil
+		}
+	}
+	if r.cfg.DB == nil {
+		return rec, false, false, ErrNoDatabase
+	}
+	rec, found, err = r.cfg.DB.One(ctx, tl.Kind, id)
+	if err != nil {
+		return rec, false, false, fmt.Errorf("%w: %v", ErrDatabase, err)
+	}
+	return rec, found, false, nil
 }
 
 // decodeBacklog decodes a message entry that backlog.lua returned from a stream of kind (it

@@ -82,6 +82,11 @@ func BacklogIndex(stream string, tl message.Timeline) string {
 	return stream + ":ix:c:" + tl.Channel
 }
 
+// Edits is the hash beside stream, in its slot, of the messages whose latest edit is not known
+// to be in PostgreSQL: cache id → that edit's version. The edit script reads a message's current
+// version from it; the workers remove a field once its edit is written.
+func Edits(stream string) string { return stream + ":edits" }
+
 // IndexedSince is the key holding the stream id of the first entry of stream written with its
 // backlog indexes: the entries before it (written before the indexes existed) are scanned.
 func IndexedSince(stream string) string { return stream + ":ix_since" }

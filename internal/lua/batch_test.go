@@ -71,7 +71,7 @@ func (m *model) enqueue(b *testBundle, kind message.Kind, msg lua.Message) outco
 		m.clients[ck] = m.last
 	}
 	id := strconv.FormatInt(m.last, 10)
-	entry := `{"cache_id":` + id + `,"data":` + string(msg.Data) + `}`
+	entry := `{"cache_id":` + id + `,"version":` + id + `,"data":` + string(msg.Data) + `}`
 	m.stream = append(m.stream, streamEntry{id, kind.String(), entry})
 	rings := []string{b.keys.PublicRing()}
 	if kind == message.Private {

@@ -3,9 +3,10 @@
 -- TestEntryFieldsAgree holds the two together: a field added to entries is added here, there,
 -- and nowhere else (replay copies every field, history reads every field).
 
--- envelope is the ring entry of a message: its id (as written, exact) and its JSON data.
-local function envelope(id, data)
-  return '{"cache_id":' .. id .. ',"data":' .. data .. '}'
+-- envelope is the ring entry of a message: its id and version (as written, exact) and its JSON
+-- data. A new message's version is its id.
+local function envelope(id, data, version)
+  return '{"cache_id":' .. id .. ',"version":' .. (version or id) .. ',"data":' .. data .. '}'
 end
 
 -- add_message appends a message of kind (message or private_message) to stream; payload is its
@@ -59,4 +60,27 @@ local function add_deletion(stream, id, owner, recipient, channel)
       'channel_id', channel)
   end
   return redis.call('XADD', stream, '*', 'cache_id', id, 'kind', 'delete', 'payload', '')
+end
+
+-- take_id takes the next id of a stream's sequence at counter, as the enqueue scripts take
+-- theirs: in the partitioned layout (part, the partition's number) 2^52 + n * 64 + part with n
+-- floored at 16 a millisecond since 2025-01-01; in the single layout the counter, floored at 1024
+-- a millisecond when floored. An edit's version is one: above its message's id and every id and
+-- version before it in the stream.
+local function take_id(counter, part, floored)
+  local t = redis.call('TIME')
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1735689600000
+  local n = tonumber(redis.call('GET', counter) or '0')
+  local floor = 0
+  if part then floor = ms * 16 elseif floored then floor = ms * 1024 end
+  if n < floor - 1 then n = floor - 1 end
+  n = n + 1
+  redis.call('SET', counter, string.format('%d', n))
+  if part then return string.format('%d', 4503599627370496 + n * 64 + part) end
+  return string.format('%d', n)
+end
+
+-- add_edit appends an edit of message id to stream: its payload is the whole new ring entry.
+local function add_edit(stream, id, payload)
+  return redis.call('XADD', stream, '*', 'cache_id', id, 'kind', 'edit', 'payload', payload)
 end

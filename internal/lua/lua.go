@@ -255,6 +255,7 @@ type Store interface {
 	Recent(ctx context.Context, tl message.Timeline, limit int) ([]string, error)
 	DeletePublic(ctx context.Context, channel string, id int64) error
 	DeletePrivate(ctx context.Context, id int64, owner, recipient string) error
+	Edit(ctx context.Context, e Edit) (int64, error)
 	RateLimit(ctx context.Context) (RateLimit, error)
 	SetRateLimit(ctx context.Context, rl RateLimit) error
 	Ping(ctx context.Context) error
@@ -284,6 +285,7 @@ type Scripts struct {
 	keys    keyspace.Keys
 	enqueue *Script
 	delete  *Script
+	edit    *Script
 	unring  *Script
 	mirror  *Script
 	// staticArgs are ARGV[1..10] of enqueue.lua, which do not change per batch.
@@ -303,6 +305,7 @@ func New(c valkey.Client, cfg Config) (*Scripts, error) {
 		keys:    keyspace.Keys{},
 		enqueue: NewScript("enqueue", commonSrc, entrySrc, batchSrc, enqueueSrc),
 		delete:  NewScript("delete", entrySrc, ringSrc, deleteSrc),
+		edit:    NewScript("edit", commonSrc, entrySrc, ringSrc, editSrc),
 		unring:  NewScript("unring", ringSrc, unringSrc),
 		mirror:  NewScript("mirror", entrySrc, mirrorSrc),
 	}
@@ -340,7 +343,7 @@ func (s *Scripts) Keys() keyspace.Keys { return s.keys }
 func (s *Scripts) Load(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	for _, sc := range []*Script{s.enqueue, s.delete, s.unring, s.mirror} {
+	for _, sc := range []*Script{s.enqueue, s.delete, s.edit, s.unring, s.mirror} {
 		if err := sc.load(ctx, s.c); err != nil {
 			return classify(err)
 		}

@@ -128,8 +128,8 @@ func TestEnqueuePublic(t *testing.T) {
 		t.Errorf("ring (-want +got):\n%s", diff)
 	}
 	want := []streamEntry{
-		{"1", "message", `{"cache_id":1,"data":{"content":"hello","owner_id":"alice","username":"alice"}}`},
-		{"2", "message", `{"cache_id":2,"data":{"content":"hi","owner_id":"bob","username":"bob"}}`},
+		{"1", "message", `{"cache_id":1,"version":1,"data":{"content":"hello","owner_id":"alice","username":"alice"}}`},
+		{"2", "message", `{"cache_id":2,"version":2,"data":{"content":"hi","owner_id":"bob","username":"bob"}}`},
 	}
 	if diff := cmp.Diff(want, streamEntries(t, b, message.Public)); diff != "" {
 		t.Errorf("stream (-want +got):\n%s", diff)
@@ -579,7 +579,7 @@ func TestEnqueueCommand(t *testing.T) {
 		t.Fatalf("raw EVALSHA gave cache id %d, want 2", id)
 	}
 	got := streamEntries(t, b, message.Public)
-	want := streamEntry{"2", "message", `{"cache_id":2,"data":{"content":"hi","owner_id":"bob","username":"bob"}}`}
+	want := streamEntry{"2", "message", `{"cache_id":2,"version":2,"data":{"content":"hi","owner_id":"bob","username":"bob"}}`}
 	if len(got) != 2 || got[1] != want {
 		t.Fatalf("stream after the raw EVALSHA: %+v", got)
 	}

@@ -21,6 +21,8 @@ import (
 var (
 	//go:embed part_ratelimit.lua
 	partRateLimitSrc string
+	//go:embed zring.lua
+	zringSrc string
 	//go:embed part_enqueue.lua
 	partEnqueueSrc string
 )
@@ -39,6 +41,8 @@ type Partitioned struct {
 	rateLimit *Script
 	enqueue   *Script
 	delete    *Script
+	edit      *Script
+	zring     *Script
 }
 
 // NewPartitioned returns the operations of the partitioned layout keys on c; cfg.Layout is not
@@ -50,7 +54,9 @@ func NewPartitioned(c valkey.Client, keys keyspace.Partitioned, cfg Config) (*Pa
 	return &Partitioned{c: c, cfg: cfg, keys: keys,
 		rateLimit: NewScript("part_ratelimit", commonSrc, partRateLimitSrc),
 		enqueue:   NewScript("part_enqueue", entrySrc, batchSrc, partEnqueueSrc),
-		delete:    NewScript("delete", entrySrc, ringSrc, deleteSrc)}, nil
+		delete:    NewScript("delete", entrySrc, ringSrc, deleteSrc),
+		edit:      NewScript("edit", commonSrc, entrySrc, ringSrc, editSrc),
+		zring:     NewScript("zring", zringSrc)}, nil
 }
 
 // route is where m goes.
@@ -138,7 +144,7 @@ func (p *Partitioned) RepairRings(ctx context.Context, recs []message.Record, en
 		}
 		rings.add(p, r.Message.OwnerID, r.Message.RecipientID, r.CacheID, entries[i])
 	}
-	return p.doAll(ctx, rings.commands(p))
+	return rings.write(ctx, p)
 }
 
 // doAll sends cmds in one pipelined round trip and returns the first error, classified.
@@ -333,51 +339,51 @@ func (p *Partitioned) enqueueCall(kind message.Kind, r keyspace.Route, msgs []Me
 }
 
 // ringAdds gathers private ring entries by ring, so that each ring is written once. The rings
-// are sorted sets scored by id, trimmed to RecentSize; a member is the ring entry, the same
-// every time, so adding it again repairs a ring and changes nothing else.
+// are sorted sets scored by id, trimmed to RecentSize; a member is the ring entry, and a ring
+// keeps one entry a message, the one of the highest version (zring.lua): adding an entry again
+// repairs a ring, and the entry of a create or an older edit never replaces an edit's.
 type ringAdds struct {
 	order []string
-	by    map[string][]scored
+	by    map[string][]string
 }
 
 // add puts entry, scored by id, in the rings of owner and recipient (once for a self-DM).
 func (a *ringAdds) add(p *Partitioned, owner, recipient string, id int64, entry string) {
 	if a.by == nil {
-		a.by = map[string][]scored{}
+		a.by = map[string][]string{}
 	}
 	for _, ring := range privateRings(p.keys.PrivateRing, owner, recipient) {
 		if a.by[ring] == nil {
 			a.order = append(a.order, ring)
 		}
-		a.by[ring] = append(a.by[ring], scored{float64(id), entry})
+		a.by[ring] = append(a.by[ring], strconv.FormatInt(id, 10), entry)
 	}
 }
 
-// commands are one ZADD and one trim per ring, and its idle TTL (RingTTL) renewed.
-func (a *ringAdds) commands(p *Partitioned) valkey.Commands {
-	var cmds valkey.Commands
-	for _, ring := range a.order {
-		z := p.c.B().Zadd().Key(ring).ScoreMember()
-		for _, it := range a.by[ring] {
-			z = z.ScoreMember(it.Score, it.Member)
-		}
-		cmds = append(cmds, z.Build(),
-			p.c.B().Zremrangebyrank().Key(ring).Start(0).Stop(int64(-p.cfg.RecentSize-1)).Build())
-		if p.cfg.RingTTL > 0 {
-			cmds = append(cmds, p.c.B().Pexpire().Key(ring).Milliseconds(p.cfg.RingTTL.Milliseconds()).Build())
+// write runs one zring.lua call per ring — the adds, the trim, the idle TTL (RingTTL) renewed —
+// in one pipelined round trip, and returns the first error, classified.
+func (a *ringAdds) write(ctx context.Context, p *Partitioned) error {
+	if len(a.order) == 0 {
+		return nil
+	}
+	calls := make([]Call, len(a.order))
+	head := []string{strconv.Itoa(p.cfg.RecentSize), strconv.FormatInt(p.cfg.RingTTL.Milliseconds(), 10)}
+	for i, ring := range a.order {
+		calls[i] = Call{Keys: []string{ring}, Args: append(slices.Clone(head), a.by[ring]...)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	for _, r := range p.zring.ExecMulti(ctx, p.c, calls) {
+		if err := r.Error(); err != nil {
+			return classify(err)
 		}
 	}
-	return cmds
-}
-
-type scored struct {
-	Score  float64
-	Member string
+	return nil
 }
 
 // ringEntry is the ring entry of message data with id, as the enqueue script builds it.
 func ringEntry(id int64, data []byte) string {
-	return string(message.AppendEnvelope(make([]byte, 0, 40+len(data)), id, data))
+	return string(message.AppendEnvelope(make([]byte, 0, 60+len(data)), id, id, data))
 }
 
 // EnqueueMany accepts messages of one kind in three pipelined round trips for the whole batch,
@@ -532,9 +538,10 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind message.Kind, msgs [
 			after = append(after, p.rateLimit.cmd(p.c, c.Keys, c.Args))
 		}
 	}
-	after = append(after, rings.commands(p)...)
+	// Best effort: a lost refund costs quota; a lost ring entry is repaired by the workers.
 	if len(after) > 0 {
-		_ = p.c.DoMulti(ctx, after...) // best effort: a lost refund costs quota; a lost ring entry is repaired by the workers
+		_ = p.c.DoMulti(ctx, after...)
 	}
+	_ = rings.write(ctx, p)
 	return out
 }

@@ -2,8 +2,10 @@ package lua_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -351,5 +353,79 @@ func TestPartitionedDurable(t *testing.T) {
 	})
 	if !res.Duplicate || res.CacheID != first {
 		t.Fatalf("retry: %+v, want id %d again", res, first)
+	}
+}
+
+// TestPartitionedEdits, on a real 3+3 cluster (every script on one slot, no CROSSSLOT): an edit
+// of a named channel's, the default channel's and a private message replaces its ring entries;
+// the private rings keep the edit's entry when the workers' repair writes the create's again;
+// a stale If-Match is a VersionMismatchError naming the current version; an edit of a deleted
+// message is ErrNotFound.
+func TestPartitionedEdits(t *testing.T) {
+	t.Parallel()
+	b := partitioned(t, true, lua.Config{})
+	ctx := context.Background()
+	type sent struct {
+		m  lua.Message
+		id int64
+	}
+	var msgs []sent
+	for _, m := range []lua.Message{
+		{OwnerID: "ann", ChannelID: "team-42.general"},
+		{OwnerID: "ann", ChannelID: message.DefaultChannel},
+		{OwnerID: "ann", RecipientID: "bob"},
+	} {
+		mm := message.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, ChannelID: m.ChannelID, Content: "v1", CreatedAt: "2026-12-03T10:00:00Z"}
+		if m.RecipientID != "" {
+			mm.ChannelID = ""
+		}
+		m.Data = mm.JSON()
+		res, err := b.ops.Enqueue(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, sent{m, res.CacheID})
+	}
+	for _, s := range msgs {
+		var mm message.Message
+		if err := json.Unmarshal(s.m.Data, &mm); err != nil {
+			t.Fatal(err)
+		}
+		kind := s.m.Kind()
+		mm.Content, mm.EditedAt = "v2", "2026-12-03T10:00:01Z"
+		v, err := b.ops.Edit(ctx, lua.Edit{Kind: kind, CacheID: s.id, Message: mm, Found: s.id})
+		if err != nil || v <= s.id {
+			t.Fatalf("editing %d: version %d, %v", s.id, v, err)
+		}
+		var vme *lua.VersionMismatchError
+		if _, err := b.ops.Edit(ctx, lua.Edit{Kind: kind, CacheID: s.id, Message: mm, Found: s.id, IfMatch: s.id}); !errors.As(err, &vme) || vme.Current != v {
+			t.Errorf("a stale If-Match on %d: %v, want a mismatch naming %d", s.id, err, v)
+		}
+		tl := message.ChannelTimeline(mm.ChannelID)
+		if kind == message.Private {
+			// The repair of the create's entry, late: the rings keep the edit's.
+			create := message.Record{CacheID: s.id, Message: mm}
+			if err := b.ops.RepairRings(ctx, []message.Record{create}, []string{string(message.AppendEnvelope(nil, s.id, s.id, s.m.Data))}); err != nil {
+				t.Fatal(err)
+			}
+			tl = message.PrivateTimeline("bob")
+		}
+		ring, err := b.ops.Recent(ctx, tl, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf(`{"cache_id":%d,"version":%d,"data":%s}`, s.id, v, mm.JSON())
+		if !slices.Contains(ring, want) || len(ring) != 1 {
+			t.Errorf("%v's ring after the edit: %q, want only %s", tl, ring, want)
+		}
+	}
+	s := msgs[0]
+	if err := b.ops.DeletePublic(ctx, s.m.ChannelID, s.id); err != nil {
+		t.Fatal(err)
+	}
+	var mm message.Message
+	_ = json.Unmarshal(s.m.Data, &mm)
+	if _, err := b.ops.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: s.id, Message: mm, Found: s.id}); !errors.Is(err, lua.ErrNotFound) {
+		t.Errorf("editing a deleted message: %v, want ErrNotFound", err)
 	}
 }

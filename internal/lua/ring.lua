@@ -20,3 +20,16 @@ local function unring(key, id)
   end
   return removed
 end
+
+-- replace_in_ring puts entry in place of the entry of cache id id in the list ring at key (an
+-- edit: the ring keeps its order); a ring that no longer holds it is left as it is.
+local function replace_in_ring(key, id, entry)
+  local prefix = '{"cache_id":' .. id .. ','
+  for i, v in ipairs(redis.call('LRANGE', key, 0, -1)) do
+    if string.sub(v, 1, #prefix) == prefix then
+      redis.call('LSET', key, i - 1, entry)
+      return 1
+    end
+  end
+  return 0
+end

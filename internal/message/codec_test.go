@@ -38,13 +38,14 @@ func TestCodecCoversEveryField(t *testing.T) {
 	if got, want := string(m.JSON()), string(stdJSON(&m)); got != want {
 		t.Errorf("AppendJSON:\n got %s\nwant %s", got, want)
 	}
-	payload := string(AppendEnvelope(nil, 42, m.JSON()))
+	m.EditedAt = "2026-12-03T10:00:01.5Z"
+	payload := string(AppendEnvelope(nil, 42, 57, m.JSON()))
 	e, ok := scanEntry(payload)
 	if !ok {
 		t.Fatalf("the entry scanner gave up on %s: a field it does not know?", payload)
 	}
-	if *e.CacheID != 42 || *e.Data != m {
-		t.Errorf("scanned %d %+v, want 42 %+v", *e.CacheID, *e.Data, m)
+	if *e.CacheID != 42 || e.Version == nil || *e.Version != 57 || *e.Data != m {
+		t.Errorf("scanned %d %v %+v, want 42 57 %+v", *e.CacheID, e.Version, *e.Data, m)
 	}
 	var std ringEntry
 	if err := json.Unmarshal([]byte(payload), &std); err != nil || *std.Data != m {

@@ -15,6 +15,9 @@ const (
 	KindMessage        = "message"
 	KindPrivateMessage = "private_message"
 	KindDelete         = "delete"
+	// KindEdit is an edit of a message of the stream's kind; its payload is the whole new
+	// ring entry, with its version.
+	KindEdit = "edit"
 )
 
 // The fields of a flush-stream entry, for Go. The scripts that write entries name them in one
@@ -33,10 +36,13 @@ const (
 // EntryFields lists every field of a flush-stream entry.
 var EntryFields = []string{FieldCacheID, FieldKind, FieldPayload, FieldOwnerID, FieldRecipientID, FieldChannelID}
 
-// AppendEnvelope appends the ring entry {"cache_id":id,"data":data} of the message JSON data.
-func AppendEnvelope(b []byte, id int64, data []byte) []byte {
+// AppendEnvelope appends the ring entry {"cache_id":id,"version":version,"data":data} of the
+// message JSON data.
+func AppendEnvelope(b []byte, id, version int64, data []byte) []byte {
 	b = append(b, `{"cache_id":`...)
 	b = strconv.AppendInt(b, id, 10)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, version, 10)
 	b = append(b, `,"data":`...)
 	b = append(b, data...)
 	return append(b, '}')
@@ -73,6 +79,11 @@ type Record struct {
 	Message Message
 	// CreatedAt is Message.CreatedAt parsed.
 	CreatedAt time.Time
+	// Version is the message's version: its cache id until edited, then the edit's (from the
+	// same sequence, so higher). 0 on a deletion.
+	Version int64
+	// EditedAt is Message.EditedAt parsed; zero until edited.
+	EditedAt time.Time
 }
 
 // Op is the operation of a flush-stream entry on its message. Code that acts on records
@@ -84,6 +95,9 @@ const (
 	OpPost Op = iota
 	// OpDelete deletes message CacheID; Record.Message holds at most its users.
 	OpDelete
+	// OpEdit replaces message CacheID with Record.Message at Record.Version, unless a higher
+	// version is stored or the message was deleted.
+	OpEdit
 )
 
 // String names the operation as the tail's event types do.
@@ -93,6 +107,8 @@ func (o Op) String() string {
 		return "message"
 	case OpDelete:
 		return "delete"
+	case OpEdit:
+		return "edit"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -132,6 +148,8 @@ func DecodeEntry(streamKind, defaultChannel, streamID string, fields map[string]
 		}
 		return r, nil
 	case streamKind:
+	case KindEdit:
+		r.Op = OpEdit
 	default:
 		return r, badEntry("kind %.40q does not belong on the %s stream", kind, streamKind)
 	}
@@ -173,19 +191,38 @@ func DecodeEntry(streamKind, defaultChannel, streamID string, fields map[string]
 	if err != nil {
 		return r, badEntry("created_at %.40q is not an RFC 3339 time", e.Data.CreatedAt)
 	}
-	r.Message, r.CreatedAt = *e.Data, t
+	r.Message, r.CreatedAt, r.Version = *e.Data, t, id
+	if e.Version != nil {
+		r.Version = *e.Version
+	}
+	switch {
+	case r.Version < id:
+		return r, badEntry("version %d is below the cache id %d", r.Version, id)
+	case r.Op == OpEdit && (r.Version == id || e.Data.EditedAt == ""):
+		return r, badEntry("an edit needs a version above the cache id and an edited_at")
+	}
+	if e.Data.EditedAt != "" {
+		if r.EditedAt, err = time.Parse(time.RFC3339Nano, e.Data.EditedAt); err != nil {
+			return r, badEntry("edited_at %.40q is not an RFC 3339 time", e.Data.EditedAt)
+		}
+	}
 	return r, nil
 }
 
 // JSON is the record's ring entry as the read side answers with it, whatever source it came
-// from: {"cache_id":N,"data":{...}} with created_at in the one form PostgreSQL gives back (UTC,
+// from: {"cache_id":N,"version":V,"data":{...}} with created_at in the one form PostgreSQL gives back (UTC,
 // microseconds), so that a message read from a ring, a stream or a table is the same bytes.
 func (r *Record) JSON() []byte {
 	m := r.Message
-	m.CreatedAt = FormatTime(r.CreatedAt)
-	b := make([]byte, 0, 120+len(m.Content)+len(m.Username)+len(m.OwnerID)+len(m.RecipientID))
+	m.CreatedAt, m.EditedAt = FormatTime(r.CreatedAt), ""
+	if !r.EditedAt.IsZero() {
+		m.EditedAt = FormatTime(r.EditedAt)
+	}
+	b := make([]byte, 0, 160+len(m.Content)+len(m.Username)+len(m.OwnerID)+len(m.RecipientID))
 	b = append(b, `{"cache_id":`...)
 	b = strconv.AppendInt(b, r.CacheID, 10)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, max(r.Version, r.CacheID), 10)
 	b = append(b, `,"data":`...)
 	b = m.AppendJSON(b) // in place: AppendEnvelope would copy the data once more
 	return append(b, '}')

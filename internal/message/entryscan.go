@@ -5,9 +5,11 @@ import (
 	"unicode/utf8"
 )
 
-// ringEntry is the payload of a flush-stream entry: {"cache_id":N,"data":{...}}.
+// ringEntry is the payload of a flush-stream entry: {"cache_id":N,"version":V,"data":{...}}
+// (entries written before edits have no version).
 type ringEntry struct {
 	CacheID *int64   `json:"cache_id"`
+	Version *int64   `json:"version"`
 	Data    *Message `json:"data"`
 }
 
@@ -18,7 +20,7 @@ type ringEntry struct {
 // which then takes encoding/json; FuzzScanEntry holds both to the same answers.
 func scanEntry(p string) (e ringEntry, ok bool) {
 	s := scanner{p: p}
-	var id int64
+	var id, version int64
 	var m Message
 	if !s.consume('{') {
 		return e, false
@@ -43,6 +45,11 @@ func scanEntry(p string) (e ringEntry, ok bool) {
 				return e, false
 			}
 			e.CacheID = &id
+		case "version":
+			if version, ok = s.int(); !ok {
+				return e, false
+			}
+			e.Version = &version
 		case "data":
 			if !s.fields(&m) {
 				return e, false
@@ -150,6 +157,8 @@ func (s *scanner) fields(m *Message) bool {
 			m.Content = v
 		case "created_at":
 			m.CreatedAt = v
+		case "edited_at":
+			m.EditedAt = v
 		default:
 			return false
 		}

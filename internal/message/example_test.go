@@ -18,10 +18,11 @@ func ExampleTimeline_Contains() {
 	// eve false
 }
 
-// A ring entry wraps a message's JSON with its id, as the rings and flush streams hold it.
+// A ring entry wraps a message's JSON with its id and version, as the rings and flush streams
+// hold it: a new message's version is its id.
 func ExampleAppendEnvelope() {
 	m := message.Message{OwnerID: "ann", Content: "hi", CreatedAt: "2026-12-03T10:00:00Z"}
-	fmt.Println(string(message.AppendEnvelope(nil, 42, m.JSON())))
+	fmt.Println(string(message.AppendEnvelope(nil, 42, 42, m.JSON())))
 	// Output:
-	// {"cache_id":42,"data":{"owner_id":"ann","username":"","content":"hi","created_at":"2026-12-03T10:00:00Z"}}
+	// {"cache_id":42,"version":42,"data":{"owner_id":"ann","username":"","content":"hi","created_at":"2026-12-03T10:00:00Z"}}
 }

@@ -30,6 +30,8 @@ type Message struct {
 	Username  string `json:"username"`
 	Content   string `json:"content"`
 	CreatedAt string `json:"created_at"`
+	// EditedAt is when the latest edit was accepted (the form of CreatedAt); "" until edited.
+	EditedAt string `json:"edited_at,omitempty"`
 }
 
 // MaxChannelLen bounds a channel id.
@@ -117,14 +119,9 @@ func (m *Message) Validate(private bool, now time.Time) error {
 		return &FieldError{"username", "not valid UTF-8"}
 	case strings.ContainsRune(m.Username, 0):
 		return &FieldError{"username", "holds a NUL character"}
-	case m.Content == "":
-		return &FieldError{"content", "required"}
-	case len(m.Content) > MaxContentLen:
-		return &FieldError{"content", fmt.Sprintf("longer than %d bytes", MaxContentLen)}
-	case !utf8.ValidString(m.Content):
-		return &FieldError{"content", "not valid UTF-8"}
-	case strings.ContainsRune(m.Content, 0):
-		return &FieldError{"content", "holds a NUL character"}
+	}
+	if err := ValidateContent(m.Content); err != nil {
+		return err
 	}
 	t := now
 	if m.CreatedAt != "" {
@@ -134,6 +131,22 @@ func (m *Message) Validate(private bool, now time.Time) error {
 		}
 	}
 	m.CreatedAt = FormatTime(t)
+	return nil
+}
+
+// ValidateContent checks a message's text, as sent or as edited: 1 to 4096 bytes of valid UTF-8
+// without NUL.
+func ValidateContent(v string) error {
+	switch {
+	case v == "":
+		return &FieldError{"content", "required"}
+	case len(v) > MaxContentLen:
+		return &FieldError{"content", fmt.Sprintf("longer than %d bytes", MaxContentLen)}
+	case !utf8.ValidString(v):
+		return &FieldError{"content", "not valid UTF-8"}
+	case strings.ContainsRune(v, 0):
+		return &FieldError{"content", "holds a NUL character"}
+	}
 	return nil
 }
 
@@ -168,6 +181,10 @@ func (m *Message) AppendJSON(b []byte) []byte {
 	b = appendString(b, m.Content)
 	b = append(b, `,"created_at":`...)
 	b = appendString(b, m.CreatedAt)
+	if m.EditedAt != "" {
+		b = append(b, `,"edited_at":`...)
+		b = appendString(b, m.EditedAt)
+	}
 	return append(b, '}')
 }
 

@@ -13,6 +13,7 @@ func (s *Store) PersistInsert(ctx context.Context, kind message.Kind, recs []mes
 		idx[i] = i
 	}
 	var res Result
-	err := s.insertIsolated(ctx, kind, recs, idx, &res)
+	t := tableOf(kind)
+	err := s.writeIsolated(ctx, kind, t.insert, t.row, recs, idx, &res.Inserted, &res)
 	return res, err
 }

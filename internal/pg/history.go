@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -64,8 +65,9 @@ func (h *History) Page(ctx context.Context, q PageQuery) ([]message.Record, erro
 	}
 	out := make([]message.Record, 0, q.Limit)
 	var r message.Record
-	_, err = pgx.ForEachRow(rows, []any{&r.CacheID, &r.Message.OwnerID, &r.Message.RecipientID, &r.Message.ChannelID, &r.Message.Username, &r.Message.Content, &r.CreatedAt}, func() error {
-		out = append(out, r)
+	var editedAt *time.Time
+	_, err = pgx.ForEachRow(rows, rowFields(&r, &editedAt), func() error {
+		out = append(out, withEdit(r, editedAt))
 		return nil
 	})
 	if err != nil {
@@ -74,17 +76,31 @@ func (h *History) Page(ctx context.Context, q PageQuery) ([]message.Record, erro
 	return out, nil
 }
 
-// Whereabouts returns the owner, recipient and channel of the persisted message id of kind;
-// ok is false when no such row exists.
-func (h *History) Whereabouts(ctx context.Context, kind message.Kind, id int64) (m message.Message, ok bool, err error) {
-	err = h.pool.QueryRow(ctx, tableOf(kind).one, id).Scan(&m.OwnerID, &m.RecipientID, &m.ChannelID)
+// One returns the persisted message id of kind, whole; ok is false when no such row exists.
+func (h *History) One(ctx context.Context, kind message.Kind, id int64) (r message.Record, ok bool, err error) {
+	var editedAt *time.Time
+	err = h.pool.QueryRow(ctx, tableOf(kind).one, id).Scan(rowFields(&r, &editedAt)...)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return m, false, nil
+		return r, false, nil
 	}
 	if err != nil {
-		return m, false, fmt.Errorf("reading a %s's whereabouts: %w", kind, err)
+		return r, false, fmt.Errorf("reading a %s: %w", kind, err)
 	}
-	return m, true, nil
+	return withEdit(r, editedAt), true, nil
+}
+
+// rowFields are the scan targets of a row as history and one read it.
+func rowFields(r *message.Record, editedAt **time.Time) []any {
+	return []any{&r.CacheID, &r.Message.OwnerID, &r.Message.RecipientID, &r.Message.ChannelID, &r.Message.Username, &r.Message.Content, &r.CreatedAt, &r.Version, editedAt}
+}
+
+// withEdit sets the record's edit time, NULL until edited.
+func withEdit(r message.Record, editedAt *time.Time) message.Record {
+	r.EditedAt = time.Time{}
+	if editedAt != nil {
+		r.EditedAt = *editedAt
+	}
+	return r
 }
 
 // Ping checks that PostgreSQL answers.

@@ -41,6 +41,9 @@ type Result struct {
 	Inserted int64
 	// Deleted counts deletions recorded.
 	Deleted int
+	// Edited counts the edits that changed a row (or wrote it, ahead of its insert); an edit
+	// older than the stored version, or of a deleted message, changes nothing.
+	Edited int64
 	// Rejected lists the records refused for their data.
 	Rejected []Rejection
 	// RoundTrips counts the statements sent, to show what isolation cost.
@@ -60,14 +63,15 @@ type Result struct {
 // Transient): nothing of it is known to be written, and the caller retries the whole batch.
 func (s *Store) Persist(ctx context.Context, kind message.Kind, recs []message.Record) (Result, error) {
 	var res Result
-	var msgs []int
-	var dels []int
+	var msgs, dels, edits []int
 	for i, r := range recs {
 		switch r.Op {
 		case message.OpDelete:
 			dels = append(dels, i)
 		case message.OpPost:
 			msgs = append(msgs, i)
+		case message.OpEdit:
+			edits = append(edits, i)
 		default:
 			return res, fmt.Errorf("record %d: %w: no write for %v", r.CacheID, ErrUnknownOp, r.Op)
 		}
@@ -86,8 +90,9 @@ func (s *Store) Persist(ctx context.Context, kind message.Kind, recs []message.R
 		// A permanent error (a row already there, or one Postgres refuses): the INSERT below
 		// skips the first kind and isolates the second.
 	}
+	t := tableOf(kind)
 	if len(msgs) > 0 {
-		if err := s.insertIsolated(ctx, kind, recs, msgs, &res); err != nil {
+		if err := s.writeIsolated(ctx, kind, t.insert, t.row, recs, msgs, &res.Inserted, &res); err != nil {
 			return res, err
 		}
 	}
@@ -102,6 +107,13 @@ func (s *Store) Persist(ctx context.Context, kind message.Kind, recs []message.R
 		res.Rejected = append(res.Rejected, reused...)
 		res.Tombstoned = missing
 	}
+	// Edits after the batch's inserts (an edit is written after its message in the stream)
+	// and before its deletions (a deletion is final: the tombstone then stops any later edit).
+	if len(edits) > 0 {
+		if err := s.writeIsolated(ctx, kind, t.edit, t.edited, recs, edits, &res.Edited, &res); err != nil {
+			return res, err
+		}
+	}
 	if len(dels) > 0 {
 		removed, err := s.delete(ctx, kind, recs, dels)
 		if err != nil {
@@ -113,13 +125,21 @@ func (s *Store) Persist(ctx context.Context, kind message.Kind, recs []message.R
 	return res, nil
 }
 
-func (s *Store) insertIsolated(ctx context.Context, kind message.Kind, recs []message.Record, idx []int, res *Result) error {
-	n, err := s.insert(ctx, kind, recs, idx)
+// writeIsolated runs sql, a one-statement write of the records at idx (row's values as arrays),
+// adding the rows it wrote to *n. When PostgreSQL refuses the batch for its data, it splits it
+// in halves until the refused records are found, and lists them in res.Rejected.
+func (s *Store) writeIsolated(ctx context.Context, kind message.Kind, sql string, row func(*message.Record) []any, recs []message.Record, idx []int, n *int64, res *Result) error {
+	args, err := columnArrays(row, recs, idx)
+	if err != nil {
+		return err
+	}
+	tag, err := s.pool.Exec(ctx, sql, args...)
 	res.RoundTrips++
 	if err == nil {
-		res.Inserted += n
+		*n += tag.RowsAffected()
 		return nil
 	}
+	err = fmt.Errorf("writing %d %ss: %w", len(idx), kind, err)
 	if !Permanent(err) {
 		return err
 	}
@@ -128,23 +148,10 @@ func (s *Store) insertIsolated(ctx context.Context, kind message.Kind, recs []me
 		return nil
 	}
 	mid := len(idx) / 2
-	if err := s.insertIsolated(ctx, kind, recs, idx[:mid], res); err != nil {
+	if err := s.writeIsolated(ctx, kind, sql, row, recs, idx[:mid], n, res); err != nil {
 		return err
 	}
-	return s.insertIsolated(ctx, kind, recs, idx[mid:], res)
-}
-
-func (s *Store) insert(ctx context.Context, kind message.Kind, recs []message.Record, idx []int) (int64, error) {
-	t := tableOf(kind)
-	args, err := t.arrays(recs, idx)
-	if err != nil {
-		return 0, err
-	}
-	tag, err := s.pool.Exec(ctx, t.insert, args...)
-	if err != nil {
-		return 0, fmt.Errorf("inserting %d %ss: %w", len(idx), kind, err)
-	}
-	return tag.RowsAffected(), nil
+	return s.writeIsolated(ctx, kind, sql, row, recs, idx[mid:], n, res)
 }
 
 // delete records tombstones and removes the rows, under the table lock of lock_message.sql. It

@@ -498,16 +498,102 @@ func TestReaderRole(t *testing.T) {
 			t.Errorf("%+v: %v, want %v", c.q, got, c.want)
 		}
 	}
-	if m, ok, err := h.Whereabouts(ctx, message.Private, 4); err != nil || !ok || m.OwnerID != "u3" || m.RecipientID != "u3" {
-		t.Errorf("participants of 4: %+v %t %v", m, ok, err)
+	if r, ok, err := h.One(ctx, message.Private, 4); err != nil || !ok || r.Message.OwnerID != "u3" || r.Message.RecipientID != "u3" || r.Version != 4 {
+		t.Errorf("private message 4: %+v %t %v", r, ok, err)
 	}
-	if m, ok, err := h.Whereabouts(ctx, message.Public, 5); err != nil || !ok || m.ChannelID != "Org:Room~1" {
-		t.Errorf("channel of 5: %+v %t %v", m, ok, err)
+	if r, ok, err := h.One(ctx, message.Public, 5); err != nil || !ok || r.Message.ChannelID != "Org:Room~1" {
+		t.Errorf("channel of 5: %+v %t %v", r, ok, err)
 	}
-	if _, ok, err := h.Whereabouts(ctx, message.Private, 99); err != nil || ok {
+	if _, ok, err := h.One(ctx, message.Private, 99); err != nil || ok {
 		t.Errorf("participants of an unknown id: %t %v", ok, err)
 	}
 	if _, err := pg.New(limitedRole(t, b, "grants_reader.sql", "chatpipe_reader")).Persist(ctx, message.Public, []message.Record{rec(9, "x")}); err == nil {
 		t.Error("the reader role could write")
+	}
+}
+
+func edit(id, version int64, content string) message.Record {
+	r := rec(id, content)
+	r.StreamID = fmt.Sprintf("%d-%d", 1700000000000+version, 2)
+	r.Op, r.Version = message.OpEdit, version
+	r.EditedAt = time.Date(2026, 11, 25, 11, 0, 0, int(version)*1000, time.UTC)
+	r.Message.EditedAt = message.FormatTime(r.EditedAt)
+	return r
+}
+
+// TestEditsInAnyOrder: whatever order a message's create, edits and deletion reach PostgreSQL
+// in — one batch or several, as two workers would commit them — the row ends at the highest
+// version, or absent once deleted; the create never overwrites an edit written before it, and
+// neither is rejected as an id given twice.
+func TestEditsInAnyOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	h := pg.NewHistory(b.pool)
+	const c, e1, e2, d = "c", "e1", "e2", "d"
+	cases := []struct {
+		batches [][]string
+		want    string // the content at the end; "" for no row
+	}{
+		{[][]string{{c}, {e1}, {e2}}, e2},
+		{[][]string{{e2}, {c}, {e1}}, e2},
+		{[][]string{{e1}, {e2}, {c}}, e2},
+		{[][]string{{c, e1, e2}}, e2},
+		{[][]string{{e2, e1, c}}, e2},
+		{[][]string{{c, e2}, {e2, e1}, {c}}, e2},
+		{[][]string{{c}, {e1}, {d}, {e2}}, ""},
+		{[][]string{{d}, {e1}}, ""},
+		{[][]string{{e1}, {d}, {c}}, ""},
+		{[][]string{{c, e1, d, e2}}, ""},
+		{[][]string{{c}, {e1}}, e1},
+	}
+	for i, tc := range cases {
+		for _, kind := range message.Kinds {
+			id := int64(100*i + 10 + int(kind))
+			for _, batch := range tc.batches {
+				var recs []message.Record
+				for _, op := range batch {
+					switch op {
+					case c:
+						recs = append(recs, rec(id, "created"))
+					case e1:
+						recs = append(recs, edit(id, id+1000, "first edit"))
+					case e2:
+						recs = append(recs, edit(id, id+2000, "second edit"))
+					case d:
+						recs = append(recs, del(id))
+					}
+				}
+				res, err := b.store.Persist(ctx, kind, recs)
+				if err != nil || len(res.Rejected) > 0 {
+					t.Fatalf("%v %v, batch %v: %v, rejected %v", kind, tc.batches, batch, err, res.Rejected)
+				}
+			}
+			got, ok, err := h.One(ctx, kind, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]string{e1: "first edit", e2: "second edit"}[tc.want]
+			wantVersion := map[string]int64{e1: id + 1000, e2: id + 2000}[tc.want]
+			switch {
+			case tc.want == "" && ok:
+				t.Errorf("%v %v: row %+v, want none (deleted)", kind, tc.batches, got)
+			case tc.want != "" && (!ok || got.Message.Content != want || got.Version != wantVersion || got.EditedAt.IsZero()):
+				t.Errorf("%v %v: row %+v (found %t), want %q at version %d with edited_at", kind, tc.batches, got, ok, want, wantVersion)
+			}
+		}
+	}
+	// A bad edit is refused alone; the good one in its batch is written.
+	id := int64(9001)
+	if _, err := b.store.Persist(ctx, message.Public, []message.Record{rec(id, "created")}); err != nil {
+		t.Fatal(err)
+	}
+	bad := edit(id+1, id+1001, "")
+	res, err := b.store.Persist(ctx, message.Public, []message.Record{edit(id, id+1000, "fixed"), bad})
+	if err != nil || len(res.Rejected) != 1 || res.Rejected[0].Index != 1 || res.Edited != 1 {
+		t.Fatalf("a batch with a bad edit: %+v, %v; want the second rejected, one edited", res, err)
+	}
+	if got, _, _ := h.One(ctx, message.Public, id); got.Message.Content != "fixed" {
+		t.Errorf("content %q, want fixed", got.Message.Content)
 	}
 }

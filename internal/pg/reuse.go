@@ -17,7 +17,7 @@ import (
 var ErrIDReused = errors.New("cache id already holds another message")
 
 // findReused returns the records at idx whose id is stored with other content (owner,
-// recipient, user name, text or time), and those whose id has no row (tombstoned). A record the
+// recipient, channel, time, or — unless the row was edited since — user name or text), and those whose id has no row (tombstoned). A record the
 // same as its row is a redelivery. It runs only when a write stored fewer rows than it was given.
 func (s *Store) findReused(ctx context.Context, kind message.Kind, recs []message.Record, idx []int) ([]Rejection, []int, error) {
 	ids := make([]int64, len(idx))
@@ -31,11 +31,13 @@ func (s *Store) findReused(ctx context.Context, kind message.Kind, recs []messag
 	type stored struct {
 		owner, recipient, channel, user, content string
 		at                                       time.Time
+		version                                  int64
+		editedAt                                 *time.Time
 	}
 	have := make(map[int64]stored, len(idx))
 	var id int64
 	var st stored
-	_, err = pgx.ForEachRow(rows, []any{&id, &st.owner, &st.recipient, &st.channel, &st.user, &st.content, &st.at}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&id, &st.owner, &st.recipient, &st.channel, &st.user, &st.content, &st.at, &st.version, &st.editedAt}, func() error {
 		have[id] = st
 		return nil
 	})
@@ -59,9 +61,12 @@ func (s *Store) findReused(ctx context.Context, kind message.Kind, recs []messag
 		} else {
 			m.RecipientID = ""
 		}
-		// timestamptz keeps microseconds.
-		if st.owner == m.OwnerID && st.recipient == m.RecipientID && st.channel == m.ChannelID && st.user == m.Username &&
-			st.content == m.Content && st.at.Equal(r.CreatedAt.Truncate(time.Microsecond)) {
+		// timestamptz keeps microseconds. A row edited since (a higher version: the edit may
+		// even have been written first) is still this message when its author, place and
+		// creation time are.
+		same := st.owner == m.OwnerID && st.recipient == m.RecipientID && st.channel == m.ChannelID &&
+			st.at.Equal(r.CreatedAt.Truncate(time.Microsecond))
+		if same && (st.version > max(r.Version, r.CacheID) || st.user == m.Username && st.content == m.Content) {
 			continue
 		}
 		out = append(out, Rejection{Index: i, Err: fmt.Errorf("%w (id %d, owner %q; this entry's owner %q)", ErrIDReused, r.CacheID, st.owner, m.OwnerID)})

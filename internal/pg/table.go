@@ -41,6 +41,10 @@ var (
 	oneMessageSQL string
 	//go:embed one_private_message.sql
 	onePrivateMessageSQL string
+	//go:embed edit_message.sql
+	editMessageSQL string
+	//go:embed edit_private_message.sql
+	editPrivateMessageSQL string
 )
 
 // table is everything that differs between the kinds in PostgreSQL: the table, its columns, a
@@ -52,13 +56,15 @@ type table struct {
 	columns []string
 	// row is a record's values, in columns' order.
 	row func(r *message.Record) []any
+	// edited is an edit's values, in edit's order: row's, then the version and edit time.
+	edited func(r *message.Record) []any
 	// insert takes one array per column; delete returns the users of the rows it removed when
 	// the table has them (returnsUsers); existing reads the stored rows of ids, recipient_id ''
 	// where the table has none.
 	insert, lock, copyLock, delete, existing string
 	historyBefore, historyAfter              string
-	// one reads the owner, recipient and channel of one row ('' where the table has none).
-	one          string
+	// one reads one row whole, as history does; edit applies edits (edited's arrays).
+	one, edit    string
 	returnsUsers bool
 }
 
@@ -71,7 +77,7 @@ var tables = [...]table{
 		},
 		insert: insertMessageSQL, lock: lockMessageSQL, copyLock: copyLockMessageSQL, delete: deleteMessageSQL,
 		existing: existingMessageSQL, historyBefore: historyMessageBeforeSQL, historyAfter: historyMessageAfterSQL,
-		one: oneMessageSQL,
+		one: oneMessageSQL, edit: editMessageSQL,
 	},
 	message.Private: {
 		kind: message.Private, name: "private_messages",
@@ -81,19 +87,30 @@ var tables = [...]table{
 		},
 		insert: insertPrivateMessageSQL, lock: lockPrivateMessageSQL, copyLock: copyLockPrivateMessageSQL, delete: deletePrivateMessageSQL,
 		existing: existingPrivateMessageSQL, historyBefore: historyPrivateBeforeSQL, historyAfter: historyPrivateAfterSQL,
-		one: onePrivateMessageSQL, returnsUsers: true,
+		one: onePrivateMessageSQL, edit: editPrivateMessageSQL, returnsUsers: true,
 	},
+}
+
+func init() {
+	for i := range tables {
+		t := &tables[i]
+		t.edited = func(r *message.Record) []any { return append(t.row(r), r.Version, r.EditedAt) }
+	}
 }
 
 // tableOf is the table of kind.
 func tableOf(kind message.Kind) *table { return &tables[kind] }
 
-// arrays turns the rows of the records at idx into one typed array a column, as the insert's
-// unnest takes them.
-func (t *table) arrays(recs []message.Record, idx []int) ([]any, error) {
-	cols := make([]any, len(t.columns))
+// columnArrays turns row's values of the records at idx into one typed array a value, as the
+// writes' unnest takes them.
+func columnArrays(row func(*message.Record) []any, recs []message.Record, idx []int) ([]any, error) {
+	var cols []any
 	for j, i := range idx {
-		for c, v := range t.row(&recs[i]) {
+		vals := row(&recs[i])
+		if j == 0 {
+			cols = make([]any, len(vals))
+		}
+		for c, v := range vals {
 			switch v := v.(type) {
 			case int64:
 				if j == 0 {
@@ -111,7 +128,7 @@ func (t *table) arrays(recs []message.Record, idx []int) ([]any, error) {
 				}
 				cols[c].([]time.Time)[j] = v
 			default:
-				return nil, fmt.Errorf("column %s: no array of %T", t.columns[c], v)
+				return nil, fmt.Errorf("value %d: no array of %T", c, v)
 			}
 		}
 	}

@@ -7,7 +7,7 @@
 -- Returns {first, next, pending, entries}: first is {stream id, cache id} of the stream's oldest
 -- message ({} when it holds none); next is where to go on ('' when the scan reached the stream's
 -- end); pending the pending deletions' cache ids; entries stream id, cache id, fields, … of the
--- messages in range (deletions are skipped), in scan order, fields as XRANGE gives them: every
+-- messages in range (deletions and edits are skipped), in scan order, fields as XRANGE gives them: every
 -- field of the entry, so that a field added to entries reaches the read side without a change
 -- here.
 --
@@ -22,6 +22,11 @@ local function fields(e)
   return m
 end
 
+-- is_message says whether an entry is a message's create. Deletions and edits carry the ids of
+-- earlier messages, out of the stream's order, and are not read here: the pending deletions
+-- come from their set, and edits from the backlog indexes (indexed.lua).
+local function is_message(m) return m['kind'] ~= 'delete' and m['kind'] ~= 'edit' end
+
 -- first_message returns the id, cache id (a number) and cache id as written (exact: a Lua number
 -- would print 2^52 and more in exponent form) of the first message entry at or after start.
 local function first_message(start)
@@ -30,7 +35,7 @@ local function first_message(start)
     if #es == 0 then return nil end
     for _, e in ipairs(es) do
       local m = fields(e)
-      if m['kind'] ~= 'delete' then return e[1], tonumber(m['cache_id']) or 0, m['cache_id'] or '0' end
+      if is_message(m) then return e[1], tonumber(m['cache_id']) or 0, m['cache_id'] or '0' end
     end
     start = '(' .. es[#es][1]
   end
@@ -89,7 +94,7 @@ local entries = {}
 for _, e in ipairs(es) do
   local m = fields(e)
   local c = tonumber(m['cache_id'])
-  if m['kind'] ~= 'delete' and c ~= nil and (cursor == nil or (dir == 'b' and c < cursor) or (dir == 'f' and c > cursor)) then
+  if is_message(m) and c ~= nil and (cursor == nil or (dir == 'b' and c < cursor) or (dir == 'f' and c > cursor)) then
     entries[#entries + 1] = e[1]
     entries[#entries + 1] = m['cache_id']
     entries[#entries + 1] = e[2]

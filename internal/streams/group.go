@@ -368,19 +368,54 @@ func (g *Group) Range(ctx context.Context, start, end string, count int) ([]Entr
 	return es, nil
 }
 
-// Unindex removes entry ids from sorted sets (the backlog indexes beside the stream, in its
-// slot), in one pipelined round trip: sets maps a set's key to the ids to remove.
-func (g *Group) Unindex(ctx context.Context, sets map[string][]string) error {
-	if len(sets) == 0 {
+// Flushed is what to clear beside a stream once its entries are in PostgreSQL: their members
+// of the backlog indexes (sorted sets of entry ids) and the marks of their edits (hash fields,
+// removed only where they still hold the value given: a later edit may have replaced them).
+type Flushed struct {
+	indexes map[string][]string
+	marks   map[string][]string
+}
+
+// Index removes entry id from the sorted set key.
+func (f *Flushed) Index(key, id string) {
+	if f.indexes == nil {
+		f.indexes = map[string][]string{}
+	}
+	f.indexes[key] = append(f.indexes[key], id)
+}
+
+// Mark removes field of the hash key if it still holds value.
+func (f *Flushed) Mark(key, field, value string) {
+	if f.marks == nil {
+		f.marks = map[string][]string{}
+	}
+	f.marks[key] = append(f.marks[key], field, value)
+}
+
+// Unindex clears what f names (the keys beside the stream, in its slot) in one pipelined round
+// trip.
+func (g *Group) Unindex(ctx context.Context, f Flushed) error {
+	if len(f.indexes) == 0 && len(f.marks) == 0 {
 		return nil
 	}
-	cmds := make(valkey.Commands, 0, len(sets))
-	for key, ids := range sets {
+	cmds := make(valkey.Commands, 0, len(f.indexes)+len(f.marks))
+	for key, ids := range f.indexes {
 		cmds = append(cmds, g.c.B().Zrem().Key(key).Member(ids...).Build())
+	}
+	var marks []lua.Call
+	for key, fv := range f.marks {
+		marks = append(marks, lua.Call{Keys: []string{key}, Args: fv})
 	}
 	cctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
-	for _, r := range g.c.DoMulti(cctx, cmds...) {
+	var res []valkey.ValkeyResult
+	if len(cmds) > 0 {
+		res = g.c.DoMulti(cctx, cmds...)
+	}
+	if len(marks) > 0 {
+		res = append(res, unmarkScript.ExecMulti(cctx, g.c, marks)...)
+	}
+	for _, r := range res {
 		if err := r.Error(); err != nil {
 			return fmt.Errorf("removing flushed entries from the backlog indexes: %w", err)
 		}

@@ -17,6 +17,8 @@ var (
 	replaySrc string
 	//go:embed group.lua
 	groupSrc string
+	//go:embed unmark.lua
+	unmarkSrc string
 )
 
 var (
@@ -25,4 +27,5 @@ var (
 	delConsumerScript = lua.NewScript("delconsumer", delConsumerSrc)
 	replayScript      = lua.NewScript("replay", replaySrc)
 	groupScript       = lua.NewScript("group", groupSrc)
+	unmarkScript      = lua.NewScript("unmark", unmarkSrc)
 )

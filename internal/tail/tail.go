@@ -45,7 +45,7 @@ var (
 type Event struct {
 	// ID is the cursor that resumes right after this event.
 	ID string
-	// Type is "message" or "delete".
+	// Type is "message", "edit" or "delete".
 	Type string
 	// Data is the message as history gives it, or {"cache_id":N} for a deletion.
 	Data []byte
@@ -599,7 +599,7 @@ func (h *hub) toEvent(e streams.Entry) (Event, bool) {
 	switch rec.Op {
 	case message.OpDelete:
 		ev.Data = rec.DeletionJSON()
-	case message.OpPost:
+	case message.OpPost, message.OpEdit: // an edit carries the whole new message: clients replace
 		ev.Data = rec.JSON()
 	default:
 		return Event{}, false

@@ -14,6 +14,7 @@ import (
 // HistoryMessage is one message of a history page or a tail event.
 type HistoryMessage struct {
 	CacheID int64 `json:"cache_id"`
+	Version int64 `json:"version"`
 	// ChannelID is a public deletion event's channel.
 	ChannelID string `json:"channel_id"`
 	Data      struct {
@@ -22,7 +23,26 @@ type HistoryMessage struct {
 		ChannelID   string `json:"channel_id"`
 		Content     string `json:"content"`
 		CreatedAt   string `json:"created_at"`
+		EditedAt    string `json:"edited_at"`
 	} `json:"data"`
+}
+
+// ScanRecent reads a recent endpoint (url: the whole ring) and returns its messages.
+func ScanRecent(t testing.TB, client *http.Client, url string) []HistoryMessage {
+	t.Helper()
+	res, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("recent %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	var p struct {
+		Messages []HistoryMessage `json:"messages"`
+	}
+	if res.StatusCode != http.StatusOK || json.Unmarshal(raw, &p) != nil {
+		t.Fatalf("recent %s: %d %.200s", url, res.StatusCode, raw)
+	}
+	return p.Messages
 }
 
 // ScanHistory pages through a history endpoint (base+path) in one direction with limit, the way

@@ -1,0 +1,123 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/chatpipe/chatpipe/internal/history"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
+)
+
+// editRequest is the body of an edit: who edits, and the new text.
+type editRequest struct {
+	OwnerID string `json:"owner_id"`
+	Content string `json:"content"`
+}
+
+type editedBody struct {
+	CacheID int64 `json:"cache_id"`
+	Version int64 `json:"version"`
+}
+
+// editMessage edits a message of the path's channel (the default one for /v1/messages/{id}) or a
+// private message: ingest finds it (its backlog index, else PostgreSQL), checks its place and
+// author, and the edit script decides the rest (deleted, If-Match, rate limit) atomically.
+func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
+	kind := message.Public
+	if strings.HasPrefix(r.Pattern, "/v1/private-messages/") {
+		kind = message.Private
+	}
+	var tl message.Timeline
+	var err error
+	if kind == message.Public {
+		if tl, err = s.timeline(r); err != nil {
+			return err
+		}
+	}
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	ifMatch, err := parseIfMatch(r.Header.Values("If-Match"))
+	if err != nil {
+		return err
+	}
+	var req editRequest
+	if err := s.decode(w, r, s.cfg.MaxBody, &req); err != nil {
+		return err
+	}
+	if err := message.ValidateID("owner_id", req.OwnerID); err != nil {
+		return err
+	}
+	if err := message.ValidateContent(req.Content); err != nil {
+		return err
+	}
+	if kind == message.Private {
+		tl = message.PrivateTimeline(req.OwnerID) // the author's own timeline holds it, if anyone's
+	}
+	if s.cfg.History == nil || !s.cfg.History.Available() {
+		return &apiError{code: codeHistoryUnavailable, retryAfter: time.Second,
+			detail: "edits find messages no longer in Valkey in PostgreSQL: set DATABASE_URL on ingest"}
+	}
+	rec, found, deleted, err := s.cfg.History.Find(r.Context(), tl, id)
+	switch {
+	case errors.Is(err, history.ErrDatabase):
+		return &apiError{code: codeHistoryUnavailable, retryAfter: time.Second, detail: "finding the message needs PostgreSQL, which did not answer; retry later"}
+	case err != nil:
+		return err
+	case deleted || !found || (kind == message.Public && rec.Message.ChannelID != tl.Channel):
+		return &apiError{code: codeNotFound, detail: fmt.Sprintf("no message %d %s", id, where(kind, tl))}
+	case rec.Message.OwnerID != req.OwnerID:
+		return &apiError{code: codeNotAuthor, detail: "only the author of a message edits it"}
+	}
+	m := rec.Message
+	m.Content, m.CreatedAt, m.EditedAt = req.Content, message.FormatTime(rec.CreatedAt), message.FormatTime(s.cfg.NowFunc())
+	start := time.Now()
+	version, err := s.cfg.Store.Edit(r.Context(), lua.Edit{Kind: kind, CacheID: id, Message: m, Found: max(rec.Version, id), IfMatch: ifMatch})
+	s.m.script.WithLabelValues("edit").Observe(time.Since(start).Seconds())
+	if err != nil {
+		if errors.Is(err, lua.ErrUnavailable) || errors.Is(err, lua.ErrFull) {
+			s.valkeyFailed(r, "edit", err)
+		}
+		return err
+	}
+	writeJSON(w, http.StatusOK, editedBody{CacheID: id, Version: version})
+	return nil
+}
+
+// where names a message's place in a not-found answer.
+func where(kind message.Kind, tl message.Timeline) string {
+	if kind == message.Private {
+		return "among " + tl.User + "'s private messages"
+	}
+	return "in channel " + tl.Channel
+}
+
+// parseIfMatch reads an If-Match header: one version, quoted as an entity tag ("42") or bare;
+// "*" (any version) and no header ask for none (0).
+func parseIfMatch(vals []string) (int64, error) {
+	bad := &apiError{code: codeInvalid, field: "If-Match", detail: `If-Match: one version, as "42"`}
+	switch {
+	case len(vals) == 0:
+		return 0, nil
+	case len(vals) > 1:
+		return 0, bad
+	}
+	v := strings.TrimSpace(vals[0])
+	if v == "*" {
+		return 0, nil
+	}
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 || len(v) > 19 || v[0] == '+' || v[0] == '0' {
+		return 0, bad
+	}
+	return n, nil
+}

@@ -1,0 +1,2 @@
+ALTER TABLE chat_messages DROP COLUMN IF EXISTS version, DROP COLUMN IF EXISTS edited_at;
+ALTER TABLE private_messages DROP COLUMN IF EXISTS version, DROP COLUMN IF EXISTS edited_at;
