@@ -26,7 +26,7 @@ test-short: deps ## the quick suites only
 run: deps build ## throwaway Valkey and PostgreSQL (data in .run/), ingest on 127.0.0.1:8080, two workers, console, Prometheus (Ctrl-C stops all)
 	@scripts/run.sh
 
-bench: deps ## each stage beside this machine's limit, one table in bench/results/ (BENCH_QUICK=1: smaller; BENCH_PROFILE=1: CPU profiles too; BENCH_STAGES=limits,flush,ingest,reference,durability,scaling,endtoend,channels,fanout: some only)
+bench: deps ## each stage beside this machine's limit, one table in bench/results/ (BENCH_QUICK=1: smaller; BENCH_PROFILE=1: CPU profiles too; BENCH_STAGES=limits,flush,ingest,reference,durability,scaling,endtoend,channels,fanout,edits: some only)
 	set -o pipefail; $(GO) test -tags bench -count=1 -v -timeout 30m -run '^TestBench$$' ./internal/bench/ 2>&1 | grep -v '^=== '
 
 microbench: deps ## go test benchmarks of the enqueue script, the HTTP handlers and the batch insert

@@ -78,14 +78,32 @@ record() { echo "$1 $(readlink "/proc/$1/exe" 2>/dev/null)" >>"$root/pids"; }
 pids=()       # ingest, workers and console: stopped first, so they can finish their batches
 servers=()    # Valkey and Prometheus: stopped after them
 pg_started=""
+# alive: whether pid runs (an exited child not yet waited for is a zombie, which kill -0 counts).
+alive() { local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1); [ -n "$st" ] && [ "$st" != Z ]; }
+# stop: SIGTERM to each pid, up to 20 s for them to finish what they hold, then SIGKILL to any
+# left, named: a stop that hangs says which process it waited for.
+stop() {
+  local pid i
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for i in $(seq 200); do
+    for pid in "$@"; do alive "$pid" && break; pid=""; done
+    [ -z "$pid" ] && break
+    sleep 0.1
+  done
+  for pid in "$@"; do
+    if alive "$pid"; then
+      echo "run: $(cat "/proc/$pid/comm" 2>/dev/null) (pid $pid) did not stop within 20 s of SIGTERM; killing it" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
 cleanup() {
   trap - EXIT INT TERM
   echo "run: stopping" >&2
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop "${pids[@]}"
   echo "run: stopping Valkey and Prometheus" >&2
-  for pid in "${servers[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${servers[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop "${servers[@]}"
   [ -n "$pg_started" ] && { echo "run: stopping PostgreSQL" >&2; as_pg "$pg_ctl" -D "$pgdir/data" -m fast -w stop >/dev/null 2>&1 || true; }
   rm -f "$root/pids"
   echo "run: stopped" >&2

@@ -37,8 +37,12 @@ func dialRaw(hostport string) (*rawConn, error) {
 func (rc *rawConn) Close() error { return rc.conn.Close() }
 
 // post sends one POST and returns the status and the answer's body (valid until the next call).
-func (rc *rawConn) post(path, body string) (int, []byte, error) {
-	req := append(rc.req[:0], "POST "...)
+func (rc *rawConn) post(path, body string) (int, []byte, error) { return rc.do("POST", path, body) }
+
+// do sends one request with a JSON body, as post.
+func (rc *rawConn) do(method, path, body string) (int, []byte, error) {
+	req := append(rc.req[:0], method...)
+	req = append(req, ' ')
 	req = append(req, path...)
 	req = append(req, " HTTP/1.1\r\nHost: "...)
 	req = append(req, rc.host...)

@@ -150,11 +150,37 @@ type ledger struct {
 	owner map[string]string
 	// channel is each public token's channel.
 	channel map[string]string
+	// recent are the newest accepted messages, which the editors pick from (so that several
+	// race on the same ones).
+	recent []edited
+	// edits is each message's edit answered 200 with the highest version; editsUnknown the
+	// contents of edits with no definite answer (they may have been applied).
+	edits        map[edited]editOutcome
+	editsUnknown map[edited][]string
+	// editsAnswered counts the edits answered 200; editsAfterDelete the edits of a deleted
+	// message answered otherwise than 404 (a violation).
+	editsAnswered, editsAfterDelete int
+	// editors are the clients whose edits of a message were answered 200.
+	editors map[edited]map[string]bool
+}
+
+// edited names an accepted message (ids of the two kinds may meet: the kind is part of the name).
+type edited struct {
+	kind  string
+	id    int64
+	token string
+}
+
+// editOutcome is an edit answered 200.
+type editOutcome struct {
+	version int64
+	content string
 }
 
 func newLedger() *ledger {
 	return &ledger{accepted: map[string]map[int64]string{"message": {}, "private_message": {}},
-		deleted: map[int64]bool{}, rejected: map[string]string{}, unknown: map[string]bool{}, owner: map[string]string{}, channel: map[string]string{}}
+		deleted: map[int64]bool{}, rejected: map[string]string{}, unknown: map[string]bool{}, owner: map[string]string{}, channel: map[string]string{},
+		edits: map[edited]editOutcome{}, editsUnknown: map[edited][]string{}, editors: map[edited]map[string]bool{}}
 }
 
 // privateUser is a user and the ids of the private messages answered 202 that involve them.
@@ -185,6 +211,8 @@ func (l *ledger) privateUsers() []privateUser {
 }
 
 type client struct {
+	// name tells the load's clients apart (the editors of a message).
+	name string
 	base string
 	http *http.Client
 	l    *ledger
@@ -279,6 +307,9 @@ func (c *client) send(kind, owner, token string, retries int) {
 			}
 			c.l.accepted[kind][out.CacheID] = token
 			c.l.owner[token] = owner
+			if c.l.recent = append(c.l.recent, edited{kind, out.CacheID, token}); len(c.l.recent) > 64 {
+				c.l.recent = c.l.recent[len(c.l.recent)-32:]
+			}
 			if channel != "" {
 				c.l.channel[token] = channel
 			}
@@ -314,7 +345,10 @@ func keepAlive(timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 }
 
-func (c *client) delete(id int64) {
+func (c *client) delete(id int64) { c.deleteOK(id) }
+
+// deleteOK deletes a public message, retrying until it is answered 204; false if it never was.
+func (c *client) deleteOK(id int64) bool {
 	for range 20 {
 		req, _ := http.NewRequest(http.MethodDelete, c.base+"/v1/messages/"+strconv.FormatInt(id, 10), nil)
 		res, err := c.http.Do(req)
@@ -327,9 +361,98 @@ func (c *client) delete(id int64) {
 			c.l.mu.Lock()
 			c.l.deleted[id] = true
 			c.l.mu.Unlock()
-			return
+			return true
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	return false
+}
+
+// editedByMany counts the messages whose edits answered 200 came from more than one client
+// (the edits' contents name the load step that sent them).
+func (l *ledger) editedByMany() int {
+	n := 0
+	for _, steps := range l.editors {
+		if len(steps) > 1 {
+			n++
+		}
+	}
+	return n
+}
+
+// edit has the author of message e replace its content, retrying until the answer is definite:
+// 200 (recorded when its version is the highest so far), or a 4xx. It returns the status.
+func (c *client) edit(e edited, content string) int {
+	path := "/v1/private-messages/" + strconv.FormatInt(e.id, 10)
+	c.l.mu.Lock()
+	owner, channel := c.l.owner[e.token], c.l.channel[e.token]
+	c.l.mu.Unlock()
+	if e.kind == "message" {
+		path = "/v1/channels/" + channel + "/messages/" + strconv.FormatInt(e.id, 10)
+	}
+	raw, _ := json.Marshal(map[string]string{"owner_id": owner, "content": content})
+	for range 30 {
+		req, _ := http.NewRequest(http.MethodPatch, c.base+path, bytes.NewReader(raw))
+		req.Header.Set("Content-Type", "application/json")
+		res, err := c.http.Do(req)
+		if err != nil {
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		var out struct {
+			Version int64 `json:"version"`
+		}
+		_ = json.NewDecoder(res.Body).Decode(&out)
+		drain(res)
+		switch {
+		case res.StatusCode == http.StatusOK:
+			c.l.mu.Lock()
+			c.l.editsAnswered++
+			if c.l.editors[e] == nil {
+				c.l.editors[e] = map[string]bool{}
+			}
+			c.l.editors[e][c.name] = true
+			if out.Version > c.l.edits[e].version {
+				c.l.edits[e] = editOutcome{out.Version, content}
+			}
+			c.l.mu.Unlock()
+			return res.StatusCode
+		case res.StatusCode >= 400 && res.StatusCode < 500:
+			return res.StatusCode
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.l.mu.Lock()
+	c.l.editsUnknown[e] = append(c.l.editsUnknown[e], content)
+	c.l.mu.Unlock()
+	return 0
+}
+
+// editSome has owner's client edit one of the newest messages (several editors race on them);
+// now and then it deletes an edited public message and edits it again, which must be 404.
+func (c *client) editSome(rng *rand.Rand, token string) {
+	c.l.mu.Lock()
+	if len(c.l.recent) == 0 {
+		c.l.mu.Unlock()
+		return
+	}
+	e := c.l.recent[len(c.l.recent)-1-rng.IntN(min(len(c.l.recent), 8))]
+	deleted := e.kind == "message" && c.l.deleted[e.id]
+	c.l.mu.Unlock()
+	var status int
+	for k := range 1 + rng.IntN(3) { // several edits in a row, while other clients edit it too
+		status = c.edit(e, fmt.Sprintf("chaos %s edit %s.%d", e.token, token, k))
+	}
+	if e.kind != "message" || status != http.StatusOK || deleted || rng.IntN(5) > 0 {
+		return
+	}
+	if !c.deleteOK(e.id) {
+		return
+	}
+	if status := c.edit(e, "chaos "+e.token+" after its deletion "+token); status != http.StatusNotFound && status != 0 {
+		c.l.mu.Lock()
+		c.l.editsAfterDelete++
+		c.l.mu.Unlock()
 	}
 }
 
@@ -392,7 +515,8 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 	proxiedDSN := proxied.String()
 	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
 	d := &deployment{dir: dir, valkey: []string{"VALKEY_ADDR=" + valkeyProxy.Listen}, dsn: proxiedDSN}
-	ingest, base := d.ingest(t, "ingest", "VALKEY_TIMEOUT=500ms")
+	// Ingest reads PostgreSQL (through the proxy) to find the flushed messages clients edit.
+	ingest, base := d.ingest(t, "ingest", "VALKEY_TIMEOUT=500ms", "DATABASE_URL="+proxiedDSN)
 	ingest.start(t)
 	var workers []*proc
 	for i := range 3 {
@@ -414,6 +538,8 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 	next := 0
 	for g := range 8 {
 		grng := rand.New(rand.NewPCG(seed, uint64(g+1)))
+		c := *c
+		c.name = fmt.Sprintf("client %d", g)
 		load.Go(func() {
 			for loadCtx.Err() == nil {
 				seq.Lock()
@@ -438,7 +564,9 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 					}
 				case r < 0.12:
 					c.send("message", "", token, 30) // invalid: rejected, must be nowhere
-				case r < 0.35:
+				case r < 0.20:
+					c.editSome(grng, token)
+				case r < 0.40:
 					c.send("private_message", owner, token, 30)
 				default:
 					c.send("message", owner, token, 30)
@@ -533,7 +661,66 @@ func run(t *testing.T, seed uint64, duration time.Duration, tags string, kinds i
 	for _, w := range workers {
 		w.stop()
 	}
-	return check(t, seed, dsn, vc, l, faults, workers)
+	differ := checkEditsRead(t, base, l)
+	r := check(t, seed, dsn, vc, l, faults, workers)
+	r.readsDiffer = differ
+	return r
+}
+
+// checkEditsRead reads every edited message that is not deleted back through ingest — history
+// at its id, and its channel's or author's ring — and counts those whose content is not its last
+// edit answered 200 (or an edit with no definite answer).
+func checkEditsRead(t *testing.T, base string, l *ledger) int {
+	type msg struct {
+		CacheID int64 `json:"cache_id"`
+		Data    struct {
+			Content string `json:"content"`
+		} `json:"data"`
+	}
+	get := func(url string) []msg {
+		res, err := http.Get(url)
+		if err != nil {
+			t.Fatalf("reading %s: %v", url, err)
+		}
+		var p struct{ Messages []msg }
+		err = json.NewDecoder(res.Body).Decode(&p)
+		drain(res)
+		if res.StatusCode != http.StatusOK || err != nil {
+			t.Fatalf("reading %s: %d %v", url, res.StatusCode, err)
+		}
+		return p.Messages
+	}
+	rings := map[string]map[int64]string{}
+	differ := 0
+	for m, e := range l.edits {
+		kind, id, token := m.kind, m.id, m.token
+		if kind == "message" && l.deleted[id] {
+			continue
+		}
+		timeline := "/v1/channels/" + l.channel[token] + "/messages"
+		if kind == "private_message" {
+			timeline = "/v1/users/" + l.owner[token] + "/private-messages"
+		}
+		want := func(content string) bool {
+			return content == e.content || slices.Contains(l.editsUnknown[m], content)
+		}
+		page := get(fmt.Sprintf("%s%s/history?before=%d&limit=1", base, timeline, id+1))
+		if len(page) != 1 || page[0].CacheID != id || !want(page[0].Data.Content) {
+			differ++
+			t.Errorf("history of %s at %d: %+v, want %q", timeline, id, page, e.content)
+		}
+		if rings[timeline] == nil {
+			rings[timeline] = map[int64]string{}
+			for _, m := range get(base + timeline + "/recent") {
+				rings[timeline][m.CacheID] = m.Data.Content
+			}
+		}
+		if content, in := rings[timeline][id]; in && !want(content) {
+			differ++
+			t.Errorf("ring of %s holds %d as %q, want %q", timeline, id, content, e.content)
+		}
+	}
+	return differ
 }
 
 // waitDrained waits until, on both flush streams of the single layout (or the streams given),
@@ -574,12 +761,25 @@ func waitDrained(t *testing.T, vc valkey.Client, streams ...string) {
 
 type result struct {
 	messages, lost, duplicated, deletedPresent, rejectedPresent, extra, wrongContent, lostLogged int
-	faults                                                                                       map[string]int
-	examples                                                                                     []string
+	// readsDiffer counts edited messages that history or a ring showed otherwise than their
+	// last edit.
+	readsDiffer int
+	faults      map[string]int
+	examples    []string
 }
 
 func (r result) violations() int {
-	return r.lost + r.duplicated + r.deletedPresent + r.rejectedPresent + r.extra + r.wrongContent + r.lostLogged
+	return r.lost + r.duplicated + r.deletedPresent + r.rejectedPresent + r.extra + r.wrongContent + r.lostLogged + r.readsDiffer
+}
+
+// final is what the checker expects of message m's row: its content without "chaos " — the
+// token, or its edit answered 200 with the highest version — and its channel.
+func (l *ledger) final(m edited) string {
+	content := m.token
+	if e, ok := l.edits[m]; ok {
+		content = strings.TrimPrefix(e.content, "chaos ")
+	}
+	return content + " " + l.channel[m.token]
 }
 
 // check is the independent checker: raw SQL and raw stream reads, no chatpipe package.
@@ -658,9 +858,12 @@ func check(t *testing.T, seed uint64, dsn string, vc valkey.Client, l *ledger, f
 			case !inPG:
 				lost++
 				note("%s %d (%s) is nowhere", kind, id, token)
-			case content != token+" "+l.channel[token]:
+			case content != l.final(edited{kind, id, token}):
+				if slices.ContainsFunc(l.editsUnknown[edited{kind, id, token}], func(c string) bool { return strings.TrimPrefix(c, "chaos ")+" "+l.channel[token] == content }) {
+					break // an edit without a definite answer, applied after all
+				}
 				wrongContent++
-				note("%s %d holds %q, want %q (token and channel)", kind, id, content, token+" "+l.channel[token])
+				note("%s %d holds %q, want %q (its last edit answered 200, or its token; and its channel)", kind, id, content, l.final(edited{kind, id, token}))
 			}
 		}
 		for id, content := range rows[kind] {
@@ -695,6 +898,10 @@ func check(t *testing.T, seed uint64, dsn string, vc valkey.Client, l *ledger, f
 	line("messages given a cache id", messages)
 	line("  client retries (same client_msg_id)", l.retried)
 	line("  deleted", len(l.deleted))
+	line("  edits answered 200", l.editsAnswered)
+	line("  messages edited", len(l.edits))
+	line("  of them by more than one client", l.editedByMany())
+	line("  edits with no definite answer", len(l.editsUnknown))
 	line("rejected by ingest (4xx)", len(l.rejected))
 	line("no definite answer (not counted)", len(l.unknown))
 	names := make([]string, 0, len(faults))
@@ -710,7 +917,8 @@ func check(t *testing.T, seed uint64, dsn string, vc valkey.Client, l *ledger, f
 	line("deleted but present", deletedPresent)
 	line("rejected but present", rejectedPresent)
 	line("in PostgreSQL but never given", extra)
-	line("content differs", wrongContent)
+	line("content differs (edits included)", wrongContent)
+	line("edits of deleted messages not 404", l.editsAfterDelete)
 	line("unflushed entries trimmed (logged)", lostLogged)
 	line("dead-lettered accepted messages", deadLettered)
 	for r, n := range reasons {
@@ -718,7 +926,7 @@ func check(t *testing.T, seed uint64, dsn string, vc valkey.Client, l *ledger, f
 	}
 	t.Log(b.String())
 	return result{messages: messages, lost: lost, duplicated: duplicated, deletedPresent: deletedPresent,
-		rejectedPresent: rejectedPresent, extra: extra, wrongContent: wrongContent, lostLogged: lostLogged,
+		rejectedPresent: rejectedPresent, extra: extra, wrongContent: wrongContent + l.editsAfterDelete, lostLogged: lostLogged,
 		faults: faults, examples: examples}
 }
 

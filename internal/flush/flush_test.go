@@ -701,3 +701,84 @@ func TestFlushedLeaveTheIndexes(t *testing.T) {
 		t.Errorf("%d public rows, want 40", total)
 	}
 }
+
+// TestFlushedEdits: two workers flush creates and their edits in whatever order they meet them;
+// every row ends at its message's last edit, with its version and edit time; the edits' marks
+// and index members are gone once they are in PostgreSQL; the metric counts the edits applied.
+func TestFlushedEdits(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	ids := b.enqueue(t, message.Public, 60)
+	stream := b.keys.Stream(message.Public)
+	want := map[int64]int64{} // id → last version
+	for round := range 3 {
+		for i, id := range ids {
+			if i%(round+2) != 0 {
+				continue
+			}
+			m := message.Message{OwnerID: fmt.Sprintf("u%d", i%7), ChannelID: message.DefaultChannel, Username: "U",
+				Content: fmt.Sprintf("msg %d, edit %d", i, round), CreatedAt: "2026-11-25T10:00:00Z", EditedAt: "2026-11-25T10:01:00Z"}
+			v, err := b.scripts.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: id, Message: m, Found: max(want[id], id)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[id] = v
+		}
+	}
+	if n, _ := testenv.Do(t, b.client, "HLEN", keyspace.Edits(stream)).AsInt64(); n != int64(len(want)) {
+		t.Fatalf("the edits hash holds %d marks, want %d", n, len(want))
+	}
+	for _, w := range []string{"w1", "w2"} {
+		cfg := b.config(w)
+		cfg.BatchSize = 7 // many batches, met in either order by the two
+		b.start(t, cfg)
+	}
+	ix := keyspace.BacklogIndex(stream, message.PublicTimeline)
+	testenv.WaitFor(t, "the marks and index to empty", 10*time.Second, func() bool {
+		n, _ := testenv.Do(t, b.client, "HLEN", keyspace.Edits(stream)).AsInt64()
+		c, _ := testenv.Do(t, b.client, "ZCARD", ix).AsInt64()
+		return n == 0 && c == 0
+	})
+	rows, err := b.pool.Query(ctx, "SELECT cache_id, content, version, edited_at IS NOT NULL FROM chat_messages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows.Next() {
+		var id, version int64
+		var content string
+		var edited bool
+		if err := rows.Scan(&id, &content, &version, &edited); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		v, ok := want[id]
+		switch {
+		case !ok && (version != 0 || edited):
+			t.Errorf("row %d was never edited but has version %d", id, version)
+		case ok && (version != v || !edited || !strings.HasSuffix(content, fmt.Sprintf("edit %d", lastRound(id, ids)))):
+			t.Errorf("row %d: %q at version %d (edited %t), want version %d", id, content, version, edited, v)
+		}
+	}
+	if n != len(ids) {
+		t.Errorf("%d rows, want %d", n, len(ids))
+	}
+	// At least each message's last edit changed its row; an older edit met after a newer one
+	// changes nothing.
+	if got := testutil.ToFloat64(b.metricsCounter(t, "chatpipe_flush_edits_applied_total", "message")); got < float64(len(want)) {
+		t.Errorf("edits applied: %v, want at least %d", got, len(want))
+	}
+}
+
+// lastRound is the last of TestFlushedEdits' rounds that edited id.
+func lastRound(id int64, ids []int64) int {
+	i := slices.Index(ids, id)
+	last := 0
+	for round := range 3 {
+		if i%(round+2) == 0 {
+			last = round
+		}
+	}
+	return last
+}
