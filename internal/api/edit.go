@@ -25,8 +25,9 @@ type editedBody struct {
 }
 
 // editMessage edits a message of the path's channel (the default one for /v1/messages/{id}) or a
-// private message: ingest finds it (its backlog index, else PostgreSQL), checks its place and
-// author, and the edit script decides the rest (deleted, If-Match, rate limit) atomically.
+// private message. A public message still in its channel's backlog index is found by the edit
+// script itself; else ingest finds it (the index, else PostgreSQL) and checks its place and
+// author. The edit script decides the rest (deleted, If-Match, rate limit) atomically.
 func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
 	kind := message.Public
 	if strings.HasPrefix(r.Pattern, "/v1/private-messages/") {
@@ -64,6 +65,16 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
 		return &apiError{code: codeHistoryUnavailable, retryAfter: time.Second,
 			detail: "edits find messages no longer in Valkey in PostgreSQL: set DATABASE_URL on ingest"}
 	}
+	now := message.FormatTime(s.cfg.NowFunc())
+	if kind == message.Public {
+		// The usual edit, of a recent message: the script finds it in its channel's backlog
+		// index, in the same round trip. Else ingest finds it (PostgreSQL) and edits it whole.
+		version, err := s.storeEdit(r, lua.Edit{Kind: kind, CacheID: id, IfMatch: ifMatch,
+			Message: message.Message{OwnerID: req.OwnerID, ChannelID: tl.Channel, Content: req.Content, EditedAt: now}})
+		if !errors.Is(err, lua.ErrLookup) {
+			return s.edited(w, id, version, err)
+		}
+	}
 	rec, found, deleted, err := s.cfg.History.Find(r.Context(), tl, id)
 	switch {
 	case errors.Is(err, history.ErrDatabase):
@@ -76,14 +87,28 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
 		return &apiError{code: codeNotAuthor, detail: "only the author of a message edits it"}
 	}
 	m := rec.Message
-	m.Content, m.CreatedAt, m.EditedAt = req.Content, message.FormatTime(rec.CreatedAt), message.FormatTime(s.cfg.NowFunc())
+	m.Content, m.CreatedAt, m.EditedAt = req.Content, message.FormatTime(rec.CreatedAt), now
+	version, err := s.storeEdit(r, lua.Edit{Kind: kind, CacheID: id, Message: m, Found: max(rec.Version, id), IfMatch: ifMatch})
+	return s.edited(w, id, version, err)
+}
+
+// storeEdit runs the edit script, timed, and logs a Valkey failure.
+func (s *Server) storeEdit(r *http.Request, e lua.Edit) (int64, error) {
 	start := time.Now()
-	version, err := s.cfg.Store.Edit(r.Context(), lua.Edit{Kind: kind, CacheID: id, Message: m, Found: max(rec.Version, id), IfMatch: ifMatch})
+	version, err := s.cfg.Store.Edit(r.Context(), e)
 	s.m.script.WithLabelValues("edit").Observe(time.Since(start).Seconds())
+	if errors.Is(err, lua.ErrUnavailable) || errors.Is(err, lua.ErrFull) {
+		s.valkeyFailed(r, "edit", err)
+	}
+	return version, err
+}
+
+// edited answers an edit: its version, or its error.
+func (s *Server) edited(w http.ResponseWriter, id, version int64, err error) error {
+	if errors.Is(err, lua.ErrNotAuthor) {
+		return &apiError{code: codeNotAuthor, detail: "only the author of a message edits it"}
+	}
 	if err != nil {
-		if errors.Is(err, lua.ErrUnavailable) || errors.Is(err, lua.ErrFull) {
-			s.valkeyFailed(r, "edit", err)
-		}
 		return err
 	}
 	writeJSON(w, http.StatusOK, editedBody{CacheID: id, Version: version})

@@ -44,6 +44,9 @@ func TestEdits(t *testing.T) {
 			if r.body["cache_id"] != float64(a) && r.body["cache_id"] != float64(dm) {
 				t.Errorf("edit answer %s names another id", r.raw)
 			}
+			if r.body["version"] == nil {
+				t.Fatalf("edit answer %s has no version", r.raw)
+			}
 			return int64(r.body["version"].(float64))
 		}
 		v2 := version(edit(aPath, "u1", "a v2"))
@@ -145,6 +148,14 @@ func TestEdits(t *testing.T) {
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("tail:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
+
+		// An author whose id the edit script does not splice (a quote in it): ingest finds the
+		// message itself, in the backlog, and edits it whole.
+		q := post("/v1/channels/"+ch+"/messages", `{"owner_id":"q\"uote","content":"q v1"}`)
+		r := edit(fmt.Sprintf("/v1/channels/%s/messages/%d", ch, q), `q"uote`, `q "v2"`)
+		wantStatus(t, r, http.StatusOK)
+		pub = latest{a: {"a v4", v4}, q: {`q "v2"`, int64(r.body["version"].(float64))}}
+		check("an author id with a quote")
 	})
 }
 

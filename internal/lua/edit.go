@@ -15,9 +15,18 @@ import (
 //go:embed edit.lua
 var editSrc string
 
-// ErrVersionMismatch: an edit's If-Match named another version than the message's current one;
-// see VersionMismatchError.
-var ErrVersionMismatch = errors.New("version mismatch")
+// Errors of an edit.
+var (
+	// ErrVersionMismatch: an edit's If-Match named another version than the message's current
+	// one; see VersionMismatchError.
+	ErrVersionMismatch = errors.New("version mismatch")
+	// ErrLookup: an edit asked the script to find its message (Edit.Found 0), which is not in
+	// its channel's backlog index (or of a shape the script does not splice): find it and edit
+	// it whole. Nothing was written.
+	ErrLookup = errors.New("message not in its backlog index")
+	// ErrNotAuthor: the message the script found is another user's. Nothing was written.
+	ErrNotAuthor = errors.New("not the author")
+)
 
 // VersionMismatchError is an edit refused because the message is at another version than the
 // one its If-Match named. It wraps ErrVersionMismatch.
@@ -33,17 +42,28 @@ func (e *VersionMismatchError) Error() string {
 // Unwrap makes errors.Is(err, ErrVersionMismatch) hold.
 func (e *VersionMismatchError) Unwrap() error { return ErrVersionMismatch }
 
-// Edit is an edit of a message ingest found, checked against its author and place.
+// Edit is an edit of a message. Either ingest found the message and checked its author and
+// place (Found > 0), and Message is the whole new message; or the script finds it (Found 0: a
+// public message, in its channel's backlog index, where the edits of recent messages find it
+// in the same round trip), and Message holds the editor (OwnerID), the channel, the new Content
+// and EditedAt only.
 type Edit struct {
 	Kind    message.Kind
 	CacheID int64
-	// Message is the whole new message: the found message's fields, the new content and
-	// EditedAt.
 	Message message.Message
-	// Found is the version ingest found the message at.
+	// Found is the version ingest found the message at; 0 to have the script find it.
 	Found int64
 	// IfMatch is the version the editor last saw (0: no condition).
 	IfMatch int64
+}
+
+// check refuses an edit the script cannot make: the script finds public messages only (a
+// private one's other user, and so their index and ring, are known once it is found).
+func (e Edit) check() error {
+	if e.Found == 0 && e.Kind == message.Private {
+		return errors.New("edit: a private message is found by ingest and edited whole")
+	}
+	return nil
 }
 
 // editCall is edit.lua's call for e on route r, with rate the rate-limit keys (settings hash,
@@ -60,10 +80,16 @@ func editCall(cfg Config, r keyspace.Route, e Edit, rate [3]string, rings []stri
 	if e.IfMatch > 0 {
 		ifMatch = strconv.FormatInt(e.IfMatch, 10)
 	}
+	mode, data, editedAt, owner := "whole", string(e.Message.JSON()), "", ""
+	if e.Found == 0 {
+		mode, data, editedAt = "find", string(message.AppendJSONString(nil, e.Message.Content)), e.Message.EditedAt
+		owner = string(message.AppendJSONString(nil, e.Message.OwnerID))
+	}
 	return Call{Keys: keys, Args: []string{
 		strconv.FormatInt(e.CacheID, 10), strconv.FormatInt(cfg.BacklogCap, 10), strconv.FormatInt(e.Found, 10), ifMatch,
-		string(e.Message.JSON()), r.Partition, strconv.Itoa(len(tls)), flag(cfg.IDs == ClockIDs),
-		strconv.Itoa(cfg.DefaultRate.Limit), strconv.Itoa(cfg.DefaultRate.WindowSeconds), string(cfg.DefaultRate.Algorithm)}}
+		data, r.Partition, strconv.Itoa(len(tls)), flag(cfg.IDs == ClockIDs),
+		strconv.Itoa(cfg.DefaultRate.Limit), strconv.Itoa(cfg.DefaultRate.WindowSeconds), string(cfg.DefaultRate.Algorithm),
+		mode, editedAt, owner}}
 }
 
 // editResult maps edit.lua's reply to the version or the sentinel errors, in both layouts;
@@ -86,15 +112,23 @@ func editResult(v []int64, err error) (version int64, refused bool, _ error) {
 		return 0, true, ErrBacklogFull
 	case 4:
 		return 0, true, &RateLimitedError{RetryAfter: time.Duration(v[1]) * time.Millisecond}
+	case 5:
+		return 0, true, ErrLookup
+	case 6:
+		return 0, true, ErrNotAuthor
 	}
 	return 0, false, fmt.Errorf("edit: unknown answer %d", v[0])
 }
 
 // Edit accepts an edit in one call: the author's rate limit, the checks (deleted, If-Match,
-// backlog cap), the version, the entry, the rings and backlog indexes, atomically. It returns
-// the edit's version; ErrNotFound for a deleted message, a *VersionMismatchError, a
-// *RateLimitedError, ErrBacklogFull, or ErrUnavailable / ErrFull.
+// backlog cap; with Found 0 the look-up and the author), the version, the entry, the rings and
+// backlog indexes, atomically. It returns the edit's version; ErrNotFound for a deleted
+// message, ErrLookup, ErrNotAuthor, a *VersionMismatchError, a *RateLimitedError,
+// ErrBacklogFull, or ErrUnavailable / ErrFull.
 func (s *Scripts) Edit(ctx context.Context, e Edit) (int64, error) {
+	if err := e.check(); err != nil {
+		return 0, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	r, _ := s.keys.RouteOf(e.Kind, e.Message.ChannelID, e.CacheID)
@@ -113,6 +147,13 @@ func (s *Scripts) Edit(ctx context.Context, e Edit) (int64, error) {
 // (the token given back when it is refused); the private rings on their users' slots, where a
 // ring keeps whichever entry of a message has the higher version.
 func (p *Partitioned) Edit(ctx context.Context, e Edit) (int64, error) {
+	if err := e.check(); err != nil {
+		return 0, err
+	}
+	r, ok := p.keys.RouteOf(e.Kind, e.Message.ChannelID, e.CacheID)
+	if !ok {
+		return 0, ErrNotFound
+	}
 	ctx, cancel := context.WithTimeout(ctx, 3*p.cfg.Timeout)
 	defer cancel()
 	rl, err := p.settings(ctx)
@@ -129,10 +170,6 @@ func (p *Partitioned) Edit(ctx context.Context, e Edit) (int64, error) {
 		return 0, fmt.Errorf("rate limit: unexpected reply %v", v)
 	case v[0] < 1:
 		return 0, &RateLimitedError{RetryAfter: time.Duration(v[1]) * time.Millisecond}
-	}
-	r, ok := p.keys.RouteOf(e.Kind, e.Message.ChannelID, e.CacheID)
-	if !ok {
-		return 0, ErrNotFound
 	}
 	var rings []string
 	if r.Ring != "" {

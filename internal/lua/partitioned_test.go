@@ -419,7 +419,29 @@ func TestPartitionedEdits(t *testing.T) {
 			t.Errorf("%v's ring after the edit: %q, want only %s", tl, ring, want)
 		}
 	}
+	// Found 0: the script finds the message in its channel's backlog index and puts the new
+	// content in its data, byte for byte as ingest writes it, whatever the content holds.
 	s := msgs[0]
+	var mm0 message.Message
+	_ = json.Unmarshal(s.m.Data, &mm0)
+	mm0.Content, mm0.EditedAt = `tricky "\ ","created_at":"x"} <b>&`+"  é", "2026-12-03T10:00:02.5Z"
+	v, err := b.ops.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: s.id,
+		Message: message.Message{OwnerID: "ann", ChannelID: s.m.ChannelID, Content: mm0.Content, EditedAt: mm0.EditedAt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := b.ops.Recent(ctx, message.ChannelTimeline(s.m.ChannelID), 50)
+	if want := fmt.Sprintf(`{"cache_id":%d,"version":%d,"data":%s}`, s.id, v, mm0.JSON()); err != nil || len(ring) != 1 || ring[0] != want {
+		t.Errorf("the ring after an edit the script found: %q, %v; want %s", ring, err, want)
+	}
+	if _, err := b.ops.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: s.id,
+		Message: message.Message{OwnerID: "bob", ChannelID: s.m.ChannelID, Content: "x", EditedAt: mm0.EditedAt}}); !errors.Is(err, lua.ErrNotAuthor) {
+		t.Errorf("another author's edit the script found: %v, want ErrNotAuthor", err)
+	}
+	if _, err := b.ops.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: s.id,
+		Message: message.Message{OwnerID: "ann", ChannelID: "elsewhere", Content: "x", EditedAt: mm0.EditedAt}}); !errors.Is(err, lua.ErrLookup) && !errors.Is(err, lua.ErrNotFound) {
+		t.Errorf("an edit through another channel: %v, want ErrLookup (not in that channel's index) or ErrNotFound (not in its partition)", err)
+	}
 	if err := b.ops.DeletePublic(ctx, s.m.ChannelID, s.id); err != nil {
 		t.Fatal(err)
 	}

@@ -188,6 +188,9 @@ func (m *Message) AppendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
+// AppendJSONString appends s as a JSON string, as JSON writes every string field.
+func AppendJSONString(b []byte, s string) []byte { return appendString(b, s) }
+
 // appendString appends s as a JSON string the way encoding/json writes it with HTML escaping
 // off: '"' and '\\' escaped, control characters as \b \f \n \r \t or \u00XX, U+2028 and
 // U+2029 as \u2028 and \u2029 (JavaScript line terminators), invalid UTF-8 as \ufffd.
