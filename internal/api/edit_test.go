@@ -162,6 +162,7 @@ func TestEdits(t *testing.T) {
 // TestEditBadInput: every malformed edit is 400 naming its field (or 415, 413), and changes
 // nothing.
 func TestEditBadInput(t *testing.T) {
+	t.Parallel()
 	b := setupRead(t, testenv.Postgres(t), 50, 10)
 	r := b.post(t, "/v1/messages", `{"owner_id":"u1","content":"original"}`)
 	wantStatus(t, r, http.StatusAccepted)
@@ -203,5 +204,13 @@ func TestEditBadInput(t *testing.T) {
 	recent := testenv.ScanRecent(t, http.DefaultClient, b.url+"/v1/messages/recent")
 	if len(recent) != 1 || recent[0].Data.Content != "original" || recent[0].Data.EditedAt != "" {
 		t.Errorf("after the bad edits the ring holds %+v, want the original only", recent)
+	}
+
+	// Edits count against the author's rate limit, with its send: 429 with Retry-After.
+	wantStatus(t, b.do(t, http.MethodPut, "/v1/rate-limit", "application/json", `{"limit":2,"window_seconds":60}`), http.StatusOK)
+	wantStatus(t, b.do(t, http.MethodPatch, path, "application/json", `{"owner_id":"u1","content":"second of two"}`), http.StatusOK)
+	r = b.do(t, http.MethodPatch, path, "application/json", `{"owner_id":"u1","content":"third"}`)
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || r.body["retry_after_ms"] == nil {
+		t.Errorf("an edit over the rate limit: %d %v %s, want 429 with Retry-After", r.status, r.header, r.raw)
 	}
 }

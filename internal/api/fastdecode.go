@@ -41,6 +41,24 @@ func (r *publicRequest) decodeFast(body []byte) bool {
 	return true
 }
 
+func (r *editRequest) decodeFast(body []byte) bool {
+	var v editRequest
+	field := func(k []byte) *string {
+		switch string(k) {
+		case "owner_id":
+			return &v.OwnerID
+		case "content":
+			return &v.Content
+		}
+		return nil
+	}
+	if !decodeFlat(body, field) {
+		return false
+	}
+	*r = v
+	return true
+}
+
 func (r *batchItem) decodeFast(body []byte) bool {
 	var v batchItem
 	field := func(k []byte) *string {

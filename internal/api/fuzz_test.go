@@ -74,6 +74,7 @@ func FuzzFastDecode(f *testing.F) {
 		` { "owner_id" : "a" , "recipient_id":"b", "content":"h\"i\u00e9\n", "client_msg_id":"" } `,
 		`{"owner_id":"a","content":"x","extra":1}`, `{"OWNER_ID":"a"}`, `{"owner_id":null}`, `{}`, `{"content":"\ud800"}`,
 		`{"messages":[{"owner_id":"a","content":"x"}, {"owner_id":"b","content":"y"} ]}`,
+		`{"owner_id":"a","content":"edited"}`, `{"content":"x","owner_id":"a","username":"u"}`,
 		`{"messages":[]}`, `{"messages":[1,"x",{}]}`, `{"messages":[{"a":[{"b":"]}"}]}],"x":1}`, `{"messages":null}`,
 	} {
 		f.Add([]byte(seed))
@@ -95,6 +96,7 @@ func FuzzFastDecode(f *testing.F) {
 		}
 		for _, pair := range []struct{ fast, slow fastDecoder }{
 			{&publicRequest{}, &publicRequest{}}, {&privateRequest{}, &privateRequest{}}, {&batchRequest{}, &batchRequest{}},
+			{&editRequest{}, &editRequest{}},
 		} {
 			if !pair.fast.decodeFast(body) {
 				continue
