@@ -188,6 +188,7 @@ func (s *Server) routes() http.Handler {
 	v1("/v1/channels/{channel}/messages/stream", methods{http.MethodGet: s.getStream})
 	v1("/v1/channels/{channel}/messages/{cache_id}", methods{http.MethodDelete: s.deleteMessage, http.MethodPatch: s.editMessage})
 	v1("/v1/rate-limit", methods{http.MethodGet: s.getRateLimit, http.MethodPut: s.putRateLimit})
+	mux.Handle("/openapi.yaml", s.route(methods{http.MethodGet: s.openapi}))
 	mux.Handle("/healthz", s.route(methods{http.MethodGet: s.healthz}))
 	mux.Handle("/readyz", s.route(methods{http.MethodGet: s.readyz}))
 	if s.cfg.Metrics != nil {

@@ -115,6 +115,7 @@ func (b *testBundle) do(t *testing.T, method, path, contentType, body string, he
 	}
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
+	holdToContract(t, method, b.url+path, req.Header, []byte(body), res, raw)
 	r := response{status: res.StatusCode, header: res.Header, raw: string(raw)}
 	_ = json.Unmarshal(raw, &r.body)
 	return r

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	chatpipeapi "github.com/chatpipe/chatpipe/api"
 	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
@@ -379,6 +380,15 @@ func (s *Server) putRateLimit(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, rl)
+	return nil
+}
+
+// openapi serves the API's OpenAPI document, to generate clients from (no auth: it is public).
+func (s *Server) openapi(w http.ResponseWriter, r *http.Request) error {
+	h := w.Header()
+	h.Set("Content-Type", "application/yaml")
+	h.Set("Content-Length", strconv.Itoa(len(chatpipeapi.OpenAPI)))
+	_, _ = w.Write(chatpipeapi.OpenAPI)
 	return nil
 }
 
