@@ -41,7 +41,7 @@ type TailQuery struct {
 func (c *Client) Tail(ctx context.Context, q TailQuery) func(yield func(Event, error) bool) {
 	return func(yield func(Event, error) bool) {
 		cursor := q.After
-		var lastID int64  // the newest message id yielded, for the history bridge
+		var lastID int64            // the newest message id yielded, for the history bridge
 		seen := map[[2]int64]bool{} // (id, version) yielded since the last bridge
 		failures := 0
 		for ctx.Err() == nil {
