@@ -21,6 +21,10 @@ export INGEST_ADDR=${INGEST_ADDR:-127.0.0.1:8080}
 export CONSOLE_ADDR=${CONSOLE_ADDR:-127.0.0.1:9092}
 export VALKEY_ADDR=127.0.0.1:$VALKEY_PORT
 export DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/chatpipe?sslmode=disable
+# PostgreSQL's data outlives the checkout (it lives by the checkout's path, see below) and
+# Valkey's does not: ids floored by the clock never meet the rows of an earlier checkout at the
+# same path, where counter ids would start at 1 again and be dead-lettered as ids given twice.
+export INGEST_IDS=${INGEST_IDS:-clock}
 ingest_port=${INGEST_ADDR##*:}
 
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
