@@ -1,9 +1,9 @@
 package chaos_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -31,6 +31,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 	"go.uber.org/goleak"
 
+	chatpipe "github.com/chatpipe/chatpipe/client"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -275,63 +276,75 @@ func (cs *channelSet) pick(token string) string {
 	return cs.names[min(max(k, 0), len(cs.names)-1)]
 }
 
-// send posts one message carrying a unique token, retrying with the same client_msg_id until
-// the answer is definite: 202 (accepted) or a 4xx (rejected).
+// api is the Go client (package client) of c's ingest, on c's HTTP client, retrying what the
+// server asks to be retried up to retries more times: the chaos clients send, edit and delete
+// through it, so that the proofs exercise it.
+func (c *client) api(retries int) *chatpipe.Client {
+	api, err := chatpipe.New(c.base, chatpipe.WithHTTPClient(c.http),
+		chatpipe.WithRetry(chatpipe.RetryPolicy{Attempts: retries + 1, Min: 100 * time.Millisecond, Max: 400 * time.Millisecond}))
+	if err != nil {
+		panic(err)
+	}
+	return api
+}
+
+// refusal is err when it is a definite refusal (a 4xx other than 429), else nil.
+func refusal(err error) *chatpipe.Error {
+	var e *chatpipe.Error
+	if errors.As(err, &e) && e.Status >= 400 && e.Status < 500 && e.Status != http.StatusTooManyRequests {
+		return e
+	}
+	return nil
+}
+
+// send sends one message carrying a unique token (its client_msg_id too), through the Go client,
+// which retries until the answer is definite: accepted, or refused (4xx). An answer still
+// unknown after the retries (about retries × 200 ms) is recorded as such.
 func (c *client) send(kind, owner, token string, retries int) {
-	path, channel := "/v1/messages", "general"
-	body := map[string]string{"owner_id": owner, "username": owner, "content": "chaos " + token, "client_msg_id": token}
+	d := chatpipe.Draft{OwnerID: owner, Username: owner, Content: "chaos " + token, ClientMsgID: token}
+	channel := "general"
 	switch {
 	case kind == "private_message":
-		path, channel = "/v1/private-messages", ""
-		body["recipient_id"] = "peer" + owner
+		channel, d.RecipientID = "", "peer"+owner
 	case c.channels != nil:
 		channel = c.channels.pick(token)
-		path = "/v1/channels/" + channel + "/messages"
+		d.Channel = channel
 	}
-	raw, _ := json.Marshal(body)
-	for attempt := 0; attempt <= retries; attempt++ {
-		res, err := c.http.Post(c.base+path, "application/json", bytes.NewReader(raw))
-		if err != nil {
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		var out struct {
-			CacheID int64  `json:"cache_id"`
-			Error   string `json:"error"`
-		}
-		_ = json.NewDecoder(res.Body).Decode(&out)
-		drain(res)
-		switch {
-		case res.StatusCode == http.StatusAccepted:
-			c.l.mu.Lock()
-			if prev, ok := c.l.accepted[kind][out.CacheID]; ok && prev != token {
-				c.l.rejected["id-reused:"+token] = fmt.Sprintf("cache id %d given to %s and %s", out.CacheID, prev, token)
-			}
-			c.l.accepted[kind][out.CacheID] = token
-			c.l.owner[token] = owner
-			if c.l.recent = append(c.l.recent, edited{kind, out.CacheID, token}); len(c.l.recent) > 64 {
-				c.l.recent = c.l.recent[len(c.l.recent)-32:]
-			}
-			if channel != "" {
-				c.l.channel[token] = channel
-			}
-			c.l.retried += attempt
-			if c.l.onAccept != nil {
-				c.l.onAccept()
-			}
-			c.l.mu.Unlock()
-			return
-		case res.StatusCode >= 400 && res.StatusCode < 500:
-			c.l.mu.Lock()
-			c.l.rejected[token] = out.Error
-			c.l.mu.Unlock()
-			return
-		}
-		time.Sleep(200 * time.Millisecond) // 503: Valkey down or the backlog full
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(retries+1)*200*time.Millisecond+3*time.Second)
+	defer cancel()
+	var a chatpipe.Accepted
+	var err error
+	if kind == "private_message" {
+		a, err = c.api(retries).SendPrivate(ctx, d)
+	} else {
+		a, err = c.api(retries).Send(ctx, d)
 	}
 	c.l.mu.Lock()
-	c.l.unknown[token] = true
-	c.l.mu.Unlock()
+	defer c.l.mu.Unlock()
+	switch {
+	case err == nil:
+		if prev, ok := c.l.accepted[kind][a.CacheID]; ok && prev != token {
+			c.l.rejected["id-reused:"+token] = fmt.Sprintf("cache id %d given to %s and %s", a.CacheID, prev, token)
+		}
+		c.l.accepted[kind][a.CacheID] = token
+		c.l.owner[token] = owner
+		if c.l.recent = append(c.l.recent, edited{kind, a.CacheID, token}); len(c.l.recent) > 64 {
+			c.l.recent = c.l.recent[len(c.l.recent)-32:]
+		}
+		if channel != "" {
+			c.l.channel[token] = channel
+		}
+		if a.Duplicate {
+			c.l.retried++
+		}
+		if c.l.onAccept != nil {
+			c.l.onAccept()
+		}
+	case refusal(err) != nil:
+		c.l.rejected[token] = refusal(err).Code
+	default:
+		c.l.unknown[token] = true
+	}
 }
 
 // drain reads an answer to its end and closes it: a body closed unread (even the newline after
@@ -349,25 +362,18 @@ func keepAlive(timeout time.Duration) *http.Client {
 
 func (c *client) delete(id int64) { c.deleteOK(id) }
 
-// deleteOK deletes a public message, retrying until it is answered 204; false if it never was.
+// deleteOK deletes a public message through the Go client (which retries until the answer is
+// definite); false if it was not answered 204.
 func (c *client) deleteOK(id int64) bool {
-	for range 20 {
-		req, _ := http.NewRequest(http.MethodDelete, c.base+"/v1/messages/"+strconv.FormatInt(id, 10), nil)
-		res, err := c.http.Do(req)
-		if err != nil {
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		drain(res)
-		if res.StatusCode == http.StatusNoContent {
-			c.l.mu.Lock()
-			c.l.deleted[id] = true
-			c.l.mu.Unlock()
-			return true
-		}
-		time.Sleep(200 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	if err := c.api(20).Delete(ctx, "", id); err != nil {
+		return false
 	}
-	return false
+	c.l.mu.Lock()
+	c.l.deleted[id] = true
+	c.l.mu.Unlock()
+	return true
 }
 
 // editedByMany counts the messages whose edits answered 200 came from more than one client
@@ -382,53 +388,35 @@ func (l *ledger) editedByMany() int {
 	return n
 }
 
-// edit has the author of message e replace its content, retrying until the answer is definite:
-// 200 (recorded when its version is the highest so far), or a 4xx. It returns the status.
+// edit has the author of message e replace its content through the Go client, which retries
+// until the answer is definite: 200 (recorded when its version is the highest so far), or a
+// 4xx. It returns the status (0: no definite answer).
 func (c *client) edit(e edited, content string) int {
-	path := "/v1/private-messages/" + strconv.FormatInt(e.id, 10)
 	c.l.mu.Lock()
 	owner, channel := c.l.owner[e.token], c.l.channel[e.token]
 	c.l.mu.Unlock()
-	if e.kind == "message" {
-		path = "/v1/channels/" + channel + "/messages/" + strconv.FormatInt(e.id, 10)
-	}
-	raw, _ := json.Marshal(map[string]string{"owner_id": owner, "content": content})
-	for range 30 {
-		req, _ := http.NewRequest(http.MethodPatch, c.base+path, bytes.NewReader(raw))
-		req.Header.Set("Content-Type", "application/json")
-		res, err := c.http.Do(req)
-		if err != nil {
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		var out struct {
-			Version int64 `json:"version"`
-		}
-		_ = json.NewDecoder(res.Body).Decode(&out)
-		drain(res)
-		switch {
-		case res.StatusCode == http.StatusOK:
-			c.l.mu.Lock()
-			c.l.editsAnswered++
-			if c.l.editors[e] == nil {
-				c.l.editors[e] = map[string]bool{}
-			}
-			c.l.editors[e][c.name] = true
-			c.l.answered[e] = append(c.l.answered[e], out.Version)
-			if out.Version > c.l.edits[e].version {
-				c.l.edits[e] = editOutcome{out.Version, content}
-			}
-			c.l.mu.Unlock()
-			return res.StatusCode
-		case res.StatusCode >= 400 && res.StatusCode < 500:
-			return res.StatusCode
-		}
-		time.Sleep(200 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	version, err := c.api(30).Edit(ctx, chatpipe.Edit{Channel: channel, Private: e.kind == "private_message", CacheID: e.id, OwnerID: owner, Content: content})
+	if e := refusal(err); e != nil {
+		return e.Status
 	}
 	c.l.mu.Lock()
-	c.l.editsUnknown[e] = append(c.l.editsUnknown[e], content)
-	c.l.mu.Unlock()
-	return 0
+	defer c.l.mu.Unlock()
+	if err != nil {
+		c.l.editsUnknown[e] = append(c.l.editsUnknown[e], content)
+		return 0
+	}
+	c.l.editsAnswered++
+	if version > c.l.edits[e].version {
+		c.l.edits[e] = editOutcome{version, content}
+	}
+	if c.l.editors[e] == nil {
+		c.l.editors[e] = map[string]bool{}
+	}
+	c.l.editors[e][c.name] = true
+	c.l.answered[e] = append(c.l.answered[e], version)
+	return http.StatusOK
 }
 
 // editSome has owner's client edit one of the newest messages (several editors race on them);
@@ -906,7 +894,7 @@ func check(t *testing.T, seed uint64, dsn string, vc valkey.Client, l *ledger, f
 	fmt.Fprintf(&b, "\nchaos run, seed %d\n", seed)
 	line := func(k string, v any) { fmt.Fprintf(&b, "  %-36s %v\n", k, v) }
 	line("messages given a cache id", messages)
-	line("  client retries (same client_msg_id)", l.retried)
+	line("  answered as retries (same client_msg_id)", l.retried)
 	line("  deleted", len(l.deleted))
 	line("  edits answered 200", l.editsAnswered)
 	line("  messages edited", len(l.edits))
