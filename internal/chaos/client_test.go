@@ -139,3 +139,82 @@ func TestClientRidesOutOutages(t *testing.T) {
 		t.Errorf("%d of %d successful sends are not in PostgreSQL", missing, len(ok))
 	}
 }
+
+// TestClientTailAcrossRestart is issue 23's third proof, on the real binaries: the Go client's
+// tail follows a channel while ingest is restarted (the connection is lost; the client resumes
+// with its cursor) and, the second time, stays down while the worker trims past the cursor
+// (FLUSH_TAIL_RETENTION=0: the resume is answered 410, and the client bridges by history). The
+// caller sees every message exactly once, in order.
+func TestClientTailAcrossRestart(t *testing.T) {
+	testenv.Slow(t, "a run of the real binaries")
+	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
+	v := testenv.StartValkey(t)
+	dsn := testenv.Postgres(t)
+	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
+	d := &deployment{dir: dir, valkey: []string{"VALKEY_ADDR=" + v.Addr}, dsn: dsn}
+	in, base := d.ingest(t, "ingest", "DATABASE_URL="+dsn)
+	w := d.worker(t, "w1", "FLUSH_TAIL_RETENTION=0s")
+	in.start(t)
+	w.start(t)
+	killOnCleanup(t, in, w)
+	testenv.WaitReady(t, base+"/readyz", 30*time.Second)
+	c, err := chatpipe.New(base, chatpipe.WithRetry(chatpipe.RetryPolicy{Attempts: 200, Min: 100 * time.Millisecond, Max: 300 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	send := func(from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := c.Send(ctx, chatpipe.Draft{OwnerID: "ann", Content: fmt.Sprintf("m%03d", i), Channel: "lobby"}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	got := make(chan string, 1000)
+	go func() {
+		defer close(got)
+		for ev, err := range c.Tail(ctx, chatpipe.TailQuery{Timeline: chatpipe.Timeline{Channel: "lobby"}}) {
+			if err != nil {
+				return
+			}
+			if ev.Type == "message" {
+				got <- ev.Entry.Data.Content
+			}
+		}
+	}()
+	time.Sleep(time.Second) // the tail follows
+	send(0, 50)
+	in.stop() // a restart: the tail's connection is lost, and resumed with its cursor
+	in.start(t)
+	testenv.WaitReady(t, base+"/readyz", 30*time.Second)
+	send(50, 100)
+	in.stop() // down while the worker writes and trims past the tail's cursor: 410
+	time.Sleep(time.Second)
+	in.start(t)
+	testenv.WaitReady(t, base+"/readyz", 30*time.Second)
+	send(100, 150)
+	var seen []string
+	deadline := time.After(60 * time.Second)
+	for len(seen) < 150 {
+		select {
+		case m, ok := <-got:
+			if !ok {
+				t.Fatalf("the tail ended after %d messages", len(seen))
+			}
+			seen = append(seen, m)
+		case <-deadline:
+			t.Fatalf("the tail gave %d of 150 messages", len(seen))
+		}
+	}
+	for i, m := range seen {
+		if want := fmt.Sprintf("m%03d", i); m != want {
+			t.Fatalf("message %d of the tail is %s, want %s (every message once, in order): %v", i, m, want, seen)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	for m := range got {
+		t.Errorf("after the 150, the tail gave %s again", m)
+	}
+}
