@@ -5,22 +5,22 @@
 package loadgen
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	chatpipe "github.com/chatpipe/chatpipe/client"
 )
 
 // Config bounds and shapes a load run.
@@ -126,9 +126,14 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.MaxDuration)
 	defer cancel()
-	client := &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency, MaxConnsPerHost: cfg.Concurrency},
+	// The Go client, without retries: the load counts what ingest answers, refusals included.
+	client, err := chatpipe.New(cfg.URL, chatpipe.WithToken(cfg.Token), chatpipe.WithRetry(chatpipe.RetryPolicy{Attempts: 1}),
+		chatpipe.WithHTTPClient(&http.Client{
+			Timeout:   10 * time.Second,
+			Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency, MaxConnsPerHost: cfg.Concurrency},
+		}))
+	if err != nil {
+		return Stats{}, err
 	}
 	c := &counters{start: time.Now()}
 	var next atomic.Int64
@@ -170,7 +175,7 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 			return nil
 		})
 	}
-	err := g.Wait()
+	err = g.Wait()
 	close(stopProgress)
 	progressDone.Wait()
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -181,36 +186,28 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 
 type sender struct {
 	cfg    *Config
-	client *http.Client
+	client *chatpipe.Client
 	c      *counters
 	rng    *rand.Rand
 }
 
-type msg struct {
-	OwnerID     string `json:"owner_id"`
-	RecipientID string `json:"recipient_id,omitempty"`
-	ChannelID   string `json:"channel_id,omitempty"`
-	Username    string `json:"username"`
-	Content     string `json:"content"`
-}
-
 var words = []string{"hello", "there", "anyone", "up", "for", "a", "game", "tonight", "lol", "gg", "nice", "see", "you", "later", "ok", "👍", "café", "<b>not html</b>", "'; DROP TABLE chat_messages; --", "redis.call('FLUSHALL')"}
 
-func (s *sender) message() msg {
+func (s *sender) message() chatpipe.Draft {
 	var owner string
 	if s.rng.Float64() < s.cfg.HotRatio {
 		owner = fmt.Sprintf("hot%d", s.rng.IntN(5))
 	} else {
 		owner = fmt.Sprintf("user%d", s.rng.IntN(s.cfg.Users))
 	}
-	var b bytes.Buffer
+	var b strings.Builder
 	for i := range 3 + s.rng.IntN(12) {
 		if i > 0 {
 			b.WriteByte(' ')
 		}
 		b.WriteString(words[s.rng.IntN(len(words))])
 	}
-	m := msg{OwnerID: owner, Username: "U " + owner, Content: b.String()}
+	m := chatpipe.Draft{OwnerID: owner, Username: "U " + owner, Content: b.String()}
 	if s.rng.Float64() < s.cfg.InvalidRatio {
 		m.Content = ""
 	}
@@ -230,113 +227,71 @@ func (s *sender) channel() string {
 // send sends n messages: one request each, or one batch request when Batch is set.
 func (s *sender) send(ctx context.Context, n int) error {
 	if s.cfg.Batch > 0 {
-		msgs := make([]msg, n)
+		msgs := make([]chatpipe.Draft, n)
 		for i := range msgs {
 			msgs[i] = s.message()
-			msgs[i].ChannelID = s.channel()
+			msgs[i].Channel = s.channel()
 		}
-		body, _ := json.Marshal(map[string]any{"messages": msgs})
-		var res struct {
-			Results []result `json:"results"`
-		}
-		status, err := s.post(ctx, "/v1/messages/batch", body, &res)
-		if err != nil {
-			return err
+		res, err := s.client.SendBatch(ctx, msgs)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		s.c.sent.Add(int64(n))
-		if status != http.StatusOK {
+		if err != nil {
 			for range n {
-				s.count("message", status, result{Error: statusCode(status)})
+				s.count("message", chatpipe.Accepted{}, err)
 			}
 			return nil
 		}
-		for _, r := range res.Results {
-			s.count("message", http.StatusOK, r)
+		for _, r := range res {
+			s.count("message", r.Accepted, r.Err)
 		}
 		return nil
 	}
 	m := s.message()
-	path, kind := "/v1/messages", "message"
+	var a chatpipe.Accepted
+	var err error
+	kind := "message"
 	if s.rng.Float64() < s.cfg.PrivateRatio {
-		m.RecipientID = fmt.Sprintf("user%d", s.rng.IntN(s.cfg.Users))
-		path, kind = "/v1/private-messages", "private_message"
-	} else if ch := s.channel(); ch != "" {
-		path = "/v1/channels/" + ch + "/messages"
+		m.RecipientID, kind = fmt.Sprintf("user%d", s.rng.IntN(s.cfg.Users)), "private_message"
+		a, err = s.client.SendPrivate(ctx, m)
+	} else {
+		m.Channel = s.channel()
+		a, err = s.client.Send(ctx, m)
 	}
-	body, _ := json.Marshal(m)
-	var r result
-	status, err := s.post(ctx, path, body, &r)
-	if err != nil {
-		return err
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	s.c.sent.Add(1)
-	if r.Error == "" && r.CacheID == 0 {
-		r.Error = statusCode(status)
-	}
-	s.count(kind, status, r)
+	s.count(kind, a, err)
 	return nil
 }
 
-type result struct {
-	CacheID   int64  `json:"cache_id"`
-	Duplicate bool   `json:"duplicate"`
-	Error     string `json:"error"`
-}
-
-func statusCode(status int) string {
-	switch status {
-	case http.StatusTooManyRequests:
-		return "rate_limited"
-	case http.StatusServiceUnavailable:
-		return "unavailable"
-	case http.StatusBadRequest:
-		return "invalid"
+// count counts one message's outcome. A lost connection counts as unavailable: ingest may be
+// restarting under load.
+func (s *sender) count(kind string, a chatpipe.Accepted, err error) {
+	var e *chatpipe.Error
+	code := "unavailable"
+	if errors.As(err, &e) {
+		code = e.Code
 	}
-	return "other"
-}
-
-func (s *sender) count(kind string, status int, r result) {
 	switch {
-	case r.Error == "" && r.CacheID > 0 && r.Duplicate:
+	case err == nil && a.Duplicate:
 		s.c.duplicate.Add(1)
-	case r.Error == "" && r.CacheID > 0:
+	case err == nil:
 		s.c.accepted.Add(1)
 		if s.cfg.OnAccepted != nil {
-			s.cfg.OnAccepted(kind, r.CacheID)
+			s.cfg.OnAccepted(kind, a.CacheID)
 		}
-	case r.Error == "rate_limited":
+	case code == "rate_limited":
 		s.c.rateLimited.Add(1)
-	case r.Error == "invalid" || r.Error == "invalid_json" || r.Error == "unknown_field":
+	case code == "invalid" || code == "invalid_json" || code == "unknown_field":
 		s.c.invalid.Add(1)
-	case r.Error == "backlog_full":
+	case code == "backlog_full":
 		s.c.backlogFull.Add(1)
-	case r.Error == "unavailable":
+	case code == "unavailable":
 		s.c.unavailable.Add(1)
 	default:
 		s.c.other.Add(1)
 	}
-}
-
-// post sends body and decodes the JSON answer into out. Transport errors are counted as
-// unavailable, not returned: ingest may be restarting under load.
-func (s *sender) post(ctx context.Context, path string, body []byte, out any) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL+path, bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if s.cfg.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.cfg.Token)
-	}
-	res, err := s.client.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return 0, ctx.Err()
-		}
-		return http.StatusServiceUnavailable, nil
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(res.Body, 4<<20))
-	_ = json.Unmarshal(raw, out)
-	return res.StatusCode, nil
 }
