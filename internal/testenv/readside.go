@@ -2,13 +2,17 @@ package testenv
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	chatpipe "github.com/chatpipe/chatpipe/client"
 )
 
 // HistoryMessage is one message of a history page or a tail event.
@@ -46,59 +50,79 @@ func ScanRecent(t testing.TB, client *http.Client, url string) []HistoryMessage 
 }
 
 // ScanHistory pages through a history endpoint (base+path) in one direction with limit, the way
-// a client scrolls: the newest page then before= the oldest id of each page, or after=0 then
-// after= the newest. It checks each page's order, size and has_more, and returns the messages in
-// cache-id order. header holds request header pairs (Authorization).
-func ScanHistory(t testing.TB, client *http.Client, base, path string, backward bool, limit int, header ...string) []HistoryMessage {
+// a client scrolls — through the Go client (package client), so that every history check
+// exercises it: the newest page then before= the oldest id of each page, or after=0 then after=
+// the newest. It checks each page's order, size and has_more, and returns the messages in
+// cache-id order. header holds request header pairs (only Authorization: Bearer).
+func ScanHistory(t testing.TB, hc *http.Client, base, path string, backward bool, limit int, header ...string) []HistoryMessage {
 	t.Helper()
-	var all []HistoryMessage
-	cursor := ""
-	if !backward {
-		cursor = "after=0&"
+	tl, ok := historyTimeline(path)
+	if !ok {
+		t.Fatalf("history %s: not a history path", path)
 	}
-	for range 100_000 {
-		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s%s?%slimit=%d", base, path, cursor, limit), nil)
-		for i := 0; i+1 < len(header); i += 2 {
-			req.Header.Set(header[i], header[i+1])
+	opts := []chatpipe.Option{chatpipe.WithHTTPClient(hc), chatpipe.WithRetry(chatpipe.RetryPolicy{Attempts: 3, Min: 100 * time.Millisecond, Max: 500 * time.Millisecond})}
+	for i := 0; i+1 < len(header); i += 2 {
+		token, bearer := strings.CutPrefix(header[i+1], "Bearer ")
+		if header[i] != "Authorization" || !bearer {
+			t.Fatalf("history %s: header %s: only Authorization: Bearer is sent", path, header[i])
 		}
-		res, err := client.Do(req)
+		opts = append(opts, chatpipe.WithToken(token))
+	}
+	c, err := chatpipe.New(base, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []HistoryMessage
+	pages := 0
+	for p, err := range c.History(context.Background(), tl, chatpipe.HistoryQuery{Backward: backward, Limit: limit}) {
 		if err != nil {
-			t.Fatalf("history %s: %v", path, err)
+			t.Fatalf("history %s, page %d: %v", path, pages+1, err)
 		}
-		raw, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			t.Fatalf("history %s?%s: %d %s", path, cursor, res.StatusCode, raw)
+		if pages++; pages > 100_000 {
+			t.Fatalf("history %s: no end after 100 000 pages", path)
 		}
-		var p struct {
-			Messages []HistoryMessage `json:"messages"`
-			HasMore  *bool            `json:"has_more"`
+		if len(p.Messages) > limit || (p.HasMore && len(p.Messages) < limit) {
+			t.Fatalf("history %s: page of %d with has_more %t at limit %d", path, len(p.Messages), p.HasMore, limit)
 		}
-		if err := json.Unmarshal(raw, &p); err != nil || p.HasMore == nil {
-			t.Fatalf("history %s: %.200s: %v", path, raw, err)
+		var msgs []HistoryMessage
+		raw, _ := json.Marshal(p.Messages)
+		if err := json.Unmarshal(raw, &msgs); err != nil {
+			t.Fatal(err)
 		}
-		if len(p.Messages) > limit || (*p.HasMore && len(p.Messages) < limit) {
-			t.Fatalf("history %s: page of %d with has_more %t at limit %d", path, len(p.Messages), *p.HasMore, limit)
-		}
-		if !slices.IsSortedFunc(p.Messages, func(a, b HistoryMessage) int { return int(a.CacheID - b.CacheID) }) {
+		if !slices.IsSortedFunc(msgs, func(a, b HistoryMessage) int { return int(a.CacheID - b.CacheID) }) {
 			t.Fatalf("history %s: page not oldest first: %.300s", path, raw)
 		}
 		if backward {
-			all = append(p.Messages, all...)
+			all = append(msgs, all...)
 		} else {
-			all = append(all, p.Messages...)
-		}
-		if !*p.HasMore {
-			return all
-		}
-		if backward {
-			cursor = fmt.Sprintf("before=%d&", p.Messages[0].CacheID)
-		} else {
-			cursor = fmt.Sprintf("after=%d&", p.Messages[len(p.Messages)-1].CacheID)
+			all = append(all, msgs...)
 		}
 	}
-	t.Fatalf("history %s: no end after 100 000 pages", path)
-	return nil
+	return all
+}
+
+// historyTimeline is the timeline of a history path.
+func historyTimeline(path string) (chatpipe.Timeline, bool) {
+	rest, ok := strings.CutSuffix(path, "/history")
+	switch {
+	case !ok:
+		return chatpipe.Timeline{}, false
+	case rest == "/v1/messages":
+		return chatpipe.Timeline{}, true
+	}
+	if ch, ok := strings.CutPrefix(rest, "/v1/channels/"); ok {
+		if ch, ok = strings.CutSuffix(ch, "/messages"); ok {
+			ch, err := url.PathUnescape(ch)
+			return chatpipe.Timeline{Channel: ch}, err == nil
+		}
+	}
+	if u, ok := strings.CutPrefix(rest, "/v1/users/"); ok {
+		if u, ok = strings.CutSuffix(u, "/private-messages"); ok {
+			u, err := url.PathUnescape(u)
+			return chatpipe.Timeline{User: u}, err == nil
+		}
+	}
+	return chatpipe.Timeline{}, false
 }
 
 // SSE reads the events of a live-tail response.
