@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 
-.PHONY: microbench all deps build test test-short run bench vet fmt clean help load verify-flush fuzz chaos soak console-shots
+.PHONY: microbench all deps build test test-short run bench vet fmt clean help load verify-flush fuzz chaos soak console-shots contract
 
 all: build
 
@@ -59,6 +59,9 @@ fuzz: deps ## run each fuzz target for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzJSON$$' -fuzztime $${FUZZTIME:-60s} ./internal/message/
 	$(GO) test -run '^$$' -fuzz '^FuzzReplay$$' -fuzztime $${FUZZTIME:-60s} ./internal/streams/
 	$(GO) test -run '^$$' -fuzz '^FuzzCursor$$' -fuzztime $${FUZZTIME:-60s} ./internal/tail/
+
+contract: ## with make run going in another terminal: a TypeScript client generated from GET /openapi.yaml, called; recorded answers checked against it by other validators (needs node, npm)
+	scripts/contract/run.sh
 
 chaos: deps ## fault-injection runs proving the invariants (CHAOS_DURATION, default 2m; CHAOS_SEED to replay), the Sentinel failover runs (replica and none) and the partitioned layout on a cluster and on one server
 	set -o pipefail; CHAOS_SEED=$${CHAOS_SEED:-$$(date +%s)} CHAOS_DURATION=$${CHAOS_DURATION:-2m} CHAOS_SENTINEL_SLOW=1 $(GO) test -count=1 -v -timeout 40m -run '^TestChaos$$|^TestChaosSentinel|^TestChaosCluster$$|^TestChaosPartitionedStandalone$$' ./internal/chaos/ 2>&1 | grep -v '^=== ' | grep -v 'level=WARN'
