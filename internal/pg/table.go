@@ -56,8 +56,6 @@ type table struct {
 	columns []string
 	// row is a record's values, in columns' order.
 	row func(r *message.Record) []any
-	// edited is an edit's values, in edit's order: row's, then the version and edit time.
-	edited func(r *message.Record) []any
 	// insert takes one array per column; delete returns the users of the rows it removed when
 	// the table has them (returnsUsers); existing reads the stored rows of ids, recipient_id ''
 	// where the table has none.
@@ -91,12 +89,9 @@ var tables = [...]table{
 	},
 }
 
-func init() {
-	for i := range tables {
-		t := &tables[i]
-		t.edited = func(r *message.Record) []any { return append(t.row(r), r.Version, r.EditedAt) }
-	}
-}
+// edited is an edit's values, in the order the edit statement takes them: row's, then the
+// version and the edit time.
+func (t *table) edited(r *message.Record) []any { return append(t.row(r), r.Version, r.EditedAt) }
 
 // tableOf is the table of kind.
 func tableOf(kind message.Kind) *table { return &tables[kind] }
