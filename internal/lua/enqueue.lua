@@ -37,7 +37,7 @@ local room = tonumber(ARGV[2]) - redis.call('XLEN', KEYS[3])
 -- ids begin) for about 139 years.
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 if ARGV[9] == '1' then
-  local floor = (math.floor(now / 1000) - 1735689600000) * 1024
+  local floor = id_floor(math.floor(now / 1000), 1024)
   if last < floor - 1 then last = floor - 1 end
 end
 local first = last

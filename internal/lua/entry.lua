@@ -62,21 +62,29 @@ local function add_deletion(stream, id, owner, recipient, channel)
   return redis.call('XADD', stream, '*', 'cache_id', id, 'kind', 'delete', 'payload', '')
 end
 
+-- id_floor is the least sequence value at server time ms of clock-floored ids: per_ms a
+-- millisecond since 2025-01-01 (1024 for the single layout's counter, 16 for a partition's; see
+-- enqueue.lua and part_enqueue.lua for why).
+local function id_floor(ms, per_ms) return (ms - 1735689600000) * per_ms end
+
+-- partition_id is the id of value n of partition part's sequence: 2^52 + n * 64 + part, written
+-- exactly (see part_enqueue.lua).
+local function partition_id(n, part) return string.format('%d', 4503599627370496 + n * 64 + part) end
+
 -- take_id takes the next id of a stream's sequence at counter, as the enqueue scripts take
--- theirs: in the partitioned layout (part, the partition's number) 2^52 + n * 64 + part with n
--- floored at 16 a millisecond since 2025-01-01; in the single layout the counter, floored at 1024
--- a millisecond when floored. An edit's version is one: above its message's id and every id and
--- version before it in the stream.
+-- theirs: a partition's (part, its number) or the single layout's counter, clock-floored when
+-- floored. An edit's version is one: above its message's id and every id and version before it
+-- in the stream.
 local function take_id(counter, part, floored)
   local t = redis.call('TIME')
-  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1735689600000
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local n = tonumber(redis.call('GET', counter) or '0')
   local floor = 0
-  if part then floor = ms * 16 elseif floored then floor = ms * 1024 end
+  if part then floor = id_floor(ms, 16) elseif floored then floor = id_floor(ms, 1024) end
   if n < floor - 1 then n = floor - 1 end
   n = n + 1
   redis.call('SET', counter, string.format('%d', n))
-  if part then return string.format('%d', 4503599627370496 + n * 64 + part) end
+  if part then return partition_id(n, part) end
   return string.format('%d', n)
 end
 

@@ -26,7 +26,7 @@
 local ring_size, client_ttl, kind, part = tonumber(ARGV[1]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local room = tonumber(ARGV[2]) - redis.call('XLEN', KEYS[2])
 local t = redis.call('TIME')
-local floor = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - 1735689600000) * 16
+local floor = id_floor(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 16)
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 if n < floor - 1 then n = floor - 1 end
 local first = n
@@ -45,7 +45,7 @@ for i = 9, #ARGV do
   else
     room = room - 1
     n = n + 1
-    local id = string.format('%d', 4503599627370496 + n * 64 + part)
+    local id = partition_id(n, part)
     local entry = envelope(id, ARGV[i])
     local x2 = meta[m + 2]
     add_message(KEYS[2], id, kind, entry, indexes, KEYS[meta[m + 1]], x2 and KEYS[x2])
