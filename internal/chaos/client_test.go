@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	chatpipe "github.com/chatpipe/chatpipe/client"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
@@ -102,28 +100,14 @@ func TestClientRidesOutOutages(t *testing.T) {
 		t.Error("ingest never answered not_durable: the replica's pause proved nothing")
 	}
 
-	conn, err := pgx.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(t.Context())
-	rows := map[int64]string{}
+	rows := publicRows(t, dsn)
 	count := map[string]int{}
-	r, err := conn.Query(t.Context(), "SELECT cache_id, content FROM chat_messages")
-	if err != nil {
-		t.Fatal(err)
+	for _, row := range rows {
+		count[row.content]++
 	}
-	for r.Next() {
-		var id int64
-		var content string
-		_ = r.Scan(&id, &content)
-		rows[id] = content
-		count[content]++
-	}
-	r.Close()
 	missing := 0
 	for id, content := range ok {
-		if rows[id] != content {
+		if rows[id].content != content {
 			missing++
 		}
 	}

@@ -80,30 +80,7 @@ func TestEditsRacing(t *testing.T) {
 	waitDrained(t, v.Client(t))
 
 	// PostgreSQL: the content of the highest version answered, that version, an edit time.
-	conn, err := pgx.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(t.Context())
-	type row struct {
-		content string
-		version int64
-		edited  bool
-	}
-	rows := map[int64]row{}
-	r, err := conn.Query(t.Context(), "SELECT cache_id, content, version, edited_at IS NOT NULL FROM chat_messages")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for r.Next() {
-		var id int64
-		var x row
-		if err := r.Scan(&id, &x.content, &x.version, &x.edited); err != nil {
-			t.Fatal(err)
-		}
-		rows[id] = x
-	}
-	r.Close()
+	rows := publicRows(t, dsn)
 	bad := 0
 	for _, m := range msgs {
 		want := l.edits[m]
@@ -176,4 +153,39 @@ func TestEditsRacing(t *testing.T) {
 	if !strings.Contains(w.logs.String(), "consuming") {
 		t.Error("the worker never ran")
 	}
+}
+
+// storedRow is a public message's row, as the checks read it.
+type storedRow struct {
+	content string
+	version int64
+	edited  bool
+}
+
+// publicRows reads every public message's row by cache id.
+func publicRows(t *testing.T, dsn string) map[int64]storedRow {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	r, err := conn.Query(t.Context(), "SELECT cache_id, content, version, edited_at IS NOT NULL FROM chat_messages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rows := map[int64]storedRow{}
+	for r.Next() {
+		var id int64
+		var x storedRow
+		if err := r.Scan(&id, &x.content, &x.version, &x.edited); err != nil {
+			t.Fatal(err)
+		}
+		rows[id] = x
+	}
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return rows
 }
