@@ -84,7 +84,7 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
 	case deleted || !found || (kind == message.Public && rec.Message.ChannelID != tl.Channel):
 		return &apiError{code: codeNotFound, detail: fmt.Sprintf("no message %d %s", id, where(kind, tl))}
 	case rec.Message.OwnerID != req.OwnerID:
-		return &apiError{code: codeNotAuthor, detail: "only the author of a message edits it"}
+		return lua.ErrNotAuthor
 	}
 	m := rec.Message
 	m.Content, m.CreatedAt, m.EditedAt = req.Content, message.FormatTime(rec.CreatedAt), now
@@ -105,9 +105,6 @@ func (s *Server) storeEdit(r *http.Request, e lua.Edit) (int64, error) {
 
 // edited answers an edit: its version, or its error.
 func (s *Server) edited(w http.ResponseWriter, id, version int64, err error) error {
-	if errors.Is(err, lua.ErrNotAuthor) {
-		return &apiError{code: codeNotAuthor, detail: "only the author of a message edits it"}
-	}
 	if err != nil {
 		return err
 	}

@@ -113,6 +113,8 @@ func toAPIError(err error) *apiError {
 		return &apiError{code: codeUnavailable, detail: "the message store is unreachable, retry later", retryAfter: time.Second}
 	case errors.Is(err, lua.ErrNotFound):
 		return &apiError{code: codeNotFound, detail: "no message with that id"}
+	case errors.Is(err, lua.ErrNotAuthor):
+		return &apiError{code: codeNotAuthor, detail: "only the author of a message edits it"}
 	case errors.As(err, &vme):
 		return &apiError{code: codeVersionMismatch, version: vme.Current,
 			detail: fmt.Sprintf("the message is at version %d, not the one If-Match names: read it again, then edit", vme.Current)}
