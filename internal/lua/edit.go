@@ -162,14 +162,11 @@ func (p *Partitioned) Edit(ctx context.Context, e Edit) (int64, error) {
 	}
 	owner := e.Message.OwnerID
 	rate := p.rateCall(owner, rl, "take", 1)
-	v, err := p.rateLimit.Exec(ctx, p.c, rate.Keys, rate.Args).AsIntSlice()
-	switch {
+	switch taken, retry, err := rateReply(p.rateLimit.Exec(ctx, p.c, rate.Keys, rate.Args)); {
 	case err != nil:
-		return 0, classify(err)
-	case len(v) != 2:
-		return 0, fmt.Errorf("rate limit: unexpected reply %v", v)
-	case v[0] < 1:
-		return 0, &RateLimitedError{RetryAfter: time.Duration(v[1]) * time.Millisecond}
+		return 0, err
+	case taken < 1:
+		return 0, &RateLimitedError{RetryAfter: retry}
 	}
 	var rings []string
 	if r.Ring != "" {

@@ -90,6 +90,19 @@ func (p *Partitioned) rateCall(user string, rl RateLimit, mode string, count int
 		Args: []string{strconv.Itoa(rl.Limit), strconv.Itoa(rl.WindowSeconds), string(rl.Algorithm), mode, strconv.Itoa(count)}}
 }
 
+// rateReply reads part_ratelimit.lua's answer to a take: the tokens taken, and the wait before
+// the next one when not all were.
+func rateReply(r valkey.ValkeyResult) (taken int, retry time.Duration, err error) {
+	v, err := r.AsIntSlice()
+	switch {
+	case err != nil:
+		return 0, 0, classify(err)
+	case len(v) != 2:
+		return 0, 0, fmt.Errorf("rate limit: unexpected reply %v", v)
+	}
+	return int(v[0]), time.Duration(v[1]) * time.Millisecond, nil
+}
+
 // Enqueue accepts one message, as a batch of one (EnqueueMany).
 func (p *Partitioned) Enqueue(ctx context.Context, m Message) (Result, error) {
 	o := p.EnqueueMany(ctx, m.Kind(), []Message{m})[0]
@@ -450,15 +463,7 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind message.Kind, msgs [
 			r = p.rateLimit.Exec(ctx, p.c, rates[j].Keys, rates[j].Args)
 		}
 		u := users[name]
-		v, err := r.AsIntSlice()
-		switch {
-		case err != nil:
-			u.err = classify(err)
-		case len(v) != 2:
-			u.err = fmt.Errorf("rate limit: unexpected reply %v", v)
-		default:
-			u.taken, u.retry = int(v[0]), time.Duration(v[1])*time.Millisecond
-		}
+		u.taken, u.retry, u.err = rateReply(r)
 	}
 	// Who goes on: by partition, in order.
 	taken := make([]bool, len(msgs))
