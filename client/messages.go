@@ -135,7 +135,7 @@ func (c *Client) SendBatch(ctx context.Context, drafts []Draft) ([]Result, error
 				out[i] = Result{Accepted: Accepted{CacheID: r.CacheID, Duplicate: r.Duplicate}}
 				continue
 			}
-			status := map[string]int{"rate_limited": 429, "backlog_full": 503, "unavailable": 503, "valkey_full": 503, "not_durable": 503}[r.Error]
+			status := itemStatus[r.Error]
 			if status == 0 {
 				status = http.StatusBadRequest
 			}
@@ -149,6 +149,11 @@ func (c *Client) SendBatch(ctx context.Context, drafts []Draft) ([]Result, error
 	}
 	return out, nil
 }
+
+// itemStatus is the status a batch item's error code would have answered alone (the others:
+// 400).
+var itemStatus = map[string]int{"rate_limited": http.StatusTooManyRequests, "backlog_full": http.StatusServiceUnavailable,
+	"unavailable": http.StatusServiceUnavailable, "valkey_full": http.StatusServiceUnavailable, "not_durable": http.StatusServiceUnavailable}
 
 // Delete deletes a public message; channel "" is any channel (else 404 when the message is
 // not of that channel). Deleting twice is harmless, so lost answers are retried.
