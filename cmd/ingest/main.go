@@ -66,6 +66,7 @@ type settings struct {
 	ids             string
 	databaseURL     string
 	tailMax         int
+	tailWrites      int
 	defaultChannel  string
 	ringTTL         time.Duration
 }
@@ -91,6 +92,7 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	cs.String(&s.ids, "INGEST_IDS", "auto", "counter (1, 2, 3, … as the list-based cache), clock (counter floored by the server's clock: never given twice across a failover) or auto (clock in sentinel mode, else counter)", oneOf(lua.IDs("auto"), lua.CounterIDs, lua.ClockIDs))
 	cs.Secret(&s.databaseURL, "DATABASE_URL", "", "PostgreSQL URL or DSN for the history endpoints, read only (grants.sql); empty: they answer 503 history_unavailable", optionalDSN)
 	cs.Int(&s.tailMax, "INGEST_TAIL_MAX", 1000, 1, 1_000_000, "most live-tail (SSE) subscribers of this replica; past it they get 503")
+	cs.Int(&s.tailWrites, "INGEST_TAIL_WRITES", 50_000, 0, 10_000_000, "writes a second the live-tail streams of this replica make together before events to busy streams are grouped (each stream writes at most every subscribers/this); a lone event is never held (0: no pacing)")
 	cs.Int(&s.recentSize, "RECENT_SIZE", 500, 1, 100_000, "size of each recent-messages ring")
 	cs.Int(&s.backlogCap, "INGEST_BACKLOG_CAP", 1_000_000, 1, 1_000_000_000, "most entries a flush stream may hold; past it messages get 503")
 	cs.Int(&s.batchSlots, "INGEST_BATCH_CONCURRENCY", 8, 1, 1024, "most batch requests worked on at once; the others wait (bounds memory, not throughput: Valkey runs one script at a time)")
@@ -235,7 +237,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	tails, err := tail.New(tail.Config{Valkey: client, Layout: s.layout, MaxSubscribers: s.tailMax, Timeout: s.valkey.Timeout, Logger: log, Registerer: reg, DefaultChannel: s.defaultChannel})
+	tails, err := tail.New(tail.Config{Valkey: client, Layout: s.layout, MaxSubscribers: s.tailMax, WriteBudget: s.tailWrites, Timeout: s.valkey.Timeout, Logger: log, Registerer: reg, DefaultChannel: s.defaultChannel})
 	if err != nil {
 		return err
 	}

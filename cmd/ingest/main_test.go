@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -58,6 +62,10 @@ func TestInvalidSettings(t *testing.T) {
 		{"tail max negative", []string{"--ingest-tail-max", "-1"}, nil, "--ingest-tail-max"},
 		{"tail max not a number", nil, map[string]string{"INGEST_TAIL_MAX": "lots"}, "INGEST_TAIL_MAX"},
 		{"tail max huge", nil, map[string]string{"INGEST_TAIL_MAX": strings.Repeat("9", 40)}, "INGEST_TAIL_MAX"},
+		{"tail writes negative", nil, map[string]string{"INGEST_TAIL_WRITES": "-1"}, "INGEST_TAIL_WRITES"},
+		{"tail writes not a number", []string{"--ingest-tail-writes", "fast"}, nil, "--ingest-tail-writes"},
+		{"tail writes empty flag", []string{"--ingest-tail-writes="}, nil, "--ingest-tail-writes"},
+		{"tail writes huge", nil, map[string]string{"INGEST_TAIL_WRITES": strings.Repeat("9", 40)}, "INGEST_TAIL_WRITES"},
 		{"default channel empty flag", []string{"--default-channel="}, nil, "--default-channel"},
 		{"default channel with a slash", nil, map[string]string{"DEFAULT_CHANNEL": "a/b"}, "DEFAULT_CHANNEL"},
 		{"default channel a hash tag", nil, map[string]string{"DEFAULT_CHANNEL": "{general}"}, "DEFAULT_CHANNEL"},
@@ -195,4 +203,73 @@ func TestBinarySIGTERM(t *testing.T) {
 func TestRefusesUnsafeValkey(t *testing.T) {
 	t.Parallel()
 	testenv.WantUnsafeValkeyRefused(t, run)
+}
+
+// TestSIGTERMWithOpenStreams: with 1 000 live-tail streams open (one channel, several, the
+// firehose, private tails), SIGTERM ends every stream and the binary exits 0 at once: the
+// tail's readers, parked in XREAD BLOCK 5000, are cancelled rather than waited out (they were,
+// for up to 5 s). The time is reported; the bound asserted is loose (3 s), against the 5 s wait.
+func TestSIGTERMWithOpenStreams(t *testing.T) {
+	testenv.Slow(t, "builds the binary and opens 1 000 streams")
+	t.Parallel()
+	bin := filepath.Join(testenv.Build(t, "", "."), "ingest")
+	v := testenv.StartValkey(t)
+	addr := testenv.FreeAddr(t)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "VALKEY_ADDR="+v.Addr, "INGEST_ADDR="+addr, "INGEST_TAIL_MAX=1000", "LOG_LEVEL=warn")
+	logs := &testenv.SyncBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	testenv.WaitReady(t, "http://"+addr+"/readyz", 10*time.Second)
+	paths := []string{"/v1/channels/a/messages/stream", "/v1/channels/stream?channel=a&channel=b", "/v1/channels/stream?all=true", "/v1/users/u1/private-messages/stream"}
+	const streams = 1000
+	ended := make(chan error, streams)
+	for i := range streams {
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+		if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n", paths[i%len(paths)]); err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(conn)
+		for { // the stream has begun once its retry: field came
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream %d: %v", i, err)
+			}
+			if strings.HasPrefix(line, "retry: ") {
+				break
+			}
+		}
+		go func() { _, err := io.Copy(io.Discard, r); ended <- err }()
+	}
+	time.Sleep(200 * time.Millisecond) // the readers are in their blocking XREAD
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v, want 0\n%s", err, logs.String())
+	}
+	took := time.Since(start)
+	t.Logf("exited %s after SIGTERM with %d streams open", took.Round(time.Millisecond), streams)
+	if took > 3*time.Second {
+		t.Errorf("exited %s after SIGTERM; the readers' blocking reads were waited out, not cancelled", took)
+	}
+	for i := range streams {
+		select {
+		case err := <-ended:
+			if err != nil {
+				t.Fatalf("a stream ended with %v, want its end", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d streams still open after ingest exited", streams-i, streams)
+		}
+	}
 }

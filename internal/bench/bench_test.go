@@ -134,7 +134,7 @@ func TestBench(t *testing.T) {
 	stages := []struct {
 		name string
 		run  func()
-	}{{"limits", b.limits}, {"flush", b.flush}, {"ingest", b.ingest}, {"reference", b.reference}, {"durability", b.durability}, {"scaling", b.scaling}, {"endtoend", b.endToEnd}, {"channels", b.channels}, {"fanout", b.channelFanout}, {"edits", b.edits}}
+	}{{"limits", b.limits}, {"flush", b.flush}, {"ingest", b.ingest}, {"reference", b.reference}, {"durability", b.durability}, {"scaling", b.scaling}, {"endtoend", b.endToEnd}, {"channels", b.channels}, {"fanout", b.fanout}, {"edits", b.edits}}
 	only := os.Getenv("BENCH_STAGES")
 	for _, st := range stages {
 		if only == "" || slices.Contains(strings.Split(only, ","), st.name) {
@@ -519,6 +519,7 @@ func (b *bench) cpuProfile(addr, name string, d time.Duration) {
 type ingest struct {
 	addr, pprof string
 	pid         int
+	cmd         *exec.Cmd
 }
 
 func (b *bench) startIngest(valkeyAddr string, env ...string) ingest {
@@ -532,7 +533,7 @@ func (b *bench) startIngest(valkeyAddr string, env ...string) ingest {
 	}
 	b.t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
 	testenv.WaitReady(b.t, "http://"+addr+"/readyz", 20*time.Second)
-	return ingest{addr: addr, pprof: pp, pid: cmd.Process.Pid}
+	return ingest{addr: addr, pprof: pp, pid: cmd.Process.Pid, cmd: cmd}
 }
 
 const bodyFormat = `{"owner_id":"u%d","username":"U","content":"` + content + `"}`

@@ -58,23 +58,28 @@ func selfCPU() float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
-// machineBusy is the CPU time every process on the machine has used (all cores, /proc/stat).
-func machineBusy() float64 {
+// machineBusy is the CPU time every process on the machine has used (all cores, /proc/stat),
+// and the time the hypervisor gave this VM's CPUs to others while they had work (steal).
+func machineBusy() (busy, steal float64) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line)
-	var busy float64
-	for i, v := range f[1:] {
-		if i == 3 || i == 4 { // idle, iowait
-			continue
-		}
+	// user nice system idle iowait irq softirq steal guest guest_nice; guest time is counted
+	// in user already.
+	for i, v := range f[1:min(len(f), 9)] {
 		x, _ := strconv.ParseFloat(v, 64)
-		busy += x
+		switch i {
+		case 3, 4: // idle, iowait
+		case 7:
+			steal = x
+		default:
+			busy += x
+		}
 	}
-	return busy / clockTick
+	return busy / clockTick, steal / clockTick
 }
 
 // cpuMeter measures how many cores each named process used over a phase.
@@ -84,10 +89,12 @@ type cpuMeter struct {
 	before  map[string]float64
 	self    float64
 	machine float64
+	steal   float64
 }
 
 func meterCPU(pids map[string]int) *cpuMeter {
-	m := &cpuMeter{start: time.Now(), pids: pids, before: map[string]float64{}, self: selfCPU(), machine: machineBusy()}
+	m := &cpuMeter{start: time.Now(), pids: pids, before: map[string]float64{}, self: selfCPU()}
+	m.machine, m.steal = machineBusy()
 	for name, pid := range pids {
 		m.before[name] = cpuSeconds(pid)
 	}
@@ -107,8 +114,9 @@ func (m *cpuMeter) String() string {
 		parts = append(parts, fmt.Sprintf("%s %.2f", name, c))
 	}
 	self := (selfCPU() - m.self) / wall
-	machine := (machineBusy() - m.machine) / wall
+	busy, steal := machineBusy()
+	machine := (busy - m.machine) / wall
 	parts = append(parts, fmt.Sprintf("load generator %.2f", self), fmt.Sprintf("machine %.2f", machine),
-		fmt.Sprintf("others (PostgreSQL, kernel) %.2f", max(0, machine-listed-self)))
+		fmt.Sprintf("others (PostgreSQL, kernel) %.2f", max(0, machine-listed-self)), fmt.Sprintf("stolen by the hypervisor %.2f", (steal-m.steal)/wall))
 	return "cores: " + strings.Join(parts, ", ")
 }

@@ -76,8 +76,11 @@ func ReadAfter(ctx context.Context, c valkey.Client, stream, id string, count in
 
 // Follow waits up to block for entries of stream after id (XREAD BLOCK, outside any group, so
 // that it never holds back trimming) and returns up to count of them; none when block passed.
+// Cancelling ctx ends the wait at once: valkey-go then unblocks the connection (CLIENT UNBLOCK)
+// and keeps it, or closes it. Without that, a call with a deadline waits out its block, and a
+// shutdown waited up to 5 s for its readers.
 func Follow(ctx context.Context, c valkey.Client, stream, id string, count int, block time.Duration) ([]Entry, error) {
-	cmd := c.B().Xread().Count(int64(count)).Block(block.Milliseconds()).Streams().Key(stream).Id(id).Build()
+	cmd := c.B().Xread().Count(int64(count)).Block(block.Milliseconds()).Streams().Key(stream).Id(id).Build().UnblockOnCancel()
 	res, err := c.Do(ctx, cmd).AsXRead()
 	if valkey.IsValkeyNil(err) {
 		return nil, nil

@@ -8,6 +8,8 @@ type metrics struct {
 	refused     prometheus.Counter
 	tooOld      prometheus.Counter
 	readErrors  prometheus.Counter
+	events      prometheus.Counter
+	takes       prometheus.Counter
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
@@ -31,10 +33,18 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 		Name: "chatpipe_tail_read_errors_total",
 		Help: "Failed stream reads of the live tail's readers (retried from the same entry).",
 	})
+	m.events = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "chatpipe_tail_events_total",
+		Help: "Live-tail events handed to subscribers (each once per subscriber).",
+	})
+	m.takes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "chatpipe_tail_writes_total",
+		Help: "Groups of events handed to subscribers, each written to its client in one write; events_total / writes_total is how many events a write carries.",
+	})
 	for _, kind := range []string{"message", "private_message"} {
 		m.subscribers.WithLabelValues(kind) // at zero from the start
 	}
-	for _, c := range []prometheus.Collector{m.subscribers, m.dropped, m.refused, m.tooOld, m.readErrors} {
+	for _, c := range []prometheus.Collector{m.subscribers, m.dropped, m.refused, m.tooOld, m.readErrors, m.events, m.takes} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -5,6 +5,11 @@
 // it resumes from the cursor of the last event it got, which names its position in every
 // stream of the layout, so resuming works alike with one stream or one per partition.
 //
+// Fan-out routes an entry by its channel (public) or its users (private) to the subscribers
+// that follow them, never past the others, and queues it on each; a subscriber takes
+// everything queued at once (Next), so that its connection gets the events that met in one
+// write: under load a write system call per event took the CPU the publishers needed.
+//
 // Resume reads the streams from the cursor on, and answers ErrTooOld when an entry after it has
 // been trimmed (the workers keep acked entries for FLUSH_TAIL_RETENTION): trimming removes the
 // oldest entries, so comparing the ordinal of the cursor's entry with that of the stream's
@@ -17,6 +22,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,6 +73,11 @@ type Config struct {
 	Timeout time.Duration
 	// Block is how long one XREAD waits. Default 5s.
 	Block time.Duration
+	// WriteBudget is how many times a second the replica's subscribers may take events
+	// together (each take is one write to a client) before the events to busy subscribers are
+	// grouped: each takes at most every subscribers/WriteBudget. 0: no pacing; a subscriber
+	// then takes whatever is queued whenever it is ready.
+	WriteBudget int
 	// Logger logs. Default: discard.
 	Logger *slog.Logger
 	// Registerer takes the metrics. Default: a throwaway registry.
@@ -81,9 +92,8 @@ type Tails struct {
 	cfg  Config
 	hubs [2]*hub
 	m    metrics
-
-	mu    sync.Mutex
-	count int
+	// count is the subscribers of both kinds.
+	count atomic.Int64
 }
 
 // New returns the tails; Run starts them.
@@ -115,7 +125,8 @@ func New(cfg Config) (*Tails, error) {
 		return nil, err
 	}
 	for _, k := range message.Kinds {
-		t.hubs[k] = &hub{t: t, kind: k, shards: cfg.Layout.Shards(k), ready: make(chan struct{}), subs: map[*Subscription]struct{}{}}
+		t.hubs[k] = &hub{t: t, kind: k, shards: cfg.Layout.Shards(k), ready: make(chan struct{}),
+			subs: map[*Subscription]struct{}{}, routes: map[string]map[*Subscription]struct{}{}, firehose: map[*Subscription]struct{}{}}
 	}
 	return t, nil
 }
@@ -140,14 +151,11 @@ func (t *Tails) Subscribe(ctx context.Context, sel Selection, cursor string) (*S
 			return nil, err
 		}
 	}
-	t.mu.Lock()
-	if t.count >= t.cfg.MaxSubscribers {
-		t.mu.Unlock()
+	if t.count.Add(1) > int64(t.cfg.MaxSubscribers) {
+		t.count.Add(-1)
 		t.m.refused.Inc()
 		return nil, ErrFull
 	}
-	t.count++
-	t.mu.Unlock()
 	s, err := h.subscribe(ctx, sel, from)
 	if err != nil {
 		t.release()
@@ -157,11 +165,7 @@ func (t *Tails) Subscribe(ctx context.Context, sel Selection, cursor string) (*S
 	return s, nil
 }
 
-func (t *Tails) release() {
-	t.mu.Lock()
-	t.count--
-	t.mu.Unlock()
-}
+func (t *Tails) release() { t.count.Add(-1) }
 
 // hub follows the streams of one kind.
 type hub struct {
@@ -172,8 +176,14 @@ type hub struct {
 
 	mu     sync.Mutex
 	pos    []pos
-	subs   map[*Subscription]struct{}
+	subs   map[*Subscription]struct{} // every subscriber
 	closed bool
+	// routes are the subscribers by what they follow: a channel (public) or a user (private);
+	// firehose those of every channel.
+	routes   map[string]map[*Subscription]struct{}
+	firehose map[*Subscription]struct{}
+	// touched are the subscribers given events by the publish under way, to be woken once.
+	touched []*Subscription
 	// parked[i] is set while shard i's reader waits for a subscriber; wake is closed when the
 	// first one comes (and replaced).
 	parked []bool
@@ -284,8 +294,9 @@ func (h *hub) resync(ctx context.Context, i int, from pos) {
 	h.mu.Unlock()
 }
 
-// publish advances shard i over es and fans each event out; a subscriber whose buffer is full
-// is dropped.
+// publish advances shard i over es and queues each event on the subscribers that follow it; a
+// subscriber whose queue is full is dropped. Each subscriber given events is woken once, after
+// the whole read: the events of one read leave in one write.
 func (h *hub) publish(i int, es []streams.Entry) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -300,25 +311,87 @@ func (h *hub) publish(i int, es []streams.Entry) {
 			continue
 		}
 		ev.ID = encodeCursor(h.pos)
-		for s := range h.subs {
-			if !s.wants(ev) {
-				continue
+		m := &ev.rec.Message
+		if h.kind == message.Private {
+			h.queue(h.routes[m.OwnerID], ev)
+			if m.RecipientID != m.OwnerID {
+				h.queue(h.routes[m.RecipientID], ev)
 			}
-			select {
-			case s.live <- ev:
-			default:
-				h.drop(s)
-			}
+			continue
+		}
+		h.queue(h.routes[m.ChannelID], ev)
+		h.queue(h.firehose, ev)
+	}
+	for _, s := range h.touched {
+		s.touched = false
+		s.wake()
+	}
+	clear(h.touched)
+	h.touched = h.touched[:0]
+}
+
+// queue appends ev to the queue of each subscriber of set; the caller holds h.mu.
+func (h *hub) queue(set map[*Subscription]struct{}, ev Event) {
+	for s := range set {
+		s.mu.Lock()
+		full := len(s.queue) >= h.t.cfg.Buffer
+		if !full {
+			s.queue = append(s.queue, ev)
+		}
+		s.mu.Unlock()
+		if full {
+			h.drop(s)
+			continue
+		}
+		if !s.touched {
+			s.touched = true
+			h.touched = append(h.touched, s)
 		}
 	}
 }
 
+// add registers s; the caller holds h.mu.
+func (h *hub) add(s *Subscription) {
+	h.subs[s] = struct{}{}
+	keys := s.sel.routes()
+	if keys == nil {
+		h.firehose[s] = struct{}{}
+	}
+	for _, k := range keys {
+		set := h.routes[k]
+		if set == nil {
+			set = map[*Subscription]struct{}{}
+			h.routes[k] = set
+		}
+		set[s] = struct{}{}
+	}
+}
+
+// remove takes s off the hub and ends it with err; false when it was not on it. The caller
+// holds h.mu.
+func (h *hub) remove(s *Subscription, err error) bool {
+	if _, ok := h.subs[s]; !ok {
+		return false
+	}
+	delete(h.subs, s)
+	delete(h.firehose, s)
+	for _, k := range s.sel.routes() {
+		if set := h.routes[k]; set != nil {
+			delete(set, s)
+			if len(set) == 0 {
+				delete(h.routes, k)
+			}
+		}
+	}
+	s.end(err)
+	return true
+}
+
 // drop removes s, which fell behind; the caller holds h.mu.
 func (h *hub) drop(s *Subscription) {
-	delete(h.subs, s)
-	s.dropped = true
-	close(s.live)
-	h.t.m.dropped.Inc()
+	if h.remove(s, ErrDropped) {
+		h.t.m.dropped.Inc()
+	}
 }
 
 func (h *hub) closeAll() {
@@ -326,8 +399,7 @@ func (h *hub) closeAll() {
 	defer h.mu.Unlock()
 	h.closed = true
 	for s := range h.subs {
-		delete(h.subs, s)
-		close(s.live)
+		h.remove(s, ErrClosed)
 	}
 }
 
@@ -339,7 +411,7 @@ func (h *hub) subscribe(ctx context.Context, sel Selection, from []pos) (*Subscr
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	s := &Subscription{h: h, sel: sel, live: make(chan Event, h.t.cfg.Buffer)}
+	s := &Subscription{h: h, sel: sel, ready: make(chan struct{}, 1)}
 	if err := h.unpark(ctx); err != nil {
 		return nil, err
 	}
@@ -349,7 +421,7 @@ func (h *hub) subscribe(ctx context.Context, sel Selection, from []pos) (*Subscr
 		return nil, ErrClosed
 	}
 	s.upTo = append([]pos(nil), h.pos...)
-	h.subs[s] = struct{}{}
+	h.add(s)
 	if len(h.subs) == 1 {
 		close(h.wake)
 		h.wake = make(chan struct{})
@@ -432,20 +504,79 @@ func (s *Subscription) checkGaps(ctx context.Context) error {
 
 // Subscription is one subscriber's events.
 type Subscription struct {
-	h    *hub
-	sel  Selection
-	live chan Event
-	// dropped is set (under h.mu) when the subscriber fell behind.
-	dropped bool
+	h   *hub
+	sel Selection
 	// at is the catch-up position, nil once caught up; upTo where the live events begin.
 	at      []pos
 	upTo    []pos
 	pending []Event
 	closed  sync.Once
+	// touched is set (under h.mu) while a publish has queued events for s and not woken it.
+	touched bool
+	// ready holds a token when the queue gained events or the subscription ended.
+	ready chan struct{}
+	// timer times Next's waits, paceTimer its pacing: one each per subscription, not one per
+	// wait. took is when Next last returned events.
+	timer, paceTimer *time.Timer
+	took             time.Time
+
+	mu sync.Mutex
+	// queue are the live events not taken yet; spare is the slice Next handed out last,
+	// reused as the next queue.
+	queue, spare []Event
+	// err is why the live events ended (ErrDropped, ErrClosed); the queue is still taken first.
+	err error
 }
 
 // wants reports whether the event is for this subscriber.
 func (s *Subscription) wants(ev Event) bool { return s.sel.Contains(ev.rec) }
+
+// wake gives s its token, if it has none.
+func (s *Subscription) wake() {
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+}
+
+// end ends the live events with err (the first reason stays).
+func (s *Subscription) end(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
+// maxKept bounds the capacity of a queue kept for reuse: a burst's queue of Buffer events is
+// let go rather than held by each of a thousand subscribers.
+const maxKept = 256
+
+// queued tells how many events are queued, and why the live events ended (nil: they go on).
+func (s *Subscription) queued() (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue), s.err
+}
+
+// take returns the queued events (or, with none, why the events ended, else nil, nil). The
+// slice is the caller's until the next call.
+func (s *Subscription) take() ([]Event, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) == 0 {
+		return nil, s.err
+	}
+	out := s.queue
+	clear(s.spare) // the events handed out last time: their data is not held
+	s.queue = s.spare[:0]
+	if cap(s.queue) > maxKept {
+		s.queue = nil
+	}
+	s.spare = out
+	return out, nil
+}
 
 // Selection is what a subscription follows: a user's private messages, some channels, or every
 // channel (a backend's firehose).
@@ -455,6 +586,22 @@ type Selection struct {
 	User string
 	// Channels are a public selection's channels; nil: every channel.
 	Channels map[string]bool
+}
+
+// routes are the keys the hub routes the selection's events by: its user, or its channels;
+// nil for every channel.
+func (s Selection) routes() []string {
+	if s.Kind == message.Private {
+		return []string{s.User}
+	}
+	if s.Channels == nil {
+		return nil
+	}
+	keys := make([]string, 0, len(s.Channels))
+	for c := range s.Channels {
+		keys = append(keys, c)
+	}
+	return keys
 }
 
 // Follow is the selection of one timeline.
@@ -477,39 +624,91 @@ func (s Selection) Contains(r *message.Record) bool {
 // ErrDropped: the subscriber fell behind and was dropped; it resumes from its last event's ID.
 var ErrDropped = errors.New("subscriber fell behind")
 
-// Next returns the next event: first those between the cursor and the subscription's start,
-// then the live ones; ok is false when no event came within wait (time for a heartbeat). It
-// fails with ErrDropped, ErrTooOld (entries trimmed during a long catch-up), ErrClosed, a Valkey
-// error, or ctx's error.
-func (s *Subscription) Next(ctx context.Context, wait time.Duration) (ev Event, ok bool, err error) {
+// Next returns every event ready, in order, at least one: first those between the cursor and
+// the subscription's start (a chunk at a time), then the live ones queued since the last call.
+// It returns none when no event came within wait (time for a heartbeat). The slice is the
+// caller's until the next call. It fails with ErrDropped (after the events queued before the
+// drop), ErrTooOld (entries trimmed during a long catch-up), ErrClosed, a Valkey error, or
+// ctx's error.
+func (s *Subscription) Next(ctx context.Context, wait time.Duration) ([]Event, error) {
 	for len(s.pending) == 0 && s.at != nil {
 		if err := s.catchUp(ctx); err != nil {
-			return Event{}, false, err
+			return nil, err
 		}
 	}
 	if len(s.pending) > 0 {
-		ev := s.pending[0]
-		s.pending = s.pending[1:]
-		return ev, true, nil
+		evs := s.pending
+		s.pending = nil
+		s.counted(len(evs))
+		return evs, nil
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	armed := false
+	for {
+		n, err := s.queued()
+		if n > 0 {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !armed {
+			armed = true
+			if s.timer == nil {
+				s.timer = time.NewTimer(wait)
+			} else {
+				s.timer.Reset(wait) // since Go 1.23 no stale tick survives a Reset
+			}
+			defer s.timer.Stop()
+		}
+		select {
+		case <-s.ready: // a token may be stale (its events taken already): look again
+		case <-s.timer.C:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if err := s.pace(ctx); err != nil {
+		return nil, err
+	}
+	s.took = time.Now()
+	evs, err := s.take()
+	s.counted(len(evs))
+	return evs, err
+}
+
+// counted counts a take of n events.
+func (s *Subscription) counted(n int) {
+	if n > 0 {
+		s.h.t.m.takes.Inc()
+		s.h.t.m.events.Add(float64(n))
+	}
+}
+
+// pace holds a busy subscriber's events back until its share of the replica's write budget
+// allows the next write: subscribers / WriteBudget after its previous one. A lone event, or any
+// event to a subscriber that has not written for that long, is not held at all.
+func (s *Subscription) pace(ctx context.Context) error {
+	budget := s.h.t.cfg.WriteBudget
+	if budget <= 0 || s.took.IsZero() {
+		return nil
+	}
+	gap := time.Duration(s.h.t.count.Load()) * time.Second / time.Duration(budget)
+	wait := gap - time.Since(s.took)
+	if wait <= 0 {
+		return nil
+	}
+	if s.paceTimer == nil {
+		s.paceTimer = time.NewTimer(wait)
+	} else {
+		s.paceTimer.Reset(wait)
+	}
 	select {
-	case ev, open := <-s.live:
-		if open {
-			return ev, true, nil
-		}
-		s.h.mu.Lock()
-		dropped := s.dropped
-		s.h.mu.Unlock()
-		if dropped {
-			return Event{}, false, ErrDropped
-		}
-		return Event{}, false, ErrClosed
-	case <-t.C:
-		return Event{}, false, nil
+	case <-s.paceTimer.C:
+		return nil
 	case <-ctx.Done():
-		return Event{}, false, ctx.Err()
+		s.paceTimer.Stop()
+		return ctx.Err()
 	}
 }
 
@@ -582,10 +781,7 @@ func (s *Subscription) unregister() {
 	h := s.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.subs[s]; ok {
-		delete(h.subs, s)
-		close(s.live)
-	}
+	h.remove(s, ErrClosed)
 }
 
 // toEvent turns a stream entry into an event; false for an entry that is not a message or a

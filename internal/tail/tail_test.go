@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -34,6 +35,25 @@ func runTails(t *testing.T, cfg tail.Config) *tail.Tails {
 	return tails
 }
 
+// reader hands a subscription's events out one at a time.
+type reader struct {
+	s    *tail.Subscription
+	held []tail.Event
+}
+
+func (r *reader) next(ctx context.Context, wait time.Duration) (tail.Event, bool, error) {
+	if len(r.held) == 0 { // Next's slice is ours until the next call, made only once it is used up
+		evs, err := r.s.Next(ctx, wait)
+		if err != nil || len(evs) == 0 {
+			return tail.Event{}, false, err
+		}
+		r.held = evs
+	}
+	ev := r.held[0]
+	r.held = r.held[1:]
+	return ev, true, nil
+}
+
 // TestSlowSubscriberDropped: a subscriber that reads nothing is dropped once its buffer is full,
 // and the one reading beside it gets every event, in order, unstalled; the dropped one learns it
 // (ErrDropped) after the events it holds. A subscriber may lag by the buffer, no more.
@@ -56,9 +76,10 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	defer fast.Close()
 	const n = 100
 	got := make(chan int, n)
+	fastEvents, slowEvents := &reader{s: fast}, &reader{s: slow}
 	go func() {
 		for range n {
-			ev, ok, err := fast.Next(ctx, 5*time.Second)
+			ev, ok, err := fastEvents.next(ctx, 5*time.Second)
 			if err != nil || !ok {
 				close(got)
 				return
@@ -84,7 +105,7 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	}
 	held := 0
 	for {
-		_, ok, err := slow.Next(ctx, time.Second)
+		_, ok, err := slowEvents.next(ctx, time.Second)
 		if errors.Is(err, tail.ErrDropped) {
 			break
 		}
@@ -114,9 +135,13 @@ func TestIdleReadersPark(t *testing.T) {
 			"payload", `{"cache_id":`+id+`,"data":{"owner_id":"a","username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}}`)
 	}
 	var cursor string
+	readers := map[*tail.Subscription]*reader{}
 	next := func(s *tail.Subscription) int {
 		t.Helper()
-		ev, ok, err := s.Next(ctx, 5*time.Second)
+		if readers[s] == nil {
+			readers[s] = &reader{s: s}
+		}
+		ev, ok, err := readers[s].next(ctx, 5*time.Second)
 		cursor = ev.ID
 		if err != nil || !ok {
 			t.Fatalf("next: %t, %v", ok, err)
@@ -240,9 +265,164 @@ func TestReplayedPrivateDeletionReachesBothTails(t *testing.T) {
 		t.Fatalf("replay: %q, %v", id, err)
 	}
 	for i, s := range subs {
-		ev, ok, err := s.Next(ctx, 5*time.Second)
+		ev, ok, err := (&reader{s: s}).next(ctx, 5*time.Second)
 		if err != nil || !ok || ev.Type != "delete" || string(ev.Data) != `{"cache_id":`+strconv.FormatInt(res.CacheID, 10)+`}` {
 			t.Errorf("user %d's private tail: %q %s (%t, %v), want the replayed deletion", i, ev.Type, ev.Data, ok, err)
 		}
+	}
+}
+
+// TestRoutingAndBatches: each event reaches exactly the subscribers that follow it — a channel,
+// several, every channel; a private message both its users, a self-DM its user once — and a
+// subscriber that has not read for a while takes everything queued in one Next (one write).
+func TestRoutingAndBatches(t *testing.T) {
+	t.Parallel()
+	v := testenv.StartValkey(t)
+	c := v.Client(t)
+	keys, _ := keyspace.New("")
+	ctx := context.Background()
+	tails := runTails(t, tail.Config{Valkey: c, Layout: keys, Block: 100 * time.Millisecond})
+	subscribe := func(sel tail.Selection) *tail.Subscription {
+		s, err := tails.Subscribe(ctx, sel, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return s
+	}
+	a := subscribe(tail.Follow(message.ChannelTimeline("a")))
+	ab := subscribe(tail.Selection{Kind: message.Public, Channels: map[string]bool{"a": true, "b": true}})
+	b := subscribe(tail.Follow(message.ChannelTimeline("b")))
+	all := subscribe(tail.Selection{Kind: message.Public})
+	ann := subscribe(tail.Follow(message.PrivateTimeline("ann")))
+	bob := subscribe(tail.Follow(message.PrivateTimeline("bob")))
+	cid := subscribe(tail.Follow(message.PrivateTimeline("cid")))
+	add := func(kind message.Kind, id int, fields string) {
+		testenv.Do(t, c, "XADD", keys.Stream(kind), "*", "cache_id", strconv.Itoa(id), "kind", kind.String(),
+			"payload", `{"cache_id":`+strconv.Itoa(id)+`,"data":{"owner_id":"ann",`+fields+`"username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}}`)
+	}
+	for i := 1; i <= 30; i++ {
+		add(message.Public, i, `"channel_id":"`+string(rune('a'+i%3))+`",`) // b, c, a, b, …
+	}
+	add(message.Private, 31, `"recipient_id":"bob",`)
+	add(message.Private, 32, `"recipient_id":"ann",`)
+	add(message.Private, 33, `"recipient_id":"cid",`)
+	ids := func(s *tail.Subscription, want int) []int {
+		t.Helper()
+		var got []int
+		for len(got) < want {
+			evs, err := s.Next(ctx, 5*time.Second)
+			if err != nil || len(evs) == 0 {
+				t.Fatalf("after %v: %d events, %v", got, len(evs), err)
+			}
+			for _, ev := range evs {
+				var m struct {
+					CacheID int `json:"cache_id"`
+				}
+				if err := json.Unmarshal(ev.Data, &m); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, m.CacheID)
+			}
+		}
+		return got
+	}
+	// Once the firehose has the last public event, every public subscriber has its events
+	// queued (one publish queues an event on all of them): each takes them in one Next.
+	ids(all, 30)
+	ids(cid, 1) // likewise the private ones, once cid has the last
+	for _, tc := range []struct {
+		name string
+		s    *tail.Subscription
+		want []int
+	}{
+		{"channel a", a, []int{3, 6, 9, 12, 15, 18, 21, 24, 27, 30}},
+		{"channel b", b, []int{1, 4, 7, 10, 13, 16, 19, 22, 25, 28}},
+		{"channels a and b", ab, []int{1, 3, 4, 6, 7, 9, 10, 12, 13, 15, 16, 18, 19, 21, 22, 24, 25, 27, 28, 30}},
+		{"ann (sent 31, 33; self-DM 32 once)", ann, []int{31, 32, 33}},
+		{"bob", bob, []int{31}},
+	} {
+		evs, err := tc.s.Next(ctx, 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got := make([]int, len(evs))
+		for i, ev := range evs {
+			var m struct {
+				CacheID int `json:"cache_id"`
+			}
+			_ = json.Unmarshal(ev.Data, &m)
+			got[i] = m.CacheID
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: one Next gave %v, want %v", tc.name, got, tc.want)
+		}
+		if evs, err := tc.s.Next(ctx, 200*time.Millisecond); len(evs) != 0 || err != nil {
+			t.Errorf("%s: then %d more events (%v), want none", tc.name, len(evs), err)
+		}
+	}
+}
+
+// TestPacing: with a write budget, a lone event leaves at once, and the events that follow it
+// within the subscriber's share of the budget (here 1 subscriber, 1 write a second: 1 s) are
+// held and taken together; with no budget each is taken as it comes.
+func TestPacing(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		budget int
+		takes  int // the most takes the 21 events may come in
+	}{
+		{"budget 1/s", 1, 2},
+		{"no budget", 0, 21},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			v := testenv.StartValkey(t)
+			c := v.Client(t)
+			keys, _ := keyspace.New("")
+			ctx := context.Background()
+			tails := runTails(t, tail.Config{Valkey: c, Layout: keys, Block: 100 * time.Millisecond, WriteBudget: tc.budget})
+			s, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			add := func(i int) {
+				id := strconv.Itoa(i)
+				testenv.Do(t, c, "XADD", keys.Stream(message.Public), "*", "cache_id", id, "kind", "message",
+					"payload", `{"cache_id":`+id+`,"data":{"owner_id":"a","username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}}`)
+			}
+			add(1)
+			start := time.Now()
+			evs, err := s.Next(ctx, 5*time.Second)
+			if err != nil || len(evs) != 1 {
+				t.Fatalf("the lone event: %d events, %v", len(evs), err)
+			}
+			if took := time.Since(start); took > 900*time.Millisecond {
+				t.Errorf("the lone event took %s: held by the pacing", took)
+			}
+			go func() {
+				for i := 2; i <= 21; i++ { // 20 events within 200 ms
+					add(i)
+					time.Sleep(10 * time.Millisecond)
+				}
+			}()
+			got, takes := 1, 1
+			for got < 21 {
+				evs, err := s.Next(ctx, 5*time.Second)
+				if err != nil || len(evs) == 0 {
+					t.Fatalf("after %d events: %d, %v", got, len(evs), err)
+				}
+				got += len(evs)
+				takes++
+			}
+			if takes > tc.takes {
+				t.Errorf("21 events in %d takes, want at most %d", takes, tc.takes)
+			}
+			if tc.budget == 0 && takes < 8 {
+				t.Errorf("21 events 10 ms apart in %d takes with no budget: held?", takes)
+			}
+		})
 	}
 }
