@@ -101,6 +101,15 @@ func meterCPU(pids map[string]int) *cpuMeter {
 	return m
 }
 
+// seconds is the CPU the listed processes used since the meter started.
+func (m *cpuMeter) seconds() float64 {
+	var sum float64
+	for name, pid := range m.pids {
+		sum += cpuSeconds(pid) - m.before[name]
+	}
+	return sum
+}
+
 // String reports cores used per process, the load generator (this process), the machine, and
 // what the machine used beyond those (PostgreSQL, the kernel).
 func (m *cpuMeter) String() string {

@@ -165,36 +165,42 @@ func TestBatchMatchesModel(t *testing.T) {
 			if classes["duplicate"] == 0 || (tt.n < 1000 && classes["accepted"] == tt.n) {
 				t.Fatalf("outcomes %v: the batch does not exercise retries and rejections", classes)
 			}
-			if diff := cmp.Diff(m.stream, streamEntries(t, batch, tt.kind)); diff != "" {
-				t.Errorf("stream (-model +batch):\n%s", diff)
-			}
-			for _, u := range append(users, "") {
-				ring := batch.keys.PublicRing()
-				if u != "" {
-					ring = batch.keys.PrivateRing(u)
+			// What the batch script and the single message's script (one.lua) leave is the model's.
+			for _, b := range []struct {
+				name string
+				*testBundle
+			}{{"batch", batch}, {"one by one", single}} {
+				if diff := cmp.Diff(m.stream, streamEntries(t, b.testBundle, tt.kind)); diff != "" {
+					t.Errorf("%s: stream (-model +%s):\n%s", b.name, b.name, diff)
 				}
-				got, err := testenv.Do(t, batch.client, "LRANGE", ring, "0", "-1").AsStrSlice()
-				if err != nil {
-					t.Fatal(err)
+				for _, u := range append(users, "") {
+					ring := b.keys.PublicRing()
+					if u != "" {
+						ring = b.keys.PrivateRing(u)
+					}
+					got, err := testenv.Do(t, b.client, "LRANGE", ring, "0", "-1").AsStrSlice()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if diff := cmp.Diff(m.rings[ring], got, cmpEmpty); diff != "" {
+						t.Errorf("%s: ring %s (-model +%s):\n%s", b.name, ring, b.name, diff)
+					}
 				}
-				if diff := cmp.Diff(m.rings[ring], got, cmpEmpty); diff != "" {
-					t.Errorf("ring %s (-model +batch):\n%s", ring, diff)
+				if n, _ := testenv.Do(t, b.client, "GET", b.keys.Counter(tt.kind)).AsInt64(); n != m.last {
+					t.Errorf("%s: id counter = %d, want %d", b.name, n, m.last)
 				}
-			}
-			if n, _ := testenv.Do(t, batch.client, "GET", batch.keys.Counter(tt.kind)).AsInt64(); n != m.last {
-				t.Errorf("id counter = %d, want %d", n, m.last)
-			}
-			for _, u := range users {
-				key := batch.keys.RateLimit(u)
-				if tt.rate.Algorithm == lua.GCRA {
-					key = batch.keys.RateLimitGCRA(u)
-				}
-				ttl, _ := testenv.Do(t, batch.client, "PTTL", key).AsInt64()
-				if m.taken[u] > 0 && (ttl < 1 || ttl > window.Milliseconds()) {
-					t.Errorf("%s's rate-limit state %s expires in %d ms, want within the window", u, key, ttl)
-				}
-				if n, _ := testenv.Do(t, batch.client, "GET", key).AsInt64(); tt.rate.Algorithm == lua.Fixed && n != int64(m.taken[u]) {
-					t.Errorf("%s's window counter = %d, want %d", u, n, m.taken[u])
+				for _, u := range users {
+					key := b.keys.RateLimit(u)
+					if tt.rate.Algorithm == lua.GCRA {
+						key = b.keys.RateLimitGCRA(u)
+					}
+					ttl, _ := testenv.Do(t, b.client, "PTTL", key).AsInt64()
+					if m.taken[u] > 0 && (ttl < 1 || ttl > window.Milliseconds()) {
+						t.Errorf("%s: %s's rate-limit state %s expires in %d ms, want within the window", b.name, u, key, ttl)
+					}
+					if n, _ := testenv.Do(t, b.client, "GET", key).AsInt64(); tt.rate.Algorithm == lua.Fixed && n != int64(m.taken[u]) {
+						t.Errorf("%s: %s's window counter = %d, want %d", b.name, u, n, m.taken[u])
+					}
 				}
 			}
 		})

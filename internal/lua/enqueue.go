@@ -59,8 +59,42 @@ type Result struct {
 // one connection; a message accepted but not confirmed in time gets a *NotDurableError that
 // carries its id.
 func (s *Scripts) Enqueue(ctx context.Context, m Message) (Result, error) {
-	o := s.EnqueueMany(ctx, m.Kind(), []Message{m})[0]
-	return o.Result, o.Err
+	ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
+	defer cancel()
+	call := s.oneCall(m)
+	var out [1]Outcome
+	if s.cfg.Durability != DurableNone {
+		res, durable := s.execDurable(ctx, s.one, []Call{call})
+		parseBatch(res[0], out[:])
+		markNotDurable(out[:], durable)
+	} else {
+		parseBatch(s.one.Exec(ctx, s.c, call.Keys, call.Args), out[:])
+	}
+	return out[0].Result, out[0].Err
+}
+
+// oneCall is the one.lua call for m (see the script's header).
+func (s *Scripts) oneCall(m Message) Call {
+	kind := m.Kind()
+	k, r := s.keys, s.keys.Route(kind, "", "", "")
+	keys := make([]string, 0, 11)
+	keys = append(keys, k.RateSettings(), r.Counter, r.Stream, k.RateLimit(m.OwnerID), k.RateLimitGCRA(m.OwnerID), keyspace.IndexedSince(r.Stream))
+	for _, tl := range m.timelines(kind, k.DefaultChannel()) {
+		ring := k.ChannelRing(tl.Channel)
+		if kind == message.Private {
+			ring = k.PrivateRing(tl.User)
+		}
+		keys = append(keys, ring, keyspace.BacklogIndex(r.Stream, tl))
+	}
+	static := s.staticArgs[kind]
+	args := make([]string, len(static), len(static)+2)
+	copy(args, static)
+	args = append(args, string(m.Data), "0")
+	if m.ClientMsgID != "" {
+		keys = append(keys, k.ClientMsg(r, m.OwnerID, m.ClientMsgID))
+		args[len(args)-1] = "1"
+	}
+	return Call{Keys: keys, Args: args}
 }
 
 // callTimeout bounds one call: the Valkey timeout, plus the durability wait when there is one.
@@ -157,8 +191,8 @@ func (s *Scripts) execDurable(ctx context.Context, sc *Script, calls []Call) ([]
 // for tools that drive Valkey directly: make bench runs it through valkey-benchmark to measure
 // the script's rate without chatpipe's client in the way. The script must be loaded first.
 func (s *Scripts) EnqueueCommand(m Message) []string {
-	c := s.enqueueCall(m.Kind(), []Message{m})
-	cmd := []string{"EVALSHA", s.enqueue.sha, strconv.Itoa(len(c.Keys))}
+	c := s.oneCall(m)
+	cmd := []string{"EVALSHA", s.one.sha, strconv.Itoa(len(c.Keys))}
 	cmd = append(cmd, c.Keys...)
 	return append(cmd, c.Args...)
 }

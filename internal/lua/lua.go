@@ -31,6 +31,8 @@ var (
 	batchSrc string
 	//go:embed enqueue.lua
 	enqueueSrc string
+	//go:embed one.lua
+	oneSrc string
 	//go:embed delete.lua
 	deleteSrc string
 	//go:embed ring.lua
@@ -284,6 +286,7 @@ type Scripts struct {
 	cfg     Config
 	keys    keyspace.Keys
 	enqueue *Script
+	one     *Script
 	delete  *Script
 	edit    *Script
 	unring  *Script
@@ -304,6 +307,7 @@ func New(c valkey.Client, cfg Config) (*Scripts, error) {
 		cfg:     cfg,
 		keys:    keyspace.Keys{},
 		enqueue: NewScript("enqueue", commonSrc, entrySrc, batchSrc, enqueueSrc),
+		one:     NewScript("one", oneSrc),
 		delete:  NewScript("delete", entrySrc, ringSrc, deleteSrc),
 		edit:    NewScript("edit", commonSrc, entrySrc, ringSrc, editSrc),
 		unring:  NewScript("unring", ringSrc, unringSrc),
@@ -343,7 +347,7 @@ func (s *Scripts) Keys() keyspace.Keys { return s.keys }
 func (s *Scripts) Load(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	for _, sc := range []*Script{s.enqueue, s.delete, s.edit, s.unring, s.mirror} {
+	for _, sc := range []*Script{s.enqueue, s.one, s.delete, s.edit, s.unring, s.mirror} {
 		if err := sc.load(ctx, s.c); err != nil {
 			return classify(err)
 		}
