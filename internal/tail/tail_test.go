@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valkey-io/valkey-go"
+
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
@@ -33,6 +35,15 @@ func runTails(t *testing.T, cfg tail.Config) *tail.Tails {
 	go func() { _ = tails.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return tails
+}
+
+// addEntry appends message id of the kind's stream, written as the enqueue script writes it;
+// fields are more of its data's fields ("\"channel_id\":\"a\","), owner "a".
+func addEntry(t *testing.T, c valkey.Client, keys keyspace.Keys, kind message.Kind, id int, fields string) {
+	t.Helper()
+	n := strconv.Itoa(id)
+	testenv.Do(t, c, "XADD", keys.Stream(kind), "*", "cache_id", n, "kind", kind.String(),
+		"payload", `{"cache_id":`+n+`,"data":{"owner_id":"a",`+fields+`"username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}}`)
 }
 
 // reader hands a subscription's events out one at a time.
@@ -89,9 +100,7 @@ func TestSlowSubscriberDropped(t *testing.T) {
 		close(got)
 	}()
 	for i := 1; i <= n; i++ {
-		id := strconv.Itoa(i)
-		testenv.Do(t, c, "XADD", keys.Stream(message.Public), "*", "cache_id", id, "kind", "message",
-			"payload", `{"cache_id":`+id+`,"data":{"owner_id":"a","username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}}`)
+		addEntry(t, c, keys, message.Public, i, "")
 		if i%2 == 0 {
 			time.Sleep(10 * time.Millisecond) // bursts smaller than the buffer, which a reader keeps up with
 		}
@@ -129,11 +138,7 @@ func TestIdleReadersPark(t *testing.T) {
 	keys, _ := keyspace.New("")
 	ctx := context.Background()
 	tails := runTails(t, tail.Config{Valkey: c, Layout: keys, Block: 100 * time.Millisecond})
-	add := func(i int) {
-		id := strconv.Itoa(i)
-		testenv.Do(t, c, "XADD", keys.Stream(message.Public), "*", "cache_id", id, "kind", "message",
-			"payload", `{"cache_id":`+id+`,"data":{"owner_id":"a","username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}}`)
-	}
+	add := func(i int) { addEntry(t, c, keys, message.Public, i, "") }
 	var cursor string
 	readers := map[*tail.Subscription]*reader{}
 	next := func(s *tail.Subscription) int {
@@ -294,18 +299,15 @@ func TestRoutingAndBatches(t *testing.T) {
 	ab := subscribe(tail.Selection{Kind: message.Public, Channels: map[string]bool{"a": true, "b": true}})
 	b := subscribe(tail.Follow(message.ChannelTimeline("b")))
 	all := subscribe(tail.Selection{Kind: message.Public})
-	ann := subscribe(tail.Follow(message.PrivateTimeline("ann")))
+	ann := subscribe(tail.Follow(message.PrivateTimeline("a")))
 	bob := subscribe(tail.Follow(message.PrivateTimeline("bob")))
 	cid := subscribe(tail.Follow(message.PrivateTimeline("cid")))
-	add := func(kind message.Kind, id int, fields string) {
-		testenv.Do(t, c, "XADD", keys.Stream(kind), "*", "cache_id", strconv.Itoa(id), "kind", kind.String(),
-			"payload", `{"cache_id":`+strconv.Itoa(id)+`,"data":{"owner_id":"ann",`+fields+`"username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}}`)
-	}
+	add := func(kind message.Kind, id int, fields string) { addEntry(t, c, keys, kind, id, fields) }
 	for i := 1; i <= 30; i++ {
 		add(message.Public, i, `"channel_id":"`+string(rune('a'+i%3))+`",`) // b, c, a, b, …
 	}
 	add(message.Private, 31, `"recipient_id":"bob",`)
-	add(message.Private, 32, `"recipient_id":"ann",`)
+	add(message.Private, 32, `"recipient_id":"a",`)
 	add(message.Private, 33, `"recipient_id":"cid",`)
 	ids := func(s *tail.Subscription, want int) []int {
 		t.Helper()
@@ -339,7 +341,7 @@ func TestRoutingAndBatches(t *testing.T) {
 		{"channel a", a, []int{3, 6, 9, 12, 15, 18, 21, 24, 27, 30}},
 		{"channel b", b, []int{1, 4, 7, 10, 13, 16, 19, 22, 25, 28}},
 		{"channels a and b", ab, []int{1, 3, 4, 6, 7, 9, 10, 12, 13, 15, 16, 18, 19, 21, 22, 24, 25, 27, 28, 30}},
-		{"ann (sent 31, 33; self-DM 32 once)", ann, []int{31, 32, 33}},
+		{"a (sent 31, 33; self-DM 32 once)", ann, []int{31, 32, 33}},
 		{"bob", bob, []int{31}},
 	} {
 		evs, err := tc.s.Next(ctx, 5*time.Second)
@@ -388,11 +390,7 @@ func TestPacing(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			add := func(i int) {
-				id := strconv.Itoa(i)
-				testenv.Do(t, c, "XADD", keys.Stream(message.Public), "*", "cache_id", id, "kind", "message",
-					"payload", `{"cache_id":`+id+`,"data":{"owner_id":"a","username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}}`)
-			}
+			add := func(i int) { addEntry(t, c, keys, message.Public, i, "") }
 			add(1)
 			start := time.Now()
 			evs, err := s.Next(ctx, 5*time.Second)
