@@ -515,10 +515,10 @@ type Subscription struct {
 	touched bool
 	// ready holds a token when the queue gained events or the subscription ended.
 	ready chan struct{}
-	// timer times Next's waits, paceTimer its pacing: one each per subscription, not one per
-	// wait. took is when Next last returned events.
-	timer, paceTimer *time.Timer
-	took             time.Time
+	// timer times Next's waits, for a heartbeat or for pacing: one per subscription, not one
+	// per wait. took is when Next last returned events.
+	timer *time.Timer
+	took  time.Time
 
 	mu sync.Mutex
 	// queue are the live events not taken yet; spare is the slice Next handed out last,
@@ -560,14 +560,10 @@ func (s *Subscription) queued() (int, error) {
 	return len(s.queue), s.err
 }
 
-// take returns the queued events (or, with none, why the events ended, else nil, nil). The
-// slice is the caller's until the next call.
-func (s *Subscription) take() ([]Event, error) {
+// take returns the queued events. The slice is the caller's until the next call.
+func (s *Subscription) take() []Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.queue) == 0 {
-		return nil, s.err
-	}
 	out := s.queue
 	clear(s.spare) // the events handed out last time: their data is not held
 	s.queue = s.spare[:0]
@@ -575,7 +571,17 @@ func (s *Subscription) take() ([]Event, error) {
 		s.queue = nil
 	}
 	s.spare = out
-	return out, nil
+	return out
+}
+
+// arm starts s.timer for d, whether it was stopped, fired or running.
+func (s *Subscription) arm(d time.Duration) <-chan time.Time {
+	if s.timer == nil {
+		s.timer = time.NewTimer(d)
+	} else {
+		s.timer.Reset(d) // since Go 1.23 no stale tick survives a Reset
+	}
+	return s.timer.C
 }
 
 // Selection is what a subscription follows: a user's private messages, some channels, or every
@@ -642,7 +648,7 @@ func (s *Subscription) Next(ctx context.Context, wait time.Duration) ([]Event, e
 		s.counted(len(evs))
 		return evs, nil
 	}
-	armed := false
+	var heartbeat <-chan time.Time
 	for {
 		n, err := s.queued()
 		if n > 0 {
@@ -651,30 +657,25 @@ func (s *Subscription) Next(ctx context.Context, wait time.Duration) ([]Event, e
 		if err != nil {
 			return nil, err
 		}
-		if !armed {
-			armed = true
-			if s.timer == nil {
-				s.timer = time.NewTimer(wait)
-			} else {
-				s.timer.Reset(wait) // since Go 1.23 no stale tick survives a Reset
-			}
+		if heartbeat == nil {
+			heartbeat = s.arm(wait)
 			defer s.timer.Stop()
 		}
 		select {
 		case <-s.ready: // a token may be stale (its events taken already): look again
-		case <-s.timer.C:
+		case <-heartbeat:
 			return nil, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
-	if err := s.pace(ctx); err != nil {
+	if err := s.pace(ctx); err != nil { // pace may take the timer over
 		return nil, err
 	}
 	s.took = time.Now()
-	evs, err := s.take()
+	evs := s.take()
 	s.counted(len(evs))
-	return evs, err
+	return evs, nil
 }
 
 // counted counts a take of n events.
@@ -698,16 +699,11 @@ func (s *Subscription) pace(ctx context.Context) error {
 	if wait <= 0 {
 		return nil
 	}
-	if s.paceTimer == nil {
-		s.paceTimer = time.NewTimer(wait)
-	} else {
-		s.paceTimer.Reset(wait)
-	}
 	select {
-	case <-s.paceTimer.C:
+	case <-s.arm(wait):
 		return nil
 	case <-ctx.Done():
-		s.paceTimer.Stop()
+		s.timer.Stop()
 		return ctx.Err()
 	}
 }
