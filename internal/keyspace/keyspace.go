@@ -85,6 +85,14 @@ func (k Keys) PrivateRing(userID string) string {
 	return k.prefix + "recent_private_messages:" + userID
 }
 
+// Ring is the ring of a timeline: its channel's, or its user's private one.
+func (k Keys) Ring(tl message.Timeline) string {
+	if tl.Kind == message.Private {
+		return k.PrivateRing(tl.User)
+	}
+	return k.ChannelRing(tl.Channel)
+}
+
 // RateLimit is a user's fixed-window counter.
 func (k Keys) RateLimit(userID string) string { return k.prefix + "ratelimit:" + userID }
 

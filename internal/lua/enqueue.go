@@ -61,15 +61,10 @@ type Result struct {
 func (s *Scripts) Enqueue(ctx context.Context, m Message) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
 	defer cancel()
-	call := s.oneCall(m)
+	res, durable := s.exec(ctx, s.one, []Call{s.oneCall(m)})
 	var out [1]Outcome
-	if s.cfg.Durability != DurableNone {
-		res, durable := s.execDurable(ctx, s.one, []Call{call})
-		parseBatch(res[0], out[:])
-		markNotDurable(out[:], durable)
-	} else {
-		parseBatch(s.one.Exec(ctx, s.c, call.Keys, call.Args), out[:])
-	}
+	parseBatch(res[0], out[:])
+	markNotDurable(out[:], durable)
 	return out[0].Result, out[0].Err
 }
 
@@ -80,11 +75,7 @@ func (s *Scripts) oneCall(m Message) Call {
 	keys := make([]string, 0, 11)
 	keys = append(keys, k.RateSettings(), r.Counter, r.Stream, k.RateLimit(m.OwnerID), k.RateLimitGCRA(m.OwnerID), keyspace.IndexedSince(r.Stream))
 	for _, tl := range m.timelines(kind, k.DefaultChannel()) {
-		ring := k.ChannelRing(tl.Channel)
-		if kind == message.Private {
-			ring = k.PrivateRing(tl.User)
-		}
-		keys = append(keys, ring, keyspace.BacklogIndex(r.Stream, tl))
+		keys = append(keys, k.Ring(tl), keyspace.BacklogIndex(r.Stream, tl))
 	}
 	static := s.staticArgs[kind]
 	args := make([]string, len(static), len(static)+2)
@@ -141,6 +132,15 @@ func durableError(cfg Config, r valkey.ValkeyResult) error {
 		return fmt.Errorf("%d of %d replicas acknowledged within %s", n, cfg.DurableReplicas, cfg.DurableTimeout)
 	}
 	return nil
+}
+
+// exec runs sc for each call in one round trip, followed at a durability level by one WAIT
+// (execDurable); it returns the replies, and nil when the writes are durable or no level is set.
+func (s *Scripts) exec(ctx context.Context, sc *Script, calls []Call) ([]valkey.ValkeyResult, error) {
+	if s.cfg.Durability != DurableNone {
+		return s.execDurable(ctx, sc, calls)
+	}
+	return sc.ExecMulti(ctx, s.c, calls), nil
 }
 
 // execDurable runs the script for each call followed by one WAIT, in one DoMulti: a blocking
@@ -224,13 +224,7 @@ func (s *Scripts) EnqueueMany(ctx context.Context, kind message.Kind, msgs []Mes
 	for from := 0; from < len(msgs); from += maxScriptBatch {
 		calls = append(calls, s.enqueueCall(kind, msgs[from:min(len(msgs), from+maxScriptBatch)]))
 	}
-	var res []valkey.ValkeyResult
-	var durable error
-	if s.cfg.Durability != DurableNone {
-		res, durable = s.execDurable(ctx, s.enqueue, calls)
-	} else {
-		res = s.enqueue.ExecMulti(ctx, s.c, calls)
-	}
+	res, durable := s.exec(ctx, s.enqueue, calls)
 	for j, r := range res {
 		from := j * maxScriptBatch
 		parseBatch(r, out[from:min(len(msgs), from+maxScriptBatch)])

@@ -117,10 +117,7 @@ func (s *Scripts) MirrorAll(ctx context.Context, kind message.Kind) (int64, erro
 // Recent returns up to limit of the newest messages of the timeline tl, oldest first, as
 // stored (ring-entry JSON). limit < 1 means the whole ring.
 func (s *Scripts) Recent(ctx context.Context, tl message.Timeline, limit int) ([]string, error) {
-	if tl.Kind == message.Private {
-		return s.RecentPrivate(ctx, tl.User, limit)
-	}
-	return s.RecentRing(ctx, s.keys.ChannelRing(tl.Channel), limit)
+	return s.RecentRing(ctx, s.keys.Ring(tl), limit)
 }
 
 // RecentRing returns up to limit of the newest entries of ring, oldest first, as stored.

@@ -59,6 +59,9 @@ func (s *Script) Exec(ctx context.Context, c valkey.Client, keys, args []string)
 // Calls that met NOSCRIPT are sent again whole, one by one (Exec's EVAL, which caches the script
 // on the node of their keys): that happens once per node and script.
 func (s *Script) ExecMulti(ctx context.Context, c valkey.Client, calls []Call) []valkey.ValkeyResult {
+	if len(calls) == 1 { // one command goes by Do, valkey-go's lighter path
+		return []valkey.ValkeyResult{s.Exec(ctx, c, calls[0].Keys, calls[0].Args)}
+	}
 	cmds := make(valkey.Commands, len(calls))
 	for i, cl := range calls {
 		cmds[i] = s.cmd(c, cl.Keys, cl.Args)
