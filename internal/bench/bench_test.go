@@ -119,7 +119,12 @@ func (b *bench) add(r row) {
 
 // against sets a row's limit, ratio and whether it meets its target ratio.
 func against(r row, limitName string, limit, target float64) row {
-	r.Limit, r.Ratio = limitName, r.Value/limit
+	return withRatio(r, limitName, r.Value/limit, target)
+}
+
+// withRatio sets a row's limit, its ratio to it, and whether that meets target (0: none).
+func withRatio(r row, limitName string, ratio, target float64) row {
+	r.Limit, r.Ratio = limitName, ratio
 	if target > 0 {
 		met := r.Ratio >= target
 		r.Target, r.Met = fmt.Sprintf("≥ %.0f%%", target*100), &met
@@ -649,11 +654,8 @@ func paired(r row, ours, theirs []float64, target float64) row {
 	for i := range ours {
 		ratios[i] = ours[i] / theirs[i]
 	}
-	r.Limit, r.Ratio = "bare reference, same round", median(ratios)
-	met := r.Ratio >= target
-	r.Target, r.Met = fmt.Sprintf("≥ %.0f%%", target*100), &met
 	r.Detail = "median of the rounds' ratios " + roundsOf(ratios, "%.2f") + "; " + r.Detail
-	return r
+	return withRatio(r, "bare reference, same round", median(ratios), target)
 }
 
 func roundsOf(v []float64, format string) string {

@@ -167,7 +167,7 @@ func (b *bench) fanoutRun(sh fanoutShape) fanoutResult {
 	if profile {
 		go b.cpuProfile(in.pprof, fmt.Sprintf("ingest-fanout-%dx%d", sh.channels, sh.perChannel), 3*time.Second)
 	}
-	ingestBefore, writesBefore := cpuSeconds(in.pid), syscw(in.pid)
+	writesBefore := syscw(in.pid)
 	start := time.Now()
 	sent := 0
 	tick := time.NewTicker(time.Millisecond)
@@ -198,7 +198,7 @@ func (b *bench) fanoutRun(sh fanoutShape) fanoutResult {
 		return true
 	})
 	took := time.Since(start)
-	usage, ingestCPU, writes := cpu.String(), cpuSeconds(in.pid)-ingestBefore, syscw(in.pid)-writesBefore
+	usage, ingestCPU, writes := cpu.String(), cpu.secondsOf("ingest"), syscw(in.pid)-writesBefore
 	var stop string
 	if sh.sigterm {
 		// Every stream is open: ingest must end them and exit at once.
@@ -229,14 +229,6 @@ func (b *bench) fanoutRun(sh fanoutShape) fanoutResult {
 		r.rate, delivered, missing, extra, summary, latencies(pubLat), r.writesPerEvent, writes, r.cpuPerEvent, usage, stop)
 	b.t.Logf("fan-out, %s: %s", sh.name, r.detail)
 	return r
-}
-
-// percentile of sorted durations.
-func percentile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))]
 }
 
 // openStream subscribes on a connection of its own and returns the events' body (dechunked)

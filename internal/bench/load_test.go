@@ -17,10 +17,16 @@ func latencies(lat []time.Duration) string {
 		return "no samples"
 	}
 	slices.Sort(lat)
-	p := func(q float64) time.Duration {
-		return lat[min(len(lat)-1, int(q*float64(len(lat))))].Round(10 * time.Microsecond)
-	}
+	p := func(q float64) time.Duration { return percentile(lat, q).Round(10 * time.Microsecond) }
 	return fmt.Sprintf("p50 %s, p99 %s, p99.9 %s", p(0.5), p(0.99), p(0.999))
+}
+
+// percentile of sorted durations.
+func percentile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))]
 }
 
 // send posts one request on a kept-alive connection and checks the status.

@@ -101,11 +101,14 @@ func meterCPU(pids map[string]int) *cpuMeter {
 	return m
 }
 
+// secondsOf is the CPU the named process used since the meter started.
+func (m *cpuMeter) secondsOf(name string) float64 { return cpuSeconds(m.pids[name]) - m.before[name] }
+
 // seconds is the CPU the listed processes used since the meter started.
 func (m *cpuMeter) seconds() float64 {
 	var sum float64
-	for name, pid := range m.pids {
-		sum += cpuSeconds(pid) - m.before[name]
+	for name := range m.pids {
+		sum += m.secondsOf(name)
 	}
 	return sum
 }
@@ -118,7 +121,7 @@ func (m *cpuMeter) String() string {
 	var parts []string
 	listed := 0.0
 	for _, name := range names {
-		c := (cpuSeconds(m.pids[name]) - m.before[name]) / wall
+		c := m.secondsOf(name) / wall
 		listed += c
 		parts = append(parts, fmt.Sprintf("%s %.2f", name, c))
 	}
