@@ -37,6 +37,19 @@ func runTails(t *testing.T, cfg tail.Config) *tail.Tails {
 	return tails
 }
 
+// startTails runs tails of the single layout on a Valkey of their own (cfg's Valkey and Layout
+// are set; Block defaults to 100 ms, so that readers notice a new subscriber quickly).
+func startTails(t *testing.T, cfg tail.Config) (*tail.Tails, valkey.Client, keyspace.Keys) {
+	t.Helper()
+	c := testenv.StartValkey(t).Client(t)
+	keys, _ := keyspace.New("")
+	cfg.Valkey, cfg.Layout = c, keys
+	if cfg.Block == 0 {
+		cfg.Block = 100 * time.Millisecond
+	}
+	return runTails(t, cfg), c, keys
+}
+
 // addEntry appends message id of the kind's stream, written as the enqueue script writes it;
 // fields are more of its data's fields ("\"channel_id\":\"a\","), owner "a".
 func addEntry(t *testing.T, c valkey.Client, keys keyspace.Keys, kind message.Kind, id int, fields string) {
@@ -70,11 +83,8 @@ func (r *reader) next(ctx context.Context, wait time.Duration) (tail.Event, bool
 // (ErrDropped) after the events it holds. A subscriber may lag by the buffer, no more.
 func TestSlowSubscriberDropped(t *testing.T) {
 	t.Parallel()
-	v := testenv.StartValkey(t)
-	c := v.Client(t)
-	keys, _ := keyspace.New("")
+	tails, c, keys := startTails(t, tail.Config{Buffer: 32})
 	ctx := context.Background()
-	tails := runTails(t, tail.Config{Valkey: c, Layout: keys, Buffer: 32, Block: 100 * time.Millisecond})
 	slow, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), "")
 	if err != nil {
 		t.Fatal(err)
@@ -133,11 +143,8 @@ func TestSlowSubscriberDropped(t *testing.T) {
 // stopped, and a cursor from before the pause catches up every entry in between once.
 func TestIdleReadersPark(t *testing.T) {
 	t.Parallel()
-	v := testenv.StartValkey(t)
-	c := v.Client(t)
-	keys, _ := keyspace.New("")
+	tails, c, keys := startTails(t, tail.Config{})
 	ctx := context.Background()
-	tails := runTails(t, tail.Config{Valkey: c, Layout: keys, Block: 100 * time.Millisecond})
 	add := func(i int) { addEntry(t, c, keys, message.Public, i, "") }
 	var cursor string
 	readers := map[*tail.Subscription]*reader{}
@@ -282,11 +289,8 @@ func TestReplayedPrivateDeletionReachesBothTails(t *testing.T) {
 // subscriber that has not read for a while takes everything queued in one Next (one write).
 func TestRoutingAndBatches(t *testing.T) {
 	t.Parallel()
-	v := testenv.StartValkey(t)
-	c := v.Client(t)
-	keys, _ := keyspace.New("")
+	tails, c, keys := startTails(t, tail.Config{})
 	ctx := context.Background()
-	tails := runTails(t, tail.Config{Valkey: c, Layout: keys, Block: 100 * time.Millisecond})
 	subscribe := func(sel tail.Selection) *tail.Subscription {
 		s, err := tails.Subscribe(ctx, sel, "")
 		if err != nil {
@@ -380,11 +384,8 @@ func TestPacing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			v := testenv.StartValkey(t)
-			c := v.Client(t)
-			keys, _ := keyspace.New("")
+			tails, c, keys := startTails(t, tail.Config{WriteBudget: tc.budget})
 			ctx := context.Background()
-			tails := runTails(t, tail.Config{Valkey: c, Layout: keys, Block: 100 * time.Millisecond, WriteBudget: tc.budget})
 			s, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), "")
 			if err != nil {
 				t.Fatal(err)
