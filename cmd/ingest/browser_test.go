@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -31,16 +30,7 @@ func TestEventSourceInBrowser(t *testing.T) {
 	base := "http://" + addr
 	logs := &testenv.SyncBuffer{}
 	start := func() *exec.Cmd {
-		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(), "VALKEY_ADDR="+v.Addr, "INGEST_ADDR="+addr, "INGEST_TAIL_MAX=1",
-			"INGEST_MIRROR_INTERVAL=0", "RATE_LIMIT=1000")
-		cmd.Stderr = logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		testenv.WaitReady(t, base+"/readyz", 10*time.Second)
-		return cmd
+		return startBinary(t, bin, addr, logs, "VALKEY_ADDR="+v.Addr, "INGEST_TAIL_MAX=1", "INGEST_MIRROR_INTERVAL=0", "RATE_LIMIT=1000")
 	}
 	ing := start()
 	next := 0

@@ -174,16 +174,8 @@ func TestBinarySIGTERM(t *testing.T) {
 	}
 
 	v := testenv.StartValkey(t)
-	addr := testenv.FreeAddr(t)
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "VALKEY_ADDR="+v.Addr, "INGEST_ADDR="+addr)
 	logs := &testenv.SyncBuffer{}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	testenv.WaitReady(t, "http://"+addr+"/readyz", 10*time.Second)
+	cmd := startBinary(t, bin, testenv.FreeAddr(t), logs, "VALKEY_ADDR="+v.Addr)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -200,6 +192,22 @@ func TestBinarySIGTERM(t *testing.T) {
 	if !strings.Contains(logs.String(), "shutting down") {
 		t.Errorf("no shutdown log line:\n%s", logs.String())
 	}
+}
+
+// startBinary starts the ingest binary bin on addr with env (beside this process's), its
+// stderr to logs, and waits until it is ready; it is killed, if still running, when the test
+// ends (a test that wants its exit status waits for it itself).
+func startBinary(t *testing.T, bin, addr string, logs io.Writer, env ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = append(append(os.Environ(), "INGEST_ADDR="+addr), env...)
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	testenv.WaitReady(t, "http://"+addr+"/readyz", 10*time.Second)
+	return cmd
 }
 
 // TestRefusesUnsafeValkey: an evicting maxmemory-policy and a cluster-enabled server in
@@ -219,15 +227,8 @@ func TestSIGTERMWithOpenStreams(t *testing.T) {
 	bin := filepath.Join(testenv.Build(t, "", "."), "ingest")
 	v := testenv.StartValkey(t)
 	addr := testenv.FreeAddr(t)
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "VALKEY_ADDR="+v.Addr, "INGEST_ADDR="+addr, "INGEST_TAIL_MAX=1000", "LOG_LEVEL=warn")
 	logs := &testenv.SyncBuffer{}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	testenv.WaitReady(t, "http://"+addr+"/readyz", 10*time.Second)
+	cmd := startBinary(t, bin, addr, logs, "VALKEY_ADDR="+v.Addr, "INGEST_TAIL_MAX=1000", "LOG_LEVEL=warn")
 	paths := []string{"/v1/channels/a/messages/stream", "/v1/channels/stream?channel=a&channel=b", "/v1/channels/stream?all=true", "/v1/users/u1/private-messages/stream"}
 	const streams = 1000
 	ended := make(chan error, streams)
