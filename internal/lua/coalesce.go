@@ -3,6 +3,7 @@ package lua
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/chatpipe/chatpipe/internal/message"
@@ -68,13 +69,8 @@ func (c *coalesced) Enqueue(ctx context.Context, m Message) (Result, error) {
 	case <-ctx.Done():
 		c.mu.Lock()
 		if !w.taken { // never sent: leave the queue
-			q := c.queued[k]
-			for i, x := range q {
-				if x == w {
-					c.queued[k] = append(q[:i], q[i+1:]...)
-					break
-				}
-			}
+			i := slices.Index(c.queued[k], w) // there: a waiter not taken is in its queue
+			c.queued[k] = slices.Delete(c.queued[k], i, i+1)
 			c.mu.Unlock()
 			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
