@@ -72,7 +72,8 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 var (
 	ErrInvalid         = errors.New("invalid")          // 400, 413, 415: the request must change
 	ErrUnauthorized    = errors.New("unauthorized")     // 401
-	ErrNotAuthor       = errors.New("not the author")   // 403
+	ErrForbidden       = errors.New("forbidden")        // 403 forbidden: the token's scope lacks the method
+	ErrNotAuthor       = errors.New("not the author")   // 403 not_author
 	ErrNotFound        = errors.New("not found")        // 404
 	ErrVersionMismatch = errors.New("version mismatch") // 412
 	ErrRateLimited     = errors.New("rate limited")     // 429
@@ -108,6 +109,9 @@ func (e *Error) Unwrap() error {
 	case http.StatusUnauthorized:
 		return ErrUnauthorized
 	case http.StatusForbidden:
+		if e.Code == "forbidden" {
+			return ErrForbidden
+		}
 		return ErrNotAuthor
 	case http.StatusNotFound:
 		return ErrNotFound

@@ -44,7 +44,7 @@ func runConsole(ctx context.Context, args []string, getenv func(string) string, 
 	if (s.user == "") != (s.password == "") {
 		return &config.Error{Setting: "CONSOLE_USER", Problem: "set CONSOLE_USER and CONSOLE_PASSWORD together"}
 	}
-	if s.user == "" && !loopback(s.addr) {
+	if s.user == "" && !config.Loopback(s.addr) {
 		return &config.Error{Setting: "CONSOLE_ADDR", Problem: fmt.Sprintf("%s is not a loopback address: set CONSOLE_USER and CONSOLE_PASSWORD (the console replays and purges dead letters)", s.addr)}
 	}
 	log := s.logger(stderr, "console")
@@ -80,19 +80,6 @@ func runConsole(ctx context.Context, args []string, getenv func(string) string, 
 	err = g.Wait()
 	log.Info("console stopped")
 	return err
-}
-
-// loopback reports whether addr listens on a loopback address only.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func checkGrafana(v string) error {

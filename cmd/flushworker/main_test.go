@@ -310,3 +310,97 @@ func TestRefusesUnsafeValkey(t *testing.T) {
 	t.Parallel()
 	testenv.WantUnsafeValkeyRefused(t, run)
 }
+
+// TestSecretFiles: the worker, migrate and the console take their secrets from files (Docker
+// and Kubernetes secrets): a password-protected Valkey, the DSN, the console's password. Both
+// forms of one setting, or an unreadable file, are refused naming the setting.
+func TestSecretFiles(t *testing.T) {
+	t.Parallel()
+	v := testenv.StartValkey(t, "--requirepass", "vk-file-pass")
+	dsn := testenv.Postgres(t)
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	env := map[string]string{"VALKEY_ADDR": v.Addr, "VALKEY_PASSWORD_FILE": file("valkey", "vk-file-pass"),
+		"DATABASE_URL_FILE": file("dsn", dsn), "FLUSH_METRICS_ADDR": "127.0.0.1:0", "FLUSH_INTERVAL": "50ms"}
+	logs := &testenv.SyncBuffer{}
+	if err := run(context.Background(), []string{"migrate"}, testenv.Env(env), logs, logs); err != nil {
+		t.Fatalf("migrate with DATABASE_URL_FILE: %v\n%s", err, logs.String())
+	}
+	c, err := valkey.NewClient(valkey.ClientOption{InitAddress: []string{v.Addr}, Password: "vk-file-pass", DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b := &bundle{valkey: v, dsn: dsn}
+	scripts, err := lua.New(c, lua.Config{DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		m := message.Message{OwnerID: "u", Content: fmt.Sprint(i), CreatedAt: "2026-12-03T10:00:00Z"}
+		if _, err := scripts.Enqueue(context.Background(), lua.Message{OwnerID: "u", Data: m.JSON()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, testenv.Env(env), logs, logs) }()
+	testenv.WaitFor(t, "the 5 rows", 20*time.Second, func() bool { return b.rows(t) == 5 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v\n%s", err, logs.String())
+	}
+
+	addr := testenv.FreeAddr(t)
+	cenv := map[string]string{"VALKEY_ADDR": v.Addr, "VALKEY_PASSWORD_FILE": env["VALKEY_PASSWORD_FILE"], "CONSOLE_ADDR": addr,
+		"CONSOLE_USER": "ops", "CONSOLE_PASSWORD_FILE": file("console", "console-file-pass")}
+	cctx, ccancel := context.WithCancel(context.Background())
+	cdone := make(chan error, 1)
+	go func() { cdone <- run(cctx, []string{"console"}, testenv.Env(cenv), logs, logs) }()
+	testenv.WaitReady(t, "http://"+addr+"/healthz", 10*time.Second)
+	for _, tc := range []struct {
+		password string
+		want     int
+	}{{"console-file-pass", http.StatusOK}, {"console-file-pass\n", http.StatusUnauthorized}, {"wrong", http.StatusUnauthorized}} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+		req.SetBasicAuth("ops", tc.password)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tc.want {
+			t.Errorf("console with password %q: %d, want %d", tc.password, res.StatusCode, tc.want)
+		}
+	}
+	ccancel()
+	if err := <-cdone; err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "file-pass") {
+		t.Errorf("a password from a file is in the logs:\n%s", logs.String())
+	}
+
+	for _, tt := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		setting string
+	}{
+		{"run: DSN both ways", nil, map[string]string{"DATABASE_URL": dsn, "DATABASE_URL_FILE": env["DATABASE_URL_FILE"]}, "DATABASE_URL_FILE"},
+		{"migrate: DSN both ways", []string{"migrate"}, map[string]string{"DATABASE_URL": dsn, "DATABASE_URL_FILE": env["DATABASE_URL_FILE"]}, "DATABASE_URL_FILE"},
+		{"run: DSN file missing", nil, map[string]string{"DATABASE_URL_FILE": filepath.Join(dir, "none")}, "DATABASE_URL_FILE"},
+		{"run: DSN file not a DSN", nil, map[string]string{"DATABASE_URL_FILE": file("topsecret", "topsecret garbage ' =")}, "DATABASE_URL_FILE"},
+		{"dlq: valkey password both ways", []string{"dlq", "list"}, map[string]string{"VALKEY_PASSWORD": "x", "VALKEY_PASSWORD_FILE": env["VALKEY_PASSWORD_FILE"]}, "VALKEY_PASSWORD_FILE"},
+		{"console: password both ways", []string{"console"}, map[string]string{"CONSOLE_USER": "ops", "CONSOLE_PASSWORD": "x", "CONSOLE_PASSWORD_FILE": cenv["CONSOLE_PASSWORD_FILE"]}, "CONSOLE_PASSWORD_FILE"},
+		{"console: password file a folder", []string{"console", "--console-password-file", dir}, map[string]string{"CONSOLE_USER": "ops"}, "--console-password-file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testenv.WantInvalidSetting(t, run, tt.args, tt.env, tt.setting) })
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chatpipe/chatpipe/internal/api"
+	"github.com/chatpipe/chatpipe/internal/auth"
 	"github.com/chatpipe/chatpipe/internal/config"
 	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
@@ -47,6 +48,9 @@ type settings struct {
 	layout          keyspace.Layout
 	addr            string
 	authToken       string
+	authTokens      string
+	allowNoAuth     bool
+	tokens          tokenSource
 	recentSize      int
 	backlogCap      int
 	clientMsgTTL    time.Duration
@@ -86,7 +90,9 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	config.DefaultChannel(cs, &s.defaultChannel)
 	config.RingTTL(cs, &s.ringTTL)
 	cs.String(&s.addr, "INGEST_ADDR", ":8080", "listen address of the API, /healthz, /readyz and /metrics", config.Addr)
-	cs.Secret(&s.authToken, "INGEST_AUTH_TOKEN", "", "bearer token required on /v1/... (empty: no auth)", nil)
+	cs.Secret(&s.authToken, "INGEST_AUTH_TOKEN", "", "bearer token required on /v1/..., for reads and writes (empty, and INGEST_AUTH_TOKENS too: no auth, on a loopback INGEST_ADDR only)", func(v string) error { _, err := auth.One(v); return err })
+	cs.Secret(&s.authTokens, "INGEST_AUTH_TOKENS", "", "bearer tokens, comma-separated, each prefixed read: (GET endpoints), write: (POST, PUT, PATCH, DELETE) or bare (both); with INGEST_AUTH_TOKEN, any of them is let in; the _FILE form is read again on SIGHUP", func(v string) error { _, err := auth.Parse(v); return err })
+	cs.Bool(&s.allowNoAuth, "INGEST_ALLOW_NO_AUTH", false, "serve /v1/... without a token on an INGEST_ADDR beyond loopback (a warning, and chatpipe_ingest_open_api 1): anyone who reaches it reads every message and posts as anyone")
 	cs.String(&s.durability, "INGEST_DURABILITY", string(lua.DurableNone), "none (202 once the script ran on the primary), replica (also WAIT for replicas) or fsync (also WAITAOF: fsynced to the primary's AOF)", oneOf(lua.DurableNone, lua.DurableReplica, lua.DurableFsync))
 	cs.Int(&s.durableReplicas, "INGEST_DURABILITY_REPLICAS", 1, 1, 100, "replicas that must acknowledge each write under INGEST_DURABILITY=replica")
 	cs.Duration(&s.durableTimeout, "INGEST_DURABILITY_TIMEOUT", 200*time.Millisecond, time.Millisecond, time.Minute, "longest a request waits for durability; then 503 not_durable with the cache id")
@@ -126,7 +132,14 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 			s.ids = string(lua.ClockIDs)
 		}
 	}
-	return s, config.CheckValkey(s.valkey)
+	if err := config.CheckValkey(s.valkey); err != nil {
+		return s, err
+	}
+	s.tokens = tokenSource{one: s.authToken, list: s.authTokens, oneFile: cs.File("INGEST_AUTH_TOKEN"), listFile: cs.File("INGEST_AUTH_TOKENS")}
+	if s.authToken == "" && s.authTokens == "" && !config.Loopback(s.addr) && !s.allowNoAuth {
+		return s, &config.Error{Setting: "INGEST_AUTH_TOKEN", Problem: fmt.Sprintf("INGEST_ADDR %s is reachable beyond loopback: set INGEST_AUTH_TOKEN (or INGEST_AUTH_TOKENS, or a _FILE form), bind INGEST_ADDR to 127.0.0.1, or set INGEST_ALLOW_NO_AUTH=true", s.addr)}
+	}
+	return s, nil
 }
 
 func optionalDSN(v string) error {
@@ -170,7 +183,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer ln.Close()
 
 	log.InfoContext(ctx, "starting", "version", telemetry.Version(), "addr", ln.Addr().String(), "valkey", s.valkey.Where(),
-		"auth", s.authToken != "", "durability", s.durability, "ids", s.ids, "layout", s.layout.Name())
+		"durability", s.durability, "ids", s.ids, "layout", s.layout.Name())
+	tokens, err := startAuth(ctx, s, reg, log)
+	if err != nil {
+		return err
+	}
+	defer tokens.stop()
 	client, err := valkeyconn.Connect(ctx, s.valkey, log)
 	if err != nil {
 		return config.SetupErr(err)
@@ -251,7 +269,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Logger:           log,
 		Registerer:       reg,
 		Metrics:          metrics,
-		AuthToken:        s.authToken,
+		Tokens:           tokens.keyring,
 		RecentSize:       s.recentSize,
 		BatchConcurrency: s.batchSlots,
 		BatchWait:        s.batchWait,
@@ -294,6 +312,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	})
 	g.Go(func() error { return telemetry.ServePprof(gctx, s.pprofAddr, log) })
+	g.Go(func() error { tokens.reloadOnSIGHUP(gctx); return nil })
 	g.Go(func() error { return monitor.Run(gctx) })
 	if s.mirrorInterval > 0 && legacy != nil {
 		g.Go(func() error { return mirrorLoop(gctx, legacy, s.mirrorInterval, log) })

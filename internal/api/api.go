@@ -6,7 +6,6 @@ package api
 import (
 	"cmp"
 	"context"
-	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/chatpipe/chatpipe/internal/auth"
 	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
@@ -61,8 +61,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Metrics serves /metrics. Default: none (404).
 	Metrics http.Handler
-	// AuthToken, when set, is the bearer token every /v1/ request must carry.
-	AuthToken string
+	// Tokens, when set, are the bearer tokens of /v1/: a request must carry one whose scope
+	// has its method (GET: read; the others: write). Nil: no auth.
+	Tokens *auth.Keyring
 	// RecentSize is the ring size, the largest ?limit= of the recent endpoints. Default 500.
 	RecentSize int
 	// MaxBody is the largest body of a single request, in bytes. Default 64 KiB.
@@ -240,20 +241,31 @@ func (s *Server) route(ms methods) http.Handler {
 	})
 }
 
-// auth checks the bearer token, when one is configured, in constant time.
+// auth checks the bearer token, when tokens are configured: an unknown one gets 401, one whose
+// scope lacks the method 403. The comparison is in constant time (auth.Tokens.Scope).
 func (s *Server) auth(next http.Handler) http.Handler {
-	if s.cfg.AuthToken == "" {
+	if s.cfg.Tokens == nil {
 		return next
 	}
-	want := []byte(s.cfg.AuthToken)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
+		// The scheme is case-insensitive (RFC 9110).
 		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(token), want) != 1 {
+		var have auth.Scope
+		if strings.EqualFold(scheme, "Bearer") {
+			have = s.cfg.Tokens.Scope(token)
+		}
+		need := auth.Write
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			need = auth.Read
+		}
+		switch {
+		case have == 0:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="chatpipe"`)
 			s.writeError(w, r, &apiError{code: codeUnauthorized, detail: "missing or wrong bearer token"})
-			return
+		case have&need == 0:
+			s.writeError(w, r, &apiError{code: codeForbidden, detail: "this token may " + have.String() + " only; " + r.Method + " needs a token of scope " + need.String()})
+		default:
+			next.ServeHTTP(w, r)
 		}
-		next.ServeHTTP(w, r)
 	})
 }

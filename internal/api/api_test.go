@@ -19,6 +19,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/api"
+	"github.com/chatpipe/chatpipe/internal/auth"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
@@ -79,7 +80,15 @@ func setup(t testing.TB, o options) *testBundle {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	a, err := api.New(api.Config{Store: scripts, Registerer: reg, AuthToken: o.token, RecentSize: o.recentSize,
+	var tokens *auth.Keyring
+	if o.token != "" {
+		set, err := auth.Parse(o.token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens = auth.NewKeyring(set)
+	}
+	a, err := api.New(api.Config{Store: scripts, Registerer: reg, Tokens: tokens, RecentSize: o.recentSize,
 		BatchConcurrency: o.batchSlots, BatchWait: o.batchWait,
 		NowFunc: func() time.Time { return time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC) }})
 	if err != nil {
@@ -435,6 +444,72 @@ func TestAuth(t *testing.T) {
 	wantStatus(t, b.post(t, "/v1/messages", `{"owner_id":"a","content":"y"}`, "Authorization", "bearer s3cret"), http.StatusAccepted)
 	wantStatus(t, b.do(t, http.MethodGet, "/healthz", "", ""), http.StatusOK)
 	wantStatus(t, b.do(t, http.MethodGet, "/readyz", "", ""), http.StatusOK)
+}
+
+// TestAuthScopes: with tokens of each scope, every /v1/ operation lets in the scopes that have
+// its method and answers 403 forbidden to the others; an unknown token gets 401 everywhere.
+func TestAuthScopes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{token: "read:r1,write:w1,both1"})
+	ops := []struct{ method, path, body string }{
+		{"GET", "/v1/messages/recent", ""},
+		{"GET", "/v1/users/u1/private-messages/recent", ""},
+		{"GET", "/v1/channels/c1/messages/recent", ""},
+		{"GET", "/v1/messages/history", ""},
+		{"GET", "/v1/users/u1/private-messages/history", ""},
+		{"GET", "/v1/channels/c1/messages/history", ""},
+		{"GET", "/v1/messages/stream", ""},
+		{"GET", "/v1/users/u1/private-messages/stream", ""},
+		{"GET", "/v1/channels/stream?all=true", ""},
+		{"GET", "/v1/channels/c1/messages/stream", ""},
+		{"GET", "/v1/rate-limit", ""},
+		{"POST", "/v1/messages", `{"owner_id":"a","content":"x"}`},
+		{"POST", "/v1/channels/c1/messages", `{"owner_id":"a","content":"x"}`},
+		{"POST", "/v1/private-messages", `{"owner_id":"a","recipient_id":"b","content":"x"}`},
+		{"POST", "/v1/messages/batch", `{"messages":[{"owner_id":"a","content":"x"}]}`},
+		{"PUT", "/v1/rate-limit", `{"limit":1000000,"window_seconds":1,"algorithm":"fixed"}`},
+		{"PATCH", "/v1/messages/1", `{"owner_id":"a","content":"y"}`},
+		{"PATCH", "/v1/channels/c1/messages/1", `{"owner_id":"a","content":"y"}`},
+		{"PATCH", "/v1/private-messages/1", `{"owner_id":"a","content":"y"}`},
+		{"DELETE", "/v1/messages/999", ""},
+		{"DELETE", "/v1/channels/c1/messages/999", ""},
+		{"DELETE", "/v1/private-messages/999", ""},
+	}
+	for _, op := range ops {
+		reads := op.method == "GET"
+		for _, tc := range []struct {
+			token string
+			want  string // the error code, or "" for any answer past auth
+		}{
+			{"r1", map[bool]string{true: "", false: "forbidden"}[reads]},
+			{"w1", map[bool]string{true: "forbidden", false: ""}[reads]},
+			{"both1", ""},
+			{"unknown", "unauthorized"},
+			{"", "unauthorized"},
+			{strings.Repeat("r1", 5000), "unauthorized"},
+		} {
+			ct := ""
+			if op.body != "" {
+				ct = "application/json"
+			}
+			r := b.do(t, op.method, op.path, ct, op.body, "Authorization", "Bearer "+tc.token, "Accept", "application/json")
+			code, _ := r.body["error"].(string)
+			switch {
+			case tc.want == "" && (r.status == http.StatusUnauthorized || code == "forbidden"):
+				t.Errorf("%s %s with %.10s: %d %s, want it let in", op.method, op.path, tc.token, r.status, r.raw)
+			case tc.want == "forbidden" && (r.status != http.StatusForbidden || code != "forbidden"):
+				t.Errorf("%s %s with %s: %d %s, want 403 forbidden", op.method, op.path, tc.token, r.status, r.raw)
+			case tc.want == "unauthorized" && (r.status != http.StatusUnauthorized || code != "unauthorized"):
+				t.Errorf("%s %s with %.10s: %d %s, want 401 unauthorized", op.method, op.path, tc.token, r.status, r.raw)
+			}
+			if tc.token != "" && strings.Contains(r.raw, tc.token) {
+				t.Errorf("%s %s: the token is in the answer %s", op.method, op.path, r.raw)
+			}
+		}
+	}
+	// A method the path lacks is answered after auth: 405 to a known token of either scope.
+	wantStatus(t, b.do(t, "DELETE", "/v1/rate-limit", "", "", "Authorization", "Bearer r1"), http.StatusForbidden)
+	wantStatus(t, b.do(t, "DELETE", "/v1/rate-limit", "", "", "Authorization", "Bearer w1"), http.StatusMethodNotAllowed)
 }
 
 func TestValkeyDown(t *testing.T) {

@@ -21,6 +21,7 @@ const (
 	codeInvalidJSON          = "invalid_json"
 	codeUnknownField         = "unknown_field"
 	codeUnauthorized         = "unauthorized"
+	codeForbidden            = "forbidden"
 	codeNotFound             = "not_found"
 	codeNotAuthor            = "not_author"
 	codeVersionMismatch      = "version_mismatch"
@@ -43,6 +44,7 @@ var statusOf = map[string]int{
 	codeInvalidJSON:          http.StatusBadRequest,
 	codeUnknownField:         http.StatusBadRequest,
 	codeUnauthorized:         http.StatusUnauthorized,
+	codeForbidden:            http.StatusForbidden,
 	codeNotFound:             http.StatusNotFound,
 	codeNotAuthor:            http.StatusForbidden,
 	codeVersionMismatch:      http.StatusPreconditionFailed,

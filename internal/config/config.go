@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -58,6 +59,12 @@ type setting struct {
 	env, flag, def, usage string
 	secret                bool
 	parse                 func(string) error
+	// set is whether the environment or the command line gave the setting a value.
+	set bool
+	// file is the setting's _FILE form (secrets only): the path of a file holding the value.
+	file *setting
+	// path is the value of a _FILE form; from, the variable or flag that gave it.
+	path, from string
 }
 
 // New returns an empty set for the command name, described by summary in --help.
@@ -82,6 +89,7 @@ func (s *Set) addFlag(env, def, usage string, secret bool, parse func(string) er
 func (s *Set) define(st *setting, define func(string, string, func(string) error)) {
 	s.settings = append(s.settings, st)
 	define(st.flag, st.usage, func(v string) error {
+		st.set, st.from = true, "--"+st.flag
 		if err := st.parse(v); err != nil {
 			s.failed = &Error{Setting: "--" + st.flag, Problem: problem(st, v, err)}
 			return err
@@ -117,7 +125,10 @@ func (s *Set) String(p *string, env, def, usage string, check func(string) error
 }
 
 // Secret adds a string setting whose value is never printed in an error; its default, shown
-// by --help, must not hold a secret.
+// by --help, must not hold a secret. It comes with a _FILE form (DATABASE_URL_FILE,
+// --database-url-file), the convention of the official container images for Docker and
+// Kubernetes secrets: the path of a file whose content, trailing newlines trimmed, is the value.
+// Setting both forms is an error; File returns the path, for reading the file again.
 func (s *Set) Secret(p *string, env, def, usage string, check func(string) error) {
 	*p = def
 	s.add(env, def, usage, true, func(v string) error {
@@ -129,6 +140,73 @@ func (s *Set) Secret(p *string, env, def, usage string, check func(string) error
 		*p = v
 		return nil
 	})
+	st := s.settings[len(s.settings)-1]
+	st.file = &setting{env: env + FileSuffix, flag: FlagName(env + FileSuffix), usage: "file holding " + env + " (a Docker or Kubernetes secret; trailing newlines trimmed); not with " + env}
+	st.file.parse = func(v string) error {
+		if strings.TrimSpace(v) == "" {
+			return errors.New("an empty path")
+		}
+		st.file.path = v
+		return nil
+	}
+	s.define(st.file, s.fs.Func)
+}
+
+// FileSuffix ends the name of a secret's _FILE form.
+const FileSuffix = "_FILE"
+
+// File returns the path a secret was read from (its _FILE form), or "" when it was not.
+func (s *Set) File(env string) string {
+	for _, st := range s.settings {
+		if st.env == env && st.file != nil {
+			return st.file.path
+		}
+	}
+	return ""
+}
+
+// MaxSecretFile is the largest secret file read: a token list, a DSN or a password is far
+// smaller, and a bigger file is a wrong path (a log, a device), not a secret.
+const MaxSecretFile = 64 << 10
+
+// ReadSecretFile reads the secret file of the setting named (an X_FILE form) at path: its
+// content without trailing newlines. Its errors name the setting and the path, never the content.
+func ReadSecretFile(setting, path string) (string, error) {
+	// Stat before opening: opening a FIFO would block until something writes to it.
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", &Error{Setting: setting, Problem: "cannot read the file: " + pathErr(err)}
+	}
+	if !fi.Mode().IsRegular() {
+		return "", &Error{Setting: setting, Problem: fmt.Sprintf("%q is not a regular file", path)}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", &Error{Setting: setting, Problem: "cannot read the file: " + pathErr(err)}
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSecretFile+1))
+	switch {
+	case err != nil:
+		return "", &Error{Setting: setting, Problem: "cannot read the file: " + pathErr(err)}
+	case len(b) > MaxSecretFile:
+		return "", &Error{Setting: setting, Problem: fmt.Sprintf("%q is larger than %d bytes: not a secret file", path, MaxSecretFile)}
+	}
+	v := strings.TrimRight(string(b), "\r\n")
+	if v == "" {
+		return "", &Error{Setting: setting, Problem: fmt.Sprintf("%q is empty", path)}
+	}
+	return v, nil
+}
+
+// pathErr is an *os.PathError's text ("open /run/secrets/x: permission denied"), which names
+// the path and the reason and nothing read.
+func pathErr(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Op + " " + pe.Path + ": " + pe.Err.Error()
+	}
+	return err.Error()
 }
 
 // FlagString adds a command-line option that has no environment variable (a command's
@@ -231,6 +309,7 @@ func (s *Set) Parse(args []string, getenv func(string) string, help io.Writer) e
 		if !ok {
 			continue
 		}
+		st.set, st.from = true, st.env
 		if err := st.parse(v); err != nil {
 			return &Error{Setting: st.env, Problem: problem(st, v, err)}
 		}
@@ -248,6 +327,27 @@ func (s *Set) Parse(args []string, getenv func(string) string, help io.Writer) e
 	}
 	if s.fs.NArg() > 0 {
 		return &Error{Setting: "command line", Problem: fmt.Sprintf("unexpected argument %q", s.fs.Arg(0))}
+	}
+	return s.readFiles()
+}
+
+// readFiles sets each secret given by its _FILE form from its file, once the environment and
+// the command line are read.
+func (s *Set) readFiles() error {
+	for _, st := range s.settings {
+		if st.file == nil || st.file.path == "" {
+			continue
+		}
+		if st.set {
+			return &Error{Setting: st.file.from, Problem: "set " + st.env + " or " + st.file.env + ", not both"}
+		}
+		v, err := ReadSecretFile(st.file.from, st.file.path)
+		if err != nil {
+			return err
+		}
+		if err := st.parse(v); err != nil {
+			return &Error{Setting: st.file.from, Problem: "the file's content: " + err.Error()}
+		}
 	}
 	return nil
 }
@@ -281,6 +381,20 @@ func (s *Set) PrintUsage(w io.Writer) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w, "\n  -h, --help  print this help")
+}
+
+// Loopback reports whether a listen address (host:port) accepts loopback connections only:
+// an empty host (every interface) and any host name but localhost do not.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // OptionalAddr is Addr, or empty for "off".

@@ -18,6 +18,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"gopkg.in/yaml.v3"
 
+	"github.com/chatpipe/chatpipe/internal/config"
 	"github.com/chatpipe/chatpipe/internal/opscheck"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
@@ -268,7 +269,7 @@ func scrapeBinaries(t *testing.T) map[string]bool {
 func TestCompose(t *testing.T) {
 	t.Parallel()
 	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "compose.yaml")},
-		cli.WithWorkingDirectory(root), cli.WithConsistency(true), cli.WithResolvedPaths(true))
+		cli.WithWorkingDirectory(root), cli.WithConsistency(true), cli.WithResolvedPaths(true), cli.WithEnv([]string{"INGEST_AUTH_TOKEN=t0ken"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,6 +309,9 @@ func TestCompose(t *testing.T) {
 	for _, problem := range replicaProblems(p) {
 		t.Error(problem)
 	}
+	for _, problem := range openIngests(p) {
+		t.Error(problem)
+	}
 	g := svc("grafana")
 	var mounts []string
 	for _, v := range g.Volumes {
@@ -327,7 +331,7 @@ func TestCompose(t *testing.T) {
 func TestComposeHA(t *testing.T) {
 	t.Parallel()
 	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "compose.yaml")},
-		cli.WithWorkingDirectory(root), cli.WithConsistency(true), cli.WithResolvedPaths(true), cli.WithProfiles([]string{"ha"}))
+		cli.WithWorkingDirectory(root), cli.WithConsistency(true), cli.WithResolvedPaths(true), cli.WithProfiles([]string{"ha"}), cli.WithEnv([]string{"INGEST_AUTH_TOKEN=t0ken"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,6 +375,50 @@ func TestComposeHA(t *testing.T) {
 	for _, problem := range replicaProblems(p) {
 		t.Error(problem)
 	}
+	for _, problem := range openIngests(p) {
+		t.Error(problem)
+	}
+}
+
+// TestComposeWantsToken: compose refuses to start without INGEST_AUTH_TOKEN, saying how to set it.
+func TestComposeWantsToken(t *testing.T) {
+	t.Parallel()
+	for _, profiles := range [][]string{nil, {"ha"}} {
+		opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "compose.yaml")},
+			cli.WithWorkingDirectory(root), cli.WithProfiles(profiles), cli.WithEnv([]string{"INGEST_AUTH_TOKEN="}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = opts.LoadProject(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "INGEST_AUTH_TOKEN") || !strings.Contains(err.Error(), "openssl rand") {
+			t.Errorf("profiles %v, no INGEST_AUTH_TOKEN: %v; want a refusal that says how to set it", profiles, err)
+		}
+	}
+}
+
+// openIngests: an ingest listening beyond loopback must have a token, as the binary insists
+// (a compose file that starts one without would restart it forever).
+func openIngests(p *types.Project) []string {
+	var out []string
+	for _, s := range p.Services {
+		if !slices.Contains(s.Entrypoint, "/usr/local/bin/ingest") {
+			continue
+		}
+		addr := s.Environment["INGEST_ADDR"]
+		if addr != nil && config.Loopback(*addr) {
+			continue
+		}
+		token := false
+		for _, k := range []string{"INGEST_AUTH_TOKEN", "INGEST_AUTH_TOKENS", "INGEST_AUTH_TOKEN_FILE", "INGEST_AUTH_TOKENS_FILE"} {
+			if v := s.Environment[k]; v != nil && *v != "" {
+				token = true
+			}
+		}
+		if !token {
+			out = append(out, s.Name+" listens beyond loopback with no INGEST_AUTH_TOKEN")
+		}
+	}
+	return out
 }
 
 // replicaProblems: a replicated service can have neither a fixed container name nor a fixed
@@ -400,7 +448,7 @@ func TestComposeReplicaRulesBite(t *testing.T) {
 	load := func(broken string) (*types.Project, error) {
 		dir := t.TempDir()
 		_ = os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(broken), 0o644)
-		opts, err := cli.NewProjectOptions([]string{filepath.Join(dir, "compose.yaml")}, cli.WithWorkingDirectory(dir), cli.WithConsistency(true))
+		opts, err := cli.NewProjectOptions([]string{filepath.Join(dir, "compose.yaml")}, cli.WithWorkingDirectory(dir), cli.WithConsistency(true), cli.WithEnv([]string{"INGEST_AUTH_TOKEN=t0ken"}))
 		if err != nil {
 			return nil, err
 		}
