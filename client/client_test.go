@@ -16,6 +16,7 @@ import (
 
 	"github.com/chatpipe/chatpipe/client"
 	"github.com/chatpipe/chatpipe/internal/api"
+	"github.com/chatpipe/chatpipe/internal/auth"
 	"github.com/chatpipe/chatpipe/internal/flush"
 	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
@@ -36,8 +37,17 @@ type ingest struct {
 	flush  func(t *testing.T) // runs the workers until the streams are flushed and trimmed
 }
 
-func startIngest(t *testing.T) *ingest {
+// startIngest starts an ingest; tokens, when given, is its INGEST_AUTH_TOKENS.
+func startIngest(t *testing.T, tokens ...string) *ingest {
 	t.Helper()
+	var keyring *auth.Keyring
+	if len(tokens) > 0 {
+		set, err := auth.Parse(tokens[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyring = auth.NewKeyring(set)
+	}
 	v := testenv.StartValkey(t)
 	c := v.Client(t)
 	keys, _ := keyspace.New("")
@@ -66,7 +76,7 @@ func startIngest(t *testing.T) *ingest {
 	done := make(chan struct{})
 	go func() { _ = tails.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	a, err := api.New(api.Config{Store: scripts, Registerer: reg, RecentSize: 50, History: hist, Tail: tails, TailHeartbeat: 200 * time.Millisecond})
+	a, err := api.New(api.Config{Store: scripts, Registerer: reg, RecentSize: 50, History: hist, Tail: tails, TailHeartbeat: 200 * time.Millisecond, Tokens: keyring})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,6 +170,31 @@ func TestSendsAndErrors(t *testing.T) {
 	recent, err := c.Recent(ctx, client.Timeline{User: "bob"}, 0)
 	if err != nil || len(recent) != 1 || recent[0].CacheID != p.CacheID || recent[0].Data.Content != "psst" {
 		t.Errorf("bob's recent: %+v %v", recent, err)
+	}
+}
+
+// TestTokenScopes: a token of the wrong scope is ErrForbidden (not ErrNotAuthor, and not
+// retried), an unknown one ErrUnauthorized.
+func TestTokenScopes(t *testing.T) {
+	t.Parallel()
+	in := startIngest(t, "read:r1,write:w1")
+	ctx := t.Context()
+	draft := client.Draft{OwnerID: "ann", Content: "hi", Channel: "c1"}
+	reader, writer, stranger := newClient(t, in, client.WithToken("r1")), newClient(t, in, client.WithToken("w1")), newClient(t, in, client.WithToken("r2"))
+	if _, err := writer.Send(ctx, draft); err != nil {
+		t.Fatalf("w1 sends: %v", err)
+	}
+	if _, err := reader.Recent(ctx, client.Timeline{Channel: "c1"}, 0); err != nil {
+		t.Fatalf("r1 reads: %v", err)
+	}
+	if _, err := reader.Send(ctx, draft); !errors.Is(err, client.ErrForbidden) || errors.Is(err, client.ErrNotAuthor) {
+		t.Errorf("r1 sends: %v, want ErrForbidden", err)
+	}
+	if _, err := writer.Recent(ctx, client.Timeline{Channel: "c1"}, 0); !errors.Is(err, client.ErrForbidden) {
+		t.Errorf("w1 reads: %v, want ErrForbidden", err)
+	}
+	if _, err := stranger.Recent(ctx, client.Timeline{Channel: "c1"}, 0); !errors.Is(err, client.ErrUnauthorized) {
+		t.Errorf("an unknown token reads: %v, want ErrUnauthorized", err)
 	}
 }
 

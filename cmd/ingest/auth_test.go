@@ -107,13 +107,8 @@ func TestOpenAPIOptIn(t *testing.T) {
 			for k, val := range tt.env {
 				env[k] = val
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			logs := &testenv.SyncBuffer{}
-			done := make(chan error, 1)
-			go func() { done <- run(ctx, nil, testenv.Env(env), logs, logs) }()
 			base := "http://127.0.0.1:" + port
-			testenv.WaitReady(t, base+"/readyz", 10*time.Second)
+			logs, stop := runReady(t, env, base)
 			metrics := get(t, base+"/metrics", "")
 			open := strings.Contains(metrics.body, "\nchatpipe_ingest_open_api 1")
 			warned := strings.Contains(logs.String(), "INGEST_ALLOW_NO_AUTH=true")
@@ -125,11 +120,27 @@ func TestOpenAPIOptIn(t *testing.T) {
 					t.Errorf("GET recent without a token: %d, want 200 (no auth)", r.status)
 				}
 			}
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
+			stop()
 		})
+	}
+}
+
+// runReady runs ingest in-process with env until stop, which fails the test unless run
+// returned nil; it returns once base/readyz answers 200.
+func runReady(t *testing.T, env map[string]string, base string) (logs *testenv.SyncBuffer, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	logs = &testenv.SyncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, testenv.Env(env), logs, logs) }()
+	testenv.WaitReady(t, base+"/readyz", 10*time.Second)
+	return logs, func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("run: %v\n%s", err, logs.String())
+		}
 	}
 }
 
@@ -359,23 +370,15 @@ func TestSecretFiles(t *testing.T) {
 	addr := testenv.FreeAddr(t)
 	env := map[string]string{"VALKEY_ADDR": v.Addr, "INGEST_ADDR": addr,
 		"VALKEY_PASSWORD_FILE": filepath.Join(dir, "valkey"), "DATABASE_URL_FILE": filepath.Join(dir, "dsn")}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	logs := &testenv.SyncBuffer{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, nil, testenv.Env(env), logs, logs) }()
 	base := "http://" + addr
-	testenv.WaitReady(t, base+"/readyz", 10*time.Second)
+	logs, stop := runReady(t, env, base)
 	if a := send(t, http.MethodPost, base+"/v1/messages", "", `{"owner_id":"alice","content":"from files"}`); a.status != http.StatusAccepted {
 		t.Fatalf("post: %d %s", a.status, a.body)
 	}
 	if a := get(t, base+"/v1/messages/history", ""); a.status != http.StatusOK || !strings.Contains(a.body, "from files") {
 		t.Fatalf("history: %d %s, want 200 with the message (PostgreSQL reached through DATABASE_URL_FILE)", a.status, a.body)
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	if strings.Contains(logs.String(), "vk-file-pass") {
 		t.Errorf("the password is in the logs:\n%s", logs.String())
 	}

@@ -113,14 +113,7 @@ func TestRun(t *testing.T) {
 	t.Parallel()
 	v := testenv.StartValkey(t)
 	addr := testenv.FreeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	logs := &testenv.SyncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, nil, testenv.Env(map[string]string{"VALKEY_ADDR": v.Addr, "INGEST_ADDR": addr, "INGEST_AUTH_TOKEN": "tok-secret", "VALKEY_PASSWORD": ""}), logs, logs)
-	}()
-	testenv.WaitReady(t, "http://"+addr+"/readyz", 10*time.Second)
+	logs, stop := runReady(t, map[string]string{"VALKEY_ADDR": v.Addr, "INGEST_ADDR": addr, "INGEST_AUTH_TOKEN": "tok-secret", "VALKEY_PASSWORD": ""}, "http://"+addr)
 	req, _ := http.NewRequest("POST", "http://"+addr+"/v1/messages", strings.NewReader(`{"owner_id":"a","content":"hi"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer tok-secret")
@@ -144,15 +137,7 @@ func TestRun(t *testing.T) {
 			t.Errorf("/metrics lacks %s", name)
 		}
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run returned %v, want nil after a clean stop", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("run did not return after cancel")
-	}
+	stop() // run must return nil after a clean stop
 	if strings.Contains(logs.String()+metrics.String(), "tok-secret") {
 		t.Error("the auth token leaked into the logs or /metrics")
 	}

@@ -108,8 +108,13 @@ func (a *authState) report(ctx context.Context, msg string, t *auth.Tokens) {
 	a.count.WithLabelValues("read").Set(float64(read))
 	a.count.WithLabelValues("write").Set(float64(write))
 	a.count.WithLabelValues("both").Set(float64(both))
-	a.log.InfoContext(ctx, msg, "tokens", t.Len(), "read", read, "write", write, "both", both,
-		"file", a.src.listFile+a.src.oneFile)
+	args := []any{"tokens", t.Len(), "read", read, "write", write, "both", both}
+	for _, f := range []string{a.src.oneFile, a.src.listFile} {
+		if f != "" {
+			args = append(args, "file", f)
+		}
+	}
+	a.log.InfoContext(ctx, msg, args...)
 }
 
 // stop stops listening for SIGHUP.

@@ -178,7 +178,7 @@ func ReadSecretFile(setting, path string) (string, error) {
 		return "", &Error{Setting: setting, Problem: "cannot read the file: " + pathErr(err)}
 	}
 	if !fi.Mode().IsRegular() {
-		return "", &Error{Setting: setting, Problem: fmt.Sprintf("%q is not a regular file", path)}
+		return "", &Error{Setting: setting, Problem: showPath(path) + " is not a regular file"}
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -190,11 +190,11 @@ func ReadSecretFile(setting, path string) (string, error) {
 	case err != nil:
 		return "", &Error{Setting: setting, Problem: "cannot read the file: " + pathErr(err)}
 	case len(b) > MaxSecretFile:
-		return "", &Error{Setting: setting, Problem: fmt.Sprintf("%q is larger than %d bytes: not a secret file", path, MaxSecretFile)}
+		return "", &Error{Setting: setting, Problem: fmt.Sprintf("%s is larger than %d bytes: not a secret file", showPath(path), MaxSecretFile)}
 	}
 	v := strings.TrimRight(string(b), "\r\n")
 	if v == "" {
-		return "", &Error{Setting: setting, Problem: fmt.Sprintf("%q is empty", path)}
+		return "", &Error{Setting: setting, Problem: showPath(path) + " is empty"}
 	}
 	return v, nil
 }
@@ -204,9 +204,18 @@ func ReadSecretFile(setting, path string) (string, error) {
 func pathErr(err error) string {
 	var pe *os.PathError
 	if errors.As(err, &pe) {
-		return pe.Op + " " + pe.Path + ": " + pe.Err.Error()
+		return pe.Op + " " + showPath(pe.Path) + ": " + pe.Err.Error()
 	}
 	return err.Error()
+}
+
+// showPath quotes a path, shortened, so that an error stays one short line whatever it holds.
+func showPath(p string) string {
+	const show = 160
+	if len(p) > show {
+		return strconv.Quote(p[:show]) + "…"
+	}
+	return strconv.Quote(p)
 }
 
 // FlagString adds a command-line option that has no environment variable (a command's

@@ -71,6 +71,8 @@ func TestSecretFile(t *testing.T) {
 		{name: "empty path flag", args: []string{"--db-url-file="}, setting: "--db-url-file", problem: "empty path"},
 		{name: "blank path", env: map[string]string{"DB_URL_FILE": "  "}, setting: "DB_URL_FILE", problem: "empty path"},
 		{name: "hostile path", env: map[string]string{"DB_URL_FILE": "$(reboot)\x00/etc"}, setting: "DB_URL_FILE", problem: "cannot read"},
+		{name: "path with a newline", env: map[string]string{"DB_URL_FILE": "/nonexistent/a\nb"}, setting: "DB_URL_FILE", problem: "no such file"},
+		{name: "path too long", env: map[string]string{"DB_URL_FILE": "/" + strings.Repeat("d", 5000)}, setting: "DB_URL_FILE", problem: "cannot read"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,7 +89,7 @@ func TestSecretFile(t *testing.T) {
 			if !errors.As(err, &cerr) || cerr.Setting != tt.setting || !strings.Contains(cerr.Problem, tt.problem) {
 				t.Fatalf("err %v; want an invalid setting %s saying %q", err, tt.setting, tt.problem)
 			}
-			if msg := err.Error(); strings.Contains(msg, "topsecret") || strings.Contains(msg, "xxxx") || strings.Contains(msg, "\n") {
+			if msg := err.Error(); strings.Contains(msg, "topsecret") || strings.Contains(msg, "xxxx") || strings.Contains(msg, "\n") || len(msg) > 300 {
 				t.Errorf("the error repeats the file's content or is not one line: %q", msg)
 			}
 			if config.ExitCode(err) != 2 {
