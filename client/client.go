@@ -142,6 +142,17 @@ type errorBody struct {
 	Version      int64  `json:"version"`
 }
 
+// answerError is the *Error of an answer other than success, its body read: the server's Error
+// object, or, from something else (a proxy's page), the status and the text.
+func answerError(res *http.Response, answer []byte) *Error {
+	var eb errorBody
+	_ = json.Unmarshal(answer, &eb)
+	if eb.Error == "" {
+		eb.Error, eb.Detail = strings.ToLower(strings.ReplaceAll(http.StatusText(res.StatusCode), " ", "_")), strings.TrimSpace(string(answer))
+	}
+	return eb.toError(res.StatusCode, res.Header)
+}
+
 func (b errorBody) toError(status int, header http.Header) *Error {
 	e := &Error{Status: status, Code: b.Error, Detail: b.Detail, Field: b.Field, CacheID: b.CacheID, Version: b.Version,
 		RetryAfter: time.Duration(b.RetryAfterMS) * time.Millisecond}
@@ -152,8 +163,8 @@ func (b errorBody) toError(status int, header http.Header) *Error {
 }
 
 // call sends one request (body JSON-encoded, nil for none) and decodes a 2xx answer into out
-// (nil: ignored). It retries 429, 503 and lost connections per the policy when retry says so;
-// lost says whether the last attempt's outcome is unknown.
+// (nil: ignored). It retries 429 and 503 per the policy, and a lost connection or answer (whose
+// outcome is unknown) only when retryLost: when sending the request twice is harmless.
 func (c *Client) call(ctx context.Context, method, path string, header http.Header, body, out any, retryLost bool) error {
 	var raw []byte
 	if body != nil {
@@ -197,12 +208,7 @@ func (c *Client) call(ctx context.Context, method, path string, header http.Head
 			}
 			return nil
 		}
-		var eb errorBody
-		_ = json.Unmarshal(answer, &eb)
-		if eb.Error == "" {
-			eb.Error, eb.Detail = strings.ToLower(strings.ReplaceAll(http.StatusText(res.StatusCode), " ", "_")), strings.TrimSpace(string(answer))
-		}
-		e := eb.toError(res.StatusCode, res.Header)
+		e := answerError(res, answer)
 		if !e.retryable() {
 			return e
 		}

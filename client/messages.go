@@ -71,12 +71,8 @@ func (d *Draft) body(channelInBody bool) sendBody {
 // same client_msg_id until it is accepted and durable, refused, or the context ends. An error
 // wrapping ErrUnavailable may mean it was accepted: send d again (same ClientMsgID) to know.
 func (c *Client) Send(ctx context.Context, d Draft) (Accepted, error) {
-	path := "/v1/messages"
-	if d.Channel != "" {
-		path = "/v1/channels/" + url.PathEscape(d.Channel) + "/messages"
-	}
 	var a Accepted
-	err := c.call(ctx, http.MethodPost, path, nil, d.body(false), &a, true)
+	err := c.call(ctx, http.MethodPost, Timeline{Channel: d.Channel}.path(), nil, d.body(false), &a, true)
 	return a, err
 }
 
@@ -158,11 +154,7 @@ var itemStatus = map[string]int{"rate_limited": http.StatusTooManyRequests, "bac
 // Delete deletes a public message; channel "" is any channel (else 404 when the message is
 // not of that channel). Deleting twice is harmless, so lost answers are retried.
 func (c *Client) Delete(ctx context.Context, channel string, id int64) error {
-	path := "/v1/messages/" + strconv.FormatInt(id, 10)
-	if channel != "" {
-		path = "/v1/channels/" + url.PathEscape(channel) + "/messages/" + strconv.FormatInt(id, 10)
-	}
-	return c.call(ctx, http.MethodDelete, path, nil, nil, nil, true)
+	return c.call(ctx, http.MethodDelete, Timeline{Channel: channel}.path()+"/"+strconv.FormatInt(id, 10), nil, nil, nil, true)
 }
 
 // DeletePrivate deletes a private message.
@@ -187,12 +179,9 @@ type Edit struct {
 // Edit replaces a message's content and returns its new version. A lost answer is retried
 // only without IfMatch (a retry of an applied conditional edit would meet its own version).
 func (c *Client) Edit(ctx context.Context, e Edit) (int64, error) {
-	path := "/v1/messages/" + strconv.FormatInt(e.CacheID, 10)
-	switch {
-	case e.Private:
+	path := Timeline{Channel: e.Channel}.path() + "/" + strconv.FormatInt(e.CacheID, 10)
+	if e.Private {
 		path = "/v1/private-messages/" + strconv.FormatInt(e.CacheID, 10)
-	case e.Channel != "":
-		path = "/v1/channels/" + url.PathEscape(e.Channel) + "/messages/" + strconv.FormatInt(e.CacheID, 10)
 	}
 	var h http.Header
 	if e.IfMatch > 0 {
@@ -206,7 +195,8 @@ func (c *Client) Edit(ctx context.Context, e Edit) (int64, error) {
 }
 
 // Timeline is what a reader follows: a channel ("" and no User: the default channel) or a
-// user's private messages.
+// user's private messages. Its path is also where a channel's messages are sent, and, followed
+// by an id, where one of them is edited or deleted.
 type Timeline struct {
 	Channel string
 	User    string

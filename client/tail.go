@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -59,13 +60,9 @@ func (c *Client) Tail(ctx context.Context, q TailQuery) func(yield func(Event, e
 							return
 						}
 						for _, m := range p.Messages {
-							if k := [2]int64{m.CacheID, m.Version}; !seen[k] {
-								seen[k] = true
-								lastID = max(lastID, m.CacheID)
-								if !yield(Event{Type: "message", Entry: m}, nil) {
-									res.Body.Close()
-									return
-								}
+							if firstSight(seen, &lastID, m) && !yield(Event{Type: "message", Entry: m}, nil) {
+								res.Body.Close()
+								return
 							}
 						}
 					}
@@ -122,11 +119,22 @@ func (c *Client) openStream(ctx context.Context, q TailQuery, cursor string) (*h
 	}
 	if res.StatusCode != http.StatusOK {
 		defer res.Body.Close()
-		var eb errorBody
-		_ = json.NewDecoder(res.Body).Decode(&eb)
-		return nil, eb.toError(res.StatusCode, res.Header)
+		answer, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+		return nil, answerError(res, answer)
 	}
 	return res, nil
+}
+
+// firstSight records a message version as yielded, and the newest id yielded; false when that
+// version was yielded already.
+func firstSight(seen map[[2]int64]bool, lastID *int64, m Entry) bool {
+	k := [2]int64{m.CacheID, m.Version}
+	if seen[k] {
+		return false
+	}
+	seen[k] = true
+	*lastID = max(*lastID, m.CacheID)
+	return true
 }
 
 // readEvents yields the stream's events until it ends; it returns the last cursor and whether
@@ -148,15 +156,9 @@ func (c *Client) readEvents(res *http.Response, yield func(Event, error) bool, s
 					if ev.ID != "" {
 						cursor = ev.ID
 					}
-					k := [2]int64{ev.Entry.CacheID, ev.Entry.Version}
-					if typ == "delete" || !seen[k] {
-						if typ != "delete" {
-							seen[k] = true
-							*lastID = max(*lastID, ev.Entry.CacheID)
-						}
-						if !yield(ev, nil) {
-							return cursor, true
-						}
+					// A deletion has no version of its own: it is never a repeat.
+					if (typ == "delete" || firstSight(seen, lastID, ev.Entry)) && !yield(ev, nil) {
+						return cursor, true
 					}
 				}
 			}
