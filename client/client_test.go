@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -56,14 +55,7 @@ func startIngest(t *testing.T, tokens ...string) *ingest {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	pool, err := pg.Connect(ctx, testenv.Postgres(t), 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pg.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	pool := testenv.MigratedPool(t, testenv.Postgres(t), 8)
 	reg := prometheus.NewRegistry()
 	hist, err := history.New(history.Config{Valkey: c, Layout: keys, DB: pg.NewHistory(pool), Registerer: reg})
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -212,7 +210,7 @@ func TestTokenScopesAndRotation(t *testing.T) {
 
 	v := testenv.StartValkey(t)
 	dsn := testenv.Postgres(t)
-	migrate(t, dsn)
+	testenv.MigratedPool(t, dsn, 1)
 	file := filepath.Join(t.TempDir(), "tokens")
 	writeSecret(t, file, "read:r1,write:w1,both1\n")
 	addr := testenv.FreeAddr(t)
@@ -344,26 +342,13 @@ func grepLines(s, substr string) string {
 	return strings.Join(out, "\n")
 }
 
-// migrate creates the message tables in dsn, for history to read.
-func migrate(t *testing.T, dsn string) {
-	t.Helper()
-	pool, err := pg.Connect(context.Background(), dsn, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if _, err := pg.Migrate(context.Background(), pool, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestSecretFiles: the Valkey password and the DSN read from files, as Docker and Kubernetes
 // secrets are mounted, with a password-protected Valkey: ingest accepts and reads history.
 func TestSecretFiles(t *testing.T) {
 	t.Parallel()
 	v := testenv.StartValkey(t, "--requirepass", "vk-file-pass")
 	dsn := testenv.Postgres(t)
-	migrate(t, dsn)
+	testenv.MigratedPool(t, dsn, 1)
 	dir := t.TempDir()
 	writeSecret(t, filepath.Join(dir, "valkey"), "vk-file-pass\n")
 	writeSecret(t, filepath.Join(dir, "dsn"), dsn+"\n")

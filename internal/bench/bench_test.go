@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,7 +27,6 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
-	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -235,17 +233,7 @@ func (b *bench) limits() {
 
 var columns = []string{"cache_id", "owner_id", "username", "content", "created_at", "stream_id"}
 
-func connect(t *testing.T, dsn string) *pgxpool.Pool {
-	pool, err := pg.Connect(context.Background(), dsn, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pg.Migrate(context.Background(), pool, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	return pool
-}
+func connect(t *testing.T, dsn string) *pgxpool.Pool { return testenv.MigratedPool(t, dsn, 16) }
 
 // newDB returns a fresh database, remembered for settle.
 func (b *bench) newDB() string {

@@ -50,15 +50,7 @@ func setup(t *testing.T) *testBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	pool, err := pg.Connect(ctx, testenv.Postgres(t), 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pg.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	pool := testenv.MigratedPool(t, testenv.Postgres(t), 8)
 	reg := prometheus.NewRegistry()
 	m, err := flush.NewMetrics(reg)
 	if err != nil {

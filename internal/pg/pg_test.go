@@ -29,15 +29,7 @@ type testBundle struct {
 
 func setup(t testing.TB) *testBundle {
 	t.Helper()
-	ctx := context.Background()
-	pool, err := pg.Connect(ctx, testenv.Postgres(t), 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pg.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	pool := testenv.MigratedPool(t, testenv.Postgres(t), 8)
 	return &testBundle{pool: pool, store: pg.New(pool)}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/exec"
@@ -18,6 +19,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/chatpipe/chatpipe/internal/pg"
 )
 
 // pgServer is the one PostgreSQL server of this test binary.
@@ -330,4 +334,19 @@ func PostgresReplica(t testing.TB, dsn string, applyDelay time.Duration) string 
 	}
 	u.Host = fmt.Sprintf("127.0.0.1:%d", port)
 	return u.String()
+}
+
+// MigratedPool connects to dsn with at most conns connections, closed when t ends, and applies
+// chatpipe's migrations to it, as `flushworker migrate` does.
+func MigratedPool(t testing.TB, dsn string, conns int32) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pg.Connect(context.Background(), dsn, conns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := pg.Migrate(context.Background(), pool, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	return pool
 }
