@@ -47,10 +47,8 @@ type settings struct {
 	partitions      int
 	layout          keyspace.Layout
 	addr            string
-	authToken       string
-	authTokens      string
-	allowNoAuth     bool
 	tokens          tokenSource
+	allowNoAuth     bool
 	recentSize      int
 	backlogCap      int
 	clientMsgTTL    time.Duration
@@ -90,8 +88,8 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	config.DefaultChannel(cs, &s.defaultChannel)
 	config.RingTTL(cs, &s.ringTTL)
 	cs.String(&s.addr, "INGEST_ADDR", ":8080", "listen address of the API, /healthz, /readyz and /metrics", config.Addr)
-	cs.Secret(&s.authToken, "INGEST_AUTH_TOKEN", "", "bearer token required on /v1/..., for reads and writes (empty, and INGEST_AUTH_TOKENS too: no auth, on a loopback INGEST_ADDR only)", func(v string) error { _, err := auth.One(v); return err })
-	cs.Secret(&s.authTokens, "INGEST_AUTH_TOKENS", "", "bearer tokens, comma-separated, each prefixed read: (GET endpoints), write: (POST, PUT, PATCH, DELETE) or bare (both); with INGEST_AUTH_TOKEN, any of them is let in; the _FILE form is read again on SIGHUP", func(v string) error { _, err := auth.Parse(v); return err })
+	cs.Secret(&s.tokens.one, "INGEST_AUTH_TOKEN", "", "bearer token required on /v1/..., for reads and writes (empty, and INGEST_AUTH_TOKENS too: no auth, on a loopback INGEST_ADDR only)", func(v string) error { _, err := auth.One(v); return err })
+	cs.Secret(&s.tokens.list, "INGEST_AUTH_TOKENS", "", "bearer tokens, comma-separated, each prefixed read: (GET endpoints), write: (POST, PUT, PATCH, DELETE) or bare (both); with INGEST_AUTH_TOKEN, any of them is let in; the _FILE form is read again on SIGHUP", func(v string) error { _, err := auth.Parse(v); return err })
 	cs.Bool(&s.allowNoAuth, "INGEST_ALLOW_NO_AUTH", false, "serve /v1/... without a token on an INGEST_ADDR beyond loopback (a warning, and chatpipe_ingest_open_api 1): anyone who reaches it reads every message and posts as anyone")
 	cs.String(&s.durability, "INGEST_DURABILITY", string(lua.DurableNone), "none (202 once the script ran on the primary), replica (also WAIT for replicas) or fsync (also WAITAOF: fsynced to the primary's AOF)", oneOf(lua.DurableNone, lua.DurableReplica, lua.DurableFsync))
 	cs.Int(&s.durableReplicas, "INGEST_DURABILITY_REPLICAS", 1, 1, 100, "replicas that must acknowledge each write under INGEST_DURABILITY=replica")
@@ -135,8 +133,8 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	if err := config.CheckValkey(s.valkey); err != nil {
 		return s, err
 	}
-	s.tokens = tokenSource{one: s.authToken, list: s.authTokens, oneFile: cs.File("INGEST_AUTH_TOKEN"), listFile: cs.File("INGEST_AUTH_TOKENS")}
-	if s.authToken == "" && s.authTokens == "" && !config.Loopback(s.addr) && !s.allowNoAuth {
+	s.tokens.oneFile, s.tokens.listFile = cs.File("INGEST_AUTH_TOKEN"), cs.File("INGEST_AUTH_TOKENS")
+	if s.tokens.one == "" && s.tokens.list == "" && !config.Loopback(s.addr) && !s.allowNoAuth {
 		return s, &config.Error{Setting: "INGEST_AUTH_TOKEN", Problem: fmt.Sprintf("INGEST_ADDR %s is reachable beyond loopback: set INGEST_AUTH_TOKEN (or INGEST_AUTH_TOKENS, or a _FILE form), bind INGEST_ADDR to 127.0.0.1, or set INGEST_ALLOW_NO_AUTH=true", s.addr)}
 	}
 	return s, nil

@@ -130,7 +130,8 @@ func (a *authState) reloadOnSIGHUP(ctx context.Context) {
 			return
 		case <-a.hup:
 		}
-		if a.keyring == nil || (a.src.oneFile == "" && a.src.listFile == "") {
+		// A token file held a valid list at start, so with a file there is a keyring to swap.
+		if a.src.oneFile == "" && a.src.listFile == "" {
 			a.log.WarnContext(ctx, "SIGHUP: no token file to read again; rotating tokens without a restart needs INGEST_AUTH_TOKENS_FILE")
 			continue
 		}

@@ -78,12 +78,14 @@ func New(name, summary string) *Set {
 // FlagName returns the flag matching an environment variable: VALKEY_ADDR → valkey-addr.
 func FlagName(env string) string { return strings.ToLower(strings.ReplaceAll(env, "_", "-")) }
 
-func (s *Set) add(env, def, usage string, secret bool, parse func(string) error) {
-	s.addFlag(env, def, usage, secret, parse, s.fs.Func)
+func (s *Set) add(env, def, usage string, secret bool, parse func(string) error) *setting {
+	return s.addFlag(env, def, usage, secret, parse, s.fs.Func)
 }
 
-func (s *Set) addFlag(env, def, usage string, secret bool, parse func(string) error, define func(string, string, func(string) error)) {
-	s.define(&setting{env: env, flag: FlagName(env), def: def, usage: usage, secret: secret, parse: parse}, define)
+func (s *Set) addFlag(env, def, usage string, secret bool, parse func(string) error, define func(string, string, func(string) error)) *setting {
+	st := &setting{env: env, flag: FlagName(env), def: def, usage: usage, secret: secret, parse: parse}
+	s.define(st, define)
+	return st
 }
 
 func (s *Set) define(st *setting, define func(string, string, func(string) error)) {
@@ -131,7 +133,7 @@ func (s *Set) String(p *string, env, def, usage string, check func(string) error
 // Setting both forms is an error; File returns the path, for reading the file again.
 func (s *Set) Secret(p *string, env, def, usage string, check func(string) error) {
 	*p = def
-	s.add(env, def, usage, true, func(v string) error {
+	st := s.add(env, def, usage, true, func(v string) error {
 		if check != nil {
 			if err := check(v); err != nil {
 				return err
@@ -140,7 +142,6 @@ func (s *Set) Secret(p *string, env, def, usage string, check func(string) error
 		*p = v
 		return nil
 	})
-	st := s.settings[len(s.settings)-1]
 	st.file = &setting{env: env + FileSuffix, flag: FlagName(env + FileSuffix), usage: "file holding " + env + " (a Docker or Kubernetes secret; trailing newlines trimmed); not with " + env}
 	st.file.parse = func(v string) error {
 		if strings.TrimSpace(v) == "" {
