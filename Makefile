@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 
-.PHONY: microbench all deps build test test-short run bench vet fmt clean help load verify-flush fuzz chaos soak console-shots contract
+.PHONY: microbench all deps build test test-short run bench vet fmt clean help load verify-flush fuzz chaos chaos-seeds soak console-shots contract
 
 all: build
 
@@ -65,6 +65,9 @@ contract: ## with make run going in another terminal: a TypeScript client genera
 
 chaos: deps ## fault-injection runs proving the invariants (CHAOS_DURATION, default 2m; CHAOS_SEED to replay), the Sentinel failover runs (replica and none) and the partitioned layout on a cluster and on one server
 	set -o pipefail; CHAOS_SEED=$${CHAOS_SEED:-$$(date +%s)} CHAOS_DURATION=$${CHAOS_DURATION:-2m} CHAOS_SENTINEL_SLOW=1 $(GO) test -count=1 -v -timeout 40m -run '^TestChaos$$|^TestChaosSentinel|^TestChaosCluster$$|^TestChaosPartitionedStandalone$$' ./internal/chaos/ 2>&1 | grep -v '^=== ' | grep -v 'level=WARN'
+
+chaos-seeds: deps ## the failover runs (cluster, Sentinel, Sentinel with slowed links, TestChaos) with CHAOS_SEEDS seeds each (default 20, from CHAOS_FIRST_SEED=1); prints the pass table
+	@scripts/chaos-seeds.sh
 
 soak: deps ## SOAK_DURATION (default 10m) at 70% of the measured maximum, a worker restart a minute; RSS, goroutines, p99
 	set -o pipefail; $(GO) test -tags soak -count=1 -v -timeout 90m -run '^TestSoak$$' ./internal/chaos/ 2>&1 | grep -v '^=== '

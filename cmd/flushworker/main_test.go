@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -402,5 +403,38 @@ func TestSecretFiles(t *testing.T) {
 		{"console: password file a folder", []string{"console", "--console-password-file", dir}, map[string]string{"CONSOLE_USER": "ops"}, "--console-password-file"},
 	} {
 		t.Run(tt.name, func(t *testing.T) { testenv.WantInvalidSetting(t, run, tt.args, tt.env, tt.setting) })
+	}
+}
+
+// TestWarnsOfPartialReplicaWait: a worker that waits for one replica of a primary that has two
+// says at start that a failover can then store a retried send twice, and one that waits for
+// both does not.
+func TestWarnsOfPartialReplicaWait(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, port, _ := strings.Cut(b.valkey.Addr, ":")
+	testenv.StartValkey(t, "--replicaof", "127.0.0.1", port)
+	testenv.StartValkey(t, "--replicaof", "127.0.0.1", port)
+	c := b.valkey.Client(t)
+	testenv.WaitFor(t, "two replicas connected", 10*time.Second, func() bool {
+		s, _ := testenv.Do(t, c, "INFO", "replication").ToString()
+		return strings.Contains(s, "connected_slaves:2")
+	})
+	for _, tc := range []struct {
+		wait string
+		warn bool
+	}{{"1", true}, {"2", false}} {
+		env := maps.Clone(b.env)
+		env["FLUSH_WAIT_REPLICAS"], env["FLUSH_CONSUMER"] = tc.wait, "w"+tc.wait
+		ctx, cancel := context.WithCancel(context.Background())
+		logs := &testenv.SyncBuffer{}
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, nil, testenv.Env(env), logs, logs) }()
+		testenv.WaitFor(t, "the worker consuming", 20*time.Second, func() bool { return strings.Contains(logs.String(), "msg=consuming") })
+		cancel()
+		<-done // stopped while it may still be creating its groups: its error says so, not this test's
+		if got := strings.Contains(logs.String(), "FLUSH_WAIT_REPLICAS is below the primary's replicas"); got != tc.warn {
+			t.Errorf("FLUSH_WAIT_REPLICAS=%s with 2 replicas: warned %v, want %v\n%s", tc.wait, got, tc.warn, logs.String())
+		}
 	}
 }

@@ -61,7 +61,7 @@ func parseWorker(args []string, getenv func(string) string, stdout io.Writer) (w
 	cs.Duration(&s.janitorIdle, "FLUSH_JANITOR_IDLE", time.Hour, time.Second, 30*24*time.Hour, "consumers idle this long with nothing pending are removed")
 	cs.String(&s.metricsAddr, "FLUSH_METRICS_ADDR", ":9091", "listen address of /healthz, /readyz and /metrics", config.Addr)
 	cs.String(&s.pprofAddr, "PPROF_ADDR", "", "listen address of net/http/pprof (empty: off; bind it to loopback)", config.OptionalAddr)
-	cs.Int(&s.waitReplicas, "FLUSH_WAIT_REPLICAS", 0, 0, 100, "write only entries this many replicas hold (WAIT after each read; 0: off). With INGEST_DURABILITY=replica set it to INGEST_DURABILITY_REPLICAS, so that a failover cannot leave rows for entries the new primary never had")
+	cs.Int(&s.waitReplicas, "FLUSH_WAIT_REPLICAS", 0, 0, 100, "write only entries this many replicas hold (WAIT after each read; 0: off). With INGEST_DURABILITY=replica set it to the number of replicas the primary has (all of them: Sentinel may promote any), so that a failover cannot leave rows for entries the new primary never had")
 	config.DefaultChannel(cs, &s.defaultChannel)
 	config.RingTTL(cs, &s.ringTTL)
 	cs.Int(&s.recentSize, "RECENT_SIZE", 500, 1, 100_000, "size of each private ring the workers repair in the partitioned layout (as ingest's)")
@@ -103,6 +103,15 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	defer client.Close()
+	if s.waitReplicas > 0 && s.valkey.Mode != valkeyconn.Cluster {
+		// Sentinel promotes any replica, not the one that acknowledged: a worker that waited
+		// for fewer than all of them can write a row for an entry the promoted one lacks, and
+		// a send retried with its client_msg_id then becomes a second row (docs/ha.md).
+		if info, err := valkeyconn.ReadInfo(ctx, client); err == nil && info.Replicas > s.waitReplicas {
+			log.WarnContext(ctx, "FLUSH_WAIT_REPLICAS is below the primary's replicas: after a failover to a replica that lacks entries already written, a send retried with its client_msg_id can be stored twice; set it to the number of replicas",
+				"wait_replicas", s.waitReplicas, "replicas", info.Replicas)
+		}
+	}
 	vmon, err := valkeyconn.NewMonitor(client, s.valkey.AllowEviction, 5*time.Second, reg, log)
 	if err != nil {
 		return err

@@ -449,15 +449,22 @@ func (c *client) editSome(rng *rand.Rand, token string) {
 
 func settings() (seed uint64, dur time.Duration) {
 	// make test runs a fixed schedule (seed 1); make chaos passes a fresh seed each time.
-	seed = 1
-	if s := os.Getenv("CHAOS_SEED"); s != "" {
-		seed, _ = strconv.ParseUint(s, 10, 64)
-	}
+	seed = seedOr(1)
 	dur = 20 * time.Second
 	if d, err := time.ParseDuration(os.Getenv("CHAOS_DURATION")); err == nil && d > 0 {
 		dur = min(d, 30*time.Minute)
 	}
 	return seed, dur
+}
+
+// seedOr is CHAOS_SEED, or def when it is not set (each run's fixed seed in make test).
+func seedOr(def uint64) uint64 {
+	if s := os.Getenv("CHAOS_SEED"); s != "" {
+		if n, err := strconv.ParseUint(s, 10, 64); err == nil {
+			return n
+		}
+	}
+	return def
 }
 
 func TestChaos(t *testing.T) {

@@ -52,6 +52,8 @@ func runPartitioned(t *testing.T, cluster bool) {
 		duration = d
 	}
 	killAt := duration / 3
+	seed := seedOr(2)
+	t.Logf("seed %d (replay: CHAOS_SEED=%d)", seed, seed)
 	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	var (
 		victim     *testenv.Valkey
@@ -108,7 +110,7 @@ func runPartitioned(t *testing.T, cluster bool) {
 	var load sync.WaitGroup
 	var next atomic.Int64
 	for g := range 32 {
-		grng := rand.New(rand.NewPCG(2, uint64(g+1)))
+		grng := rand.New(rand.NewPCG(seed, uint64(g+1)))
 		c := clients[g%2]
 		load.Go(func() {
 			for loadCtx.Err() == nil {
@@ -168,7 +170,7 @@ func runPartitioned(t *testing.T, cluster bool) {
 	for _, w := range workers {
 		w.stop()
 	}
-	r := check(t, 2, dsn, vc, l, faults, workers, dead)
+	r := check(t, seed, dsn, vc, l, faults, workers, dead)
 	if r.messages == 0 {
 		t.Fatal("no message was accepted: the run proved nothing")
 	}

@@ -9,10 +9,10 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/valkey-io/valkey-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
@@ -32,8 +32,9 @@ var (
 // takes two round trips (rate limit on the user's slot, then the enqueue on its partition's),
 // a private one a third (its two rings, on the users' slots).
 //
-// Durability levels apply per partition group (enqueueDurable). Private rings are written after
-// the enqueue and repaired by the workers (RepairRings).
+// Durability levels apply per partition group and per private ring (durableExec): a private
+// message is answered 202 once its entry and both its rings are on the replicas. The workers
+// repair the rings of messages whose ring write never ran (RepairRings).
 type Partitioned struct {
 	c         valkey.Client
 	cfg       Config
@@ -109,36 +110,42 @@ func (p *Partitioned) Enqueue(ctx context.Context, m Message) (Result, error) {
 	return o.Result, o.Err
 }
 
-// enqueueDurable runs each partition group's enqueue call followed by the WAIT (or WAITAOF) of
-// the durability level on a dedicated connection to its partition's primary, the groups at
-// once; valkey-go's dedicated client returns a MOVED as an error instead of following it, so
-// that a WAIT is never answered by another node than the writes'. It returns each call's reply
-// and nil, or the error of a WAIT that fell short.
-func (p *Partitioned) enqueueDurable(ctx context.Context, calls []Call) ([]valkey.ValkeyResult, []error) {
+// durableExec runs sc for each call followed by the WAIT (or WAITAOF) of the durability level,
+// each call on a dedicated connection to its slot's primary, at most durableConns at once;
+// valkey-go's dedicated client returns a MOVED as an error instead of following it, so that a
+// WAIT is never answered by another node than the writes'. It returns each call's reply and
+// nil, or the error of a WAIT that fell short.
+func (p *Partitioned) durableExec(ctx context.Context, sc *Script, calls []Call) ([]valkey.ValkeyResult, []error) {
 	res := make([]valkey.ValkeyResult, len(calls))
 	durable := make([]error, len(calls))
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(durableConns)
 	for j, c := range calls {
-		wg.Go(func() {
+		g.Go(func() error {
 			err := p.c.Dedicated(func(dc valkey.DedicatedClient) error {
 				run := func(script valkey.Completed) {
 					r := dc.DoMulti(ctx, script, waitCommand(dc.B(), p.cfg))
 					res[j], durable[j] = r[0], durableError(p.cfg, r[1])
 				}
-				run(dc.B().Evalsha().Sha1(p.enqueue.sha).Numkeys(int64(len(c.Keys))).Key(c.Keys...).Arg(c.Args...).Build())
+				run(dc.B().Evalsha().Sha1(sc.sha).Numkeys(int64(len(c.Keys))).Key(c.Keys...).Arg(c.Args...).Build())
 				if isNoScript(res[j].Error()) { // nothing ran; the source runs and caches it
-					run(dc.B().Eval().Script(p.enqueue.src).Numkeys(int64(len(c.Keys))).Key(c.Keys...).Arg(c.Args...).Build())
+					run(dc.B().Eval().Script(sc.src).Numkeys(int64(len(c.Keys))).Key(c.Keys...).Arg(c.Args...).Build())
 				}
 				return nil
 			})
 			if err != nil {
 				res[j] = valkey.NewErrorResult(err)
 			}
+			return nil
 		})
 	}
-	wg.Wait()
+	_ = g.Wait()
 	return res, durable
 }
+
+// durableConns bounds the dedicated connections one durableExec holds at once: a batch of
+// private messages between many users writes as many rings.
+const durableConns = 32
 
 // Load does nothing: a SCRIPT LOAD carries no key, and on a cluster it would reach one node of
 // many. Each script loads on a node at its first use there (Script.Exec).
@@ -155,7 +162,7 @@ func (p *Partitioned) RepairRings(ctx context.Context, recs []message.Record, en
 		if r.Message.RecipientID == "" || i >= len(entries) || entries[i] == "" {
 			continue
 		}
-		rings.add(p, r.Message.OwnerID, r.Message.RecipientID, r.CacheID, entries[i])
+		rings.add(p, r.Message.OwnerID, r.Message.RecipientID, r.CacheID, entries[i], i)
 	}
 	return rings.write(ctx, p)
 }
@@ -358,18 +365,21 @@ func (p *Partitioned) enqueueCall(kind message.Kind, r keyspace.Route, msgs []Me
 type ringAdds struct {
 	order []string
 	by    map[string][]string
+	who   map[string][]int // the outcomes each ring's write answers for (EnqueueMany)
 }
 
-// add puts entry, scored by id, in the rings of owner and recipient (once for a self-DM).
-func (a *ringAdds) add(p *Partitioned, owner, recipient string, id int64, entry string) {
+// add puts entry, scored by id, in the rings of owner and recipient (once for a self-DM), for
+// outcome at.
+func (a *ringAdds) add(p *Partitioned, owner, recipient string, id int64, entry string, at int) {
 	if a.by == nil {
-		a.by = map[string][]string{}
+		a.by, a.who = map[string][]string{}, map[string][]int{}
 	}
 	for _, ring := range privateRings(p.keys.PrivateRing, owner, recipient) {
 		if a.by[ring] == nil {
 			a.order = append(a.order, ring)
 		}
 		a.by[ring] = append(a.by[ring], strconv.FormatInt(id, 10), entry)
+		a.who[ring] = append(a.who[ring], at)
 	}
 }
 
@@ -379,19 +389,48 @@ func (a *ringAdds) write(ctx context.Context, p *Partitioned) error {
 	if len(a.order) == 0 {
 		return nil
 	}
-	calls := make([]Call, len(a.order))
-	head := []string{strconv.Itoa(p.cfg.RecentSize), strconv.FormatInt(p.cfg.RingTTL.Milliseconds(), 10)}
-	for i, ring := range a.order {
-		calls[i] = Call{Keys: []string{ring}, Args: append(slices.Clone(head), a.by[ring]...)}
-	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	for _, r := range p.zring.ExecMulti(ctx, p.c, calls) {
+	for _, r := range p.zring.ExecMulti(ctx, p.c, a.calls(p, false)) {
 		if err := r.Error(); err != nil {
 			return classify(err)
 		}
 	}
 	return nil
+}
+
+// writeDurable runs the calls of write each followed by the durability level's WAIT
+// (durableExec) and marks not durable every outcome of out whose ring was not written or
+// fell short.
+func (a *ringAdds) writeDurable(ctx context.Context, p *Partitioned, out []Outcome) {
+	if len(a.order) == 0 {
+		return
+	}
+	res, durable := p.durableExec(ctx, p.zring, a.calls(p, true))
+	for j, ring := range a.order {
+		err := durable[j]
+		if rerr := res[j].Error(); rerr != nil {
+			err = classify(rerr)
+		}
+		if err == nil {
+			continue
+		}
+		for _, i := range a.who[ring] {
+			if out[i].Err == nil {
+				out[i].Err = &NotDurableError{CacheID: out[i].CacheID, Detail: "a private ring: " + err.Error()}
+			}
+		}
+	}
+}
+
+// calls is one zring.lua call per ring; durable: a WAIT follows each.
+func (a *ringAdds) calls(p *Partitioned, durable bool) []Call {
+	calls := make([]Call, len(a.order))
+	head := []string{strconv.Itoa(p.cfg.RecentSize), strconv.FormatInt(p.cfg.RingTTL.Milliseconds(), 10), flag(durable)}
+	for i, ring := range a.order {
+		calls[i] = Call{Keys: []string{ring}, Args: append(slices.Clone(head), a.by[ring]...)}
+	}
+	return calls
 }
 
 // ringEntry is the ring entry of message data with id, as the enqueue script builds it.
@@ -510,7 +549,7 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind message.Kind, msgs [
 	var replies []valkey.ValkeyResult
 	durable := make([]error, len(calls))
 	if p.cfg.Durability != DurableNone {
-		replies, durable = p.enqueueDurable(ctx, calls)
+		replies, durable = p.durableExec(ctx, p.enqueue, calls)
 	} else if len(calls) > 0 {
 		replies = p.enqueue.ExecMulti(ctx, p.c, calls)
 	}
@@ -529,13 +568,16 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind message.Kind, msgs [
 		u := users[name]
 		refund := 0
 		for _, i := range u.msgs {
-			accepted := (out[i].Err == nil || errors.Is(out[i].Err, ErrNotDurable)) && !out[i].Duplicate
+			written := out[i].Err == nil || errors.Is(out[i].Err, ErrNotDurable)
+			accepted := written && !out[i].Duplicate
 			if taken[i] && !accepted {
 				refund++
 			}
-			if accepted && kind == message.Private {
+			// Under a durability level a retry writes the rings again too: its first answer
+			// may have been not_durable for them, and the 202 it gets now promises them.
+			if kind == message.Private && (accepted || written && p.cfg.Durability != DurableNone) {
 				m := msgs[i]
-				rings.add(p, m.OwnerID, m.RecipientID, out[i].CacheID, ringEntry(out[i].CacheID, m.Data))
+				rings.add(p, m.OwnerID, m.RecipientID, out[i].CacheID, ringEntry(out[i].CacheID, m.Data), i)
 			}
 		}
 		if refund > 0 {
@@ -543,10 +585,16 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind message.Kind, msgs [
 			after = append(after, p.rateLimit.cmd(p.c, c.Keys, c.Args))
 		}
 	}
-	// Best effort: a lost refund costs quota; a lost ring entry is repaired by the workers.
+	// Best effort: a lost refund costs quota. Without a durability level a lost ring entry is
+	// repaired by the workers; with one, the message is answered not_durable (its retry
+	// writes the rings again).
 	if len(after) > 0 {
 		_ = p.c.DoMulti(ctx, after...)
 	}
-	_ = rings.write(ctx, p)
+	if p.cfg.Durability == DurableNone {
+		_ = rings.write(ctx, p)
+	} else {
+		rings.writeDurable(ctx, p, out)
+	}
 	return out
 }

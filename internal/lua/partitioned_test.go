@@ -451,3 +451,141 @@ func TestPartitionedEdits(t *testing.T) {
 		t.Errorf("editing a deleted message: %v, want ErrNotFound", err)
 	}
 }
+
+// TestPartitionedPrivateRingFailover, on a real 3+3 cluster with durability replica: a private
+// message's rings live on its users' slots, away from its flush stream. The replica of the
+// primary that holds alice's ring is stopped (and its replication link dropped), so that the
+// ring write cannot reach it; a client sends alice→bob with a client_msg_id and retries, as the Go client does, until a definite
+// answer; that primary is SIGKILLed and its replica, resumed, promoted. The 202 the client
+// finally gets must mean what it says: the message is in both users' rings afterwards, with
+// the primary that had the first write gone. (Issue 39: the ring write ran after the enqueue's
+// WAIT, outside it, and a 202 could name a message the promoted replica's ring never had.)
+func TestPartitionedPrivateRingFailover(t *testing.T) {
+	t.Parallel()
+	cl := testenv.StartCluster(t)
+	c, err := valkey.NewClient(valkey.ClientOption{InitAddress: strings.Split(cl.Addrs, ","), DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	keys, _ := keyspace.NewPartitioned("", keyspace.DefaultPartitions)
+	ops, err := lua.NewPartitioned(c, keys, lua.Config{DefaultRate: unlimited, Durability: lua.DurableReplica,
+		DurableTimeout: 100 * time.Millisecond, Timeout: time.Second, RecentSize: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// Who serves which slot: alice's ring on one primary, the conversation's stream and bob's
+	// ring on the others, so that only the ring write is held back.
+	owners := slotOwners(t, cl)
+	slot := func(key string) uint16 { cmd := c.B().Get().Key(key).Build(); return cmd.Slot() }
+	var m lua.Message
+	var ring *shard
+	for i := 0; ring == nil && i < 1000; i++ {
+		alice, bob := fmt.Sprintf("alice%d", i), fmt.Sprintf("bob%d", i)
+		route := keys.Route(message.Private, alice, bob, "")
+		s := owners[slot(keys.PrivateRing(alice))]
+		if s != owners[slot(route.Stream)] && s != owners[slot(keys.PrivateRing(bob))] {
+			ring, m = s, priv(alice, bob, "over the failover")
+		}
+	}
+	if ring == nil {
+		t.Fatal("no pair of users among 1000 whose ring, stream and other ring are on different primaries")
+	}
+	m.ClientMsgID = "ring-1"
+	testenv.WaitFor(t, "a durable enqueue", 10*time.Second, func() bool { _, err := ops.Enqueue(ctx, pub("warm", "up")); return err == nil })
+	// Stopped, the replica would still find in its socket what the primary sent before the
+	// kill: the primary also drops the link, so that nothing written from now on reaches it.
+	ring.replica.Pause()
+	testenv.Do(t, ring.primary.Client(t), "CLIENT", "KILL", "TYPE", "replica")
+	resumed := false
+	defer func() {
+		if !resumed {
+			ring.replica.Resume()
+		}
+	}()
+
+	type answer struct {
+		res lua.Result
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() { // the client: retries while the answer is not definite, for up to 30 s
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			res, err := ops.Enqueue(ctx, m)
+			var nde *lua.NotDurableError
+			if err == nil || time.Now().After(deadline) || !(errors.As(err, &nde) || errors.Is(err, lua.ErrUnavailable)) {
+				done <- answer{res, err}
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	time.Sleep(500 * time.Millisecond) // the first attempt's ring write sits on the primary alone
+	ring.primary.Stop()
+	ring.replica.Resume()
+	resumed = true
+	testenv.WaitFor(t, "the ring's replica promoted", 20*time.Second, func() bool {
+		s, _ := testenv.Do(t, ring.replica.Client(t), "INFO", "replication").ToString()
+		return strings.Contains(s, "role:master")
+	})
+	ring.primary.Restart() // it rejoins as the new primary's replica, so that WAIT can pass again
+	a := <-done
+	if a.err != nil {
+		t.Fatalf("the send was never answered 202: %v", a.err)
+	}
+	for _, user := range []string{m.OwnerID, m.RecipientID} {
+		var found bool
+		testenv.WaitFor(t, user+"'s ring readable", 10*time.Second, func() bool {
+			entries, err := ops.RecentPrivate(ctx, user, 50)
+			if err != nil {
+				return false
+			}
+			found = slices.ContainsFunc(entries, func(e string) bool { return strings.Contains(e, fmt.Sprintf(`"cache_id":%d,`, a.res.CacheID)) })
+			return true
+		})
+		if !found {
+			t.Errorf("%s's ring lacks message %d, answered 202, after the failover of the primary that held it", user, a.res.CacheID)
+		}
+	}
+}
+
+// shard is a primary and its replica.
+type shard struct{ primary, replica *testenv.Valkey }
+
+// slotOwners maps each slot to its shard (CLUSTER SLOTS), once every shard has its replica.
+func slotOwners(t *testing.T, cl *testenv.Cluster) map[uint16]*shard {
+	t.Helper()
+	byAddr := map[string]*testenv.Valkey{}
+	for _, n := range cl.Nodes {
+		byAddr[n.Addr] = n
+	}
+	var rows []valkey.ValkeyMessage
+	testenv.WaitFor(t, "a replica for every shard in CLUSTER SLOTS", 20*time.Second, func() bool {
+		rows, _ = testenv.Do(t, cl.Nodes[0].Client(t), "CLUSTER", "SLOTS").ToArray()
+		for _, row := range rows {
+			if f, _ := row.ToArray(); len(f) < 4 {
+				return false
+			}
+		}
+		return len(rows) > 0
+	})
+	out := map[uint16]*shard{}
+	for _, row := range rows {
+		f, _ := row.ToArray()
+		lo, _ := f[0].AsInt64()
+		hi, _ := f[1].AsInt64()
+		addr := func(v valkey.ValkeyMessage) *testenv.Valkey {
+			x, _ := v.ToArray()
+			host, _ := x[0].ToString()
+			port, _ := x[1].AsInt64()
+			return byAddr[fmt.Sprintf("%s:%d", host, port)]
+		}
+		s := &shard{primary: addr(f[2]), replica: addr(f[3])}
+		for sl := lo; sl <= hi; sl++ {
+			out[uint16(sl)] = s
+		}
+	}
+	return out
+}

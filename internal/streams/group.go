@@ -115,10 +115,13 @@ func (g *Group) Read(ctx context.Context, id string, count int, block time.Durat
 		cmd = b.Streams().Key(g.cfg.Stream).Id(id).Build()
 	}
 	var touch func(valkey.ValkeyResult) []string
-	if id != ">" {
-		// A read of this consumer's history may write nothing that replication carries, and a
-		// WAIT after no write confirms nothing: touch what it returned (XCLAIM JUSTID, a write
-		// after the entries' XADDs) and wait for that.
+	if id != ">" || block > 0 {
+		// WAIT waits for the connection's last write offset, which Valkey sets only for a
+		// command that propagated when it ran. A read of this consumer's history may write
+		// nothing; a read that blocked and was served by a later XADD leaves the offset at the
+		// connection's previous write (Valkey 8.0), so the WAIT after it would pass while the
+		// replicas lack the entries (TestGroupBlockedReadWaitsForReplicas). Either way: touch
+		// what it returned (XCLAIM JUSTID, a write after the entries' XADDs) and wait for that.
 		touch = func(r valkey.ValkeyResult) []string {
 			xs, _ := r.AsXRead()
 			ids := make([]string, 0, len(xs[g.cfg.Stream]))

@@ -156,3 +156,56 @@ func TestGroupWaitsForReplicas(t *testing.T) {
 		t.Fatalf("%d pending, want 3 (the unconfirmed entry stays pending)", n)
 	}
 }
+
+// TestGroupBlockedReadWaitsForReplicas: a read that blocked until an entry arrived must not
+// pass for confirmed while the replica lacks the entry. Valkey sets a connection's write offset
+// (what WAIT waits for) only for a command that propagated when it ran; a blocked XREADGROUP
+// served later by another client's XADD leaves it at the connection's previous write, and a
+// WAIT after it answers at once with every replica that had that. Measured on Valkey 8.0: WAIT
+// 1 answered 1 with the replica stopped. A worker that trusted it wrote rows for entries a
+// promoted replica never had, and a retried client_msg_id became a second row (issue 39).
+func TestGroupBlockedReadWaitsForReplicas(t *testing.T) {
+	t.Parallel()
+	primary := testenv.StartValkey(t)
+	_, port, _ := strings.Cut(primary.Addr, ":")
+	replica := testenv.StartValkey(t, "--replicaof", "127.0.0.1", port)
+	c := primary.Client(t)
+	testenv.WaitFor(t, "the replica in sync", 10*time.Second, func() bool {
+		s, _ := testenv.Do(t, c, "INFO", "replication").ToString()
+		return strings.Contains(s, "state=online")
+	})
+	g, err := streams.NewGroup(c, streams.GroupConfig{Stream: "s", DeadLetter: "d", Group: "g", Consumer: "a",
+		Replicas: 1, ReplicaTimeout: 50 * time.Millisecond, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := g.Create(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A first read and confirmation with the replica up: the connection's write offset is one
+	// the replica acknowledged.
+	testenv.Do(t, c, "XADD", "s", "*", "cache_id", "1")
+	if es, err := g.Read(ctx, ">", 10, 0); err != nil || len(es) != 1 {
+		t.Fatalf("read with the replica up: %v, %v", es, err)
+	}
+	replica.Pause()
+	defer replica.Resume()
+	type result struct {
+		es  []streams.Entry
+		err error
+	}
+	done := make(chan result, 1)
+	rctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	go func() {
+		es, err := g.Read(rctx, ">", 10, 2*time.Second)
+		done <- result{es, err}
+	}()
+	time.Sleep(300 * time.Millisecond) // the read is blocked by now
+	testenv.Do(t, c, "XADD", "s", "*", "cache_id", "2")
+	r := <-done
+	if !errors.Is(r.err, streams.ErrNotReplicated) {
+		t.Fatalf("a blocked read served while the replica is stopped returned %v, %v; want ErrNotReplicated", r.es, r.err)
+	}
+}

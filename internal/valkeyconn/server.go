@@ -25,6 +25,8 @@ type Info struct {
 	Policy string
 	// AOFEnabled reports appendonly yes.
 	AOFEnabled bool
+	// Replicas is connected_slaves: the replicas connected to a primary.
+	Replicas int
 }
 
 // Evicting reports a memory policy that deletes keys when memory is full: the flush streams
@@ -100,6 +102,8 @@ func parseInfo(s string) Info {
 			i.Policy = v
 		case "aof_enabled":
 			i.AOFEnabled = v == "1"
+		case "connected_slaves":
+			i.Replicas, _ = strconv.Atoi(v)
 		}
 	}
 	return i
