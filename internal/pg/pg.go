@@ -154,7 +154,7 @@ func (s *Store) writeIsolated(ctx context.Context, kind message.Kind, sql string
 	return s.writeIsolated(ctx, kind, sql, row, recs, idx[mid:], n, res)
 }
 
-// delete records tombstones and removes the rows, under the table lock of lock_message.sql. It
+// delete records tombstones and removes the rows, under the table lock of lock.sql. It
 // returns the private rows removed, with their users.
 func (s *Store) delete(ctx context.Context, kind message.Kind, recs []message.Record, idx []int) ([]message.Record, error) {
 	ids := make([]int64, len(idx))

@@ -3,53 +3,44 @@ package pg
 import (
 	_ "embed"
 	"fmt"
+	"slices"
+	"strings"
+	"text/template"
 	"time"
 
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
+// The statements on a message table, each written once for both tables: text/template files
+// rendered at start from the table's descriptor (sqlTable), so that a column is named in one
+// place (table.columns) and no statement has a twin per kind.
 var (
-	//go:embed insert_message.sql
-	insertMessageSQL string
-	//go:embed insert_private_message.sql
-	insertPrivateMessageSQL string
-	//go:embed lock_message.sql
-	lockMessageSQL string
-	//go:embed lock_private_message.sql
-	lockPrivateMessageSQL string
-	//go:embed copy_lock_message.sql
-	copyLockMessageSQL string
-	//go:embed copy_lock_private_message.sql
-	copyLockPrivateMessageSQL string
-	//go:embed delete_message.sql
-	deleteMessageSQL string
-	//go:embed delete_private_message.sql
-	deletePrivateMessageSQL string
-	//go:embed existing_message.sql
-	existingMessageSQL string
-	//go:embed existing_private_message.sql
-	existingPrivateMessageSQL string
-	//go:embed history_message_before.sql
-	historyMessageBeforeSQL string
-	//go:embed history_message_after.sql
-	historyMessageAfterSQL string
-	//go:embed history_private_before.sql
-	historyPrivateBeforeSQL string
-	//go:embed history_private_after.sql
-	historyPrivateAfterSQL string
-	//go:embed one_message.sql
-	oneMessageSQL string
-	//go:embed one_private_message.sql
-	onePrivateMessageSQL string
-	//go:embed edit_message.sql
-	editMessageSQL string
-	//go:embed edit_private_message.sql
-	editPrivateMessageSQL string
+	//go:embed insert.sql
+	insertTmpl string
+	//go:embed edit.sql
+	editTmpl string
+	//go:embed lock.sql
+	lockTmpl string
+	//go:embed copy_lock.sql
+	copyLockTmpl string
+	//go:embed delete.sql
+	deleteTmpl string
+	//go:embed existing.sql
+	existingTmpl string
+	//go:embed one.sql
+	oneTmpl string
+	//go:embed history.sql
+	historyTmpl string
 )
+
+// column is a column of a message table and its PostgreSQL type, as the writes' unnest arrays
+// take it.
+type column struct{ name, typ string }
 
 // table is everything that differs between the kinds in PostgreSQL: the table, its columns, a
 // record's row, and the statements on it. The code that writes and reads asks it and never
-// branches on the kind, so that a column added to a message is added here and in the SQL.
+// branches on the kind, so that a column added to a message is added here (columns, row) and
+// to the read order of rowFields.
 type table struct {
 	kind    message.Kind
 	name    string
@@ -66,27 +57,106 @@ type table struct {
 	returnsUsers bool
 }
 
+// placement is the column beside owner_id that places a message in its timeline, per kind.
+var placement = [...]string{message.Public: "channel_id", message.Private: "recipient_id"}
+
+// newTable describes kind's table name: its columns are a message's, with placement's column.
+func newTable(kind message.Kind, name string) table {
+	place := placement[kind]
+	insert := []column{{"cache_id", "bigint"}, {"owner_id", "text"}, {place, "text"}, {"username", "text"},
+		{"content", "text"}, {"created_at", "timestamptz"}, {"stream_id", "text"}}
+	t := table{kind: kind, name: name, returnsUsers: kind == message.Private,
+		row: func(r *message.Record) []any {
+			p := r.Message.ChannelID
+			if kind == message.Private {
+				p = r.Message.RecipientID
+			}
+			return []any{r.CacheID, r.Message.OwnerID, p, r.Message.Username, r.Message.Content, r.CreatedAt, r.StreamID}
+		}}
+	for _, c := range insert {
+		t.columns = append(t.columns, c.name)
+	}
+	// What rowFields scans, in its order; a placement column the table lacks reads as ''.
+	var read []string
+	for _, c := range readOrder {
+		switch {
+		case c == "version":
+			read = append(read, "GREATEST(version, cache_id) AS version")
+		case (c == "channel_id" || c == "recipient_id") && c != place:
+			read = append(read, "'' AS "+c)
+		default:
+			read = append(read, c)
+		}
+	}
+	d := sqlTable{Name: name, Kind: kind.String(), Private: kind == message.Private, Insert: insert,
+		Edit: append(slices.Clone(insert), column{"version", "bigint"}, column{"edited_at", "timestamptz"}),
+		Read: strings.Join(read, ", ")}
+	t.insert, t.edit, t.lock, t.copyLock = render(insertTmpl, d), render(editTmpl, d), render(lockTmpl, d), render(copyLockTmpl, d)
+	t.delete, t.existing, t.one = render(deleteTmpl, d), render(existingTmpl, d), render(oneTmpl, d)
+	t.historyBefore = render(historyTmpl, history{T: d, Op: "<", Order: "DESC"})
+	t.historyAfter = render(historyTmpl, history{T: d, Op: ">", Order: "ASC"})
+	return t
+}
+
+// readOrder is the order rowFields scans a row in.
+var readOrder = []string{"cache_id", "owner_id", "recipient_id", "channel_id", "username", "content", "created_at", "version", "edited_at"}
+
 var tables = [...]table{
-	message.Public: {
-		kind: message.Public, name: "chat_messages",
-		columns: []string{"cache_id", "owner_id", "channel_id", "username", "content", "created_at", "stream_id"},
-		row: func(r *message.Record) []any {
-			return []any{r.CacheID, r.Message.OwnerID, r.Message.ChannelID, r.Message.Username, r.Message.Content, r.CreatedAt, r.StreamID}
-		},
-		insert: insertMessageSQL, lock: lockMessageSQL, copyLock: copyLockMessageSQL, delete: deleteMessageSQL,
-		existing: existingMessageSQL, historyBefore: historyMessageBeforeSQL, historyAfter: historyMessageAfterSQL,
-		one: oneMessageSQL, edit: editMessageSQL,
+	message.Public:  newTable(message.Public, "chat_messages"),
+	message.Private: newTable(message.Private, "private_messages"),
+}
+
+// sqlTable is what the statement templates see of a table.
+type sqlTable struct {
+	Name, Kind   string
+	Private      bool
+	Insert, Edit []column
+	// Read is the select list of a whole row, in rowFields' order.
+	Read string
+}
+
+// history is the history template's data: the table and the page's direction.
+type history struct {
+	T         sqlTable
+	Op, Order string
+}
+
+// seek is one range scan of a history page, on column.
+type seek struct {
+	history
+	Column string
+}
+
+// With is the seek of the page on column.
+func (h history) With(column string) seek { return seek{h, column} }
+
+var sqlFuncs = template.FuncMap{
+	// cols is the columns' names, each after prefix, comma-separated.
+	"cols": func(cs []column, prefix string) string {
+		names := make([]string, len(cs))
+		for i, c := range cs {
+			names[i] = prefix + c.name
+		}
+		return strings.Join(names, ", ")
 	},
-	message.Private: {
-		kind: message.Private, name: "private_messages",
-		columns: []string{"cache_id", "owner_id", "recipient_id", "username", "content", "created_at", "stream_id"},
-		row: func(r *message.Record) []any {
-			return []any{r.CacheID, r.Message.OwnerID, r.Message.RecipientID, r.Message.Username, r.Message.Content, r.CreatedAt, r.StreamID}
-		},
-		insert: insertPrivateMessageSQL, lock: lockPrivateMessageSQL, copyLock: copyLockPrivateMessageSQL, delete: deletePrivateMessageSQL,
-		existing: existingPrivateMessageSQL, historyBefore: historyPrivateBeforeSQL, historyAfter: historyPrivateAfterSQL,
-		one: onePrivateMessageSQL, edit: editPrivateMessageSQL, returnsUsers: true,
+	// unnest is one typed array parameter per column: $1::bigint[], $2::text[], …
+	"unnest": func(cs []column) string {
+		ps := make([]string, len(cs))
+		for i, c := range cs {
+			ps[i] = fmt.Sprintf("$%d::%s[]", i+1, c.typ)
+		}
+		return strings.Join(ps, ", ")
 	},
+}
+
+// render executes the statement template src on data; a template that does not render is a
+// programming error, found by every test of the package.
+func render(src string, data any) string {
+	var b strings.Builder
+	if err := template.Must(template.New("sql").Funcs(sqlFuncs).Parse(src)).Execute(&b, data); err != nil {
+		panic(fmt.Sprintf("pg: rendering a statement: %v", err))
+	}
+	return b.String()
 }
 
 // edited is an edit's values, in the order the edit statement takes them: row's, then the

@@ -1,5 +1,0 @@
--- Taken before a COPY of public messages. ROW EXCLUSIVE is what the COPY takes anyway; taking it
--- first, in its own statement, makes the transaction wait for a deletion in progress (it holds
--- SHARE ROW EXCLUSIVE, lock_message.sql) before tombstones.sql reads the tombstones, so that
--- query sees every deletion committed before the COPY can run.
-LOCK TABLE chat_messages IN ROW EXCLUSIVE MODE

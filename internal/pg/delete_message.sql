@@ -1,1 +1,0 @@
-DELETE FROM chat_messages WHERE cache_id = ANY($1::bigint[])

@@ -1,2 +1,0 @@
--- As lock_message.sql, for private messages.
-LOCK TABLE private_messages IN SHARE ROW EXCLUSIVE MODE
