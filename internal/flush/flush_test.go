@@ -669,7 +669,7 @@ func TestFlushedLeaveTheIndexes(t *testing.T) {
 	b.enqueue(t, message.Public, 40)
 	b.enqueue(t, message.Private, 40)
 	pub, priv := b.keys.Stream(message.Public), b.keys.Stream(message.Private)
-	indexes := []string{keyspace.BacklogIndex(pub, message.PublicTimeline), keyspace.BacklogIndex(priv, message.PrivateTimeline("r"))}
+	indexes := []string{keyspace.BacklogIndex(pub, message.ChannelTimeline(message.DefaultChannel)), keyspace.BacklogIndex(priv, message.PrivateTimeline("r"))}
 	for u := range 7 {
 		indexes = append(indexes, keyspace.BacklogIndex(priv, message.PrivateTimeline(fmt.Sprintf("u%d", u))))
 	}
@@ -726,7 +726,7 @@ func TestFlushedEdits(t *testing.T) {
 		cfg.BatchSize = 7 // many batches, met in either order by the two
 		b.start(t, cfg)
 	}
-	ix := keyspace.BacklogIndex(stream, message.PublicTimeline)
+	ix := keyspace.BacklogIndex(stream, message.ChannelTimeline(message.DefaultChannel))
 	testenv.WaitFor(t, "the marks and index to empty", 10*time.Second, func() bool {
 		n, _ := testenv.Do(t, b.client, "HLEN", keyspace.Edits(stream)).AsInt64()
 		c, _ := testenv.Do(t, b.client, "ZCARD", ix).AsInt64()

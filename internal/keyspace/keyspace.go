@@ -47,9 +47,6 @@ func ValidatePrefix(prefix string) error {
 	return nil
 }
 
-// Prefix returns the prefix the keys are built under.
-func (k Keys) Prefix() string { return k.prefix }
-
 // Counter is the id counter (INCR) of a kind.
 func (k Keys) Counter(kind message.Kind) string {
 	if kind == message.Private {

@@ -53,9 +53,6 @@ func NewPartitioned(prefix string, p int) (Partitioned, error) {
 // Partitions is P.
 func (k Partitioned) Partitions() int { return k.p }
 
-// Prefix returns the prefix the keys are built under.
-func (k Partitioned) Prefix() string { return k.prefix }
-
 // PublicPartition is the partition of a public message of owner.
 func (k Partitioned) PublicPartition(owner string) int { return hash(owner) % k.p }
 

@@ -54,7 +54,7 @@ func TestStoreConformance(t *testing.T) {
 			if !slices.IsSorted(pubIDs) || !slices.IsSorted(privIDs) {
 				t.Fatalf("one owner's ids do not rise: %v %v", pubIDs, privIDs)
 			}
-			s.wantRecent(t, message.PublicTimeline, pubIDs[2:])
+			s.wantRecent(t, message.ChannelTimeline(message.DefaultChannel), pubIDs[2:])
 			s.wantRecent(t, message.PrivateTimeline("alice"), privIDs[2:])
 			s.wantRecent(t, message.PrivateTimeline("bob"), privIDs[2:])
 			s.wantRecent(t, message.PrivateTimeline("nobody"), nil)
@@ -201,7 +201,7 @@ func TestStoreConformance(t *testing.T) {
 			a2 := s.send(t, withChannel(pub("carol", "2"), "team-42.general")).CacheID
 			s.wantRecent(t, message.ChannelTimeline("team-42.general"), []int64{a1, a2})
 			s.wantRecent(t, message.ChannelTimeline("Org:Room~1"), []int64{b1})
-			s.wantRecent(t, message.PublicTimeline, nil)
+			s.wantRecent(t, message.ChannelTimeline(message.DefaultChannel), nil)
 			if err := s.DeletePublic(context.Background(), "team-42.general", a1); err != nil {
 				t.Fatal(err)
 			}
@@ -213,7 +213,7 @@ func TestStoreConformance(t *testing.T) {
 			if err := s.DeletePublic(ctx, "", gone.CacheID); err != nil {
 				t.Fatal(err)
 			}
-			s.wantRecent(t, message.PublicTimeline, []int64{keep.CacheID})
+			s.wantRecent(t, message.ChannelTimeline(message.DefaultChannel), []int64{keep.CacheID})
 			r, _ := s.layout.RouteOf(message.Public, "", gone.CacheID)
 			last, err := testenv.Do(t, s.c, "XREVRANGE", r.Stream, "+", "-", "COUNT", "1").AsXRange()
 			if err != nil || len(last) != 1 || last[0].FieldValues[message.FieldKind] != message.KindDelete ||

@@ -141,16 +141,6 @@ func newestOfList(ctx context.Context, c valkey.Client, timeout time.Duration, r
 	return v, nil
 }
 
-// RecentPublic returns up to limit of the newest public messages, oldest first.
-func (s *Scripts) RecentPublic(ctx context.Context, limit int) ([]string, error) {
-	return s.RecentRing(ctx, s.keys.PublicRing(), limit)
-}
-
-// RecentPrivate returns up to limit of a user's newest private messages, oldest first.
-func (s *Scripts) RecentPrivate(ctx context.Context, user string, limit int) ([]string, error) {
-	return s.RecentRing(ctx, s.keys.PrivateRing(user), limit)
-}
-
 // DeletePublic deletes a public message from the public ring and the flush stream's future.
 func (s *Scripts) DeletePublic(ctx context.Context, channel string, id int64) error {
 	return s.Delete(ctx, message.Public, id, "", "", channel, s.keys.ChannelRing(channel))

@@ -39,9 +39,6 @@ type Timeline struct {
 // ChannelTimeline is the public messages of channel.
 func ChannelTimeline(channel string) Timeline { return Timeline{Kind: Public, Channel: channel} }
 
-// PublicTimeline is the default channel under its default name.
-var PublicTimeline = ChannelTimeline(DefaultChannel)
-
 // PrivateTimeline is user's private messages.
 func PrivateTimeline(user string) Timeline { return Timeline{Kind: Private, User: user} }
 

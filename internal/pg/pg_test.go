@@ -466,9 +466,9 @@ func TestReaderRole(t *testing.T) {
 		q    pg.PageQuery
 		want []int64
 	}{
-		{pg.PageQuery{Timeline: message.PublicTimeline, Before: true, Limit: 2}, []int64{4, 3}},
-		{pg.PageQuery{Timeline: message.PublicTimeline, Before: true, Cursor: 3, Limit: 5, Exclude: []int64{1}}, []int64{2}},
-		{pg.PageQuery{Timeline: message.PublicTimeline, Cursor: 1, Limit: 2}, []int64{2, 3}},
+		{pg.PageQuery{Timeline: message.ChannelTimeline(message.DefaultChannel), Before: true, Limit: 2}, []int64{4, 3}},
+		{pg.PageQuery{Timeline: message.ChannelTimeline(message.DefaultChannel), Before: true, Cursor: 3, Limit: 5, Exclude: []int64{1}}, []int64{2}},
+		{pg.PageQuery{Timeline: message.ChannelTimeline(message.DefaultChannel), Cursor: 1, Limit: 2}, []int64{2, 3}},
 		{pg.PageQuery{Timeline: message.ChannelTimeline("Org:Room~1"), Before: true, Limit: 10}, []int64{6, 5}},
 		{pg.PageQuery{Timeline: message.ChannelTimeline("Org:Room~1"), Cursor: 5, Limit: 10}, []int64{6}},
 		{pg.PageQuery{Timeline: message.ChannelTimeline("org:room~1"), Limit: 10}, nil}, // case-sensitive

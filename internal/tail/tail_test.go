@@ -85,12 +85,12 @@ func TestSlowSubscriberDropped(t *testing.T) {
 	t.Parallel()
 	tails, c, keys := startTails(t, tail.Config{Buffer: 32})
 	ctx := context.Background()
-	slow, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), "")
+	slow, err := tails.Subscribe(ctx, tail.Follow(message.ChannelTimeline(message.DefaultChannel)), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer slow.Close()
-	fast, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), "")
+	fast, err := tails.Subscribe(ctx, tail.Follow(message.ChannelTimeline(message.DefaultChannel)), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestIdleReadersPark(t *testing.T) {
 		}
 		return v.CacheID
 	}
-	first, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), "")
+	first, err := tails.Subscribe(ctx, tail.Follow(message.ChannelTimeline(message.DefaultChannel)), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestIdleReadersPark(t *testing.T) {
 	if after := xreads(); after != before {
 		t.Errorf("%d XREADs while nobody was subscribed, want none", after-before)
 	}
-	live, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), "")
+	live, err := tails.Subscribe(ctx, tail.Follow(message.ChannelTimeline(message.DefaultChannel)), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestIdleReadersPark(t *testing.T) {
 		t.Fatalf("a new subscriber's first event is %d, want 51 (the entries before it are not live)", got)
 	}
 	// A cursor from before the pause: 2..51 once each, in order, then the live 52.
-	cur, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), afterFirst)
+	cur, err := tails.Subscribe(ctx, tail.Follow(message.ChannelTimeline(message.DefaultChannel)), afterFirst)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +386,7 @@ func TestPacing(t *testing.T) {
 			t.Parallel()
 			tails, c, keys := startTails(t, tail.Config{WriteBudget: tc.budget})
 			ctx := context.Background()
-			s, err := tails.Subscribe(ctx, tail.Follow(message.PublicTimeline), "")
+			s, err := tails.Subscribe(ctx, tail.Follow(message.ChannelTimeline(message.DefaultChannel)), "")
 			if err != nil {
 				t.Fatal(err)
 			}
