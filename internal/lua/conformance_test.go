@@ -37,7 +37,7 @@ var layouts = []struct {
 
 // TestStoreConformance runs one suite against both layouts' stores (lua.Open), each case on a
 // fresh real Valkey: ids, rings, self-DMs, client_msg_id retries, the backlog cap, the rate
-// limit and its settings, batches and deletions.
+// limit and its settings, edits, batches and deletions.
 func TestStoreConformance(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -116,6 +116,42 @@ func TestStoreConformance(t *testing.T) {
 				t.Fatalf("the third message: %v, want a RateLimitedError with a delay", err)
 			}
 			s.send(t, pub("bob", "1")) // others are not limited
+		}},
+		{"an edit replaces the ring entry at a higher version; others' edits and stale ones are refused", lua.Config{}, func(t *testing.T, s store) {
+			ctx := context.Background()
+			// The message as ingest encodes it (message.Message's JSON, whose field order the
+			// edit script splices).
+			first := message.Message{OwnerID: "alice", ChannelID: "room", Username: "alice", Content: "first", CreatedAt: "2026-12-07T09:00:00Z"}
+			id := s.send(t, lua.Message{OwnerID: "alice", ChannelID: "room", Data: first.JSON()}).CacheID
+			edit := func(owner, content string, ifMatch int64) (int64, error) {
+				return s.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: id, IfMatch: ifMatch,
+					Message: message.Message{OwnerID: owner, ChannelID: "room", Content: content, EditedAt: "2026-12-07T10:00:00Z"}})
+			}
+			v1, err := edit("alice", "second", 0)
+			if err != nil || v1 <= id {
+				t.Fatalf("edit: version %d, %v; want above the id %d", v1, err, id)
+			}
+			v2, err := edit("alice", "third", v1)
+			if err != nil || v2 <= v1 {
+				t.Fatalf("edit at If-Match %d: version %d, %v", v1, v2, err)
+			}
+			if _, err := edit("alice", "stale", v1); !errors.Is(err, lua.ErrVersionMismatch) {
+				t.Fatalf("edit at a stale If-Match: %v, want ErrVersionMismatch", err)
+			}
+			if _, err := edit("mallory", "mine now", 0); !errors.Is(err, lua.ErrNotAuthor) {
+				t.Fatalf("another user's edit: %v, want ErrNotAuthor", err)
+			}
+			entries, err := s.Recent(ctx, message.ChannelTimeline("room"), 0)
+			if err != nil || len(entries) != 1 || !strings.Contains(entries[0], `"content":"third"`) ||
+				!strings.Contains(entries[0], `"version":`+strconv.FormatInt(v2, 10)) {
+				t.Fatalf("the ring after the edits: %q, %v; want one entry, content third at version %d", entries, err, v2)
+			}
+			if err := s.DeletePublic(ctx, "room", id); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := edit("alice", "after the delete", 0); err == nil {
+				t.Fatal("an edit of a deleted message was taken")
+			}
 		}},
 		{"a batch answers each message, in order", lua.Config{}, func(t *testing.T, s store) {
 			s.setRate(t, lua.RateLimit{Limit: 2, WindowSeconds: 60, Algorithm: lua.Fixed})
