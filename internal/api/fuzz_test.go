@@ -35,7 +35,7 @@ func FuzzDecodeMessage(f *testing.F) {
 			return
 		}
 		m := message.Message{OwnerID: req.OwnerID, RecipientID: req.RecipientID, Username: req.Username, Content: req.Content, CreatedAt: req.CreatedAt}
-		if err := m.Validate(true, now); err != nil {
+		if err := m.Validate(message.Private, now); err != nil {
 			return
 		}
 		var back message.Message

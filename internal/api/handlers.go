@@ -55,7 +55,7 @@ func (s *Server) toLua(req *publicRequest, recipient string, kind message.Kind, 
 		Content:     req.Content,
 		CreatedAt:   req.CreatedAt,
 	}
-	if err := m.Validate(kind == message.Private, s.cfg.NowFunc()); err != nil {
+	if err := m.Validate(kind, s.cfg.NowFunc()); err != nil {
 		return lua.Message{}, err
 	}
 	lm := lua.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, ChannelID: m.ChannelID, Data: m.JSON()}

@@ -91,9 +91,9 @@ func ValidateID(field, v string) error {
 	return nil
 }
 
-// Validate checks m as a public message (private false) or a private one, and sets CreatedAt to
-// now in UTC when it is empty.
-func (m *Message) Validate(private bool, now time.Time) error {
+// Validate checks m as a message of kind, and sets CreatedAt to now in UTC when it is empty.
+func (m *Message) Validate(kind Kind, now time.Time) error {
+	private := kind == Private
 	if err := ValidateID("owner_id", m.OwnerID); err != nil {
 		return err
 	}

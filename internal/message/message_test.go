@@ -43,7 +43,11 @@ func TestValidate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := tt.m
-			err := m.Validate(tt.private, now)
+			kind := message.Public
+			if tt.private {
+				kind = message.Private
+			}
+			err := m.Validate(kind, now)
 			var fe *message.FieldError
 			switch {
 			case tt.field == "" && err != nil:
