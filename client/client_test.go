@@ -312,3 +312,46 @@ func TestTailResumes(t *testing.T) {
 		t.Errorf("the tail gave\n%v\nwant\n%v", got, want)
 	}
 }
+
+// TestTailSkipped: entries of the stream the server cannot read reach the tail's caller as
+// "skipped" events naming them, each one (two in a row are not taken for repeats), and the
+// tail goes on with the next message.
+func TestTailSkipped(t *testing.T) {
+	t.Parallel()
+	in := startIngest(t)
+	c := newClient(t, in)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	vc := in.valkey.Client(t)
+	var bad []string
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		time.Sleep(500 * time.Millisecond) // once the tail follows
+		for range 2 {
+			id, err := vc.Do(ctx, vc.B().Xadd().Key(in.keys.Stream(0)).Id("*").FieldValue().FieldValue("cache_id", "9").
+				FieldValue("kind", "message").FieldValue("payload", "{broken").Build()).ToString()
+			if err != nil {
+				t.Error(err)
+			}
+			bad = append(bad, id)
+		}
+		if _, err := c.Send(context.Background(), client.Draft{OwnerID: "ann", Content: "after", Channel: "room"}); err != nil {
+			t.Error(err)
+		}
+	}()
+	var got []string
+	for ev, err := range c.Tail(ctx, client.TailQuery{Timeline: client.Timeline{Channel: "room"}}) {
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		got = append(got, ev.Type+":"+ev.Skipped+ev.Entry.Data.Content)
+		if ev.Type == "message" {
+			break
+		}
+	}
+	<-wrote
+	if want := []string{"skipped:" + bad[0], "skipped:" + bad[1], "message:after"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("the tail gave %v, want %v", got, want)
+	}
+}

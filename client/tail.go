@@ -16,10 +16,14 @@ import (
 type Event struct {
 	// ID is the resume cursor after this event.
 	ID string
-	// Type is "message", "edit" (Entry is the whole new version: replace, do not patch) or
-	// "delete" (Entry holds the cache id, and the channel of a public message).
+	// Type is "message", "edit" (Entry is the whole new version: replace, do not patch),
+	// "delete" (Entry holds the cache id, and the channel of a public message) or "skipped"
+	// (an entry of the stream the server could not read, which the workers dead-letter;
+	// Skipped names it, Entry is empty).
 	Type  string
 	Entry Entry
+	// Skipped is the stream entry id of a "skipped" event.
+	Skipped string
 }
 
 // TailQuery says what to follow.
@@ -152,7 +156,20 @@ func (c *Client) readEvents(res *http.Response, yield func(Event, error) bool, s
 			if typ != "" && typ != "error" && data.Len() > 0 {
 				var ev Event
 				ev.ID, ev.Type = id, typ
-				if err := json.Unmarshal([]byte(data.String()), &ev.Entry); err == nil {
+				if typ == "skipped" {
+					// An entry the server could not read: no message, nothing to merge.
+					var sk struct {
+						StreamID string `json:"stream_id"`
+					}
+					_ = json.Unmarshal([]byte(data.String()), &sk)
+					ev.Skipped = sk.StreamID
+					if ev.ID != "" {
+						cursor = ev.ID
+					}
+					if !yield(ev, nil) {
+						return cursor, true
+					}
+				} else if err := json.Unmarshal([]byte(data.String()), &ev.Entry); err == nil {
 					if ev.ID != "" {
 						cursor = ev.ID
 					}

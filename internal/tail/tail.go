@@ -19,6 +19,7 @@ package tail
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"sync"
@@ -51,13 +52,19 @@ var (
 type Event struct {
 	// ID is the cursor that resumes right after this event.
 	ID string
-	// Type is "message", "edit" or "delete".
+	// Type is "message", "edit", "delete", or EventSkipped.
 	Type string
 	// Data is the message as history gives it, or {"cache_id":N} for a deletion.
 	Data []byte
 	// rec routes the event to the subscribers whose timeline contains it.
 	rec *message.Record
+	// unrouted: a skipped entry that names no channel or user goes to every subscriber.
+	unrouted bool
 }
+
+// EventSkipped is the type of the event of an entry the tail could not read (the workers
+// dead-letter it): its data is {"error":"bad_entry","stream_id":…}.
+const EventSkipped = "skipped"
 
 // Config configures the tails of one ingest replica.
 type Config struct {
@@ -306,13 +313,14 @@ func (h *hub) publish(i int, es []streams.Entry) {
 			continue
 		}
 		h.pos[i] = pos{ms: ms, seq: seq, ord: h.pos[i].ord + 1}
-		ev, ok := h.toEvent(e)
-		if !ok {
-			continue
-		}
+		ev := h.toEvent(e)
 		ev.ID = encodeCursor(h.pos)
 		m := &ev.rec.Message
-		if h.kind == message.Private {
+		switch {
+		case ev.unrouted:
+			h.queue(h.subs, ev)
+			continue
+		case h.kind == message.Private:
 			h.queue(h.routes[m.OwnerID], ev)
 			if m.RecipientID != m.OwnerID {
 				h.queue(h.routes[m.RecipientID], ev)
@@ -529,7 +537,7 @@ type Subscription struct {
 }
 
 // wants reports whether the event is for this subscriber.
-func (s *Subscription) wants(ev Event) bool { return s.sel.Contains(ev.rec) }
+func (s *Subscription) wants(ev Event) bool { return ev.unrouted || s.sel.Contains(ev.rec) }
 
 // wake gives s its token, if it has none.
 func (s *Subscription) wake() {
@@ -741,8 +749,8 @@ func (s *Subscription) catchUp(ctx context.Context) error {
 				break // the live events take it from here
 			}
 			s.at[k] = p
-			ev, ok := s.h.toEvent(e)
-			if !ok || !s.wants(ev) {
+			ev := s.h.toEvent(e)
+			if !s.wants(ev) {
 				continue
 			}
 			ids := make([]pos, len(s.at))
@@ -780,12 +788,13 @@ func (s *Subscription) unregister() {
 	h.remove(s, ErrClosed)
 }
 
-// toEvent turns a stream entry into an event; false for an entry that is not a message or a
-// deletion (it would be dead-lettered).
-func (h *hub) toEvent(e streams.Entry) (Event, bool) {
+// toEvent turns a stream entry into an event. An entry that does not decode (the workers
+// dead-letter it) becomes a "skipped" event, never nothing: a subscriber learns that an entry
+// of what it follows could not be read, and its cursor moves past it (skipped).
+func (h *hub) toEvent(e streams.Entry) Event {
 	rec, err := message.DecodeEntry(h.kind.String(), h.t.cfg.DefaultChannel, e.ID, e.Fields)
 	if err != nil {
-		return Event{}, false
+		return h.skipped(e)
 	}
 	ev := Event{rec: &rec, Type: rec.Op.String()}
 	switch rec.Op {
@@ -793,10 +802,44 @@ func (h *hub) toEvent(e streams.Entry) (Event, bool) {
 		ev.Data = rec.DeletionJSON()
 	case message.OpPost, message.OpEdit: // an edit carries the whole new message: clients replace
 		ev.Data = rec.JSON()
-	default:
-		return Event{}, false
 	}
-	return ev, true
+	return ev
+}
+
+// skipped is the event of an entry that does not decode: {"error":"bad_entry","stream_id":…},
+// routed by whatever of its channel or users can be read from it, else to every subscriber of
+// the hub (unrouted). It names no detail: the entry may belong to another timeline than a
+// subscriber's; operators find it whole among the dead letters.
+func (h *hub) skipped(e streams.Entry) Event {
+	rec := message.Record{StreamID: e.ID}
+	m := &rec.Message
+	m.OwnerID, m.RecipientID, m.ChannelID = e.Fields[message.FieldOwnerID], e.Fields[message.FieldRecipientID], e.Fields[message.FieldChannelID]
+	var p struct {
+		Data struct {
+			OwnerID     any `json:"owner_id"`
+			RecipientID any `json:"recipient_id"`
+			ChannelID   any `json:"channel_id"`
+		} `json:"data"`
+	}
+	if json.Unmarshal([]byte(e.Fields[message.FieldPayload]), &p) == nil {
+		m.OwnerID = cmp.Or(m.OwnerID, asString(p.Data.OwnerID))
+		m.RecipientID = cmp.Or(m.RecipientID, asString(p.Data.RecipientID))
+		m.ChannelID = cmp.Or(m.ChannelID, asString(p.Data.ChannelID))
+	}
+	ev := Event{rec: &rec, Type: EventSkipped}
+	ev.Data = append(message.AppendJSONString([]byte(`{"error":"bad_entry","stream_id":`), e.ID), '}')
+	if h.kind == message.Private {
+		ev.unrouted = m.OwnerID == "" && m.RecipientID == ""
+	} else {
+		ev.unrouted = m.ChannelID == ""
+	}
+	return ev
+}
+
+// asString is v when it is a string, else "".
+func asString(v any) string {
+	s, _ := v.(string)
+	return s
 }
 
 func unavailable(err error) error { return errors.Join(lua.ErrUnavailable, err) }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -423,5 +424,60 @@ func TestPacing(t *testing.T) {
 				t.Errorf("21 events 10 ms apart in %d takes with no budget: held?", takes)
 			}
 		})
+	}
+}
+
+// TestUnreadableEntriesAreSkippedOutLoud: an entry the tail cannot decode — a payload that is
+// not JSON, an operation it does not know — is never dropped in silence: it becomes a
+// "skipped" event ({"error":"bad_entry","stream_id":…}) for the subscribers of the channel it
+// names, or for every subscriber when it names none, live and on a catch-up from a cursor.
+func TestUnreadableEntriesAreSkippedOutLoud(t *testing.T) {
+	t.Parallel()
+	tails, c, keys := startTails(t, tail.Config{})
+	ctx := context.Background()
+	follow := func(channel, cursor string) *reader {
+		s, err := tails.Subscribe(ctx, tail.Follow(message.ChannelTimeline(channel)), cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return &reader{s: s}
+	}
+	a, b := follow("a", ""), follow("b", "")
+	stream := keys.Stream(message.Public)
+	addEntry(t, c, keys, message.Public, 1, `"channel_id":"a",`)
+	testenv.Do(t, c, "XADD", stream, "*", "cache_id", "2", "kind", "message", "payload", "{broken")
+	testenv.Do(t, c, "XADD", stream, "*", "cache_id", "3", "kind", "reaction", "payload",
+		`{"cache_id":3,"data":{"owner_id":"a","channel_id":"a","username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}}`)
+	addEntry(t, c, keys, message.Public, 4, `"channel_id":"a",`)
+	addEntry(t, c, keys, message.Public, 5, `"channel_id":"b",`)
+
+	types := func(r *reader, n int) ([]string, []tail.Event) {
+		t.Helper()
+		var out []string
+		var evs []tail.Event
+		for range n {
+			ev, ok, err := r.next(ctx, 5*time.Second)
+			if err != nil || !ok {
+				t.Fatalf("after %v: %v, %v", out, ok, err)
+			}
+			out = append(out, ev.Type)
+			evs = append(evs, ev)
+		}
+		return out, evs
+	}
+	gotA, evs := types(a, 4)
+	if want := []string{"message", tail.EventSkipped, tail.EventSkipped, "message"}; !slices.Equal(gotA, want) {
+		t.Fatalf("channel a's subscriber got %v, want %v", gotA, want)
+	}
+	if !strings.HasPrefix(string(evs[1].Data), `{"error":"bad_entry","stream_id":"`) {
+		t.Errorf("a skipped event's data: %s", evs[1].Data)
+	}
+	if gotB, _ := types(b, 2); !slices.Equal(gotB, []string{tail.EventSkipped, "message"}) {
+		t.Fatalf("channel b's subscriber got %v, want the unroutable entry skipped, then its message", gotB)
+	}
+	// A catch-up from the first event meets the same entries in the stream.
+	if got, _ := types(follow("a", evs[0].ID), 3); !slices.Equal(got, gotA[1:]) {
+		t.Fatalf("a catch-up of channel a got %v, want %v", got, gotA[1:])
 	}
 }
