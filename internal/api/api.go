@@ -110,7 +110,22 @@ type Server struct {
 	full atomic.Bool
 	// batchSlots bounds the batch requests in progress (Config.BatchConcurrency).
 	batchSlots *semaphore.Weighted
+	// placements is where each route pattern's path puts the timeline it serves (routes).
+	placements map[string]placement
 }
+
+// placement is where a route's path puts the timeline it serves: declared with the route, so
+// that handlers ask for the timeline (Server.timeline) and never read the path's shape.
+type placement uint8
+
+const (
+	nowhere          placement = iota // no timeline (the rate limit)
+	inDefaultChannel                  // /v1/messages…: the default channel
+	inChannel                         // /v1/channels/{channel}/…
+	ofUser                            // /v1/users/{id}/private-messages/…: a user's private messages
+	inPrivate                         // /v1/private-messages…: a private message, its users in the body or found
+	everyChannel                      // /v1/channels/stream: the channels of the query
+)
 
 // New returns a Server, ready to serve.
 func New(cfg Config) (*Server, error) {
@@ -170,25 +185,29 @@ func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	v1 := func(pattern string, byMethod methods) { mux.Handle(pattern, s.auth(s.route(byMethod))) }
-	v1("/v1/messages", methods{http.MethodPost: s.postPublic})
-	v1("/v1/messages/batch", methods{http.MethodPost: s.postBatch})
-	v1("/v1/private-messages", methods{http.MethodPost: s.postPrivate})
-	v1("/v1/messages/recent", methods{http.MethodGet: s.getRecent})
-	v1("/v1/users/{id}/private-messages/recent", methods{http.MethodGet: s.getRecent})
-	v1("/v1/messages/{cache_id}", methods{http.MethodDelete: s.deleteMessage, http.MethodPatch: s.editMessage})
-	v1("/v1/private-messages/{cache_id}", methods{http.MethodDelete: s.deletePrivate, http.MethodPatch: s.editMessage})
-	v1("/v1/messages/history", methods{http.MethodGet: s.getHistory})
-	v1("/v1/users/{id}/private-messages/history", methods{http.MethodGet: s.getHistory})
-	v1("/v1/messages/stream", methods{http.MethodGet: s.getStream})
-	v1("/v1/users/{id}/private-messages/stream", methods{http.MethodGet: s.getStream})
-	v1("/v1/channels/stream", methods{http.MethodGet: s.getStream})
-	v1("/v1/channels/{channel}/messages", methods{http.MethodPost: s.postPublic})
-	v1("/v1/channels/{channel}/messages/recent", methods{http.MethodGet: s.getRecent})
-	v1("/v1/channels/{channel}/messages/history", methods{http.MethodGet: s.getHistory})
-	v1("/v1/channels/{channel}/messages/stream", methods{http.MethodGet: s.getStream})
-	v1("/v1/channels/{channel}/messages/{cache_id}", methods{http.MethodDelete: s.deleteMessage, http.MethodPatch: s.editMessage})
-	v1("/v1/rate-limit", methods{http.MethodGet: s.getRateLimit, http.MethodPut: s.putRateLimit})
+	s.placements = map[string]placement{}
+	v1 := func(pattern string, p placement, byMethod methods) {
+		s.placements[pattern] = p
+		mux.Handle(pattern, s.auth(s.route(byMethod)))
+	}
+	v1("/v1/messages", inDefaultChannel, methods{http.MethodPost: s.postPublic})
+	v1("/v1/messages/batch", inDefaultChannel, methods{http.MethodPost: s.postBatch})
+	v1("/v1/private-messages", inPrivate, methods{http.MethodPost: s.postPrivate})
+	v1("/v1/messages/recent", inDefaultChannel, methods{http.MethodGet: s.getRecent})
+	v1("/v1/users/{id}/private-messages/recent", ofUser, methods{http.MethodGet: s.getRecent})
+	v1("/v1/messages/{cache_id}", inDefaultChannel, methods{http.MethodDelete: s.deleteMessage, http.MethodPatch: s.editMessage})
+	v1("/v1/private-messages/{cache_id}", inPrivate, methods{http.MethodDelete: s.deletePrivate, http.MethodPatch: s.editMessage})
+	v1("/v1/messages/history", inDefaultChannel, methods{http.MethodGet: s.getHistory})
+	v1("/v1/users/{id}/private-messages/history", ofUser, methods{http.MethodGet: s.getHistory})
+	v1("/v1/messages/stream", inDefaultChannel, methods{http.MethodGet: s.getStream})
+	v1("/v1/users/{id}/private-messages/stream", ofUser, methods{http.MethodGet: s.getStream})
+	v1("/v1/channels/stream", everyChannel, methods{http.MethodGet: s.getStream})
+	v1("/v1/channels/{channel}/messages", inChannel, methods{http.MethodPost: s.postPublic})
+	v1("/v1/channels/{channel}/messages/recent", inChannel, methods{http.MethodGet: s.getRecent})
+	v1("/v1/channels/{channel}/messages/history", inChannel, methods{http.MethodGet: s.getHistory})
+	v1("/v1/channels/{channel}/messages/stream", inChannel, methods{http.MethodGet: s.getStream})
+	v1("/v1/channels/{channel}/messages/{cache_id}", inChannel, methods{http.MethodDelete: s.deleteMessage, http.MethodPatch: s.editMessage})
+	v1("/v1/rate-limit", nowhere, methods{http.MethodGet: s.getRateLimit, http.MethodPut: s.putRateLimit})
 	mux.Handle("/openapi.yaml", s.route(methods{http.MethodGet: s.openapi}))
 	mux.Handle("/healthz", s.route(methods{http.MethodGet: s.healthz}))
 	mux.Handle("/readyz", s.route(methods{http.MethodGet: s.readyz}))

@@ -30,7 +30,7 @@ type editedBody struct {
 // author. The edit script decides the rest (deleted, If-Match, rate limit) atomically.
 func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
 	kind := message.Public
-	if strings.HasPrefix(r.Pattern, "/v1/private-messages/") {
+	if s.placements[r.Pattern] == inPrivate {
 		kind = message.Private
 	}
 	var tl message.Timeline

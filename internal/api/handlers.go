@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	chatpipeapi "github.com/chatpipe/chatpipe/api"
@@ -289,7 +288,7 @@ func (s *Server) deleteMessage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	channel := tl.Channel
-	named := strings.HasPrefix(r.Pattern, "/v1/channels/")
+	named := s.placements[r.Pattern] == inChannel
 	if s.cfg.History != nil || named {
 		m, found, err := s.whereabouts(r, id)
 		switch {

@@ -23,26 +23,30 @@ const (
 	maxHistoryLimit     = 200
 )
 
-// timeline is the timeline a path names, parsed here once: a channel's under
-// /v1/channels/{channel}/, a user's private messages under /v1/users/{id}/, else the default
-// channel's.
+// timeline is the timeline the request's path names, parsed here once, by its route's
+// placement: a channel's under /v1/channels/{channel}/, a user's private messages under
+// /v1/users/{id}/, else the default channel's.
 func (s *Server) timeline(r *http.Request) (message.Timeline, error) {
-	switch {
-	case strings.HasPrefix(r.Pattern, "/v1/channels/{channel}/"):
+	switch p := s.placements[r.Pattern]; p {
+	case inChannel:
 		// PathValue is unescaped: a %2F arrives as "/" and is refused with the rest.
 		c := r.PathValue("channel")
 		if err := message.ValidateChannel("channel", c); err != nil {
 			return message.Timeline{}, err
 		}
 		return message.ChannelTimeline(c), nil
-	case !strings.HasPrefix(r.Pattern, "/v1/users/{id}/"):
+	case ofUser:
+		id := r.PathValue("id")
+		if err := message.ValidateID("id", id); err != nil {
+			return message.Timeline{}, err
+		}
+		return message.PrivateTimeline(id), nil
+	case inDefaultChannel:
 		return message.ChannelTimeline(s.cfg.DefaultChannel), nil
+	case nowhere, inPrivate, everyChannel:
+		return message.Timeline{}, fmt.Errorf("the route %s names no one timeline (placement %d)", r.Pattern, p)
 	}
-	id := r.PathValue("id")
-	if err := message.ValidateID("id", id); err != nil {
-		return message.Timeline{}, err
-	}
-	return message.PrivateTimeline(id), nil
+	return message.Timeline{}, fmt.Errorf("the route %s has no placement", r.Pattern)
 }
 
 // historyQuery reads before, after and limit: each at most once, cursors non-negative integers
@@ -198,7 +202,7 @@ const maxStreamChannels = 128
 // selection is what a stream path follows: the path's timeline, or for /v1/channels/stream the
 // channels of ?channel= (1–128) or every channel (?all=true).
 func (s *Server) selection(r *http.Request) (tail.Selection, error) {
-	if r.Pattern != "/v1/channels/stream" {
+	if s.placements[r.Pattern] != everyChannel {
 		tl, err := s.timeline(r)
 		return tail.Follow(tl), err
 	}
