@@ -412,14 +412,8 @@ func TestSecretFiles(t *testing.T) {
 func TestWarnsOfPartialReplicaWait(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	_, port, _ := strings.Cut(b.valkey.Addr, ":")
-	testenv.StartValkey(t, "--replicaof", "127.0.0.1", port)
-	testenv.StartValkey(t, "--replicaof", "127.0.0.1", port)
-	c := b.valkey.Client(t)
-	testenv.WaitFor(t, "two replicas connected", 10*time.Second, func() bool {
-		s, _ := testenv.Do(t, c, "INFO", "replication").ToString()
-		return strings.Contains(s, "connected_slaves:2")
-	})
+	testenv.StartReplica(t, b.valkey)
+	testenv.StartReplica(t, b.valkey)
 	for _, tc := range []struct {
 		wait string
 		warn bool

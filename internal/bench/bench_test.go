@@ -666,13 +666,7 @@ func median(v []float64) float64 {
 func (b *bench) durability() {
 	t := b.t
 	primary := testenv.StartValkey(t)
-	_, port, _ := strings.Cut(primary.Addr, ":")
-	testenv.StartValkey(t, "--replicaof", "127.0.0.1", port)
-	pc := primary.Client(t)
-	testenv.WaitFor(t, "the replica in sync", 10*time.Second, func() bool {
-		s, _ := testenv.Do(t, pc, "INFO", "replication").ToString()
-		return strings.Contains(s, "state=online")
-	})
+	testenv.StartReplica(t, primary)
 	aof := testenv.StartValkey(t, "--appendonly", "yes", "--appendfsync", "always")
 	body := batchBody(500)
 	for _, c := range []struct{ name, addr, level string }{

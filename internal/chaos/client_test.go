@@ -24,13 +24,8 @@ func TestClientRidesOutOutages(t *testing.T) {
 	testenv.Slow(t, "a run of the real binaries")
 	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	primary := testenv.StartValkey(t, "--appendonly", "yes", "--appendfsync", "always")
-	_, port, _ := strings.Cut(primary.Addr, ":")
-	replica := testenv.StartValkey(t, "--replicaof", "127.0.0.1", port)
+	replica := testenv.StartReplica(t, primary)
 	vc := primary.Client(t)
-	testenv.WaitFor(t, "the replica in sync", 10*time.Second, func() bool {
-		s, _ := testenv.Do(t, vc, "INFO", "replication").ToString()
-		return strings.Contains(s, "state=online")
-	})
 	dsn := testenv.Postgres(t)
 	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
 	d := &deployment{dir: dir, valkey: []string{"VALKEY_ADDR=" + primary.Addr}, dsn: dsn}

@@ -26,12 +26,7 @@ func TestRetryAfterUnreplicatedRead(t *testing.T) {
 	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	primary := testenv.StartValkey(t)
 	link := startProxy(t, "replication", primary.Addr)
-	host, port, _ := strings.Cut(link.Listen, ":")
-	replica := testenv.StartValkey(t, "--replicaof", host, port)
-	testenv.WaitFor(t, "the replica in sync", 10*time.Second, func() bool {
-		s, _ := testenv.Do(t, primary.Client(t), "INFO", "replication").ToString()
-		return strings.Contains(s, "state=online")
-	})
+	replica := testenv.StartReplicaVia(t, primary, link.Listen)
 	dsn := testenv.Postgres(t)
 	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
 	start := func(addr string) (*proc, *proc, string) {

@@ -18,13 +18,8 @@ import (
 func replicated(t *testing.T, cfg lua.Config, args ...string) (*testBundle, *testenv.Valkey) {
 	t.Helper()
 	primary := testenv.StartValkey(t, args...)
-	_, port, _ := strings.Cut(primary.Addr, ":")
-	replica := testenv.StartValkey(t, append([]string{"--replicaof", "127.0.0.1", port}, args...)...)
+	replica := testenv.StartReplica(t, primary, args...)
 	c := primary.Client(t)
-	testenv.WaitFor(t, "the replica in sync", 10*time.Second, func() bool {
-		s, _ := testenv.Do(t, c, "INFO", "replication").ToString()
-		return strings.Contains(s, "state=online")
-	})
 	keys, _ := keyspace.New("t:")
 	cfg.Layout, cfg.DefaultRate = keys, unlimited
 	s, err := lua.New(c, cfg)

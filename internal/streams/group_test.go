@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"os"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/streams"
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -77,27 +78,8 @@ func TestGroupBasics(t *testing.T) {
 // stay pending, ErrNotReplicated is returned and Unconfirmed reports it.
 func TestGroupWaitsForReplicas(t *testing.T) {
 	t.Parallel()
-	primary := testenv.StartValkey(t)
-	_, port, _ := strings.Cut(primary.Addr, ":")
-	replica := testenv.StartValkey(t, "--replicaof", "127.0.0.1", port)
-	c := primary.Client(t)
-	testenv.WaitFor(t, "the replica in sync", 10*time.Second, func() bool {
-		s, _ := testenv.Do(t, c, "INFO", "replication").ToString()
-		return strings.Contains(s, "state=online")
-	})
-	g, err := streams.NewGroup(c, streams.GroupConfig{Stream: "s", DeadLetter: "d", Group: "g", Consumer: "a",
-		Replicas: 1, ReplicaTimeout: 50 * time.Millisecond, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	primary, replica, c, g := replicatedGroup(t)
 	ctx := context.Background()
-	if err := g.Create(ctx); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Do(t, c, "XADD", "s", "*", "cache_id", "1")
-	if es, err := g.Read(ctx, ">", 10, 0); err != nil || len(es) != 1 {
-		t.Fatalf("read with the replica up: %v, %v", es, err)
-	}
 	replica.Pause()
 	testenv.Do(t, c, "XADD", "s", "*", "cache_id", "2")
 	type result struct {
@@ -166,29 +148,10 @@ func TestGroupWaitsForReplicas(t *testing.T) {
 // promoted replica never had, and a retried client_msg_id became a second row (issue 39).
 func TestGroupBlockedReadWaitsForReplicas(t *testing.T) {
 	t.Parallel()
-	primary := testenv.StartValkey(t)
-	_, port, _ := strings.Cut(primary.Addr, ":")
-	replica := testenv.StartValkey(t, "--replicaof", "127.0.0.1", port)
-	c := primary.Client(t)
-	testenv.WaitFor(t, "the replica in sync", 10*time.Second, func() bool {
-		s, _ := testenv.Do(t, c, "INFO", "replication").ToString()
-		return strings.Contains(s, "state=online")
-	})
-	g, err := streams.NewGroup(c, streams.GroupConfig{Stream: "s", DeadLetter: "d", Group: "g", Consumer: "a",
-		Replicas: 1, ReplicaTimeout: 50 * time.Millisecond, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// After replicatedGroup's first read the connection's write offset is one the replica
+	// acknowledged.
+	_, replica, c, g := replicatedGroup(t)
 	ctx := context.Background()
-	if err := g.Create(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// A first read and confirmation with the replica up: the connection's write offset is one
-	// the replica acknowledged.
-	testenv.Do(t, c, "XADD", "s", "*", "cache_id", "1")
-	if es, err := g.Read(ctx, ">", 10, 0); err != nil || len(es) != 1 {
-		t.Fatalf("read with the replica up: %v, %v", es, err)
-	}
 	replica.Pause()
 	defer replica.Resume()
 	type result struct {
@@ -208,4 +171,27 @@ func TestGroupBlockedReadWaitsForReplicas(t *testing.T) {
 	if !errors.Is(r.err, streams.ErrNotReplicated) {
 		t.Fatalf("a blocked read served while the replica is stopped returned %v, %v; want ErrNotReplicated", r.es, r.err)
 	}
+}
+
+// replicatedGroup is a primary with a replica in sync and a group on it that waits for one
+// replica, which has read and confirmed a first entry.
+func replicatedGroup(t *testing.T) (primary, replica *testenv.Valkey, c valkey.Client, g *streams.Group) {
+	t.Helper()
+	primary = testenv.StartValkey(t)
+	replica = testenv.StartReplica(t, primary)
+	c = primary.Client(t)
+	g, err := streams.NewGroup(c, streams.GroupConfig{Stream: "s", DeadLetter: "d", Group: "g", Consumer: "a",
+		Replicas: 1, ReplicaTimeout: 50 * time.Millisecond, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := g.Create(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Do(t, c, "XADD", "s", "*", "cache_id", "1")
+	if es, err := g.Read(ctx, ">", 10, 0); err != nil || len(es) != 1 {
+		t.Fatalf("read with the replica up: %v, %v", es, err)
+	}
+	return primary, replica, c, g
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -185,4 +186,26 @@ func lastLines(b []byte, n int) string {
 		}
 	}
 	return string(b[:end])
+}
+
+// StartReplica starts a replica of primary (with the extra server arguments) and returns once
+// the primary lists it online.
+func StartReplica(t testing.TB, primary *Valkey, args ...string) *Valkey {
+	t.Helper()
+	return StartReplicaVia(t, primary, primary.Addr, args...)
+}
+
+// StartReplicaVia is StartReplica through addr: a proxy in front of the primary.
+func StartReplicaVia(t testing.TB, primary *Valkey, addr string, args ...string) *Valkey {
+	t.Helper()
+	c := primary.Client(t)
+	online := func() int {
+		s, _ := Do(t, c, "INFO", "replication").ToString()
+		return strings.Count(s, "state=online")
+	}
+	before := online()
+	host, port, _ := strings.Cut(addr, ":")
+	replica := StartValkey(t, append([]string{"--replicaof", host, port}, args...)...)
+	WaitFor(t, "the replica in sync", 10*time.Second, func() bool { return online() > before })
+	return replica
 }
