@@ -2,8 +2,11 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin
+# golangci-lint, built once from the Go module proxy into bin/tools (make lint).
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI := $(BIN)/tools/golangci-lint-$(GOLANGCI_VERSION)
 
-.PHONY: microbench all deps build test test-short run bench vet fmt clean help load verify-flush fuzz chaos chaos-seeds soak console-shots contract
+.PHONY: microbench all deps build lint test test-short run bench vet fmt clean help load verify-flush fuzz chaos chaos-seeds soak console-shots contract
 
 all: build
 
@@ -16,8 +19,7 @@ deps: ## install valkey-server (bookworm-backports), PostgreSQL and Prometheus w
 build: ## build bin/ingest and bin/flushworker
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
 
-test: deps ## install what is missing, then run every test (real Valkey, PostgreSQL, promtool)
-	$(GO) vet ./...
+test: deps lint ## install what is missing, then lint and run every test (real Valkey, PostgreSQL, promtool)
 	$(GO) test -race -count=1 ./...
 
 test-short: deps ## the quick suites only
@@ -32,9 +34,18 @@ bench: deps ## each stage beside this machine's limit, one table in bench/result
 microbench: deps ## go test benchmarks of the enqueue script, the HTTP handlers and the batch insert
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/lua/ ./internal/api/ ./internal/pg/
 
-vet: ## go vet and gofmt
+vet: lint ## the same as lint
+
+lint: $(GOLANGCI) ## gofmt, go vet, then golangci-lint (.golangci.yml: exhaustive switches, staticcheck, unused, …)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt -w these:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GOLANGCI) run ./...
+
+$(GOLANGCI):
+	@echo "lint: building golangci-lint $(GOLANGCI_VERSION) from the Go module proxy (once, about 3 minutes)"
+	@mkdir -p $(BIN)/tools
+	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	mv $(BIN)/tools/golangci-lint $@
 
 clean: ## remove bin/ and the data of make run (.run/, and the PostgreSQL folder it links to as root)
 	@if [ -L .run/pg ]; then echo "rm -rf $$(readlink .run/pg)"; rm -rf "$$(readlink .run/pg)"; fi

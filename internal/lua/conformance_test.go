@@ -84,8 +84,8 @@ func TestStoreConformance(t *testing.T) {
 		}},
 		{"the backlog cap refuses, takes no id, costs no quota", lua.Config{BacklogCap: 2}, func(t *testing.T, s store) {
 			s.setRate(t, lua.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: lua.Fixed})
-			last := s.send(t, pub("alice", "1"))
-			last = s.send(t, pub("alice", "2"))
+			s.send(t, pub("alice", "1"))
+			last := s.send(t, pub("alice", "2"))
 			r, _ := s.layout.RouteOf(message.Public, "", last.CacheID)
 			counter := func() string { v, _ := testenv.Do(t, s.c, "GET", r.Counter).ToString(); return v }
 			before := counter()
