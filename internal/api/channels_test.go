@@ -32,9 +32,7 @@ func TestChannels(t *testing.T) {
 // eachLayout runs f on each key layout (on one server), in parallel.
 func eachLayout(t *testing.T, f func(t *testing.T, layout keyspace.Layout)) {
 	t.Parallel()
-	single, _ := keyspace.New("")
-	part, _ := keyspace.NewPartitioned("", keyspace.DefaultPartitions)
-	for _, layout := range []keyspace.Layout{single, part} {
+	for _, layout := range testenv.Layouts(t, "") {
 		t.Run(layout.Name(), func(t *testing.T) {
 			t.Parallel()
 			f(t, layout)

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
 // TestEitherLayoutOverHTTP serves the same requests from each key layout — single and
@@ -16,9 +16,13 @@ import (
 // bad input. A client cannot tell KEY_LAYOUT from the API.
 func TestEitherLayoutOverHTTP(t *testing.T) {
 	t.Parallel()
-	single, _ := keyspace.New("")
-	part, _ := keyspace.NewPartitioned("", keyspace.DefaultPartitions)
-	for _, o := range []options{{layout: single}, {layout: part}, {layout: part, cluster: true}} {
+	layouts := testenv.Layouts(t, "")
+	var cases []options
+	for _, l := range layouts {
+		cases = append(cases, options{layout: l})
+	}
+	cases = append(cases, options{layout: layouts[len(layouts)-1], cluster: true}) // the partitioned one, on a cluster
+	for _, o := range cases {
 		name := o.layout.Name()
 		if o.cluster {
 			name += "/cluster"

@@ -24,17 +24,6 @@ type store struct {
 	layout keyspace.Layout
 }
 
-// layouts are the key layouts every store must behave the same in: what a client of the API
-// sees does not depend on KEY_LAYOUT. The partitioned layout runs here on one server (hash
-// tags do nothing there); its cluster-only behaviour is tested in partitioned_test.go.
-var layouts = []struct {
-	name string
-	new  func() (keyspace.Layout, error)
-}{
-	{keyspace.SingleLayout, func() (keyspace.Layout, error) { return keyspace.New("c:") }},
-	{keyspace.PartitionedLayout, func() (keyspace.Layout, error) { return keyspace.NewPartitioned("c:", 4) }},
-}
-
 // TestStoreConformance runs one suite against both layouts' stores (lua.Open), each case on a
 // fresh real Valkey: ids, rings, self-DMs, client_msg_id retries, the backlog cap, the rate
 // limit and its settings, edits, batches and deletions.
@@ -269,14 +258,12 @@ func TestStoreConformance(t *testing.T) {
 			}
 		}},
 	}
-	for _, l := range layouts {
+	// The partitioned layout runs here on one server (hash tags do nothing there); its
+	// cluster-only behaviour is tested in partitioned_test.go.
+	for _, layout := range testenv.Layouts(t, "c:") {
 		for _, tc := range cases {
-			t.Run(l.name+"/"+tc.name, func(t *testing.T) {
+			t.Run(layout.Name()+"/"+tc.name, func(t *testing.T) {
 				t.Parallel()
-				layout, err := l.new()
-				if err != nil {
-					t.Fatal(err)
-				}
 				c := testenv.StartValkey(t).Client(t)
 				cfg := tc.cfg
 				cfg.Layout = layout
