@@ -57,6 +57,29 @@ type deployment struct {
 	dsn string
 }
 
+// newDeployment builds both binaries, creates and migrates a database, and returns the
+// deployment of both on it with the Valkey settings given (VALKEY_ADDR=…, …).
+func newDeployment(t *testing.T, valkey ...string) *deployment {
+	t.Helper()
+	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
+	dsn := testenv.Postgres(t)
+	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
+	return &deployment{dir: dir, valkey: valkey, dsn: dsn}
+}
+
+// pair starts an ingest and a worker (consumer w1) with their own settings, kills both when the
+// test ends, and returns them once ingest is ready, with its base URL.
+func (d *deployment) pair(t *testing.T, ingestEnv, workerEnv []string) (in, w *proc, base string) {
+	t.Helper()
+	in, base = d.ingest(t, "ingest", ingestEnv...)
+	w = d.worker(t, "w1", workerEnv...)
+	in.start(t)
+	w.start(t)
+	killOnCleanup(t, in, w)
+	testenv.WaitReady(t, base+"/readyz", 30*time.Second)
+	return in, w, base
+}
+
 // ingest is an ingest replica on a free loopback address, with its base URL; start it.
 func (d *deployment) ingest(t *testing.T, name string, env ...string) (*proc, string) {
 	t.Helper()

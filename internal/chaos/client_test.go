@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,19 +21,12 @@ import (
 // sends it reported failed may or may not be (their outcome was unknown), but never twice.
 func TestClientRidesOutOutages(t *testing.T) {
 	testenv.Slow(t, "a run of the real binaries")
-	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	primary := testenv.StartValkey(t, "--appendonly", "yes", "--appendfsync", "always")
 	replica := testenv.StartReplica(t, primary)
 	vc := primary.Client(t)
-	dsn := testenv.Postgres(t)
-	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
-	d := &deployment{dir: dir, valkey: []string{"VALKEY_ADDR=" + primary.Addr}, dsn: dsn}
-	in, base := d.ingest(t, "ingest", "INGEST_DURABILITY=replica", "INGEST_DURABILITY_TIMEOUT=200ms", "VALKEY_TIMEOUT=500ms")
-	w := d.worker(t, "w1")
-	in.start(t)
-	w.start(t)
-	killOnCleanup(t, in, w)
-	testenv.WaitReady(t, base+"/readyz", 30*time.Second)
+	d := newDeployment(t, "VALKEY_ADDR="+primary.Addr)
+	dsn := d.dsn
+	_, _, base := d.pair(t, []string{"INGEST_DURABILITY=replica", "INGEST_DURABILITY_TIMEOUT=200ms", "VALKEY_TIMEOUT=500ms"}, nil)
 
 	c, err := chatpipe.New(base, chatpipe.WithHTTPClient(keepAlive(3*time.Second)),
 		chatpipe.WithRetry(chatpipe.RetryPolicy{Attempts: 100, Min: 100 * time.Millisecond, Max: time.Second}))
@@ -126,17 +118,9 @@ func TestClientRidesOutOutages(t *testing.T) {
 // caller sees every message exactly once, in order.
 func TestClientTailAcrossRestart(t *testing.T) {
 	testenv.Slow(t, "a run of the real binaries")
-	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	v := testenv.StartValkey(t)
-	dsn := testenv.Postgres(t)
-	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
-	d := &deployment{dir: dir, valkey: []string{"VALKEY_ADDR=" + v.Addr}, dsn: dsn}
-	in, base := d.ingest(t, "ingest", "DATABASE_URL="+dsn)
-	w := d.worker(t, "w1", "FLUSH_TAIL_RETENTION=0s")
-	in.start(t)
-	w.start(t)
-	killOnCleanup(t, in, w)
-	testenv.WaitReady(t, base+"/readyz", 30*time.Second)
+	d := newDeployment(t, "VALKEY_ADDR="+v.Addr)
+	in, _, base := d.pair(t, []string{"DATABASE_URL=" + d.dsn}, []string{"FLUSH_TAIL_RETENTION=0s"})
 	c, err := chatpipe.New(base, chatpipe.WithRetry(chatpipe.RetryPolicy{Attempts: 200, Min: 100 * time.Millisecond, Max: 300 * time.Millisecond}))
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -24,17 +23,10 @@ import (
 // edited_at; the tail sent one edit event per edit answered 200, in version order per message.
 func TestEditsRacing(t *testing.T) {
 	testenv.Slow(t, "a run of the real binaries")
-	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	v := testenv.StartValkey(t)
-	dsn := testenv.Postgres(t)
-	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
-	d := &deployment{dir: dir, valkey: []string{"VALKEY_ADDR=" + v.Addr}, dsn: dsn}
-	in, base := d.ingest(t, "ingest", "RECENT_SIZE=50", "DATABASE_URL="+dsn)
-	w := d.worker(t, "w1", "RECENT_SIZE=50", "FLUSH_BATCH_SIZE=50")
-	in.start(t)
-	w.start(t)
-	killOnCleanup(t, in, w)
-	testenv.WaitReady(t, base+"/readyz", 30*time.Second)
+	d := newDeployment(t, "VALKEY_ADDR="+v.Addr)
+	dsn := d.dsn
+	_, w, base := d.pair(t, []string{"RECENT_SIZE=50", "DATABASE_URL=" + dsn}, []string{"RECENT_SIZE=50", "FLUSH_BATCH_SIZE=50"})
 	tailed := newTailClient(t, base+"/v1/channels/stream?all=true")
 	defer tailed.stop()
 

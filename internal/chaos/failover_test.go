@@ -3,7 +3,6 @@ package chaos_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,22 +22,16 @@ import (
 // WAIT after a read that blocked confirmed nothing (TestGroupBlockedReadWaitsForReplicas).
 func TestRetryAfterUnreplicatedRead(t *testing.T) {
 	testenv.Slow(t, "the failover by hand takes about 10 s")
-	dir := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
 	primary := testenv.StartValkey(t)
 	link := startProxy(t, "replication", primary.Addr)
 	replica := testenv.StartReplicaVia(t, primary, link.Listen)
-	dsn := testenv.Postgres(t)
-	testenv.Migrate(t, filepath.Join(dir, "flushworker"), dsn)
+	d := newDeployment(t)
+	dsn := d.dsn
 	start := func(addr string) (*proc, *proc, string) {
-		d := &deployment{dir: dir, dsn: dsn, valkey: []string{"VALKEY_ADDR=" + addr}}
+		d.valkey = []string{"VALKEY_ADDR=" + addr}
 		// Clock ids, as under Sentinel: a counter would give the retry the lost id again.
-		in, base := d.ingest(t, "ingest", "VALKEY_TIMEOUT=500ms", "INGEST_DURABILITY=replica", "INGEST_DURABILITY_TIMEOUT=200ms", "INGEST_IDS=clock")
-		w := d.worker(t, "w0", "FLUSH_MIN_IDLE=2s", "VALKEY_TIMEOUT=2s", "FLUSH_WAIT_REPLICAS=1")
-		in.start(t)
-		w.start(t)
-		killOnCleanup(t, w, in)
-		testenv.WaitReady(t, base+"/readyz", 20*time.Second)
-		return in, w, base
+		return d.pair(t, []string{"VALKEY_TIMEOUT=500ms", "INGEST_DURABILITY=replica", "INGEST_DURABILITY_TIMEOUT=200ms", "INGEST_IDS=clock"},
+			[]string{"FLUSH_MIN_IDLE=2s", "VALKEY_TIMEOUT=2s", "FLUSH_WAIT_REPLICAS=1"})
 	}
 	in, w, base := start(primary.Addr)
 	c := &client{base: base, http: keepAlive(3 * time.Second), l: newLedger()}
