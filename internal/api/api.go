@@ -34,7 +34,7 @@ type Store interface {
 	// Recent returns up to limit of the newest ring entries of a timeline, oldest first
 	// (limit < 1: the whole ring).
 	Recent(ctx context.Context, tl message.Timeline, limit int) ([]string, error)
-	// DeletePublic deletes a public message of channel (lua.ErrNotFound for an id never
+	// DeletePublic deletes a public message of channel (store.ErrNotFound for an id never
 	// issued).
 	DeletePublic(ctx context.Context, channel string, id int64) error
 	// DeletePrivate deletes a private message, from the rings of owner and recipient when they

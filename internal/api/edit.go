@@ -11,6 +11,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 )
 
 // editRequest is the body of an edit: who edits, and the new text.
@@ -71,7 +72,7 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
 		// index, in the same round trip. Else ingest finds it (PostgreSQL) and edits it whole.
 		version, err := s.storeEdit(r, lua.Edit{Kind: kind, CacheID: id, IfMatch: ifMatch,
 			Message: message.Message{OwnerID: req.OwnerID, ChannelID: tl.Channel, Content: req.Content, EditedAt: now}})
-		if !errors.Is(err, lua.ErrLookup) {
+		if !errors.Is(err, store.ErrLookup) {
 			return s.edited(w, id, version, err)
 		}
 	}
@@ -84,7 +85,7 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
 	case deleted || !found || (kind == message.Public && rec.Message.ChannelID != tl.Channel):
 		return &apiError{code: codeNotFound, detail: fmt.Sprintf("no message %d %s", id, where(kind, tl))}
 	case rec.Message.OwnerID != req.OwnerID:
-		return lua.ErrNotAuthor
+		return store.ErrNotAuthor
 	}
 	m := rec.Message
 	m.Content, m.CreatedAt, m.EditedAt = req.Content, message.FormatTime(rec.CreatedAt), now
@@ -97,7 +98,7 @@ func (s *Server) storeEdit(r *http.Request, e lua.Edit) (int64, error) {
 	start := time.Now()
 	version, err := s.cfg.Store.Edit(r.Context(), e)
 	s.m.script.WithLabelValues("edit").Observe(time.Since(start).Seconds())
-	if errors.Is(err, lua.ErrUnavailable) || errors.Is(err, lua.ErrFull) {
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrFull) {
 		s.valkeyFailed(r, "edit", err)
 	}
 	return version, err

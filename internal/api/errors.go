@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 )
 
 // Error codes of the API, the "error" field of every error body.
@@ -94,9 +94,9 @@ type errorBody struct {
 func toAPIError(err error) *apiError {
 	var ae *apiError
 	var fe *message.FieldError
-	var rle *lua.RateLimitedError
-	var nde *lua.NotDurableError
-	var vme *lua.VersionMismatchError
+	var rle *store.RateLimitedError
+	var nde *store.NotDurableError
+	var vme *store.VersionMismatchError
 	switch {
 	case errors.As(err, &ae):
 		return ae
@@ -104,18 +104,18 @@ func toAPIError(err error) *apiError {
 		return &apiError{code: codeInvalid, field: fe.Field, detail: fe.Error()}
 	case errors.As(err, &rle):
 		return &apiError{code: codeRateLimited, detail: "rate limit reached, retry later", retryAfter: rle.RetryAfter}
-	case errors.Is(err, lua.ErrBacklogFull):
+	case errors.Is(err, store.ErrBacklogFull):
 		return &apiError{code: codeBacklogFull, detail: "the flush backlog is full, retry later", retryAfter: time.Second}
 	case errors.As(err, &nde):
 		return &apiError{code: codeNotDurable, cacheID: nde.CacheID, retryAfter: time.Second,
 			detail: "the message was accepted but its write was not confirmed durable in time (" + nde.Detail + "); retry with the same client_msg_id"}
-	case errors.Is(err, lua.ErrFull):
+	case errors.Is(err, store.ErrFull):
 		return &apiError{code: codeValkeyFull, detail: "valkey is out of memory until the flush workers drain the backlog, retry later", retryAfter: time.Second}
-	case errors.Is(err, lua.ErrUnavailable):
+	case errors.Is(err, store.ErrUnavailable):
 		return &apiError{code: codeUnavailable, detail: "the message store is unreachable, retry later", retryAfter: time.Second}
-	case errors.Is(err, lua.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 		return &apiError{code: codeNotFound, detail: "no message with that id"}
-	case errors.Is(err, lua.ErrNotAuthor):
+	case errors.Is(err, store.ErrNotAuthor):
 		return &apiError{code: codeNotAuthor, detail: "only the author of a message edits it"}
 	case errors.As(err, &vme):
 		return &apiError{code: codeVersionMismatch, version: vme.Current,

@@ -14,6 +14,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 )
 
 // publicRequest is the body of POST /v1/messages and one item of a batch.
@@ -129,15 +130,15 @@ func (s *Server) count(r *http.Request, op string, kind message.Kind, res lua.Re
 		s.reject(kind, reasonDuplicate, 1)
 	case err == nil:
 		s.m.accepted.WithLabelValues(kind.String()).Inc()
-	case errors.Is(err, lua.ErrRateLimited):
+	case errors.Is(err, store.ErrRateLimited):
 		s.reject(kind, reasonRateLimited, 1)
-	case errors.Is(err, lua.ErrBacklogFull):
+	case errors.Is(err, store.ErrBacklogFull):
 		s.reject(kind, reasonBacklogFull, 1)
-	case errors.Is(err, lua.ErrNotDurable):
+	case errors.Is(err, store.ErrNotDurable):
 		// Accepted all the same: it is on the stream and will be persisted.
 		s.m.accepted.WithLabelValues(kind.String()).Inc()
 		s.m.notDurable.WithLabelValues(kind.String()).Inc()
-	case errors.Is(err, lua.ErrFull):
+	case errors.Is(err, store.ErrFull):
 		s.reject(kind, reasonValkeyFull, 1)
 		s.full.Store(true)
 		s.valkeyFailed(r, op, err)
@@ -216,7 +217,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 	for j, o := range outs {
 		s.count(r, "enqueue_batch", message.Public, o.Result, o.Err)
 		if o.Err != nil {
-			if errors.Is(o.Err, lua.ErrUnavailable) || errors.Is(o.Err, lua.ErrFull) {
+			if errors.Is(o.Err, store.ErrUnavailable) || errors.Is(o.Err, store.ErrFull) {
 				unavailable++
 			}
 			results[index[j]] = toAPIError(o.Err).body()
@@ -321,7 +322,7 @@ func (s *Server) whereabouts(r *http.Request, id int64) (message.Message, bool, 
 
 // deleteFailed logs a Valkey failure of a deletion and returns err for the answer.
 func (s *Server) deleteFailed(r *http.Request, err error) error {
-	if errors.Is(err, lua.ErrUnavailable) || errors.Is(err, lua.ErrFull) {
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrFull) {
 		s.valkeyFailed(r, "delete", err)
 	}
 	return err
@@ -408,7 +409,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	}
 	if s.full.Load() {
 		switch err := s.cfg.Store.Probe(r.Context()); {
-		case errors.Is(err, lua.ErrFull):
+		case errors.Is(err, store.ErrFull):
 			return &apiError{code: codeValkeyFull, detail: "valkey is out of memory: writes are refused until the backlog drains", retryAfter: time.Second}
 		case err != nil:
 			return &apiError{code: codeUnavailable, detail: "valkey does not take writes", retryAfter: time.Second}

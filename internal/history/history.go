@@ -28,9 +28,9 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/streams"
 )
 
@@ -445,7 +445,7 @@ func (r *Reader) locate(ctx context.Context, kind message.Kind, id int64) (rec m
 // (its channel, or one of its users): in the timeline's backlog index while its create or an
 // edit waits in the flush stream, else in PostgreSQL. deleted is true when its deletion is
 // pending (then found is false). err says when PostgreSQL could not be asked (ErrNoDatabase,
-// ErrDatabase) or Valkey did not answer (lua.ErrUnavailable).
+// ErrDatabase) or Valkey did not answer (store.ErrUnavailable).
 func (r *Reader) Find(ctx context.Context, tl message.Timeline, id int64) (rec message.Record, found, deleted bool, err error) {
 	s, ok := r.cfg.Layout.RouteOf(tl.Kind, tl.Channel, id)
 	if !ok {
@@ -513,5 +513,5 @@ func headID(b []byte) (int64, bool) {
 
 // unavailable classifies a Valkey failure of a read: always worth a retry.
 func unavailable(err error) error {
-	return fmt.Errorf("%w: %v", lua.ErrUnavailable, err)
+	return fmt.Errorf("%w: %v", store.ErrUnavailable, err)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -25,7 +26,7 @@ type outcomeClass struct {
 func classOf(t *testing.T, o lua.Outcome, window time.Duration) outcomeClass {
 	t.Helper()
 	c := outcomeClass{CacheID: o.CacheID, Duplicate: o.Duplicate, Class: "accepted"}
-	var rle *lua.RateLimitedError
+	var rle *store.RateLimitedError
 	switch {
 	case o.Err == nil:
 	case errors.As(o.Err, &rle):
@@ -33,7 +34,7 @@ func classOf(t *testing.T, o lua.Outcome, window time.Duration) outcomeClass {
 			t.Errorf("retry after %s, want within (0, %s]", rle.RetryAfter, window)
 		}
 		c.Class = "rate limited"
-	case errors.Is(o.Err, lua.ErrBacklogFull):
+	case errors.Is(o.Err, store.ErrBacklogFull):
 		c.Class = "backlog full"
 	default:
 		t.Fatalf("unexpected error: %v", o.Err)

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 )
 
 // Coalesce returns store with an Enqueue that sends the single messages arriving while
@@ -72,7 +73,7 @@ func (c *coalesced) Enqueue(ctx context.Context, m Message) (Result, error) {
 			i := slices.Index(c.queued[k], w) // there: a waiter not taken is in its queue
 			c.queued[k] = slices.Delete(c.queued[k], i, i+1)
 			c.mu.Unlock()
-			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+			return Result{}, fmt.Errorf("%w: %w", store.ErrUnavailable, ctx.Err())
 		}
 		c.mu.Unlock()
 		// Its batch is under way (bounded by the call's timeout), or is this waiter's to send:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -23,7 +24,7 @@ func TestCoalesce(t *testing.T) {
 	t.Parallel()
 	b := setup(t, lua.Config{})
 	setRate(t, b, lua.RateLimit{Limit: 5, WindowSeconds: 60, Algorithm: lua.Fixed})
-	store := lua.Coalesce(b.scripts, 1)
+	co := lua.Coalesce(b.scripts, 1)
 	ctx := context.Background()
 	const users, distinct = 40, 8
 	type outcome struct {
@@ -42,7 +43,7 @@ func TestCoalesce(t *testing.T) {
 		user := fmt.Sprintf("u%d", u)
 		send := func(msg string, m lua.Message) {
 			wg.Go(func() {
-				r, err := store.Enqueue(ctx, m)
+				r, err := co.Enqueue(ctx, m)
 				mu.Lock()
 				out = append(out, outcome{user, msg, m.Kind(), r, err})
 				mu.Unlock()
@@ -65,7 +66,7 @@ func TestCoalesce(t *testing.T) {
 	retried := map[string][]outcome{}
 	ids := map[string]bool{} // kind and id: each kind's stream has its own counter
 	for _, o := range out {
-		var rle *lua.RateLimitedError
+		var rle *store.RateLimitedError
 		switch {
 		case o.err == nil && !o.res.Duplicate:
 			accepted[o.user]++
@@ -119,7 +120,7 @@ func TestCoalesce(t *testing.T) {
 func TestCoalesceCancelled(t *testing.T) {
 	t.Parallel()
 	b := setup(t, lua.Config{Timeout: 5 * time.Second})
-	store := lua.Coalesce(b.scripts, 1)
+	co := lua.Coalesce(b.scripts, 1)
 	mustEnqueue(t, b, pub("a", "warm-up")) // loads the script
 	b.server.Pause()
 	resumed := false
@@ -129,13 +130,13 @@ func TestCoalesceCancelled(t *testing.T) {
 		}
 	}()
 	first := make(chan error, 1)
-	go func() { _, err := store.Enqueue(context.Background(), pub("a", "under way")); first <- err }()
+	go func() { _, err := co.Enqueue(context.Background(), pub("a", "under way")); first <- err }()
 	time.Sleep(100 * time.Millisecond) // the first call is under way, held by the paused server
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := store.Enqueue(ctx, pub("a", "queued"))
-	if !errors.Is(err, lua.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+	_, err := co.Enqueue(ctx, pub("a", "queued"))
+	if !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("the cancelled message: %v, want ErrUnavailable and its context's error", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {

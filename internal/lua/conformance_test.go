@@ -14,11 +14,12 @@ import (
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
-// store is one layout's store under test, on a server of its own.
-type store struct {
+// storeCase is one layout's store under test, on a server of its own.
+type storeCase struct {
 	lua.Store
 	c      valkey.Client
 	layout keyspace.Layout
@@ -32,9 +33,9 @@ func TestStoreConformance(t *testing.T) {
 	cases := []struct {
 		name string
 		cfg  lua.Config
-		run  func(t *testing.T, s store)
+		run  func(t *testing.T, s storeCase)
 	}{
-		{"rings hold the newest, oldest first", lua.Config{RecentSize: 3}, func(t *testing.T, s store) {
+		{"rings hold the newest, oldest first", lua.Config{RecentSize: 3}, func(t *testing.T, s storeCase) {
 			var pubIDs, privIDs []int64
 			for i := range 5 {
 				pubIDs = append(pubIDs, s.send(t, pub("alice", strconv.Itoa(i))).CacheID)
@@ -48,14 +49,14 @@ func TestStoreConformance(t *testing.T) {
 			s.wantRecent(t, message.PrivateTimeline("bob"), privIDs[2:])
 			s.wantRecent(t, message.PrivateTimeline("nobody"), nil)
 		}},
-		{"a self-DM is stored once", lua.Config{}, func(t *testing.T, s store) {
+		{"a self-DM is stored once", lua.Config{}, func(t *testing.T, s storeCase) {
 			id := s.send(t, priv("carol", "carol", "note")).CacheID
 			s.wantRecent(t, message.PrivateTimeline("carol"), []int64{id})
 			if n := s.streamLen(t, message.Private, "carol", "carol"); n != 1 {
 				t.Errorf("the stream holds %d entries, want 1", n)
 			}
 		}},
-		{"a client_msg_id retry gets the first id", lua.Config{}, func(t *testing.T, s store) {
+		{"a client_msg_id retry gets the first id", lua.Config{}, func(t *testing.T, s storeCase) {
 			m := pub("alice", "once")
 			m.ClientMsgID = "c-1"
 			first, again := s.send(t, m), s.send(t, m)
@@ -71,14 +72,14 @@ func TestStoreConformance(t *testing.T) {
 				t.Fatalf("bob's message with alice's client id: %+v", r)
 			}
 		}},
-		{"the backlog cap refuses, takes no id, costs no quota", lua.Config{BacklogCap: 2}, func(t *testing.T, s store) {
+		{"the backlog cap refuses, takes no id, costs no quota", lua.Config{BacklogCap: 2}, func(t *testing.T, s storeCase) {
 			s.setRate(t, lua.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: lua.Fixed})
 			s.send(t, pub("alice", "1"))
 			last := s.send(t, pub("alice", "2"))
 			r, _ := s.layout.RouteOf(message.Public, "", last.CacheID)
 			counter := func() string { v, _ := testenv.Do(t, s.c, "GET", r.Counter).ToString(); return v }
 			before := counter()
-			if _, err := s.Enqueue(context.Background(), pub("alice", "3")); !errors.Is(err, lua.ErrBacklogFull) {
+			if _, err := s.Enqueue(context.Background(), pub("alice", "3")); !errors.Is(err, store.ErrBacklogFull) {
 				t.Fatalf("a third message into a stream capped at 2: %v, want ErrBacklogFull", err)
 			}
 			if after := counter(); after != before {
@@ -92,7 +93,7 @@ func TestStoreConformance(t *testing.T) {
 				t.Fatalf("id %d after %d", again.CacheID, last.CacheID)
 			}
 		}},
-		{"the rate limit and its settings", lua.Config{}, func(t *testing.T, s store) {
+		{"the rate limit and its settings", lua.Config{}, func(t *testing.T, s storeCase) {
 			want := lua.RateLimit{Limit: 2, WindowSeconds: 60, Algorithm: lua.Fixed}
 			s.setRate(t, want)
 			if got, err := s.RateLimit(context.Background()); err != nil || got != want {
@@ -101,12 +102,12 @@ func TestStoreConformance(t *testing.T) {
 			s.send(t, pub("alice", "1"))
 			s.send(t, pub("alice", "2"))
 			_, err := s.Enqueue(context.Background(), pub("alice", "3"))
-			if rle, ok := errors.AsType[*lua.RateLimitedError](err); !ok || rle.RetryAfter <= 0 {
+			if rle, ok := errors.AsType[*store.RateLimitedError](err); !ok || rle.RetryAfter <= 0 {
 				t.Fatalf("the third message: %v, want a RateLimitedError with a delay", err)
 			}
 			s.send(t, pub("bob", "1")) // others are not limited
 		}},
-		{"an edit replaces the ring entry at a higher version; others' edits and stale ones are refused", lua.Config{}, func(t *testing.T, s store) {
+		{"an edit replaces the ring entry at a higher version; others' edits and stale ones are refused", lua.Config{}, func(t *testing.T, s storeCase) {
 			ctx := context.Background()
 			// The message as ingest encodes it (message.Message's JSON, whose field order the
 			// edit script splices).
@@ -124,10 +125,10 @@ func TestStoreConformance(t *testing.T) {
 			if err != nil || v2 <= v1 {
 				t.Fatalf("edit at If-Match %d: version %d, %v", v1, v2, err)
 			}
-			if _, err := edit("alice", "stale", v1); !errors.Is(err, lua.ErrVersionMismatch) {
+			if _, err := edit("alice", "stale", v1); !errors.Is(err, store.ErrVersionMismatch) {
 				t.Fatalf("edit at a stale If-Match: %v, want ErrVersionMismatch", err)
 			}
-			if _, err := edit("mallory", "mine now", 0); !errors.Is(err, lua.ErrNotAuthor) {
+			if _, err := edit("mallory", "mine now", 0); !errors.Is(err, store.ErrNotAuthor) {
 				t.Fatalf("another user's edit: %v, want ErrNotAuthor", err)
 			}
 			entries, err := s.Recent(ctx, message.ChannelTimeline("room"), 0)
@@ -142,7 +143,7 @@ func TestStoreConformance(t *testing.T) {
 				t.Fatal("an edit of a deleted message was taken")
 			}
 		}},
-		{"a batch answers each message, in order", lua.Config{}, func(t *testing.T, s store) {
+		{"a batch answers each message, in order", lua.Config{}, func(t *testing.T, s storeCase) {
 			s.setRate(t, lua.RateLimit{Limit: 2, WindowSeconds: 60, Algorithm: lua.Fixed})
 			msgs := []lua.Message{pub("a", "1"), pub("b", "1"), pub("a", "2"), pub("a", "3"), pub("b", "2")}
 			msgs[4].ClientMsgID = "x"
@@ -150,7 +151,7 @@ func TestStoreConformance(t *testing.T) {
 			seen := map[int64]bool{}
 			for i, o := range out {
 				switch {
-				case i == 3 && !errors.Is(o.Err, lua.ErrRateLimited):
+				case i == 3 && !errors.Is(o.Err, store.ErrRateLimited):
 					t.Errorf("message %d: %v, want rate limited", i, o.Err)
 				case i != 3 && (o.Err != nil || o.CacheID < 1 || seen[o.CacheID]):
 					t.Errorf("message %d: %+v, want a new id", i, o)
@@ -158,7 +159,7 @@ func TestStoreConformance(t *testing.T) {
 				seen[o.CacheID] = true
 			}
 		}},
-		{"rings of idle channels and users expire", lua.Config{RingTTL: 300 * time.Millisecond}, func(t *testing.T, s store) {
+		{"rings of idle channels and users expire", lua.Config{RingTTL: 300 * time.Millisecond}, func(t *testing.T, s storeCase) {
 			s.send(t, withChannel(pub("alice", "1"), "quiet-room"))
 			s.send(t, priv("ann", "bob", "psst"))
 			rings := []message.Timeline{message.ChannelTimeline("quiet-room"), message.PrivateTimeline("ann"), message.PrivateTimeline("bob")}
@@ -176,7 +177,7 @@ func TestStoreConformance(t *testing.T) {
 				return true
 			})
 		}},
-		{"backlog indexes name each timeline's messages", lua.Config{}, func(t *testing.T, s store) {
+		{"backlog indexes name each timeline's messages", lua.Config{}, func(t *testing.T, s storeCase) {
 			a1 := s.send(t, withChannel(pub("alice", "1"), "team-42.general"))
 			a2 := s.send(t, withChannel(pub("bob", "2"), "team-42.general"))
 			s.send(t, withChannel(pub("bob", "3"), "Org:Room~1"))
@@ -220,7 +221,7 @@ func TestStoreConformance(t *testing.T) {
 				}
 			}
 		}},
-		{"a channel's ring holds its messages only", lua.Config{}, func(t *testing.T, s store) {
+		{"a channel's ring holds its messages only", lua.Config{}, func(t *testing.T, s storeCase) {
 			a1 := s.send(t, withChannel(pub("alice", "1"), "team-42.general")).CacheID
 			b1 := s.send(t, withChannel(pub("bob", "1"), "Org:Room~1")).CacheID
 			a2 := s.send(t, withChannel(pub("carol", "2"), "team-42.general")).CacheID
@@ -232,7 +233,7 @@ func TestStoreConformance(t *testing.T) {
 			}
 			s.wantRecent(t, message.ChannelTimeline("team-42.general"), []int64{a2})
 		}},
-		{"deletions leave the rings and the stream carries them", lua.Config{}, func(t *testing.T, s store) {
+		{"deletions leave the rings and the stream carries them", lua.Config{}, func(t *testing.T, s storeCase) {
 			ctx := context.Background()
 			keep, gone := s.send(t, pub("alice", "keep")), s.send(t, pub("alice", "gone"))
 			if err := s.DeletePublic(ctx, "", gone.CacheID); err != nil {
@@ -252,7 +253,7 @@ func TestStoreConformance(t *testing.T) {
 			s.wantRecent(t, message.PrivateTimeline("ann"), nil)
 			s.wantRecent(t, message.PrivateTimeline("bob"), nil)
 			for _, id := range []int64{0, -1, keep.CacheID + 64*1_000_000_000} {
-				if err := s.DeletePublic(ctx, "", id); !errors.Is(err, lua.ErrNotFound) {
+				if err := s.DeletePublic(ctx, "", id); !errors.Is(err, store.ErrNotFound) {
 					t.Errorf("deleting id %d, never issued: %v, want ErrNotFound", id, err)
 				}
 			}
@@ -274,7 +275,7 @@ func TestStoreConformance(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				tc.run(t, store{Store: st, c: c, layout: layout})
+				tc.run(t, storeCase{Store: st, c: c, layout: layout})
 			})
 		}
 	}
@@ -287,7 +288,7 @@ func withChannel(m lua.Message, channel string) lua.Message {
 	return m
 }
 
-func (s store) send(t *testing.T, m lua.Message) lua.Result {
+func (s storeCase) send(t *testing.T, m lua.Message) lua.Result {
 	t.Helper()
 	r, err := s.Enqueue(context.Background(), m)
 	if err != nil {
@@ -296,7 +297,7 @@ func (s store) send(t *testing.T, m lua.Message) lua.Result {
 	return r
 }
 
-func (s store) setRate(t *testing.T, rl lua.RateLimit) {
+func (s storeCase) setRate(t *testing.T, rl lua.RateLimit) {
 	t.Helper()
 	if err := s.SetRateLimit(context.Background(), rl); err != nil {
 		t.Fatal(err)
@@ -304,7 +305,7 @@ func (s store) setRate(t *testing.T, rl lua.RateLimit) {
 }
 
 // wantRecent checks a timeline's ring: want's ids, oldest first, each entry {cache_id, data}.
-func (s store) wantRecent(t *testing.T, tl message.Timeline, want []int64) {
+func (s storeCase) wantRecent(t *testing.T, tl message.Timeline, want []int64) {
 	t.Helper()
 	entries, err := s.Recent(context.Background(), tl, 0)
 	if err != nil {
@@ -316,7 +317,7 @@ func (s store) wantRecent(t *testing.T, tl message.Timeline, want []int64) {
 }
 
 // streamLen is the length of the flush stream a message of kind from owner to recipient goes to.
-func (s store) streamLen(t *testing.T, kind message.Kind, owner, recipient string) int64 {
+func (s storeCase) streamLen(t *testing.T, kind message.Kind, owner, recipient string) int64 {
 	t.Helper()
 	n, err := testenv.Do(t, s.c, "XLEN", s.layout.Route(kind, owner, recipient, "").Stream).AsInt64()
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -55,7 +56,7 @@ func TestDurableReplica(t *testing.T) {
 	m.ClientMsgID = "retry-me"
 	start := time.Now()
 	_, err := b.scripts.Enqueue(ctx, m)
-	var nde *lua.NotDurableError
+	var nde *store.NotDurableError
 	if !errors.As(err, &nde) || nde.CacheID != 4 {
 		t.Fatalf("replica stopped: err %v, want NotDurableError with id 4", err)
 	}
@@ -110,7 +111,7 @@ func TestDurableFsync(t *testing.T) {
 		}
 	}
 	testenv.Do(t, b.client, "CONFIG", "SET", "appendonly", "no")
-	var nde *lua.NotDurableError
+	var nde *store.NotDurableError
 	if _, err := b.scripts.Enqueue(context.Background(), pub("a", "aof off")); !errors.As(err, &nde) || nde.CacheID != 4 {
 		t.Fatalf("with the AOF off: %v, want NotDurableError with id 4", err)
 	}
@@ -157,16 +158,16 @@ func TestFull(t *testing.T) {
 	mustEnqueue(t, b, pub("a", "before"))
 	testenv.Do(t, b.client, "CONFIG", "SET", "maxmemory-policy", "noeviction")
 	testenv.Do(t, b.client, "CONFIG", "SET", "maxmemory", "1")
-	if _, err := b.scripts.Enqueue(ctx, pub("a", "while full")); !errors.Is(err, lua.ErrFull) {
+	if _, err := b.scripts.Enqueue(ctx, pub("a", "while full")); !errors.Is(err, store.ErrFull) {
 		t.Fatalf("enqueue while full: %v, want ErrFull", err)
 	}
 	outs := b.scripts.EnqueueMany(ctx, message.Public, []lua.Message{pub("a", "x"), pub("b", "y")})
 	for i, o := range outs {
-		if !errors.Is(o.Err, lua.ErrFull) {
+		if !errors.Is(o.Err, store.ErrFull) {
 			t.Fatalf("batch message %d while full: %v, want ErrFull", i, o.Err)
 		}
 	}
-	if err := b.scripts.Probe(ctx); !errors.Is(err, lua.ErrFull) {
+	if err := b.scripts.Probe(ctx); !errors.Is(err, store.ErrFull) {
 		t.Fatalf("probe while full: %v, want ErrFull", err)
 	}
 	if n := len(streamEntries(t, b, message.Public)); n != 1 {
@@ -191,7 +192,7 @@ func TestTransientReplies(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = b
-	if _, err := s.Enqueue(context.Background(), pub("a", "to a replica")); !errors.Is(err, lua.ErrUnavailable) {
+	if _, err := s.Enqueue(context.Background(), pub("a", "to a replica")); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("enqueue on a replica: %v, want ErrUnavailable (READONLY passes with the failover)", err)
 	}
 }

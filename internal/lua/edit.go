@@ -10,37 +10,11 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 )
 
 //go:embed edit.lua
 var editSrc string
-
-// Errors of an edit.
-var (
-	// ErrVersionMismatch: an edit's If-Match named another version than the message's current
-	// one; see VersionMismatchError.
-	ErrVersionMismatch = errors.New("version mismatch")
-	// ErrLookup: an edit asked the script to find its message (Edit.Found 0), which is not in
-	// its channel's backlog index (or of a shape the script does not splice): find it and edit
-	// it whole. Nothing was written.
-	ErrLookup = errors.New("message not in its backlog index")
-	// ErrNotAuthor: the message the script found is another user's. Nothing was written.
-	ErrNotAuthor = errors.New("not the author")
-)
-
-// VersionMismatchError is an edit refused because the message is at another version than the
-// one its If-Match named. It wraps ErrVersionMismatch.
-type VersionMismatchError struct {
-	// Current is the message's current version.
-	Current int64
-}
-
-func (e *VersionMismatchError) Error() string {
-	return fmt.Sprintf("the message is at version %d", e.Current)
-}
-
-// Unwrap makes errors.Is(err, ErrVersionMismatch) hold.
-func (e *VersionMismatchError) Unwrap() error { return ErrVersionMismatch }
 
 // Edit is an edit of a message. Either ingest found the message and checked its author and
 // place (Found > 0), and Message is the whole new message; or the script finds it (Found 0: a
@@ -105,26 +79,26 @@ func editResult(v []int64, err error) (version int64, refused bool, _ error) {
 	case 0:
 		return v[1], false, nil
 	case 1:
-		return 0, true, &VersionMismatchError{Current: v[1]}
+		return 0, true, &store.VersionMismatchError{Current: v[1]}
 	case 2:
-		return 0, true, fmt.Errorf("%w: deleted", ErrNotFound)
+		return 0, true, fmt.Errorf("%w: deleted", store.ErrNotFound)
 	case 3:
-		return 0, true, ErrBacklogFull
+		return 0, true, store.ErrBacklogFull
 	case 4:
-		return 0, true, &RateLimitedError{RetryAfter: time.Duration(v[1]) * time.Millisecond}
+		return 0, true, &store.RateLimitedError{RetryAfter: time.Duration(v[1]) * time.Millisecond}
 	case 5:
-		return 0, true, ErrLookup
+		return 0, true, store.ErrLookup
 	case 6:
-		return 0, true, ErrNotAuthor
+		return 0, true, store.ErrNotAuthor
 	}
 	return 0, false, fmt.Errorf("edit: unknown answer %d", v[0])
 }
 
 // Edit accepts an edit in one call: the author's rate limit, the checks (deleted, If-Match,
 // backlog cap; with Found 0 the look-up and the author), the version, the entry, the rings and
-// backlog indexes, atomically. It returns the edit's version; ErrNotFound for a deleted
-// message, ErrLookup, ErrNotAuthor, a *VersionMismatchError, a *RateLimitedError,
-// ErrBacklogFull, or ErrUnavailable / ErrFull.
+// backlog indexes, atomically. It returns the edit's version; store.ErrNotFound for a deleted
+// message, store.ErrLookup, store.ErrNotAuthor, a *store.VersionMismatchError, a *store.RateLimitedError,
+// store.ErrBacklogFull, or store.ErrUnavailable / store.ErrFull.
 func (s *Scripts) Edit(ctx context.Context, e Edit) (int64, error) {
 	if err := e.check(); err != nil {
 		return 0, err
@@ -152,7 +126,7 @@ func (p *Partitioned) Edit(ctx context.Context, e Edit) (int64, error) {
 	}
 	r, ok := p.keys.RouteOf(e.Kind, e.Message.ChannelID, e.CacheID)
 	if !ok {
-		return 0, ErrNotFound
+		return 0, store.ErrNotFound
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*p.cfg.Timeout)
 	defer cancel()
@@ -166,7 +140,7 @@ func (p *Partitioned) Edit(ctx context.Context, e Edit) (int64, error) {
 	case err != nil:
 		return 0, err
 	case taken < 1:
-		return 0, &RateLimitedError{RetryAfter: retry}
+		return 0, &store.RateLimitedError{RetryAfter: retry}
 	}
 	var rings []string
 	if r.Ring != "" {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 )
 
 // Message is one message to enqueue.
@@ -52,11 +53,11 @@ type Result struct {
 }
 
 // Enqueue accepts one message: rate limit, backlog cap, id, rings and flush stream in one
-// atomic step (enqueue.lua, as for a batch of one). It returns a *RateLimitedError,
-// ErrBacklogFull or ErrUnavailable when the message was not accepted.
+// atomic step (enqueue.lua, as for a batch of one). It returns a *store.RateLimitedError,
+// store.ErrBacklogFull or store.ErrUnavailable when the message was not accepted.
 //
 // With a durability level the script and its WAIT (or WAITAOF) travel in one round trip on
-// one connection; a message accepted but not confirmed in time gets a *NotDurableError that
+// one connection; a message accepted but not confirmed in time gets a *store.NotDurableError that
 // carries its id.
 func (s *Scripts) Enqueue(ctx context.Context, m Message) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
@@ -302,7 +303,7 @@ func (l *keyList) add(name string) int {
 	return i
 }
 
-// markNotDurable gives every accepted outcome (and retry) a *NotDurableError when the wait for
+// markNotDurable gives every accepted outcome (and retry) a *store.NotDurableError when the wait for
 // durability fell short.
 func markNotDurable(out []Outcome, durable error) {
 	if durable == nil {
@@ -310,7 +311,7 @@ func markNotDurable(out []Outcome, durable error) {
 	}
 	for i := range out {
 		if out[i].Err == nil {
-			out[i].Err = &NotDurableError{CacheID: out[i].CacheID, Detail: durable.Error()}
+			out[i].Err = &store.NotDurableError{CacheID: out[i].CacheID, Detail: durable.Error()}
 		}
 	}
 }
@@ -372,9 +373,9 @@ func parseOne(code, n int64) (Result, error) {
 	case 1:
 		return Result{CacheID: n, Duplicate: true}, nil
 	case 2:
-		return Result{}, &RateLimitedError{RetryAfter: time.Duration(n) * time.Millisecond}
+		return Result{}, &store.RateLimitedError{RetryAfter: time.Duration(n) * time.Millisecond}
 	case 3:
-		return Result{}, ErrBacklogFull
+		return Result{}, store.ErrBacklogFull
 	}
 	return Result{}, fmt.Errorf("enqueue: unexpected reply code %d", code)
 }

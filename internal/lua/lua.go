@@ -19,6 +19,7 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/valkeyconn"
 )
 
@@ -42,43 +43,6 @@ var (
 	//go:embed mirror.lua
 	mirrorSrc string
 )
-
-// Sentinel errors. Callers compare with errors.Is.
-var (
-	// ErrRateLimited: the user is over the rate limit; see RateLimitedError for the retry time.
-	ErrRateLimited = errors.New("rate limited")
-	// ErrBacklogFull: the flush stream is at its cap; nothing was enqueued.
-	ErrBacklogFull = errors.New("flush backlog full")
-	// ErrNotFound: the cache id was never issued.
-	ErrNotFound = errors.New("message not found")
-	// ErrUnavailable: Valkey could not be reached, did not answer in time, or cannot take
-	// writes for now (READONLY or MASTERDOWN during a failover, LOADING, NOREPLICAS, ...). The
-	// operation may or may not have run; a retry with the same client_msg_id is safe.
-	ErrUnavailable = errors.New("valkey unavailable")
-	// ErrFull: Valkey refused the write with OOM (used memory above maxmemory under
-	// noeviction). Nothing was written; retry once the flush workers have drained the backlog.
-	ErrFull = errors.New("valkey is full")
-	// ErrNotDurable: the message was accepted, but too few replicas (or no fsync) acknowledged it
-	// within the durability timeout; see NotDurableError.
-	ErrNotDurable = errors.New("not durable")
-)
-
-// NotDurableError is an accepted message whose write was not confirmed durable in time. It is
-// enqueued all the same (Valkey cannot take it back); a retry with the same client_msg_id
-// returns the same id once the write is durable. It wraps ErrNotDurable.
-type NotDurableError struct {
-	// CacheID is the id the message was given.
-	CacheID int64
-	// Detail says what fell short.
-	Detail string
-}
-
-func (e *NotDurableError) Error() string {
-	return fmt.Sprintf("message %d not durable: %s", e.CacheID, e.Detail)
-}
-
-// Unwrap makes errors.Is(err, ErrNotDurable) hold.
-func (e *NotDurableError) Unwrap() error { return ErrNotDurable }
 
 // Durability is how far a write must have gone before a message is answered as accepted.
 type Durability string
@@ -104,19 +68,6 @@ const (
 	// that no failover can make it go back (docs/scaleout.md). Ids are then about 6·10^13.
 	ClockIDs IDs = "clock"
 )
-
-// RateLimitedError is returned when a user is over the rate limit. It wraps ErrRateLimited.
-type RateLimitedError struct {
-	// RetryAfter is how long until the user may send again.
-	RetryAfter time.Duration
-}
-
-func (e *RateLimitedError) Error() string {
-	return fmt.Sprintf("rate limited, retry after %s", e.RetryAfter)
-}
-
-// Unwrap makes errors.Is(err, ErrRateLimited) hold.
-func (e *RateLimitedError) Unwrap() error { return ErrRateLimited }
 
 // Algorithm names a rate-limit algorithm.
 type Algorithm string
@@ -366,7 +317,7 @@ func (s *Scripts) Ping(ctx context.Context) error {
 }
 
 // Probe tells readiness, after Valkey answered OOM, whether it takes writes again: it returns
-// ErrFull while used memory is above 95% of maxmemory (hysteresis: right at the limit a tiny
+// store.ErrFull while used memory is above 95% of maxmemory (hysteresis: right at the limit a tiny
 // write passes while the next message fails) or a short-lived probe key is refused.
 func (s *Scripts) Probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
@@ -376,12 +327,12 @@ func (s *Scripts) Probe(ctx context.Context) error {
 		return classify(err)
 	}
 	if info.MaxMemory > 0 && float64(info.UsedMemory) > 0.95*float64(info.MaxMemory) {
-		return fmt.Errorf("%w: %d of %d bytes used", ErrFull, info.UsedMemory, info.MaxMemory)
+		return fmt.Errorf("%w: %d of %d bytes used", store.ErrFull, info.UsedMemory, info.MaxMemory)
 	}
 	return classify(s.c.Do(ctx, s.c.B().Set().Key(s.keys.Probe()).Value("1").PxMilliseconds(1000).Build()).Error())
 }
 
-// classify sorts errors into the classes a caller acts on: ErrFull for OOM; ErrUnavailable for
+// classify sorts errors into the classes a caller acts on: store.ErrFull for OOM; store.ErrUnavailable for
 // what passes with time — no reply at all (connection refused, reset, timeout) and the
 // replies of a server that cannot take writes for now (valkeyconn.IsTransient); anything else
 // is returned as it is.
@@ -390,12 +341,12 @@ func classify(err error) error {
 	case err == nil:
 		return nil
 	case valkeyconn.IsOOM(err):
-		return fmt.Errorf("%w: %w", ErrFull, err)
+		return fmt.Errorf("%w: %w", store.ErrFull, err)
 	case valkeyconn.IsTransient(err):
 	default:
 		if _, ok := valkey.IsValkeyErr(err); ok {
 			return err
 		}
 	}
-	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 }

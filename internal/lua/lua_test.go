@@ -19,6 +19,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -191,8 +192,8 @@ func setRate(t *testing.T, b *testBundle, rl lua.RateLimit) {
 
 func rateLimited(t *testing.T, err error) time.Duration {
 	t.Helper()
-	var rle *lua.RateLimitedError
-	if !errors.As(err, &rle) || !errors.Is(err, lua.ErrRateLimited) {
+	var rle *store.RateLimitedError
+	if !errors.As(err, &rle) || !errors.Is(err, store.ErrRateLimited) {
 		t.Fatalf("err = %v, want a RateLimitedError", err)
 	}
 	return rle.RetryAfter
@@ -217,7 +218,7 @@ func TestFixedWindow(t *testing.T) {
 	}
 	// Just before the window's end alice is still limited; just after it she is not.
 	time.Sleep(retry - 50*time.Millisecond)
-	if _, err := b.scripts.Enqueue(ctx, pub("alice", "early")); !errors.Is(err, lua.ErrRateLimited) {
+	if _, err := b.scripts.Enqueue(ctx, pub("alice", "early")); !errors.Is(err, store.ErrRateLimited) {
 		t.Fatalf("50ms before the window ends: err = %v, want rate limited", err)
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -241,7 +242,7 @@ func TestGCRA(t *testing.T) {
 		t.Fatalf("retry after %s, want about 250ms (one emission interval)", retry)
 	}
 	time.Sleep(retry - 40*time.Millisecond)
-	if _, err := b.scripts.Enqueue(ctx, pub("alice", "early")); !errors.Is(err, lua.ErrRateLimited) {
+	if _, err := b.scripts.Enqueue(ctx, pub("alice", "early")); !errors.Is(err, store.ErrRateLimited) {
 		t.Fatalf("40ms before the exact retry time: err = %v, want rate limited", err)
 	}
 	time.Sleep(60 * time.Millisecond)
@@ -392,7 +393,7 @@ func TestEnqueueMany(t *testing.T) {
 	}
 	var got []res
 	for _, o := range out {
-		if o.Err != nil && !errors.Is(o.Err, lua.ErrRateLimited) {
+		if o.Err != nil && !errors.Is(o.Err, store.ErrRateLimited) {
 			t.Fatalf("unexpected error: %v", o.Err)
 		}
 		got = append(got, res{o.CacheID, o.Err != nil})
@@ -432,7 +433,7 @@ func TestDelete(t *testing.T) {
 		t.Errorf("last stream entry = %+v, want a deletion of 2", last)
 	}
 	for _, id := range []int64{0, -1, 3} {
-		if err := b.scripts.Delete(ctx, message.Public, id, "", "", "", b.keys.PublicRing()); !errors.Is(err, lua.ErrNotFound) {
+		if err := b.scripts.Delete(ctx, message.Public, id, "", "", "", b.keys.PublicRing()); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("Delete(%d) = %v, want ErrNotFound", id, err)
 		}
 	}
@@ -523,10 +524,10 @@ func TestUnavailable(t *testing.T) {
 	b.server.Stop()
 	start := time.Now()
 	_, err := b.scripts.Enqueue(context.Background(), pub("a", "2"))
-	if !errors.Is(err, lua.ErrUnavailable) {
+	if !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
-	if err := b.scripts.Ping(context.Background()); !errors.Is(err, lua.ErrUnavailable) {
+	if err := b.scripts.Ping(context.Background()); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("ping = %v, want ErrUnavailable", err)
 	}
 	b.server.Restart()
@@ -552,7 +553,7 @@ func TestHungServerTimesOut(t *testing.T) {
 	defer b.server.Resume()
 	start := time.Now()
 	_, err := b.scripts.Enqueue(context.Background(), pub("a", "2"))
-	if !errors.Is(err, lua.ErrUnavailable) {
+	if !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
 	if d := time.Since(start); d > time.Second {

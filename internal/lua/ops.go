@@ -10,12 +10,13 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 )
 
 // Delete deletes a message of kind from rings (which may be none), records the deletion on the
 // kind's flush stream and among its pending deletions. owner and recipient, when known, name a
 // private message's users on the deletion (the live tail routes it by them). It returns
-// ErrNotFound for an id never issued and ErrBacklogFull when the stream is at its cap. A message
+// store.ErrNotFound for an id never issued and store.ErrBacklogFull when the stream is at its cap. A message
 // no longer in any ring is still deleted: the worker removes its row.
 func (s *Scripts) Delete(ctx context.Context, kind message.Kind, cacheID int64, owner, recipient, channel string, rings ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
@@ -75,9 +76,9 @@ func deleteResult(r valkey.ValkeyResult) error {
 	case err != nil:
 		return classify(err)
 	case n == -1:
-		return ErrNotFound
+		return store.ErrNotFound
 	case n == -2:
-		return ErrBacklogFull
+		return store.ErrBacklogFull
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 )
 
 var (
@@ -272,7 +273,7 @@ func (p *Partitioned) Ping(ctx context.Context) error {
 }
 
 // Probe writes a short-lived key in every partition's slot, so on every primary that holds a
-// partition: ErrFull while any of them refuses writes for memory.
+// partition: store.ErrFull while any of them refuses writes for memory.
 func (p *Partitioned) Probe(ctx context.Context) error {
 	cmds := make(valkey.Commands, p.keys.Partitions())
 	for k := range cmds {
@@ -303,7 +304,7 @@ func (p *Partitioned) DeletePrivate(ctx context.Context, id int64, owner, recipi
 func (p *Partitioned) deleteIn(ctx context.Context, kind message.Kind, id int64, owner, recipient, channel string) error {
 	r, ok := p.keys.RouteOf(kind, channel, id)
 	if !ok || p.keys.Sequence(id) < 1 {
-		return ErrNotFound
+		return store.ErrNotFound
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
@@ -417,7 +418,7 @@ func (a *ringAdds) writeDurable(ctx context.Context, p *Partitioned, out []Outco
 		}
 		for _, i := range a.who[ring] {
 			if out[i].Err == nil {
-				out[i].Err = &NotDurableError{CacheID: out[i].CacheID, Detail: "a private ring: " + err.Error()}
+				out[i].Err = &store.NotDurableError{CacheID: out[i].CacheID, Detail: "a private ring: " + err.Error()}
 			}
 		}
 	}
@@ -526,7 +527,7 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind message.Kind, msgs [
 				out[i].Err = u.err
 				continue
 			case !taken[i] && !known:
-				out[i].Err = &RateLimitedError{RetryAfter: u.retry}
+				out[i].Err = &store.RateLimitedError{RetryAfter: u.retry}
 				continue
 			}
 			part := p.route(kind, msgs[i])
@@ -568,7 +569,7 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind message.Kind, msgs [
 		u := users[name]
 		refund := 0
 		for _, i := range u.msgs {
-			written := out[i].Err == nil || errors.Is(out[i].Err, ErrNotDurable)
+			written := out[i].Err == nil || errors.Is(out[i].Err, store.ErrNotDurable)
 			accepted := written && !out[i].Duplicate
 			if taken[i] && !accepted {
 				refund++

@@ -16,6 +16,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -191,7 +192,7 @@ func TestPartitionedRateLimitAndRetry(t *testing.T) {
 	for i := range 8 {
 		// Private messages to many peers: many partitions, one user's quota.
 		_, err := b.ops.Enqueue(ctx, priv("alice", fmt.Sprintf("peer%d", i), "x"))
-		var rle *lua.RateLimitedError
+		var rle *store.RateLimitedError
 		switch {
 		case err == nil:
 			accepted++
@@ -241,7 +242,7 @@ func TestPartitionedBatchAndDelete(t *testing.T) {
 	accepted, limited := 0, 0
 	parts := map[int]bool{}
 	for i, o := range outs {
-		var rle *lua.RateLimitedError
+		var rle *store.RateLimitedError
 		switch {
 		case o.Err == nil:
 			accepted++
@@ -280,7 +281,7 @@ func TestPartitionedBatchAndDelete(t *testing.T) {
 		t.Fatalf("partition %d's stream ends with %v, %v; want the deletion of %d", part, xs, err, victim)
 	}
 	for _, id := range []int64{victim + 64*1_000_000, 5, 63, keyspace.IDBase + 63} { // never issued; below the base; partition 63 unused
-		if err := b.ops.DeletePublic(ctx, "", id); !errors.Is(err, lua.ErrNotFound) {
+		if err := b.ops.DeletePublic(ctx, "", id); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("delete %d: %v, want ErrNotFound", id, err)
 		}
 	}
@@ -328,7 +329,7 @@ func TestPartitionedDurable(t *testing.T) {
 	m := pub("alice", "while the replicas are stopped")
 	m.ClientMsgID = "d1"
 	_, err = ops.Enqueue(ctx, m)
-	var nde *lua.NotDurableError
+	var nde *store.NotDurableError
 	if !errors.As(err, &nde) || nde.CacheID == 0 {
 		t.Fatalf("replicas stopped: %v, want NotDurableError with an id", err)
 	}
@@ -397,7 +398,7 @@ func TestPartitionedEdits(t *testing.T) {
 		if err != nil || v <= s.id {
 			t.Fatalf("editing %d: version %d, %v", s.id, v, err)
 		}
-		var vme *lua.VersionMismatchError
+		var vme *store.VersionMismatchError
 		if _, err := b.ops.Edit(ctx, lua.Edit{Kind: kind, CacheID: s.id, Message: mm, Found: s.id, IfMatch: s.id}); !errors.As(err, &vme) || vme.Current != v {
 			t.Errorf("a stale If-Match on %d: %v, want a mismatch naming %d", s.id, err, v)
 		}
@@ -435,11 +436,11 @@ func TestPartitionedEdits(t *testing.T) {
 		t.Errorf("the ring after an edit the script found: %q, %v; want %s", ring, err, want)
 	}
 	if _, err := b.ops.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: s.id,
-		Message: message.Message{OwnerID: "bob", ChannelID: s.m.ChannelID, Content: "x", EditedAt: mm0.EditedAt}}); !errors.Is(err, lua.ErrNotAuthor) {
+		Message: message.Message{OwnerID: "bob", ChannelID: s.m.ChannelID, Content: "x", EditedAt: mm0.EditedAt}}); !errors.Is(err, store.ErrNotAuthor) {
 		t.Errorf("another author's edit the script found: %v, want ErrNotAuthor", err)
 	}
 	if _, err := b.ops.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: s.id,
-		Message: message.Message{OwnerID: "ann", ChannelID: "elsewhere", Content: "x", EditedAt: mm0.EditedAt}}); !errors.Is(err, lua.ErrLookup) && !errors.Is(err, lua.ErrNotFound) {
+		Message: message.Message{OwnerID: "ann", ChannelID: "elsewhere", Content: "x", EditedAt: mm0.EditedAt}}); !errors.Is(err, store.ErrLookup) && !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("an edit through another channel: %v, want ErrLookup (not in that channel's index) or ErrNotFound (not in its partition)", err)
 	}
 	if err := b.ops.DeletePublic(ctx, s.m.ChannelID, s.id); err != nil {
@@ -447,7 +448,7 @@ func TestPartitionedEdits(t *testing.T) {
 	}
 	var mm message.Message
 	_ = json.Unmarshal(s.m.Data, &mm)
-	if _, err := b.ops.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: s.id, Message: mm, Found: s.id}); !errors.Is(err, lua.ErrNotFound) {
+	if _, err := b.ops.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: s.id, Message: mm, Found: s.id}); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("editing a deleted message: %v, want ErrNotFound", err)
 	}
 }
@@ -514,8 +515,8 @@ func TestPartitionedPrivateRingFailover(t *testing.T) {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			res, err := ops.Enqueue(ctx, m)
-			var nde *lua.NotDurableError
-			if err == nil || time.Now().After(deadline) || !(errors.As(err, &nde) || errors.Is(err, lua.ErrUnavailable)) {
+			var nde *store.NotDurableError
+			if err == nil || time.Now().After(deadline) || !(errors.As(err, &nde) || errors.Is(err, store.ErrUnavailable)) {
 				done <- answer{res, err}
 				return
 			}

@@ -32,8 +32,8 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/backoff"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/streams"
 )
 
@@ -148,7 +148,7 @@ func (t *Tails) Run(ctx context.Context) error {
 }
 
 // Subscribe subscribes to the selection sel, after cursor ("" for what comes from now on).
-// ErrBadCursor, ErrTooOld, ErrFull, ErrClosed, or a Valkey error wrapped in lua.ErrUnavailable.
+// ErrBadCursor, ErrTooOld, ErrFull, ErrClosed, or a Valkey error wrapped in store.ErrUnavailable.
 func (t *Tails) Subscribe(ctx context.Context, sel Selection, cursor string) (*Subscription, error) {
 	h := t.hubs[sel.Kind]
 	var from []pos
@@ -842,4 +842,4 @@ func asString(v any) string {
 	return s
 }
 
-func unavailable(err error) error { return errors.Join(lua.ErrUnavailable, err) }
+func unavailable(err error) error { return errors.Join(store.ErrUnavailable, err) }
