@@ -4,7 +4,8 @@
 //
 // Each script is an embedded .lua file with its contract at the top, called by SHA with a
 // reload on NOSCRIPT. Keys reach scripts only through KEYS, built by package keyspace.
-// Replies are turned into results and sentinel errors here; callers never see raw replies.
+// Replies are turned into results and the errors of package store here; callers never see raw
+// replies. (The stores move to package store next: docs/store.md.)
 package lua
 
 import (
