@@ -11,15 +11,16 @@ import (
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
-// TestRetryAfterUnreplicatedRead is issue 39's failover, step by step, with the failover done
-// by hand as Sentinel does it: a primary whose replica replicates through a proxy; the proxy
-// starts dropping what the primary sends (the link stays up, so the primary still counts the
-// replica, at its old offset); a send is written on the primary, its WAIT falls short (503
-// not_durable), and the worker, blocked on its read, reads the entry; the primary is SIGKILLed
-// and the replica that never had the entry promoted; the client retries with the same
-// client_msg_id and is answered 202 under a new id. PostgreSQL must then hold the message once,
-// under the id the client was given. Before the fix the worker wrote the first id too: the
-// WAIT after a read that blocked confirmed nothing (TestGroupBlockedReadWaitsForReplicas).
+// TestRetryAfterUnreplicatedRead is a failover that once stored a message twice, step by
+// step, with the failover done by hand as Sentinel does it: a primary whose replica
+// replicates through a proxy; the proxy starts dropping what the primary sends (the link stays
+// up, so the primary still counts the replica, at its old offset); a send is written on the
+// primary, its WAIT falls short (503 not_durable), and the worker, blocked on its read, reads
+// the entry; the primary is SIGKILLed and the replica that never had the entry promoted; the
+// client retries with the same client_msg_id and is answered 202 under a new id. PostgreSQL
+// must then hold the message once, under the id the client was given. Before the fix the
+// worker wrote the first id too: the WAIT after a read that blocked confirmed nothing
+// (TestGroupBlockedReadWaitsForReplicas).
 func TestRetryAfterUnreplicatedRead(t *testing.T) {
 	testenv.Slow(t, "the failover by hand takes about 10 s")
 	primary := testenv.StartValkey(t)

@@ -459,7 +459,7 @@ func TestPartitionedEdits(t *testing.T) {
 // ring write cannot reach it; a client sends alice→bob with a client_msg_id and retries, as the Go client does, until a definite
 // answer; that primary is SIGKILLed and its replica, resumed, promoted. The 202 the client
 // finally gets must mean what it says: the message is in both users' rings afterwards, with
-// the primary that had the first write gone. (Issue 39: the ring write ran after the enqueue's
+// the primary that had the first write gone. (The ring write once ran after the enqueue's
 // WAIT, outside it, and a 202 could name a message the promoted replica's ring never had.)
 func TestPartitionedPrivateRingFailover(t *testing.T) {
 	t.Parallel()

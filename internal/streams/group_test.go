@@ -145,7 +145,7 @@ func TestGroupWaitsForReplicas(t *testing.T) {
 // served later by another client's XADD leaves it at the connection's previous write, and a
 // WAIT after it answers at once with every replica that had that. Measured on Valkey 8.0: WAIT
 // 1 answered 1 with the replica stopped. A worker that trusted it wrote rows for entries a
-// promoted replica never had, and a retried client_msg_id became a second row (issue 39).
+// promoted replica never had, and a retried client_msg_id became a second row.
 func TestGroupBlockedReadWaitsForReplicas(t *testing.T) {
 	t.Parallel()
 	// After replicatedGroup's first read the connection's write offset is one the replica
