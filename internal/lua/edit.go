@@ -157,7 +157,7 @@ func (p *Partitioned) Edit(ctx context.Context, e Edit) (int64, error) {
 	}
 	var adds ringAdds
 	m := e.Message
-	adds.add(p, m.OwnerID, m.RecipientID, e.CacheID, string(message.AppendEnvelope(nil, e.CacheID, version, m.JSON())), 0)
+	adds.add(p, m.OwnerID, m.RecipientID, e.CacheID, string(message.AppendEnvelope(nil, e.CacheID, version, m.JSON())))
 	_ = adds.write(ctx, p) // best effort, as for sends: the workers' repair writes what this misses
 	return version, nil
 }

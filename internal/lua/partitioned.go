@@ -163,7 +163,7 @@ func (p *Partitioned) RepairRings(ctx context.Context, recs []message.Record, en
 		if r.Message.RecipientID == "" || i >= len(entries) || entries[i] == "" {
 			continue
 		}
-		rings.add(p, r.Message.OwnerID, r.Message.RecipientID, r.CacheID, entries[i], i)
+		rings.add(p, r.Message.OwnerID, r.Message.RecipientID, r.CacheID, entries[i])
 	}
 	return rings.write(ctx, p)
 }
@@ -366,21 +366,18 @@ func (p *Partitioned) enqueueCall(kind message.Kind, r keyspace.Route, msgs []Me
 type ringAdds struct {
 	order []string
 	by    map[string][]string
-	who   map[string][]int // the outcomes each ring's write answers for (EnqueueMany)
 }
 
-// add puts entry, scored by id, in the rings of owner and recipient (once for a self-DM), for
-// outcome at.
-func (a *ringAdds) add(p *Partitioned, owner, recipient string, id int64, entry string, at int) {
+// add puts entry, scored by id, in the rings of owner and recipient (once for a self-DM).
+func (a *ringAdds) add(p *Partitioned, owner, recipient string, id int64, entry string) {
 	if a.by == nil {
-		a.by, a.who = map[string][]string{}, map[string][]int{}
+		a.by = map[string][]string{}
 	}
 	for _, ring := range privateRings(p.keys.PrivateRing, owner, recipient) {
 		if a.by[ring] == nil {
 			a.order = append(a.order, ring)
 		}
 		a.by[ring] = append(a.by[ring], strconv.FormatInt(id, 10), entry)
-		a.who[ring] = append(a.who[ring], at)
 	}
 }
 
@@ -401,13 +398,14 @@ func (a *ringAdds) write(ctx context.Context, p *Partitioned) error {
 }
 
 // writeDurable runs the calls of write each followed by the durability level's WAIT
-// (durableExec) and marks not durable every outcome of out whose ring was not written or
-// fell short.
+// (durableExec) and marks not durable every outcome of out whose message is in a ring that was
+// not written or fell short.
 func (a *ringAdds) writeDurable(ctx context.Context, p *Partitioned, out []Outcome) {
 	if len(a.order) == 0 {
 		return
 	}
 	res, durable := p.durableExec(ctx, p.zring, a.calls(p, true))
+	short := map[int64]error{} // message id → why one of its rings is not durable
 	for j, ring := range a.order {
 		err := durable[j]
 		if rerr := res[j].Error(); rerr != nil {
@@ -416,10 +414,14 @@ func (a *ringAdds) writeDurable(ctx context.Context, p *Partitioned, out []Outco
 		if err == nil {
 			continue
 		}
-		for _, i := range a.who[ring] {
-			if out[i].Err == nil {
-				out[i].Err = &store.NotDurableError{CacheID: out[i].CacheID, Detail: "a private ring: " + err.Error()}
-			}
+		for k := 0; k < len(a.by[ring]); k += 2 { // id, entry, id, entry, …
+			id, _ := strconv.ParseInt(a.by[ring][k], 10, 64)
+			short[id] = err
+		}
+	}
+	for i := range out {
+		if err, ok := short[out[i].CacheID]; ok && out[i].Err == nil {
+			out[i].Err = &store.NotDurableError{CacheID: out[i].CacheID, Detail: "a private ring: " + err.Error()}
 		}
 	}
 }
@@ -578,7 +580,7 @@ func (p *Partitioned) EnqueueMany(ctx context.Context, kind message.Kind, msgs [
 			// may have been not_durable for them, and the 202 it gets now promises them.
 			if kind == message.Private && (accepted || written && p.cfg.Durability != DurableNone) {
 				m := msgs[i]
-				rings.add(p, m.OwnerID, m.RecipientID, out[i].CacheID, ringEntry(out[i].CacheID, m.Data), i)
+				rings.add(p, m.OwnerID, m.RecipientID, out[i].CacheID, ringEntry(out[i].CacheID, m.Data))
 			}
 		}
 		if refund > 0 {
