@@ -32,7 +32,7 @@ bench: deps ## each stage beside this machine's limit, one table in bench/result
 	set -o pipefail; $(GO) test -tags bench -count=1 -v -timeout 30m -run '^TestBench$$' ./internal/bench/ 2>&1 | grep -v '^=== '
 
 microbench: deps ## go test benchmarks of the enqueue script, the HTTP handlers and the batch insert
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/lua/ ./internal/api/ ./internal/pg/
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/store/ ./internal/api/ ./internal/pg/
 
 vet: lint ## the same as lint
 

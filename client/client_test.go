@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,7 +20,6 @@ import (
 	"github.com/chatpipe/chatpipe/internal/flush"
 	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/tail"
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -50,7 +50,7 @@ func startIngest(t *testing.T, tokens ...string) *ingest {
 	v := testenv.StartValkey(t)
 	c := v.Client(t)
 	keys, _ := keyspace.New("")
-	scripts, err := lua.Open(c, lua.Config{Layout: keys, RecentSize: 50, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}, Timeout: 2 * time.Second})
+	scripts, err := store.Open(c, store.Config{Layout: keys, RecentSize: 50, DefaultRate: store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

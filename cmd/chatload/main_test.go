@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -11,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/chatpipe/chatpipe/internal/api"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -42,7 +42,7 @@ func TestCountsAgree(t *testing.T) {
 	t.Parallel()
 	v := testenv.StartValkey(t)
 	c := v.Client(t)
-	scripts, err := lua.New(c, lua.Config{DefaultRate: lua.RateLimit{Limit: 10, WindowSeconds: 60, Algorithm: lua.Fixed}})
+	scripts, err := store.Open(c, store.Config{DefaultRate: store.RateLimit{Limit: 10, WindowSeconds: 60, Algorithm: store.Fixed}})
 	if err != nil {
 		t.Fatal(err)
 	}

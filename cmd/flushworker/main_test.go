@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"maps"
 	"net/http"
 	"os"
@@ -19,7 +20,6 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/config"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
@@ -116,13 +116,13 @@ func setup(t *testing.T) *bundle {
 
 func (b *bundle) enqueue(t *testing.T, n int) {
 	t.Helper()
-	scripts, err := lua.New(b.valkey.Client(t), lua.Config{DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+	scripts, err := store.Open(b.valkey.Client(t), store.Config{DefaultRate: store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range n {
 		m := message.Message{OwnerID: "u", Content: fmt.Sprint(i), CreatedAt: "2026-11-25T10:00:00Z"}
-		if _, err := scripts.Enqueue(context.Background(), lua.Message{OwnerID: "u", Data: m.JSON()}); err != nil {
+		if _, err := scripts.Enqueue(context.Background(), store.Message{OwnerID: "u", Data: m.JSON()}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -339,13 +339,13 @@ func TestSecretFiles(t *testing.T) {
 	}
 	defer c.Close()
 	b := &bundle{valkey: v, dsn: dsn}
-	scripts, err := lua.New(c, lua.Config{DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+	scripts, err := store.Open(c, store.Config{DefaultRate: store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 5 {
 		m := message.Message{OwnerID: "u", Content: fmt.Sprint(i), CreatedAt: "2026-12-03T10:00:00Z"}
-		if _, err := scripts.Enqueue(context.Background(), lua.Message{OwnerID: "u", Data: m.JSON()}); err != nil {
+		if _, err := scripts.Enqueue(context.Background(), store.Message{OwnerID: "u", Data: m.JSON()}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -17,9 +17,9 @@ import (
 	"github.com/chatpipe/chatpipe/internal/config"
 	"github.com/chatpipe/chatpipe/internal/flush"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/streams"
 	"github.com/chatpipe/chatpipe/internal/telemetry"
 	"github.com/chatpipe/chatpipe/internal/valkeyconn"
@@ -126,7 +126,7 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 			return err
 		}
 	}
-	store := pg.New(pool)
+	sink := pg.New(pool)
 	var standbys flush.Standbys
 	if s.pgStandbys > 0 {
 		sb := pg.NewStandbys(pool, s.pgStandbys)
@@ -162,17 +162,6 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 			return config.SetupErr(err)
 		}
 	}
-	// Private rings: the workers clear deleted messages from them (ForgetFunc) and repair what
-	// ingest missed (RepairFunc), each stream with the store of its layout: the single layout's
-	// streams are drained under the partitioned one too (migration).
-	rings, err := lua.Open(client, lua.Config{Layout: s.layout, RecentSize: s.recentSize, Timeout: s.valkey.Timeout, RingTTL: s.ringTTL})
-	if err != nil {
-		return err
-	}
-	single, err := lua.New(client, lua.Config{Layout: s.layout.Single(), RecentSize: s.recentSize, Timeout: s.valkey.Timeout})
-	if err != nil {
-		return err
-	}
 	flushStreams := s.layout.FlushStreams()
 	if s.valkey.Mode == valkeyconn.Cluster {
 		// The single layout never ran on a cluster: no old streams to drain there (and their
@@ -192,15 +181,18 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 			Flush: fs, Group: s.group, Consumer: s.consumer,
 			BatchSize: s.batchSize, FlushInterval: s.flushInterval, MinIdle: s.minIdle,
 			MaxDeliveries: s.maxDeliveries, JanitorIdle: s.janitorIdle, Grace: s.grace,
-			Timeout: s.valkey.Timeout, Sink: store, Logger: log, Metrics: metrics, Replicas: s.waitReplicas,
+			Timeout: s.valkey.Timeout, Sink: sink, Logger: log, Metrics: metrics, Replicas: s.waitReplicas,
 			TailRetention: s.tailRetention, Standbys: standbys, DefaultChannel: s.defaultChannel,
 		}
-		switch {
-		case fs.Kind == message.Private && fs.Partition != "":
-			// The partitioned layout writes private rings after the enqueue: repair them.
+		if fs.Kind == message.Private {
+			// Private rings: the workers clear deleted messages from them and repair what ingest
+			// missed, with the store of the layout that wrote the stream (the single layout's
+			// streams are drained under the partitioned one too).
+			rings, err := store.Open(client, store.Config{Layout: fs.Layout, RecentSize: s.recentSize, Timeout: s.valkey.Timeout, RingTTL: s.ringTTL})
+			if err != nil {
+				return err
+			}
 			cfg.RepairFunc, cfg.ForgetFunc = rings.RepairRings, rings.ForgetPrivate
-		case fs.Kind == message.Private:
-			cfg.ForgetFunc = single.ForgetPrivate
 		}
 		co, err := flush.New(client, cfg)
 		if err != nil {

@@ -23,8 +23,9 @@ import (
 	"github.com/chatpipe/chatpipe/internal/config"
 	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/tail"
 	"github.com/chatpipe/chatpipe/internal/telemetry"
 	"github.com/chatpipe/chatpipe/internal/valkeyconn"
@@ -91,10 +92,10 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	cs.Secret(&s.tokens.one, "INGEST_AUTH_TOKEN", "", "bearer token required on /v1/..., for reads and writes (empty, and INGEST_AUTH_TOKENS too: no auth, on a loopback INGEST_ADDR only)", func(v string) error { _, err := auth.One(v); return err })
 	cs.Secret(&s.tokens.list, "INGEST_AUTH_TOKENS", "", "bearer tokens, comma-separated, each prefixed read: (GET endpoints), write: (POST, PUT, PATCH, DELETE) or bare (both); with INGEST_AUTH_TOKEN, any of them is let in; the _FILE form is read again on SIGHUP", func(v string) error { _, err := auth.Parse(v); return err })
 	cs.Bool(&s.allowNoAuth, "INGEST_ALLOW_NO_AUTH", false, "serve /v1/... without a token on an INGEST_ADDR beyond loopback (a warning, and chatpipe_ingest_open_api 1): anyone who reaches it reads every message and posts as anyone")
-	cs.String(&s.durability, "INGEST_DURABILITY", string(lua.DurableNone), "none (202 once the script ran on the primary), replica (also WAIT for replicas) or fsync (also WAITAOF: fsynced to the primary's AOF)", oneOf(lua.DurableNone, lua.DurableReplica, lua.DurableFsync))
+	cs.String(&s.durability, "INGEST_DURABILITY", string(store.DurableNone), "none (202 once the script ran on the primary), replica (also WAIT for replicas) or fsync (also WAITAOF: fsynced to the primary's AOF)", oneOf(store.DurableNone, store.DurableReplica, store.DurableFsync))
 	cs.Int(&s.durableReplicas, "INGEST_DURABILITY_REPLICAS", 1, 1, 100, "replicas that must acknowledge each write under INGEST_DURABILITY=replica")
 	cs.Duration(&s.durableTimeout, "INGEST_DURABILITY_TIMEOUT", 200*time.Millisecond, time.Millisecond, time.Minute, "longest a request waits for durability; then 503 not_durable with the cache id")
-	cs.String(&s.ids, "INGEST_IDS", "auto", "counter (1, 2, 3, … as the list-based cache), clock (counter floored by the server's clock: never given twice across a failover) or auto (clock in sentinel mode, else counter)", oneOf(lua.IDs("auto"), lua.CounterIDs, lua.ClockIDs))
+	cs.String(&s.ids, "INGEST_IDS", "auto", "counter (1, 2, 3, … as the list-based cache), clock (counter floored by the server's clock: never given twice across a failover) or auto (clock in sentinel mode, else counter)", oneOf(store.IDs("auto"), store.CounterIDs, store.ClockIDs))
 	cs.Secret(&s.databaseURL, "DATABASE_URL", "", "PostgreSQL URL or DSN for the history endpoints, read only (grants.sql); empty: they answer 503 history_unavailable", optionalDSN)
 	cs.Int(&s.tailMax, "INGEST_TAIL_MAX", 1000, 1, 1_000_000, "most live-tail (SSE) subscribers of this replica; past it they get 503")
 	cs.Int(&s.tailWrites, "INGEST_TAIL_WRITES", 50_000, 0, 10_000_000, "writes a second the live-tail streams of this replica make together before events to busy streams are grouped (each stream writes at most every subscribers/this); a lone event is never held (0: no pacing)")
@@ -104,10 +105,10 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	cs.Int(&s.batchSlots, "INGEST_BATCH_CONCURRENCY", 8, 1, 1024, "most batch requests worked on at once; the others wait (bounds memory, not throughput: Valkey runs one script at a time)")
 	cs.Duration(&s.batchWait, "INGEST_BATCH_WAIT", 5*time.Second, time.Millisecond, time.Minute, "longest a batch request waits for its turn before it gets 503")
 	cs.Duration(&s.clientMsgTTL, "INGEST_CLIENT_MSG_TTL", 24*time.Hour, time.Second, 30*24*time.Hour, "how long a client_msg_id is remembered for retries")
-	cs.Int(&s.rateLimit, "RATE_LIMIT", 30, 1, lua.MaxLimit, "messages per window and user, until set with PUT /v1/rate-limit")
-	cs.Duration(&s.rateWindow, "RATE_WINDOW", 10*time.Second, time.Second, lua.MaxWindowSeconds*time.Second, "rate-limit window (whole seconds), until set with PUT /v1/rate-limit")
+	cs.Int(&s.rateLimit, "RATE_LIMIT", 30, 1, store.MaxLimit, "messages per window and user, until set with PUT /v1/rate-limit")
+	cs.Duration(&s.rateWindow, "RATE_WINDOW", 10*time.Second, time.Second, store.MaxWindowSeconds*time.Second, "rate-limit window (whole seconds), until set with PUT /v1/rate-limit")
 	cs.String(&s.rateAlgorithm, "RATE_ALGORITHM", "fixed", "fixed or gcra, until set with PUT /v1/rate-limit", func(v string) error {
-		return lua.RateLimit{Limit: 1, WindowSeconds: 1, Algorithm: lua.Algorithm(v)}.Validate()
+		return store.RateLimit{Limit: 1, WindowSeconds: 1, Algorithm: store.Algorithm(v)}.Validate()
 	})
 	cs.Duration(&s.mirrorInterval, "INGEST_MIRROR_INTERVAL", 5*time.Second, 0, time.Hour, "how often the legacy flush lists are moved into the streams (0: never)")
 	cs.Duration(&s.shutdownTimeout, "INGEST_SHUTDOWN_TIMEOUT", 10*time.Second, 0, 10*time.Minute, "how long in-flight requests may take to finish on SIGTERM")
@@ -125,9 +126,9 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 		return s, err
 	}
 	if s.ids == "auto" {
-		s.ids = string(lua.CounterIDs)
+		s.ids = string(store.CounterIDs)
 		if s.valkey.Mode == valkeyconn.Sentinel {
-			s.ids = string(lua.ClockIDs)
+			s.ids = string(store.ClockIDs)
 		}
 	}
 	if err := config.CheckValkey(s.valkey); err != nil {
@@ -192,7 +193,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return config.SetupErr(err)
 	}
 	defer client.Close()
-	if s.durability == string(lua.DurableFsync) {
+	if s.durability == string(store.DurableFsync) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := valkeyconn.CheckFsync(cctx, client)
 		cancel()
@@ -205,16 +206,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
-	lcfg := lua.Config{
+	lcfg := store.Config{
 		RecentSize:      s.recentSize,
 		BacklogCap:      int64(s.backlogCap),
 		ClientMsgTTL:    s.clientMsgTTL,
-		DefaultRate:     lua.RateLimit{Limit: s.rateLimit, WindowSeconds: int(s.rateWindow / time.Second), Algorithm: lua.Algorithm(s.rateAlgorithm)},
+		DefaultRate:     store.RateLimit{Limit: s.rateLimit, WindowSeconds: int(s.rateWindow / time.Second), Algorithm: store.Algorithm(s.rateAlgorithm)},
 		Timeout:         s.valkey.Timeout,
-		Durability:      lua.Durability(s.durability),
+		Durability:      store.Durability(s.durability),
 		DurableReplicas: s.durableReplicas,
 		DurableTimeout:  s.durableTimeout,
-		IDs:             lua.IDs(s.ids),
+		IDs:             store.IDs(s.ids),
 		Layout:          s.layout,
 		RingTTL:         s.ringTTL,
 	}
@@ -223,21 +224,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return config.SetupErr(err)
 		}
 	}
-	opened, err := lua.Open(client, lcfg)
+	opened, err := store.Open(client, lcfg)
 	if err != nil {
 		return err
 	}
-	store := lua.Coalesce(opened, s.coalesce)
-	if err := store.Load(ctx); err != nil {
+	st := store.Coalesce(opened, s.coalesce)
+	if err := st.Load(ctx); err != nil {
 		log.WarnContext(ctx, "loading scripts failed; they load on first use", "err", err)
-	}
-	// The legacy lists of the list-based cache are mirrored into the single layout's streams;
-	// a partitioned deployment was never one.
-	var legacy *lua.Scripts
-	if s.layout.Name() == keyspace.SingleLayout {
-		if legacy, err = lua.New(client, lcfg); err != nil {
-			return err
-		}
 	}
 	var db *pg.History
 	if s.databaseURL != "" {
@@ -263,7 +256,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv, err := api.New(api.Config{
 		History:          hist,
 		Tail:             tails,
-		Store:            store,
+		Store:            st,
 		Logger:           log,
 		Registerer:       reg,
 		Metrics:          metrics,
@@ -312,8 +305,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	g.Go(func() error { return telemetry.ServePprof(gctx, s.pprofAddr, log) })
 	g.Go(func() error { tokens.reloadOnSIGHUP(gctx); return nil })
 	g.Go(func() error { return monitor.Run(gctx) })
-	if s.mirrorInterval > 0 && legacy != nil {
-		g.Go(func() error { return mirrorLoop(gctx, legacy, s.mirrorInterval, log) })
+	// The legacy lists of the list-based cache are mirrored into the single layout's streams;
+	// a partitioned deployment was never one.
+	if list, _ := s.layout.Legacy(message.Public); s.mirrorInterval > 0 && list != "" {
+		g.Go(func() error { return mirrorLoop(gctx, opened, s.mirrorInterval, log) })
 	}
 	if db != nil {
 		g.Go(func() error { warnOnStandby(gctx, db, log); return nil })

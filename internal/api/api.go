@@ -19,33 +19,30 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/auth"
 	"github.com/chatpipe/chatpipe/internal/history"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/tail"
 )
 
-// Store is what the API needs of Valkey, in terms of messages and users, never of keys:
-// *lua.Scripts is the single layout, and the partitioned layout implements the same.
+// Store is what the API needs of Valkey, in terms of messages and users, never of keys
+// (*store.Store, in either layout).
 type Store interface {
-	// Enqueue accepts one message (see lua.Scripts.Enqueue for the errors).
-	Enqueue(ctx context.Context, m lua.Message) (lua.Result, error)
+	// Enqueue accepts one message (see store.Store.Enqueue for the errors).
+	Enqueue(ctx context.Context, m store.Message) (store.Result, error)
 	// EnqueueMany accepts messages of one kind, outcomes in order.
-	EnqueueMany(ctx context.Context, kind message.Kind, msgs []lua.Message) []lua.Outcome
+	EnqueueMany(ctx context.Context, kind message.Kind, msgs []store.Message) []store.Outcome
 	// Recent returns up to limit of the newest ring entries of a timeline, oldest first
 	// (limit < 1: the whole ring).
 	Recent(ctx context.Context, tl message.Timeline, limit int) ([]string, error)
-	// DeletePublic deletes a public message of channel (store.ErrNotFound for an id never
-	// issued).
-	DeletePublic(ctx context.Context, channel string, id int64) error
-	// DeletePrivate deletes a private message, from the rings of owner and recipient when they
-	// are known ("" when not).
-	DeletePrivate(ctx context.Context, id int64, owner, recipient string) error
+	// Delete deletes a message, from the rings of its users when the reference names them
+	// (store.ErrNotFound for an id never issued).
+	Delete(ctx context.Context, ref message.Ref) error
 	// Edit accepts an edit of a message ingest found and returns its version (see
-	// lua.Scripts.Edit for the errors).
-	Edit(ctx context.Context, e lua.Edit) (int64, error)
+	// store.Store.Edit for the errors).
+	Edit(ctx context.Context, e store.Edit) (int64, error)
 	// RateLimit and SetRateLimit read and store the shared rate limit.
-	RateLimit(ctx context.Context) (lua.RateLimit, error)
-	SetRateLimit(ctx context.Context, rl lua.RateLimit) error
+	RateLimit(ctx context.Context) (store.RateLimit, error)
+	SetRateLimit(ctx context.Context, rl store.RateLimit) error
 	// Ping checks that Valkey answers; Probe, after an OOM, that it takes writes again.
 	Ping(ctx context.Context) error
 	Probe(ctx context.Context) error

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -21,7 +22,6 @@ import (
 	"github.com/chatpipe/chatpipe/internal/api"
 	"github.com/chatpipe/chatpipe/internal/auth"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
@@ -30,8 +30,8 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // Both layouts are Stores.
 var (
-	_ api.Store = (*lua.Scripts)(nil)
-	_ api.Store = (*lua.Partitioned)(nil)
+	_ api.Store = (*store.Store)(nil)
+	_ api.Store = (*store.Store)(nil)
 )
 
 type testBundle struct {
@@ -48,7 +48,7 @@ type options struct {
 	cluster    bool
 	token      string
 	recentSize int
-	rate       lua.RateLimit
+	rate       store.RateLimit
 	backlogCap int64
 	batchSlots int
 	batchWait  time.Duration
@@ -72,10 +72,10 @@ func setup(t testing.TB, o options) *testBundle {
 	if o.layout == nil {
 		o.layout, _ = keyspace.New("")
 	}
-	if o.rate == (lua.RateLimit{}) {
-		o.rate = lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}
+	if o.rate == (store.RateLimit{}) {
+		o.rate = store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}
 	}
-	scripts, err := lua.Open(c, lua.Config{Layout: o.layout, RecentSize: o.recentSize, DefaultRate: o.rate, BacklogCap: o.backlogCap, Timeout: 2 * time.Second})
+	scripts, err := store.Open(c, store.Config{Layout: o.layout, RecentSize: o.recentSize, DefaultRate: o.rate, BacklogCap: o.backlogCap, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,8 @@ func setup(t testing.TB, o options) *testBundle {
 	}
 	hs := httptest.NewServer(a)
 	t.Cleanup(hs.Close)
-	return &testBundle{url: hs.URL, server: srv, client: c, keys: o.layout.Single(), reg: reg}
+	single, _ := o.layout.(keyspace.Keys) // the single layout's keys; the zero value (no prefix) beside another layout
+	return &testBundle{url: hs.URL, server: srv, client: c, keys: single, reg: reg}
 }
 
 type response struct {
@@ -184,7 +185,7 @@ func TestPostAndRecent(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
-	b := setup(t, options{rate: lua.RateLimit{Limit: 30, WindowSeconds: 10, Algorithm: lua.Fixed}})
+	b := setup(t, options{rate: store.RateLimit{Limit: 30, WindowSeconds: 10, Algorithm: store.Fixed}})
 	wantStatus(t, b.do(t, http.MethodPut, "/v1/rate-limit", "application/json", `{"limit":3,"window_seconds":10}`), http.StatusOK)
 	got := b.do(t, http.MethodGet, "/v1/rate-limit", "", "")
 	if diff := cmp.Diff(map[string]any{"limit": 3.0, "window_seconds": 10.0, "algorithm": "fixed"}, got.body); diff != "" {
@@ -346,7 +347,7 @@ func TestBadRequests(t *testing.T) {
 
 func TestBatch(t *testing.T) {
 	t.Parallel()
-	b := setup(t, options{rate: lua.RateLimit{Limit: 2, WindowSeconds: 60, Algorithm: lua.Fixed}})
+	b := setup(t, options{rate: store.RateLimit{Limit: 2, WindowSeconds: 60, Algorithm: store.Fixed}})
 	body := `{"messages":[
 		{"owner_id":"a","content":"1"},
 		{"owner_id":"a","content":""},
@@ -550,7 +551,7 @@ func TestValkeyDown(t *testing.T) {
 func TestShutdownReadiness(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartValkey(t)
-	scripts, _ := lua.New(srv.Client(t), lua.Config{})
+	scripts, _ := store.Open(srv.Client(t), store.Config{})
 	a, _ := api.New(api.Config{Store: scripts})
 	hs := httptest.NewServer(a)
 	defer hs.Close()

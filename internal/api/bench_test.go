@@ -2,14 +2,13 @@ package api_test
 
 import (
 	"fmt"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/chatpipe/chatpipe/internal/lua"
 )
 
 // The HTTP benchmarks measure the whole enqueue path through ingest's handler (decode,
@@ -78,5 +77,5 @@ func BenchmarkHTTPBatch(b *testing.B) {
 
 func setupB(b *testing.B) *testBundle {
 	b.Helper()
-	return setup(b, options{rate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}, backlogCap: 1 << 40})
+	return setup(b, options{rate: store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}, backlogCap: 1 << 40})
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/chatpipe/chatpipe/internal/history"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/store"
 )
@@ -70,7 +69,7 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
 	if kind == message.Public {
 		// The usual edit, of a recent message: the script finds it in its channel's backlog
 		// index, in the same round trip. Else ingest finds it (PostgreSQL) and edits it whole.
-		version, err := s.storeEdit(r, lua.Edit{Kind: kind, CacheID: id, IfMatch: ifMatch,
+		version, err := s.storeEdit(r, store.Edit{Kind: kind, CacheID: id, IfMatch: ifMatch,
 			Message: message.Message{OwnerID: req.OwnerID, ChannelID: tl.Channel, Content: req.Content, EditedAt: now}})
 		if !errors.Is(err, store.ErrLookup) {
 			return s.edited(w, id, version, err)
@@ -89,12 +88,12 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
 	}
 	m := rec.Message
 	m.Content, m.CreatedAt, m.EditedAt = req.Content, message.FormatTime(rec.CreatedAt), now
-	version, err := s.storeEdit(r, lua.Edit{Kind: kind, CacheID: id, Message: m, Found: max(rec.Version, id), IfMatch: ifMatch})
+	version, err := s.storeEdit(r, store.Edit{Kind: kind, CacheID: id, Message: m, Found: max(rec.Version, id), IfMatch: ifMatch})
 	return s.edited(w, id, version, err)
 }
 
 // storeEdit runs the edit script, timed, and logs a Valkey failure.
-func (s *Server) storeEdit(r *http.Request, e lua.Edit) (int64, error) {
+func (s *Server) storeEdit(r *http.Request, e store.Edit) (int64, error) {
 	start := time.Now()
 	version, err := s.cfg.Store.Edit(r.Context(), e)
 	s.m.script.WithLabelValues("edit").Observe(time.Since(start).Seconds())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"maps"
 	"reflect"
 	"slices"
@@ -18,7 +19,6 @@ import (
 	apidoc "github.com/chatpipe/chatpipe/api"
 	"github.com/chatpipe/chatpipe/client"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -45,7 +45,7 @@ func TestFieldsConform(t *testing.T) {
 	pool := testenv.MigratedPool(t, testenv.Postgres(t), 2)
 	v := testenv.StartValkey(t)
 	keys, _ := keyspace.New("")
-	scripts, err := lua.New(v.Client(t), lua.Config{Layout: keys, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+	scripts, err := store.Open(v.Client(t), store.Config{Layout: keys, DefaultRate: store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,11 +158,11 @@ func TestFieldsConform(t *testing.T) {
 		if kind == message.Public {
 			sent := m
 			sent.EditedAt = ""
-			r, err := scripts.Enqueue(ctx, lua.Message{OwnerID: m.OwnerID, ChannelID: m.ChannelID, Data: sent.JSON()})
+			r, err := scripts.Enqueue(ctx, store.Message{OwnerID: m.OwnerID, ChannelID: m.ChannelID, Data: sent.JSON()})
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = scripts.Edit(ctx, lua.Edit{Kind: kind, CacheID: r.CacheID,
+			_, err = scripts.Edit(ctx, store.Edit{Kind: kind, CacheID: r.CacheID,
 				Message: message.Message{OwnerID: m.OwnerID, ChannelID: m.ChannelID, Content: "spliced", EditedAt: m.EditedAt}})
 			entries, rerr := scripts.Recent(ctx, message.ChannelTimeline(m.ChannelID), 1)
 			if err != nil || rerr != nil || len(entries) != 1 {

@@ -12,7 +12,6 @@ import (
 
 	chatpipeapi "github.com/chatpipe/chatpipe/api"
 	"github.com/chatpipe/chatpipe/internal/history"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/store"
 )
@@ -46,7 +45,7 @@ type acceptedBody struct {
 
 // toLua validates a request and turns it into a message for the enqueue script: a private one
 // to recipient, or a public one in channel.
-func (s *Server) toLua(req *publicRequest, recipient string, kind message.Kind, channel string) (lua.Message, error) {
+func (s *Server) toLua(req *publicRequest, recipient string, kind message.Kind, channel string) (store.Message, error) {
 	m := message.Message{
 		OwnerID:     req.OwnerID,
 		RecipientID: recipient,
@@ -56,12 +55,12 @@ func (s *Server) toLua(req *publicRequest, recipient string, kind message.Kind, 
 		CreatedAt:   req.CreatedAt,
 	}
 	if err := m.Validate(kind, s.cfg.NowFunc()); err != nil {
-		return lua.Message{}, err
+		return store.Message{}, err
 	}
-	lm := lua.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, ChannelID: m.ChannelID, Data: m.JSON()}
+	lm := store.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, ChannelID: m.ChannelID, Data: m.JSON()}
 	if req.ClientMsgID != nil {
 		if err := message.ValidateID("client_msg_id", *req.ClientMsgID); err != nil {
-			return lua.Message{}, err
+			return store.Message{}, err
 		}
 		lm.ClientMsgID = *req.ClientMsgID
 	}
@@ -110,7 +109,7 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, limit int64, v a
 	return decodeStrict(body, v)
 }
 
-func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, m lua.Message) error {
+func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, m store.Message) error {
 	op := "enqueue_" + m.Kind().String()
 	start := time.Now()
 	res, err := s.cfg.Store.Enqueue(r.Context(), m)
@@ -124,7 +123,7 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, m lua.Message) 
 }
 
 // count updates the message counters for one enqueue outcome.
-func (s *Server) count(r *http.Request, op string, kind message.Kind, res lua.Result, err error) {
+func (s *Server) count(r *http.Request, op string, kind message.Kind, res store.Result, err error) {
 	switch {
 	case err == nil && res.Duplicate:
 		s.reject(kind, reasonDuplicate, 1)
@@ -188,7 +187,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 		return &apiError{code: codeInvalid, field: "messages", detail: fmt.Sprintf("messages: at most %d per batch", s.cfg.MaxBatch)}
 	}
 	results := make([]any, len(req.Messages))
-	msgs := make([]lua.Message, 0, len(req.Messages))
+	msgs := make([]store.Message, 0, len(req.Messages))
 	index := make([]int, 0, len(req.Messages))
 	for i, raw := range req.Messages {
 		var item batchItem
@@ -198,7 +197,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) error {
 			channel = *item.ChannelID
 			err = message.ValidateChannel("channel_id", channel)
 		}
-		var m lua.Message
+		var m store.Message
 		if err == nil {
 			m, err = s.toLua(&item.publicRequest, "", message.Public, channel)
 		}
@@ -302,7 +301,7 @@ func (s *Server) deleteMessage(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	start := time.Now()
-	err = s.cfg.Store.DeletePublic(r.Context(), channel, id)
+	err = s.cfg.Store.Delete(r.Context(), message.Ref{Kind: message.Public, CacheID: id, ChannelID: channel})
 	s.m.script.WithLabelValues("delete").Observe(time.Since(start).Seconds())
 	if err != nil {
 		return s.deleteFailed(r, err)
@@ -357,9 +356,9 @@ func (s *Server) putRateLimit(w http.ResponseWriter, r *http.Request) error {
 	if req.WindowSeconds == nil {
 		return &apiError{code: codeInvalid, field: "window_seconds", detail: "window_seconds: required"}
 	}
-	rl := lua.RateLimit{Limit: *req.Limit, WindowSeconds: *req.WindowSeconds}
+	rl := store.RateLimit{Limit: *req.Limit, WindowSeconds: *req.WindowSeconds}
 	if req.Algorithm != nil {
-		rl.Algorithm = lua.Algorithm(*req.Algorithm)
+		rl.Algorithm = store.Algorithm(*req.Algorithm)
 	} else {
 		cur, err := s.cfg.Store.RateLimit(r.Context())
 		if err != nil {
@@ -369,7 +368,7 @@ func (s *Server) putRateLimit(w http.ResponseWriter, r *http.Request) error {
 		rl.Algorithm = cur.Algorithm
 	}
 	if err := rl.Validate(); err != nil {
-		var fe *lua.FieldError
+		var fe *store.FieldError
 		if errors.As(err, &fe) {
 			return &apiError{code: codeInvalid, field: fe.Field, detail: fe.Error()}
 		}

@@ -1,12 +1,12 @@
 package api_test
 
 import (
+	"github.com/chatpipe/chatpipe/internal/store"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
@@ -32,7 +32,7 @@ func TestEitherLayoutOverHTTP(t *testing.T) {
 			if o.cluster && testing.Short() {
 				t.Skip("-short: starts a cluster")
 			}
-			o.rate = lua.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: lua.Fixed}
+			o.rate = store.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: store.Fixed}
 			b := setup(t, o)
 			r := b.post(t, "/v1/messages", `{"owner_id":"alice","content":"one"}`)
 			wantStatus(t, r, http.StatusAccepted)

@@ -178,7 +178,7 @@ func (s *Server) deletePrivate(w http.ResponseWriter, r *http.Request) error {
 		owner, recipient = s.cfg.History.Participants(r.Context(), id)
 	}
 	start := time.Now()
-	err = s.cfg.Store.DeletePrivate(r.Context(), id, owner, recipient)
+	err = s.cfg.Store.Delete(r.Context(), message.Ref{Kind: message.Private, CacheID: id, OwnerID: owner, RecipientID: recipient})
 	s.m.script.WithLabelValues("delete").Observe(time.Since(start).Seconds())
 	if err != nil {
 		return s.deleteFailed(r, err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"io"
 	"log/slog"
 	"net/http"
@@ -21,7 +22,6 @@ import (
 	"github.com/chatpipe/chatpipe/internal/flush"
 	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/tail"
@@ -32,7 +32,7 @@ import (
 // and the live tail running.
 type readBundle struct {
 	*testBundle
-	scripts lua.Store
+	scripts *store.Store
 	layout  keyspace.Layout
 	store   *pg.Store
 	dsn     string
@@ -49,7 +49,7 @@ func setupReadLayout(t *testing.T, keys keyspace.Layout, dsn string, recentSize,
 	t.Helper()
 	srv := testenv.StartValkey(t, valkeyArgs...)
 	c := srv.Client(t)
-	scripts, err := lua.Open(c, lua.Config{Layout: keys, RecentSize: recentSize, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}, Timeout: time.Second})
+	scripts, err := store.Open(c, store.Config{Layout: keys, RecentSize: recentSize, DefaultRate: store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,8 @@ func setupReadLayout(t *testing.T, keys keyspace.Layout, dsn string, recentSize,
 	}
 	hs := httptest.NewServer(a)
 	t.Cleanup(hs.Close)
-	rb.testBundle = &testBundle{url: hs.URL, server: srv, client: c, keys: keys.Single(), reg: reg}
+	single, _ := keys.(keyspace.Keys)
+	rb.testBundle = &testBundle{url: hs.URL, server: srv, client: c, keys: single, reg: reg}
 	return rb
 }
 

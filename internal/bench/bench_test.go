@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"io"
 	"net/http"
 	"os"
@@ -25,7 +26,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/valkey-io/valkey-go"
 
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
@@ -64,13 +64,13 @@ func sized(full, q int) int {
 
 const content = "a typical chat message of some fifty bytes or so...."
 
-func msg(i int) lua.Message {
+func msg(i int) store.Message {
 	m := message.Message{OwnerID: fmt.Sprintf("user%d", i%1000), Username: "User", Content: content, CreatedAt: "2026-11-25T10:00:00Z"}
-	return lua.Message{OwnerID: m.OwnerID, Data: m.JSON()}
+	return store.Message{OwnerID: m.OwnerID, Data: m.JSON()}
 }
 
-func newScripts(t *testing.T, c valkey.Client) *lua.Scripts {
-	s, err := lua.New(c, lua.Config{BacklogCap: 1 << 40, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+func newScripts(t *testing.T, c valkey.Client) *store.Store {
+	s, err := store.Open(c, store.Config{BacklogCap: 1 << 40, DefaultRate: store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func (b *bench) limits() {
 	cpu := meterCPU(map[string]int{"valkey": v.Pid()})
 	b.evalConcurrent = parallel(n, 64, func(i int) { _, _ = scripts.Enqueue(ctx, msg(i)) })
 	b.add(row{Stage: "limit: EVALSHA enqueue, Go, 64 concurrent callers (auto-pipelined)", Value: b.evalConcurrent, Unit: "msgs/s", Detail: cpu.String()})
-	batch := make([]lua.Message, 500)
+	batch := make([]store.Message, 500)
 	for i := range batch {
 		batch[i] = msg(i)
 	}
@@ -694,7 +694,7 @@ func (b *bench) endToEnd() {
 		v := testenv.StartValkey(t)
 		c := v.Client(t)
 		scripts := newScripts(t, c)
-		stream := scripts.Keys().Stream(message.Public)
+		stream := scripts.Layout().Route(message.Public, "", "", "").Stream
 		createGroup(t, c, stream)
 		pool := connect(t, b.newDB())
 		if _, err := pool.Exec(ctx, "CREATE TABLE bare_target (LIKE chat_messages INCLUDING ALL)"); err != nil {

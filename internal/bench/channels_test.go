@@ -5,6 +5,7 @@ package bench_test
 import (
 	"context"
 	"fmt"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"log/slog"
 	"math"
 	"net/http"
@@ -19,7 +20,6 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -35,14 +35,14 @@ func (b *bench) channels() {
 	c := v.Client(t)
 	keys, _ := keyspace.New("")
 	for _, n := range []int{50, 500} {
-		s, err := lua.New(c, lua.Config{Layout: keys, RecentSize: n, BacklogCap: 1 << 40, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+		s, err := store.Open(c, store.Config{Layout: keys, RecentSize: n, BacklogCap: 1 << 40, DefaultRate: store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		channel := fmt.Sprintf("team-%d.general", n)
 		for i := range n {
 			m := message.Message{OwnerID: fmt.Sprintf("user%d", i%37), ChannelID: channel, Username: "User", Content: content, CreatedAt: "2026-11-25T10:00:00.123456Z"}
-			if _, err := s.Enqueue(ctx, lua.Message{OwnerID: m.OwnerID, ChannelID: channel, Data: m.JSON()}); err != nil {
+			if _, err := s.Enqueue(ctx, store.Message{OwnerID: m.OwnerID, ChannelID: channel, Data: m.JSON()}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -126,13 +126,13 @@ func (b *bench) channels() {
 // timeline's backlog index, not the backlog.
 func (b *bench) quietPages(c valkey.Client, keys keyspace.Keys) {
 	t, ctx := b.t, b.ctx
-	s, err := lua.New(c, lua.Config{Layout: keys, BacklogCap: 1 << 40, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+	s, err := store.Open(c, store.Config{Layout: keys, BacklogCap: 1 << 40, DefaultRate: store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	backlog := sized(200_000, 40_000)
 	for kind, n := range map[message.Kind]int{message.Public: backlog / 2, message.Private: backlog / 2} {
-		batch := make([]lua.Message, 0, 500)
+		batch := make([]store.Message, 0, 500)
 		for i := range n {
 			m := message.Message{OwnerID: fmt.Sprintf("busy%d", i%50), Username: "U", Content: content, CreatedAt: "2026-11-25T10:00:00Z"}
 			if kind == message.Public {
@@ -140,7 +140,7 @@ func (b *bench) quietPages(c valkey.Client, keys keyspace.Keys) {
 			} else {
 				m.RecipientID = fmt.Sprintf("busy%d", (i+1)%50)
 			}
-			batch = append(batch, lua.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, ChannelID: m.ChannelID, Data: m.JSON()})
+			batch = append(batch, store.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, ChannelID: m.ChannelID, Data: m.JSON()})
 			if len(batch) == cap(batch) || i == n-1 {
 				for _, o := range s.EnqueueMany(ctx, kind, batch) {
 					if o.Err != nil {
@@ -156,7 +156,7 @@ func (b *bench) quietPages(c valkey.Client, keys keyspace.Keys) {
 				} else {
 					q.RecipientID = "quiet-peer"
 				}
-				if _, err := s.Enqueue(ctx, lua.Message{OwnerID: q.OwnerID, RecipientID: q.RecipientID, ChannelID: q.ChannelID, Data: q.JSON()}); err != nil {
+				if _, err := s.Enqueue(ctx, store.Message{OwnerID: q.OwnerID, RecipientID: q.RecipientID, ChannelID: q.ChannelID, Data: q.JSON()}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -204,7 +204,7 @@ func (b *bench) quietPages(c valkey.Client, keys keyspace.Keys) {
 // othersLoad sends others' messages of kind (busy channels, or private messages among busy
 // users) in batches of 100 at about 5 000 a second until the function it returns is called,
 // which says how many were sent and at what rate. At most five minutes of it, whatever happens.
-func (b *bench) othersLoad(s *lua.Scripts, kind message.Kind) func() string {
+func (b *bench) othersLoad(s *store.Store, kind message.Kind) func() string {
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Minute)
 	var sent atomic.Int64
 	start := time.Now()
@@ -213,7 +213,7 @@ func (b *bench) othersLoad(s *lua.Scripts, kind message.Kind) func() string {
 		defer close(done)
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
-		batch := make([]lua.Message, 100)
+		batch := make([]store.Message, 100)
 		for k := 0; ; k++ {
 			select {
 			case <-ctx.Done():
@@ -227,7 +227,7 @@ func (b *bench) othersLoad(s *lua.Scripts, kind message.Kind) func() string {
 				} else {
 					m.RecipientID = fmt.Sprintf("busy%d", (k+i+1)%50)
 				}
-				batch[i] = lua.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, ChannelID: m.ChannelID, Data: m.JSON()}
+				batch[i] = store.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, ChannelID: m.ChannelID, Data: m.JSON()}
 			}
 			for _, o := range s.EnqueueMany(ctx, kind, batch) {
 				if o.Err == nil {

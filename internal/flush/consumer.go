@@ -87,7 +87,7 @@ type Config struct {
 	ReplicaTimeout time.Duration
 	// RepairFunc, when set, gets the messages of each written batch with their ring entries as
 	// on the stream, before the batch is acked: the partitioned layout writes private rings
-	// after the enqueue, and repairs them here (lua.Partitioned.RepairRings).
+	// after the enqueue, and repairs them here (store.Store.RepairRings).
 	RepairFunc func(ctx context.Context, recs []message.Record, entries []string) error
 	// ForgetFunc, when set, gets the private messages that deletions removed, with their users,
 	// once PostgreSQL applied the deletions and before the ack: their users' rings are cleared

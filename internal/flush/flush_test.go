@@ -3,6 +3,7 @@ package flush_test
 import (
 	"context"
 	"fmt"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"log/slog"
 	"os"
 	"slices"
@@ -19,7 +20,6 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/flush"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/streams"
@@ -32,7 +32,7 @@ type testBundle struct {
 	valkey  *testenv.Valkey
 	client  valkey.Client
 	keys    keyspace.Keys
-	scripts *lua.Scripts
+	scripts *store.Store
 	pool    *pgxpool.Pool
 	store   *pg.Store
 	reg     *prometheus.Registry
@@ -46,7 +46,7 @@ func setup(t *testing.T) *testBundle {
 	keys, _ := keyspace.New("")
 	// The test's own enqueues get a long timeout: a batch of 500 against a Valkey shared with six
 	// consumers, on a machine running the other suites, took more than the default second.
-	scripts, err := lua.New(c, lua.Config{Layout: keys, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}, Timeout: 10 * time.Second})
+	scripts, err := store.Open(c, store.Config{Layout: keys, DefaultRate: store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,13 +100,13 @@ func (b *testBundle) enqueue(t *testing.T, kind message.Kind, n int) []int64 {
 	t.Helper()
 	ids := make([]int64, 0, n)
 	for i := 0; i < n; i += 500 {
-		var msgs []lua.Message
+		var msgs []store.Message
 		for j := i; j < min(n, i+500); j++ {
 			m := message.Message{OwnerID: fmt.Sprintf("u%d", j%7), RecipientID: "r", Username: "U", Content: fmt.Sprintf("msg %d", j), CreatedAt: "2026-11-25T10:00:00Z"}
 			if kind == message.Public {
 				m.RecipientID = ""
 			}
-			msgs = append(msgs, lua.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, Data: m.JSON()})
+			msgs = append(msgs, store.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, Data: m.JSON()})
 		}
 		for _, o := range b.scripts.EnqueueMany(context.Background(), kind, msgs) {
 			if o.Err != nil {
@@ -465,13 +465,13 @@ func TestDeleteBeforeAndAfterFlush(t *testing.T) {
 	ids := b.enqueue(t, message.Public, 3)
 	ctx := context.Background()
 	// Deleted before any worker ran: the insert and the deletion meet in one batch.
-	if err := b.scripts.Delete(ctx, message.Public, ids[0], "", "", "", b.keys.PublicRing()); err != nil {
+	if err := b.scripts.Delete(ctx, message.Ref{Kind: message.Public, CacheID: ids[0]}); err != nil {
 		t.Fatal(err)
 	}
 	b.start(t, b.config("w1"))
 	testenv.WaitFor(t, "rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 2 })
 	// Deleted after its row was written.
-	if err := b.scripts.Delete(ctx, message.Public, ids[1], "", "", "", b.keys.PublicRing()); err != nil {
+	if err := b.scripts.Delete(ctx, message.Ref{Kind: message.Public, CacheID: ids[1]}); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, "row deleted", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 1 })
@@ -594,11 +594,11 @@ func TestPrivateDeleteClearsRings(t *testing.T) {
 	testenv.WaitFor(t, "rows", 10*time.Second, func() bool { return len(rowIDs(t, b, "private_messages")) == 4 })
 	stop()
 	// Flushed first, then deleted without its users; and one deleted before any worker wrote it.
-	if err := b.scripts.DeletePrivate(ctx, ids[0], "", ""); err != nil {
+	if err := b.scripts.Delete(ctx, message.Ref{Kind: message.Private, CacheID: ids[0], OwnerID: "", RecipientID: ""}); err != nil {
 		t.Fatal(err)
 	}
 	late := b.enqueue(t, message.Private, 1)[0]
-	if err := b.scripts.DeletePrivate(ctx, late, "", ""); err != nil {
+	if err := b.scripts.Delete(ctx, message.Ref{Kind: message.Private, CacheID: late, OwnerID: "", RecipientID: ""}); err != nil {
 		t.Fatal(err)
 	}
 	inRing := func(user string, id int64) bool {
@@ -711,7 +711,7 @@ func TestFlushedEdits(t *testing.T) {
 			}
 			m := message.Message{OwnerID: fmt.Sprintf("u%d", i%7), ChannelID: message.DefaultChannel, Username: "U",
 				Content: fmt.Sprintf("msg %d, edit %d", i, round), CreatedAt: "2026-11-25T10:00:00Z", EditedAt: "2026-11-25T10:01:00Z"}
-			v, err := b.scripts.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: id, Message: m, Found: max(want[id], id)})
+			v, err := b.scripts.Edit(ctx, store.Edit{Kind: message.Public, CacheID: id, Message: m, Found: max(want[id], id)})
 			if err != nil {
 				t.Fatal(err)
 			}

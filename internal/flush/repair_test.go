@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
@@ -22,7 +22,7 @@ func TestPartitionedRingsRepaired(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	keys, _ := keyspace.NewPartitioned("", 4)
-	ops, err := lua.NewPartitioned(b.client, keys, lua.Config{RecentSize: 20, DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+	ops, err := store.Open(b.client, store.Config{Layout: keys, RecentSize: 20, DefaultRate: store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestPartitionedRingsRepaired(t *testing.T) {
 	for i := range 90 {
 		from, to := users[i%3], users[(i/3)%3] // self-DMs too
 		m := message.Message{OwnerID: from, RecipientID: to, Content: fmt.Sprintf("m%d", i), CreatedAt: "2026-12-01T10:00:00Z"}
-		res, err := ops.Enqueue(ctx, lua.Message{OwnerID: from, RecipientID: to, Data: m.JSON()})
+		res, err := ops.Enqueue(ctx, store.Message{OwnerID: from, RecipientID: to, Data: m.JSON()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +63,7 @@ func TestPartitionedRingsRepaired(t *testing.T) {
 		slices.Sort(ids)
 		want := ids[max(0, len(ids)-20):]
 		testenv.WaitFor(t, u+"'s ring repaired", 10*time.Second, func() bool {
-			ring, err := ops.RecentPrivate(ctx, u, 20)
+			ring, err := ops.Recent(ctx, message.PrivateTimeline(u), 20)
 			if err != nil {
 				return false
 			}
@@ -86,7 +86,7 @@ func TestPartitionedDeleteEitherOrder(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	keys, _ := keyspace.NewPartitioned("", 4)
-	ops, err := lua.NewPartitioned(b.client, keys, lua.Config{DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+	ops, err := store.Open(b.client, store.Config{Layout: keys, DefaultRate: store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,13 +94,13 @@ func TestPartitionedDeleteEitherOrder(t *testing.T) {
 	var ids []int64
 	for i := range 3 {
 		m := message.Message{OwnerID: fmt.Sprintf("u%d", i), Content: "x", CreatedAt: "2026-12-01T10:00:00Z"}
-		res, err := ops.Enqueue(ctx, lua.Message{OwnerID: m.OwnerID, Data: m.JSON()})
+		res, err := ops.Enqueue(ctx, store.Message{OwnerID: m.OwnerID, Data: m.JSON()})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, res.CacheID)
 	}
-	if err := ops.DeletePublic(ctx, "", ids[0]); err != nil { // before any worker ran
+	if err := ops.Delete(ctx, message.Ref{Kind: message.Public, ChannelID: "", CacheID: ids[0]}); err != nil { // before any worker ran
 		t.Fatal(err)
 	}
 	for _, fs := range keys.FlushStreams() {
@@ -111,7 +111,7 @@ func TestPartitionedDeleteEitherOrder(t *testing.T) {
 		}
 	}
 	testenv.WaitFor(t, "two rows", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 2 })
-	if err := ops.DeletePublic(ctx, "", ids[1]); err != nil { // after its row was written
+	if err := ops.Delete(ctx, message.Ref{Kind: message.Public, ChannelID: "", CacheID: ids[1]}); err != nil { // after its row was written
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, "the row deleted", 10*time.Second, func() bool { total, _ := b.rows(t, "chat_messages"); return total == 1 })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"os"
 	"slices"
 	"testing"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 type timeline struct {
 	c      valkey.Client
 	keys   keyspace.Keys
-	store  *lua.Scripts
+	store  *store.Store
 	db     *pg.Store
 	reader *history.Reader
 	tl     message.Timeline
@@ -41,8 +41,8 @@ func newTimeline(t *testing.T) *timeline {
 	v := testenv.StartValkey(t)
 	c := v.Client(t)
 	keys, _ := keyspace.New("")
-	store, err := lua.New(c, lua.Config{Layout: keys, RecentSize: ringSize,
-		DefaultRate: lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}})
+	store, err := store.Open(c, store.Config{Layout: keys, RecentSize: ringSize,
+		DefaultRate: store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func (h *timeline) send(t *testing.T, n int) {
 	t.Helper()
 	for range n {
 		m := message.Message{OwnerID: "u", Username: "u", ChannelID: "c", Content: fmt.Sprintf("m%d", len(h.ids)), CreatedAt: "2026-12-07T10:00:00Z"}
-		r, err := h.store.Enqueue(context.Background(), lua.Message{OwnerID: "u", ChannelID: "c", Data: m.JSON()})
+		r, err := h.store.Enqueue(context.Background(), store.Message{OwnerID: "u", ChannelID: "c", Data: m.JSON()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,7 +199,7 @@ func TestMergeHonoursDeletions(t *testing.T) {
 	ctx := context.Background()
 	gone := []int64{h.ids[3], h.ids[12], h.ids[18]} // in PostgreSQL; in the backlog; in the ring
 	for _, id := range gone {
-		if err := h.store.DeletePublic(ctx, "c", id); err != nil {
+		if err := h.store.Delete(ctx, message.Ref{Kind: message.Public, ChannelID: "c", CacheID: id}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -227,7 +227,7 @@ func TestMergeReadsEdits(t *testing.T) {
 	}
 	m := rec.Message
 	m.Content, m.CreatedAt, m.EditedAt = "edited", message.FormatTime(rec.CreatedAt), message.FormatTime(time.Now())
-	if _, err := h.store.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: id, Message: m, Found: max(rec.Version, id)}); err != nil {
+	if _, err := h.store.Edit(ctx, store.Edit{Kind: message.Public, CacheID: id, Message: m, Found: max(rec.Version, id)}); err != nil {
 		t.Fatal(err)
 	}
 	for _, limit := range []int{1, 5, 50} {

@@ -137,6 +137,9 @@ type FlushStream struct {
 	Partition  string
 	Stream     string
 	DeadLetter string
+	// Layout is the layout that writes the stream, and so the rings of its messages: the
+	// single layout's streams are drained under the partitioned one too.
+	Layout Layout
 }
 
 // Label names the flush stream for people: its kind, and its partition when there is one
@@ -152,7 +155,7 @@ func (f FlushStream) Label() string {
 func (k Keys) FlushStreams() []FlushStream {
 	out := make([]FlushStream, 0, len(message.Kinds))
 	for _, kind := range message.Kinds {
-		out = append(out, FlushStream{Kind: kind, Stream: k.Stream(kind), DeadLetter: k.DeadLetter(kind)})
+		out = append(out, FlushStream{Kind: kind, Stream: k.Stream(kind), DeadLetter: k.DeadLetter(kind), Layout: k})
 	}
 	return out
 }

@@ -31,11 +31,19 @@ type Layout interface {
 	// Record is the key recording the layout, and the value it must hold; "" when the layout
 	// records nothing (the single one).
 	Record() (key, value string)
-	// Single is the single layout under the same prefix: its streams are drained by the workers
-	// of either layout (migration), its legacy lists mirrored.
-	Single() Keys
-	// Partitioned is the partitioned builder, when the layout is one.
-	Partitioned() (Partitioned, bool)
+	// Plan completes route r (from Route or RouteOf) with the keys of message m's users,
+	// timelines and client_msg_id ("": none): every key a write of m touches, by name.
+	Plan(r Route, m *message.Message, clientMsgID string) Plan
+	// Sequence is the value the id sequence held when it gave id (below 1: no id it gave).
+	Sequence(id int64) int64
+	// RecentRings are the rings that hold a timeline's newest messages: one list, the shards
+	// of a sharded ring (merged by id), or one sorted set scored by id (sorted).
+	RecentRings(tl message.Timeline) (rings []string, sorted bool)
+	// ProbeKeys are the short-lived keys written to learn whether every primary takes writes.
+	ProbeKeys() []string
+	// Legacy is the flush list of the list-based cache of kind and the stream it is mirrored
+	// into; "" when the layout never was that cache (partitioned).
+	Legacy(kind message.Kind) (list, stream string)
 	// DefaultChannel is the channel of public messages that name none.
 	DefaultChannel() string
 	// FlushStreams lists every flush stream the workers consume.
@@ -132,12 +140,6 @@ func (k Keys) DefaultChannel() string { return defaultChannel(k.def) }
 // DefaultChannel is the channel of public messages that name none.
 func (k Partitioned) DefaultChannel() string { return defaultChannel(k.def) }
 
-// Single is the layout itself.
-func (k Keys) Single() Keys { return k }
-
-// Partitioned: the single layout is not.
-func (k Keys) Partitioned() (Partitioned, bool) { return Partitioned{}, false }
-
 // route is the route of partition part, with channel's ring for a public message.
 func (k Partitioned) route(kind message.Kind, part int, channel string) Route {
 	r := Route{Kind: kind, Partition: strconv.Itoa(part), Counter: k.Seq(part), Stream: k.Stream(part, kind),
@@ -177,12 +179,9 @@ func (k Partitioned) RouteOf(kind message.Kind, channel string, id int64) (Route
 // Record is chatpipe:layout, holding partitioned:P.
 func (k Partitioned) Record() (string, string) { return k.Layout(), k.LayoutValue() }
 
-// Single is the single layout under the same prefix (valid: a partitioned prefix is a valid
-// single one).
-func (k Partitioned) Single() Keys { return Keys{prefix: k.prefix, def: k.def} }
-
-// Partitioned is the builder itself.
-func (k Partitioned) Partitioned() (Partitioned, bool) { return k, true }
+// single is the single layout under the same prefix (valid: a partitioned prefix is a valid
+// single one), whose streams the workers drain while producers switch over.
+func (k Partitioned) single() Keys { return Keys{prefix: k.prefix, def: k.def} }
 
 // Name is partitioned.
 func (k Partitioned) Name() string { return PartitionedLayout }
@@ -195,10 +194,10 @@ func (k Partitioned) FlushStreams() []FlushStream {
 	out := make([]FlushStream, 0, (k.p+1)*len(message.Kinds))
 	for part := range k.p {
 		for _, kind := range message.Kinds {
-			out = append(out, FlushStream{Kind: kind, Partition: strconv.Itoa(part), Stream: k.Stream(part, kind), DeadLetter: k.DeadLetter(part, kind)})
+			out = append(out, FlushStream{Kind: kind, Partition: strconv.Itoa(part), Stream: k.Stream(part, kind), DeadLetter: k.DeadLetter(part, kind), Layout: k})
 		}
 	}
-	return append(out, k.Single().FlushStreams()...)
+	return append(out, k.single().FlushStreams()...)
 }
 
 // QueueMonitorLease is the key of the queue monitor's lease.

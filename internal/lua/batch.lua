@@ -1,5 +1,5 @@
--- batch.lua: helpers shared by enqueue.lua and part_enqueue.lua; the Go side prepends this file
--- to each of them. It defines functions only and touches no key.
+-- batch.lua: helpers of enqueue.lua; the Go side prepends this file to it. It defines functions
+-- only and touches no key.
 
 -- known returns the id a message with this client_msg_id record was accepted with, or nil.
 -- When a WAIT follows the script (durable), a retry writes something, so that the WAIT covers

@@ -1,5 +1,5 @@
--- common.lua: helpers shared by enqueue.lua and part_ratelimit.lua; the Go side prepends this
--- file to each of them. It defines functions only and touches no key.
+-- common.lua: the rate limit's helpers, shared by enqueue.lua, edit.lua and ratelimit.lua; the
+-- Go side prepends this file to each of them. It defines functions only and touches no key.
 
 -- settings returns the shared rate limit (limit, window seconds, algorithm), falling back to the
 -- defaults passed in ARGV when the settings hash is missing a field.
@@ -13,17 +13,19 @@ local function settings(hash, def_limit, def_window, def_alg)
 end
 
 -- limits returns the rate limit's operations for the length of a script, on the server's
--- clock now (µs, from TIME). Each user's state is read once (by the caller: state is the value
--- of the algorithm's key, false when there is none), judged in memory message by message, and
--- written once:
---   new(k_fixed, k_gcra, state) makes a user's limiter;
+-- clock now (µs, from TIME; nil for the fixed window, which needs no clock). Each user's state
+-- is read once, judged in memory message by message, and written once:
+--   new(k_fixed, k_gcra, state, count) makes a user's limiter for up to count messages (state:
+--     the GCRA key's value, false when there is none; the fixed window reads its own);
 --   check(l) returns 0 when one more message fits, else the ms until it would; it consumes
 --     nothing, so a message rejected for another reason costs no quota;
 --   take(l) consumes what the last check allowed;
---   commit(l) writes the state back, if anything was taken.
+--   commit(l) writes the state back.
 -- A limiter is a plain table, the operations are made once: a batch has a limiter per user.
 --
--- fixed: a window counter, INCR-like, expiring a window after the window's first message.
+-- fixed: a window counter expiring a window after the window's first message. new reserves
+-- count at once (INCRBY: the reply is the state, so one call reads and writes it) and commit
+-- gives back what was not taken — for one message, the INCR the list-based cache made.
 -- gcra: the generic cell rate algorithm on the server's clock, so ingest replicas with skewed
 -- clocks still share one schedule. Its state is the theoretical arrival time (TAT) in µs.
 local function limits(limit, window, alg, now)
@@ -53,35 +55,55 @@ local function limits(limit, window, alg, now)
     end
     return ops
   end
-  ops.new = function(k_fixed, _, state)
-    return {key = k_fixed, existed = state ~= false and state ~= nil, n = tonumber(state or '0'), taken = 0}
+  ops.new = function(k_fixed, _, _, count)
+    local after = redis.call('INCRBY', k_fixed, count)
+    -- A window starts with its first message; NX keeps a running window's end.
+    if after == count then redis.call('EXPIRE', k_fixed, window, 'NX') end
+    return {key = k_fixed, n = after - count, reserved = count, taken = 0}
   end
   ops.check = function(l)
     if l.n < limit then return 0 end
     if not l.ttl then
-      if not l.existed then
-        l.ttl = window * 1000 -- filled by this script: its window starts now
-      else
-        local ttl = redis.call('PTTL', l.key)
-        if ttl < 0 then
-          -- A counter without expiry would block its user forever: give it its window back.
-          redis.call('PEXPIRE', l.key, window * 1000)
-          ttl = window * 1000
-        end
-        if ttl < 1 then ttl = 1 end
-        l.ttl = ttl
+      local ttl = redis.call('PTTL', l.key)
+      if ttl < 0 then
+        -- A counter without expiry would block its user forever: give it its window back.
+        redis.call('PEXPIRE', l.key, window * 1000)
+        ttl = window * 1000
       end
+      if ttl < 1 then ttl = 1 end
+      l.ttl = ttl
     end
     return l.ttl
   end
   ops.take = function(l) l.n = l.n + 1; l.taken = l.taken + 1 end
   ops.commit = function(l)
-    if l.taken == 0 then return end
-    if l.existed then
-      redis.call('INCRBY', l.key, l.taken)
-    else
-      redis.call('SET', l.key, l.taken, 'EX', window)
-    end
+    if l.taken < l.reserved then redis.call('DECRBY', l.key, l.reserved - l.taken) end
   end
   return ops
+end
+
+-- now_us is the server's clock in µs.
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- take_tokens takes up to count tokens of one user (keys k_fixed and k_gcra), one per message
+-- in order, and returns how many it took and the ms until the next one (0 when all were).
+local function take_tokens(k_fixed, k_gcra, limit, window, alg, count)
+  local now, state = nil, false
+  if alg == 'gcra' then
+    now, state = now_us(), redis.call('GET', k_gcra)
+  end
+  local rl = limits(limit, window, alg, now)
+  local lim = rl.new(k_fixed, k_gcra, state, count)
+  local taken, retry = 0, 0
+  while taken < count do
+    retry = rl.check(lim)
+    if retry > 0 then break end
+    rl.take(lim)
+    taken = taken + 1
+  end
+  rl.commit(lim)
+  return taken, retry
 end

@@ -72,15 +72,8 @@ if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= current then return {1, current} end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then return {3, 0} end
 if KEYS[6] ~= KEYS[2] then
   local limit, window, alg = settings(KEYS[6], ARGV[9], ARGV[10], ARGV[11])
-  local t = redis.call('TIME')
-  local rl = limits(limit, window, alg, tonumber(t[1]) * 1000000 + tonumber(t[2]))
-  local state = KEYS[7]
-  if alg == 'gcra' then state = KEYS[8] end
-  local lim = rl.new(KEYS[7], KEYS[8], redis.call('GET', state))
-  local retry = rl.check(lim)
-  if retry > 0 then return {4, retry} end
-  rl.take(lim)
-  rl.commit(lim)
+  local taken, retry = take_tokens(KEYS[7], KEYS[8], limit, window, alg, 1)
+  if taken < 1 then return {4, retry} end
 end
 
 local part = nil

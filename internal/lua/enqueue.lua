@@ -1,114 +1,199 @@
--- enqueue.lua: accept a batch of messages of one kind — one message or a thousand — in one
--- atomic step (common.lua, entry.lua and batch.lua are prepended). What is per batch is done once: the settings and the
--- backlog length are read once, the ids taken in one write, every user's rate limit read and
--- written once, every ring pushed and trimmed once. Each message is still judged on its own and
--- in order, with the checks in the order that keeps a retry idempotent and a rejection free: a
--- known client_msg_id returns its first id; then the user's rate limit; then the backlog cap.
+-- enqueue.lua: accept messages of one kind — one message or a thousand — in one atomic step on
+-- the slot of their flush stream, in either layout (common.lua, entry.lua and batch.lua are
+-- prepended). The keys arrive once each and are named by their place in KEYS (ARGV[11]); the
+-- layout decides which are there (docs/store.md): in the single layout the users' rate limits
+-- and the private rings share this slot and are written here; in the partitioned layout the
+-- limit was taken before, on each user's slot, and the private rings are written after.
 --
--- KEYS[1] rate settings hash  KEYS[2] id counter  KEYS[3] flush stream
--- KEYS[4..] the batch's other keys, each once, named by their index from ARGV: first per user
---   the fixed-window counter with the GCRA state right after it, then per ring its key and per
---   client_msg_id its record
+-- Two passes. The first judges each message on its own and in order, with the checks in the
+-- order that keeps a retry idempotent and a rejection free: a known client_msg_id returns its
+-- first id; then the user's rate limit (where this call holds it); then the backlog cap. The
+-- second takes the accepted messages' ids in one write and writes them: entries, backlog
+-- indexes, rings. What is per batch is done once — the settings and the backlog length read,
+-- the ids taken, each user's limit and each ring written — so a batch of one makes no call a
+-- single message does not need (no TIME unless an id or the limit needs the clock).
+--
+-- KEYS[1] id counter (the single layout's, or the partition's sequence)  KEYS[2] flush stream
+-- KEYS[3] the stream's indexed-since key  KEYS[4..] the others, each once
 -- ARGV[1] ring size  ARGV[2] backlog cap  ARGV[3] client id TTL (s)
 -- ARGV[4..6] default limit, window (s), algorithm  ARGV[7] entry kind
--- ARGV[8] "1" when a WAIT follows (a retry then writes, see below)
--- ARGV[9] "1" for clock-floored ids (see below)
+-- ARGV[8] "1" when a WAIT follows (a retry then writes, see known)
+-- ARGV[9] ids: "counter", "clock" (clock-floored) or the partition's number
 -- ARGV[10] ring idle TTL (ms; 0: never)
--- ARGV[11] KEYS indexes, as one msgpack array: the number of users, the stream's indexed-since
---   key, then six per message: the index of its user's fixed-window counter; of its
---   client_msg_id record (false: none); of its first ring; of its second ring (false: none, or
---   the same as the first for a self-DM, which is stored once); of its timelines' backlog
---   indexes, likewise. One cmsgpack.unpack instead of six tonumber calls per message: a tonumber
---   of a string runs strtod twice, which was a twentieth of the script's instructions.
+-- ARGV[11] KEYS indexes, one msgpack array: the rate settings hash (false: the limit was taken
+--   before), then six per message: its user's fixed-window counter, with the GCRA state right
+--   after it (false: no limit here); its client_msg_id record (false: none); its first and
+--   second ring (false: none; a self-DM's one ring twice is pushed once); its timelines' backlog
+--   indexes, likewise. One cmsgpack.unpack instead of six tonumber calls a message.
 -- ARGV[12..] the messages' JSON, in order
 -- Returns two values per message, in order: 0, id (accepted); 1, id (retry of an accepted
 -- client_msg_id); 2, retry after ms (rate limited); 3, 0 (backlog full).
-local ring_size, kind = tonumber(ARGV[1]), ARGV[7]
-local client_ttl = tonumber(ARGV[3])
-local limit, window, alg = settings(KEYS[1], ARGV[4], ARGV[5], ARGV[6])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local room = tonumber(ARGV[2]) - redis.call('XLEN', KEYS[3])
-
--- Ids: the counter is read once and written once. With clock-floored ids it is floored by the
--- server's clock, 1024 ids a millisecond since 2025-01-01: a replica promoted after missing the
--- last increments starts past every id the old primary gave (unless the old primary gave more
--- than 1024 a millisecond on average), and ids stay below 2^52 (where the partitioned layout's
--- ids begin) for about 139 years.
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-if ARGV[9] == '1' then
-  local floor = id_floor(math.floor(now / 1000), 1024)
-  if last < floor - 1 then last = floor - 1 end
-end
-local first = last
-
--- Every user's state in one read.
-local state_keys = {}
-local gcra = 0
-if alg == 'gcra' then gcra = 1 end
-local meta = cmsgpack.unpack(ARGV[11])
-for u = 1, meta[1] do state_keys[u] = KEYS[2 + 2 * u + gcra] end
-local states = {}
-if #state_keys > 0 then states = redis.call('MGET', unpack(state_keys)) end
-
+--
+-- Ids. counter: 1, 2, 3, … as the list-based cache gave them. clock: the counter floored by the
+-- server's clock, 1024 ids a millisecond since 2025-01-01, so that a replica promoted after
+-- missing the last increments starts past every id the old primary gave (unless it gave more
+-- than 1024 a millisecond on average); below 2^52 for about 139 years. A partition's: n =
+-- max(last n + 1, 16 a millisecond since 2025-01-01) and id = 2^52 + n * 64 + partition: unique
+-- across partitions, rising within one, above every id of the single layout (both can meet in
+-- one table while producers switch over).
 local call, format, tonumber = redis.call, string.format, tonumber
-local rl = limits(limit, window, alg, now)
-local check, take = rl.check, rl.take
-local durable_retry = ARGV[8] == '1'
-local limiters, rings, ring_order = {}, {}, {}
-local out, n = {}, 0
-local since, indexes = KEYS[meta[2]], new_indexes()
-for i = 12, #ARGV do
-  local m = 6 * (i - 12) + 3
+local ring_size, client_ttl, kind = tonumber(ARGV[1]), tonumber(ARGV[3]), ARGV[7]
+local durable, ids = ARGV[8] == '1', ARGV[9]
+local meta = cmsgpack.unpack(ARGV[11])
+local count = #ARGV - 11
+local now -- µs, read once when needed
+
+-- take_ids takes a ids in one write and returns the first's sequence value and the partition
+-- (nil for the single layout's counter).
+local function take_ids(a)
+  local last = call('INCRBY', KEYS[1], a)
+  local part
+  if ids ~= 'counter' then
+    local per_ms = 1024
+    if ids ~= 'clock' then part, per_ms = tonumber(ids), 16 end
+    local floor = id_floor(math.floor((now or now_us()) / 1000), per_ms)
+    if last - a + 1 < floor then
+      last = floor + a - 1
+      call('SET', KEYS[1], format('%d', last))
+    end
+  end
+  return last - a + 1, part
+end
+
+-- id_of is the id of sequence value n.
+local function id_of(n, part)
+  if part then return partition_id(n, part) end
+  return format('%d', n)
+end
+
+-- A batch of one, the single-message endpoints' path: the same checks and writes in the same
+-- order, straight, without the batch's bookkeeping (which costs Lua more than its calls).
+if count == 1 then
+  local u, c = meta[2], meta[3]
+  if c then
+    local prev = known(KEYS[c], client_ttl, durable)
+    if prev then return {1, tonumber(prev)} end
+  end
+  local rl, lim
+  if meta[1] then
+    local limit, window, alg = settings(KEYS[meta[1]], ARGV[4], ARGV[5], ARGV[6])
+    local state = false
+    if alg == 'gcra' then now, state = now_us(), call('GET', KEYS[u + 1]) end
+    rl = limits(limit, window, alg, now)
+    lim = rl.new(KEYS[u], KEYS[u + 1], state, 1)
+    local retry = rl.check(lim)
+    if retry > 0 then rl.commit(lim); return {2, retry} end
+  end
+  if tonumber(ARGV[2]) - call('XLEN', KEYS[2]) < 1 then
+    if lim then rl.commit(lim) end
+    return {3, 0}
+  end
+  if lim then rl.take(lim); rl.commit(lim) end
+  local id = id_of(take_ids(1))
+  local entry = envelope(id, ARGV[12])
+  local sid = add_entry(KEYS[2], id, kind, entry)
+  local ttl = tonumber(ARGV[10])
+  for r = 4, 5 do
+    local ring, ix = meta[r], meta[r + 2]
+    if ring and (r == 4 or ring ~= meta[4]) then push_ring(KEYS[ring], {entry}, ring_size, ttl) end
+    if ix and (r == 4 or ix ~= meta[6]) then call('ZADD', KEYS[ix], id, sid) end
+  end
+  if meta[6] then call('SET', KEYS[3], sid, 'NX') end
+  if c then call('SET', KEYS[c], id, 'NX', 'EX', client_ttl) end
+  return {0, tonumber(id)}
+end
+
+-- The rate limit, where this call holds it: each user's limiter made at its first message.
+local rl, per_user, states, limiters = nil, {}, {}, {}
+if meta[1] then
+  local limit, window, alg = settings(KEYS[meta[1]], ARGV[4], ARGV[5], ARGV[6])
+  local gcra = {}
+  for i = 1, count do
+    local u = meta[6 * i - 4]
+    if u then
+      local n = per_user[u]
+      if not n then n = 0; gcra[#gcra + 1] = u end
+      per_user[u] = n + 1
+    end
+  end
+  if alg == 'gcra' then
+    now = now_us()
+    local keys = {}
+    for j, u in ipairs(gcra) do keys[j] = KEYS[u + 1] end
+    local v = call('MGET', unpack(keys))
+    for j, u in ipairs(gcra) do states[u] = v[j] end
+  end
+  rl = limits(limit, window, alg, now)
+end
+
+-- Pass 1: judge.
+local out, accepted = {}, {}
+local first_of = {} -- client_msg_id record → the batch's first message with it
+local room = tonumber(ARGV[2]) - call('XLEN', KEYS[2])
+for i = 1, count do
+  local m = 6 * i - 4
   local u, c = meta[m], meta[m + 1]
-  local prev
-  if c then prev = known(KEYS[c], client_ttl, durable_retry) end
   local code, value = 0, 0
-  if prev then
-    code, value = 1, tonumber(prev)
-  else
-    local lim = limiters[u]
-    if not lim then
-      lim = rl.new(KEYS[u], KEYS[u + 1], states[(u - 2) / 2])
+  if c then
+    if first_of[c] then
+      code, value = 1, -first_of[c] -- its id is taken in pass 2
+    else
+      local prev = known(KEYS[c], client_ttl, durable)
+      if prev then code, value = 1, tonumber(prev) end
+    end
+  end
+  if code == 0 then
+    local lim = u and limiters[u]
+    if u and not lim then
+      lim = rl.new(KEYS[u], KEYS[u + 1], states[u], per_user[u])
       limiters[u] = lim
     end
-    local retry = check(lim)
+    local retry = 0
+    if lim then retry = rl.check(lim) end
     if retry > 0 then
       code, value = 2, retry
     elseif room < 1 then
       code = 3
     else
-      take(lim)
+      if lim then rl.take(lim) end
       room = room - 1
-      last = last + 1
-      value = last
-      local id = format('%d', last)
-      local entry = envelope(id, ARGV[i])
-      local x2 = meta[m + 5]
-      add_message(KEYS[3], id, kind, entry, indexes, KEYS[meta[m + 4]], x2 and KEYS[x2])
-      local r1, r2 = meta[m + 2], meta[m + 3]
-      local ring = rings[r1]
-      if not ring then ring = {}; rings[r1] = ring; ring_order[#ring_order + 1] = r1 end
-      ring[#ring + 1] = entry
-      if r2 and r2 ~= r1 then
-        ring = rings[r2]
-        if not ring then ring = {}; rings[r2] = ring; ring_order[#ring_order + 1] = r2 end
-        ring[#ring + 1] = entry
-      end
-      if c then
-        call('SET', KEYS[c], id, 'NX', 'EX', client_ttl)
-      end
+      accepted[#accepted + 1] = i
+      if c then first_of[c] = i end
     end
   end
-  out[n + 1] = code; out[n + 2] = value
-  n = n + 2
-end
-
-if last > first then
-  redis.call('SET', KEYS[2], string.format('%d', last))
+  out[2 * i - 1], out[2 * i] = code, value
 end
 for _, lim in pairs(limiters) do rl.commit(lim) end
-write_indexes(indexes, since)
+
+-- Pass 2: the ids, in one write, and the writes.
+local a = #accepted
+if a == 0 then return out end
+local n, part = take_ids(a)
+n = n - 1
+local indexes, rings, ring_order = new_indexes(), {}, {}
+local function push(r, entry)
+  local ring = rings[r]
+  if not ring then ring = {}; rings[r] = ring; ring_order[#ring_order + 1] = r end
+  ring[#ring + 1] = entry
+end
+for _, i in ipairs(accepted) do
+  n = n + 1
+  local id = id_of(n, part)
+  local m = 6 * i - 4
+  local entry = envelope(id, ARGV[11 + i])
+  local x2 = meta[m + 5]
+  add_message(KEYS[2], id, kind, entry, indexes, KEYS[meta[m + 4]], x2 and KEYS[x2])
+  local r1, r2 = meta[m + 2], meta[m + 3]
+  if r1 then push(r1, entry) end
+  if r2 and r2 ~= r1 then push(r2, entry) end
+  local c = meta[m + 1]
+  if c then call('SET', KEYS[c], id, 'NX', 'EX', client_ttl) end
+  out[2 * i] = tonumber(id)
+end
+for i = 2, 2 * count, 2 do
+  if out[i] < 0 then out[i] = out[-2 * out[i]] end -- a repeat of a client_msg_id in the batch
+end
+write_indexes(indexes, KEYS[3])
 local ttl = tonumber(ARGV[10])
 for _, r in ipairs(ring_order) do push_ring(KEYS[r], rings[r], ring_size, ttl) end
 return out

@@ -22,8 +22,14 @@ local function index_entry(indexes, ix, id, sid)
   l[#l + 1] = sid
 end
 
+-- add_entry appends a message of kind to stream and returns its entry id (add_message, or a
+-- caller that writes the indexes itself).
+local function add_entry(stream, id, kind, payload)
+  return redis.call('XADD', stream, '*', 'cache_id', id, 'kind', kind, 'payload', payload)
+end
+
 local function add_message(stream, id, kind, payload, indexes, ix1, ix2)
-  local sid = redis.call('XADD', stream, '*', 'cache_id', id, 'kind', kind, 'payload', payload)
+  local sid = add_entry(stream, id, kind, payload)
   if ix1 then
     if not indexes.first then indexes.first = sid end
     index_entry(indexes, ix1, id, sid)
@@ -64,11 +70,11 @@ end
 
 -- id_floor is the least sequence value at server time ms of clock-floored ids: per_ms a
 -- millisecond since 2025-01-01 (1024 for the single layout's counter, 16 for a partition's; see
--- enqueue.lua and part_enqueue.lua for why).
+-- enqueue.lua for why).
 local function id_floor(ms, per_ms) return (ms - 1735689600000) * per_ms end
 
 -- partition_id is the id of value n of partition part's sequence: 2^52 + n * 64 + part, written
--- exactly (see part_enqueue.lua).
+-- exactly (see enqueue.lua).
 local function partition_id(n, part) return string.format('%d', 4503599627370496 + n * 64 + part) end
 
 -- take_id takes the next id of a stream's sequence at counter, as the enqueue scripts take

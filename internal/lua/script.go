@@ -28,18 +28,30 @@ func NewScript(name string, parts ...string) *Script {
 	return &Script{name: name, src: src, sha: hex.EncodeToString(sum[:])}
 }
 
-func (s *Script) cmd(c valkey.Client, keys, args []string) valkey.Completed {
-	return c.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
+// SHA is the script's SHA1, as EVALSHA names it.
+func (s *Script) SHA() string { return s.sha }
+
+// Cmd is the EVALSHA of one call.
+func (s *Script) Cmd(b valkey.Builder, keys, args []string) valkey.Completed {
+	return b.Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
 }
 
-func (s *Script) load(ctx context.Context, c valkey.Client) error {
+// EvalCmd is the EVAL of one call: the whole source, which runs the script and caches it on
+// the node of its keys.
+func (s *Script) EvalCmd(b valkey.Builder, keys, args []string) valkey.Completed {
+	return b.Eval().Script(s.src).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
+}
+
+// Load loads the script (SCRIPT LOAD), so that its first call needs no reload.
+func (s *Script) Load(ctx context.Context, c valkey.Client) error {
 	if err := c.Do(ctx, c.B().ScriptLoad().Script(s.src).Build()).Error(); err != nil {
 		return fmt.Errorf("loading script %s: %w", s.name, err)
 	}
 	return nil
 }
 
-func isNoScript(err error) bool {
+// IsNoScript reports whether err is Valkey's NOSCRIPT: nothing ran.
+func IsNoScript(err error) bool {
 	verr, ok := valkey.IsValkeyErr(err)
 	return ok && verr.IsNoScript()
 }
@@ -48,9 +60,9 @@ func isNoScript(err error) bool {
 // runs it and caches it on the node that owns its keys (a SCRIPT LOAD carries no key: on a
 // cluster it would reach any node).
 func (s *Script) Exec(ctx context.Context, c valkey.Client, keys, args []string) valkey.ValkeyResult {
-	res := c.Do(ctx, s.cmd(c, keys, args))
-	if isNoScript(res.Error()) {
-		res = c.Do(ctx, c.B().Eval().Script(s.src).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build())
+	res := c.Do(ctx, s.Cmd(c.B(), keys, args))
+	if IsNoScript(res.Error()) {
+		res = c.Do(ctx, s.EvalCmd(c.B(), keys, args))
 	}
 	return res
 }
@@ -64,11 +76,11 @@ func (s *Script) ExecMulti(ctx context.Context, c valkey.Client, calls []Call) [
 	}
 	cmds := make(valkey.Commands, len(calls))
 	for i, cl := range calls {
-		cmds[i] = s.cmd(c, cl.Keys, cl.Args)
+		cmds[i] = s.Cmd(c.B(), cl.Keys, cl.Args)
 	}
 	res := c.DoMulti(ctx, cmds...)
 	for i, r := range res {
-		if isNoScript(r.Error()) {
+		if IsNoScript(r.Error()) {
 			res[i] = s.Exec(ctx, c, calls[i].Keys, calls[i].Args)
 		}
 	}

@@ -36,6 +36,22 @@ type Timeline struct {
 	Channel string
 }
 
+// Ref names one message for a deletion or an edit: its kind and id, and where it is as far as
+// it is known — a public message's channel, a private message's two users ("" when unknown).
+type Ref struct {
+	Kind    Kind
+	CacheID int64
+	// ChannelID is a public message's channel.
+	ChannelID string
+	// OwnerID and RecipientID are a private message's users.
+	OwnerID, RecipientID string
+}
+
+// Who is the message as far as r places it, for key builders.
+func (r Ref) Who() Message {
+	return Message{OwnerID: r.OwnerID, RecipientID: r.RecipientID, ChannelID: r.ChannelID}
+}
+
 // ChannelTimeline is the public messages of channel.
 func ChannelTimeline(channel string) Timeline { return Timeline{Kind: Public, Channel: channel} }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"os"
 	"slices"
 	"strconv"
@@ -15,7 +16,6 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/streams"
 	"github.com/chatpipe/chatpipe/internal/tail"
@@ -230,16 +230,16 @@ func TestReplayedPrivateDeletionReachesBothTails(t *testing.T) {
 	keys, _ := keyspace.New("")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	store, err := lua.New(c, lua.Config{Layout: keys})
+	st, err := store.Open(c, store.Config{Layout: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := store.Enqueue(ctx, lua.Message{OwnerID: "ann", RecipientID: "bob",
+	res, err := st.Enqueue(ctx, store.Message{OwnerID: "ann", RecipientID: "bob",
 		Data: []byte(`{"owner_id":"ann","recipient_id":"bob","username":"","content":"x","created_at":"2026-12-01T00:00:00Z"}`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.DeletePrivate(ctx, res.CacheID, "ann", "bob"); err != nil {
+	if err := st.Delete(ctx, message.Ref{Kind: message.Private, CacheID: res.CacheID, OwnerID: "ann", RecipientID: "bob"}); err != nil {
 		t.Fatal(err)
 	}
 	fs := keys.FlushStreams()[1]

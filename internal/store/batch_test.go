@@ -1,4 +1,4 @@
-package lua_test
+package store_test
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -23,7 +22,7 @@ type outcomeClass struct {
 	Class     string
 }
 
-func classOf(t *testing.T, o lua.Outcome, window time.Duration) outcomeClass {
+func classOf(t *testing.T, o store.Outcome, window time.Duration) outcomeClass {
 	t.Helper()
 	c := outcomeClass{CacheID: o.CacheID, Duplicate: o.Duplicate, Class: "accepted"}
 	var rle *store.RateLimitedError
@@ -46,7 +45,7 @@ func classOf(t *testing.T, o lua.Outcome, window time.Duration) outcomeClass {
 // TestBatchMatchesModel. No time passes in it (the tests' windows are a minute long), so a
 // GCRA limit of L per window allows L messages as a fixed window does.
 type model struct {
-	cfg     lua.Config
+	cfg     store.Config
 	limit   int
 	taken   map[string]int
 	clients map[string]int64
@@ -55,7 +54,7 @@ type model struct {
 	rings   map[string][]string
 }
 
-func (m *model) enqueue(b *testBundle, kind message.Kind, msg lua.Message) outcomeClass {
+func (m *model) enqueue(b *testBundle, kind message.Kind, msg store.Message) outcomeClass {
 	ck := msg.OwnerID + "/" + msg.ClientMsgID
 	if id, ok := m.clients[ck]; ok && msg.ClientMsgID != "" {
 		return outcomeClass{CacheID: id, Duplicate: true, Class: "accepted"}
@@ -100,16 +99,16 @@ func TestBatchMatchesModel(t *testing.T) {
 	tests := []struct {
 		name string
 		kind message.Kind
-		cfg  lua.Config
-		rate lua.RateLimit
+		cfg  store.Config
+		rate store.RateLimit
 		n    int
 	}{
-		{"public, fixed window", message.Public, lua.Config{RecentSize: 7}, lua.RateLimit{Limit: 4, WindowSeconds: 60, Algorithm: lua.Fixed}, 60},
-		{"public, gcra", message.Public, lua.Config{RecentSize: 7}, lua.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: lua.GCRA}, 60},
-		{"public, backlog cap", message.Public, lua.Config{RecentSize: 100, BacklogCap: 25}, lua.RateLimit{Limit: 10, WindowSeconds: 60, Algorithm: lua.Fixed}, 60},
-		{"private, fixed window", message.Private, lua.Config{RecentSize: 3}, lua.RateLimit{Limit: 5, WindowSeconds: 60, Algorithm: lua.Fixed}, 60},
-		{"private, gcra", message.Private, lua.Config{RecentSize: 3}, lua.RateLimit{Limit: 6, WindowSeconds: 60, Algorithm: lua.GCRA}, 60},
-		{"larger than one script", message.Public, lua.Config{RecentSize: 50}, lua.RateLimit{Limit: 1000, WindowSeconds: 60, Algorithm: lua.Fixed}, 2500},
+		{"public, fixed window", message.Public, store.Config{RecentSize: 7}, store.RateLimit{Limit: 4, WindowSeconds: 60, Algorithm: store.Fixed}, 60},
+		{"public, gcra", message.Public, store.Config{RecentSize: 7}, store.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: store.GCRA}, 60},
+		{"public, backlog cap", message.Public, store.Config{RecentSize: 100, BacklogCap: 25}, store.RateLimit{Limit: 10, WindowSeconds: 60, Algorithm: store.Fixed}, 60},
+		{"private, fixed window", message.Private, store.Config{RecentSize: 3}, store.RateLimit{Limit: 5, WindowSeconds: 60, Algorithm: store.Fixed}, 60},
+		{"private, gcra", message.Private, store.Config{RecentSize: 3}, store.RateLimit{Limit: 6, WindowSeconds: 60, Algorithm: store.GCRA}, 60},
+		{"larger than one script", message.Public, store.Config{RecentSize: 50}, store.RateLimit{Limit: 1000, WindowSeconds: 60, Algorithm: store.Fixed}, 2500},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,7 +117,7 @@ func TestBatchMatchesModel(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, uint64(len(tt.name))))
 			users := []string{"ann", "bob", "cy", "dee", "eve"}
 			clients := []string{"c1", "c2", "c3"}
-			msgs := make([]lua.Message, tt.n)
+			msgs := make([]store.Message, tt.n)
 			for i := range msgs {
 				owner := users[rng.IntN(len(users))]
 				if tt.kind == message.Private {
@@ -139,7 +138,7 @@ func TestBatchMatchesModel(t *testing.T) {
 			m := &model{cfg: tt.cfg, limit: tt.rate.Limit, taken: map[string]int{}, clients: map[string]int64{}, rings: map[string][]string{}}
 			window := time.Duration(tt.rate.WindowSeconds) * time.Second
 			classes := map[string]int{}
-			for round, part := range [][]lua.Message{msgs[:tt.n/2], msgs[tt.n/2:]} {
+			for round, part := range [][]store.Message{msgs[:tt.n/2], msgs[tt.n/2:]} {
 				got := batch.scripts.EnqueueMany(ctx, tt.kind, part)
 				if len(got) != len(part) {
 					t.Fatalf("%d outcomes for %d messages", len(got), len(part))
@@ -149,7 +148,7 @@ func TestBatchMatchesModel(t *testing.T) {
 					want = append(want, m.enqueue(batch, tt.kind, msg))
 					gotC = append(gotC, classOf(t, got[i], window))
 					r, err := single.scripts.Enqueue(ctx, msg)
-					oneByOne = append(oneByOne, classOf(t, lua.Outcome{Result: r, Err: err}, window))
+					oneByOne = append(oneByOne, classOf(t, store.Outcome{Result: r, Err: err}, window))
 					classes[gotC[i].Class]++
 					if gotC[i].Duplicate {
 						classes["duplicate"]++
@@ -166,7 +165,7 @@ func TestBatchMatchesModel(t *testing.T) {
 			if classes["duplicate"] == 0 || (tt.n < 1000 && classes["accepted"] == tt.n) {
 				t.Fatalf("outcomes %v: the batch does not exercise retries and rejections", classes)
 			}
-			// What the batch script and the single message's script (one.lua) leave is the model's.
+			// What the batch and the batch-of-one path leave is the model's.
 			for _, b := range []struct {
 				name string
 				*testBundle
@@ -192,14 +191,14 @@ func TestBatchMatchesModel(t *testing.T) {
 				}
 				for _, u := range users {
 					key := b.keys.RateLimit(u)
-					if tt.rate.Algorithm == lua.GCRA {
+					if tt.rate.Algorithm == store.GCRA {
 						key = b.keys.RateLimitGCRA(u)
 					}
 					ttl, _ := testenv.Do(t, b.client, "PTTL", key).AsInt64()
 					if m.taken[u] > 0 && (ttl < 1 || ttl > window.Milliseconds()) {
 						t.Errorf("%s: %s's rate-limit state %s expires in %d ms, want within the window", b.name, u, key, ttl)
 					}
-					if n, _ := testenv.Do(t, b.client, "GET", key).AsInt64(); tt.rate.Algorithm == lua.Fixed && n != int64(m.taken[u]) {
+					if n, _ := testenv.Do(t, b.client, "GET", key).AsInt64(); tt.rate.Algorithm == store.Fixed && n != int64(m.taken[u]) {
 						t.Errorf("%s: %s's window counter = %d, want %d", b.name, u, n, m.taken[u])
 					}
 				}

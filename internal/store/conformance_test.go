@@ -1,4 +1,4 @@
-package lua_test
+package store_test
 
 import (
 	"context"
@@ -12,7 +12,6 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -20,22 +19,22 @@ import (
 
 // storeCase is one layout's store under test, on a server of its own.
 type storeCase struct {
-	lua.Store
+	*store.Store
 	c      valkey.Client
 	layout keyspace.Layout
 }
 
-// TestStoreConformance runs one suite against both layouts' stores (lua.Open), each case on a
+// TestStoreConformance runs one suite against both layouts' stores (store.Open), each case on a
 // fresh real Valkey: ids, rings, self-DMs, client_msg_id retries, the backlog cap, the rate
 // limit and its settings, edits, batches and deletions.
 func TestStoreConformance(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name string
-		cfg  lua.Config
+		cfg  store.Config
 		run  func(t *testing.T, s storeCase)
 	}{
-		{"rings hold the newest, oldest first", lua.Config{RecentSize: 3}, func(t *testing.T, s storeCase) {
+		{"rings hold the newest, oldest first", store.Config{RecentSize: 3}, func(t *testing.T, s storeCase) {
 			var pubIDs, privIDs []int64
 			for i := range 5 {
 				pubIDs = append(pubIDs, s.send(t, pub("alice", strconv.Itoa(i))).CacheID)
@@ -49,14 +48,14 @@ func TestStoreConformance(t *testing.T) {
 			s.wantRecent(t, message.PrivateTimeline("bob"), privIDs[2:])
 			s.wantRecent(t, message.PrivateTimeline("nobody"), nil)
 		}},
-		{"a self-DM is stored once", lua.Config{}, func(t *testing.T, s storeCase) {
+		{"a self-DM is stored once", store.Config{}, func(t *testing.T, s storeCase) {
 			id := s.send(t, priv("carol", "carol", "note")).CacheID
 			s.wantRecent(t, message.PrivateTimeline("carol"), []int64{id})
 			if n := s.streamLen(t, message.Private, "carol", "carol"); n != 1 {
 				t.Errorf("the stream holds %d entries, want 1", n)
 			}
 		}},
-		{"a client_msg_id retry gets the first id", lua.Config{}, func(t *testing.T, s storeCase) {
+		{"a client_msg_id retry gets the first id", store.Config{}, func(t *testing.T, s storeCase) {
 			m := pub("alice", "once")
 			m.ClientMsgID = "c-1"
 			first, again := s.send(t, m), s.send(t, m)
@@ -72,8 +71,8 @@ func TestStoreConformance(t *testing.T) {
 				t.Fatalf("bob's message with alice's client id: %+v", r)
 			}
 		}},
-		{"the backlog cap refuses, takes no id, costs no quota", lua.Config{BacklogCap: 2}, func(t *testing.T, s storeCase) {
-			s.setRate(t, lua.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: lua.Fixed})
+		{"the backlog cap refuses, takes no id, costs no quota", store.Config{BacklogCap: 2}, func(t *testing.T, s storeCase) {
+			s.setRate(t, store.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: store.Fixed})
 			s.send(t, pub("alice", "1"))
 			last := s.send(t, pub("alice", "2"))
 			r, _ := s.layout.RouteOf(message.Public, "", last.CacheID)
@@ -93,8 +92,8 @@ func TestStoreConformance(t *testing.T) {
 				t.Fatalf("id %d after %d", again.CacheID, last.CacheID)
 			}
 		}},
-		{"the rate limit and its settings", lua.Config{}, func(t *testing.T, s storeCase) {
-			want := lua.RateLimit{Limit: 2, WindowSeconds: 60, Algorithm: lua.Fixed}
+		{"the rate limit and its settings", store.Config{}, func(t *testing.T, s storeCase) {
+			want := store.RateLimit{Limit: 2, WindowSeconds: 60, Algorithm: store.Fixed}
 			s.setRate(t, want)
 			if got, err := s.RateLimit(context.Background()); err != nil || got != want {
 				t.Fatalf("settings %+v (%v), want %+v", got, err, want)
@@ -107,14 +106,14 @@ func TestStoreConformance(t *testing.T) {
 			}
 			s.send(t, pub("bob", "1")) // others are not limited
 		}},
-		{"an edit replaces the ring entry at a higher version; others' edits and stale ones are refused", lua.Config{}, func(t *testing.T, s storeCase) {
+		{"an edit replaces the ring entry at a higher version; others' edits and stale ones are refused", store.Config{}, func(t *testing.T, s storeCase) {
 			ctx := context.Background()
 			// The message as ingest encodes it (message.Message's JSON, whose field order the
 			// edit script splices).
 			first := message.Message{OwnerID: "alice", ChannelID: "room", Username: "alice", Content: "first", CreatedAt: "2026-12-07T09:00:00Z"}
-			id := s.send(t, lua.Message{OwnerID: "alice", ChannelID: "room", Data: first.JSON()}).CacheID
+			id := s.send(t, store.Message{OwnerID: "alice", ChannelID: "room", Data: first.JSON()}).CacheID
 			edit := func(owner, content string, ifMatch int64) (int64, error) {
-				return s.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: id, IfMatch: ifMatch,
+				return s.Edit(ctx, store.Edit{Kind: message.Public, CacheID: id, IfMatch: ifMatch,
 					Message: message.Message{OwnerID: owner, ChannelID: "room", Content: content, EditedAt: "2026-12-07T10:00:00Z"}})
 			}
 			v1, err := edit("alice", "second", 0)
@@ -136,16 +135,16 @@ func TestStoreConformance(t *testing.T) {
 				!strings.Contains(entries[0], `"version":`+strconv.FormatInt(v2, 10)) {
 				t.Fatalf("the ring after the edits: %q, %v; want one entry, content third at version %d", entries, err, v2)
 			}
-			if err := s.DeletePublic(ctx, "room", id); err != nil {
+			if err := s.Delete(ctx, message.Ref{Kind: message.Public, ChannelID: "room", CacheID: id}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := edit("alice", "after the delete", 0); err == nil {
 				t.Fatal("an edit of a deleted message was taken")
 			}
 		}},
-		{"a batch answers each message, in order", lua.Config{}, func(t *testing.T, s storeCase) {
-			s.setRate(t, lua.RateLimit{Limit: 2, WindowSeconds: 60, Algorithm: lua.Fixed})
-			msgs := []lua.Message{pub("a", "1"), pub("b", "1"), pub("a", "2"), pub("a", "3"), pub("b", "2")}
+		{"a batch answers each message, in order", store.Config{}, func(t *testing.T, s storeCase) {
+			s.setRate(t, store.RateLimit{Limit: 2, WindowSeconds: 60, Algorithm: store.Fixed})
+			msgs := []store.Message{pub("a", "1"), pub("b", "1"), pub("a", "2"), pub("a", "3"), pub("b", "2")}
 			msgs[4].ClientMsgID = "x"
 			out := s.EnqueueMany(context.Background(), message.Public, msgs)
 			seen := map[int64]bool{}
@@ -159,7 +158,7 @@ func TestStoreConformance(t *testing.T) {
 				seen[o.CacheID] = true
 			}
 		}},
-		{"rings of idle channels and users expire", lua.Config{RingTTL: 300 * time.Millisecond}, func(t *testing.T, s storeCase) {
+		{"rings of idle channels and users expire", store.Config{RingTTL: 300 * time.Millisecond}, func(t *testing.T, s storeCase) {
 			s.send(t, withChannel(pub("alice", "1"), "quiet-room"))
 			s.send(t, priv("ann", "bob", "psst"))
 			rings := []message.Timeline{message.ChannelTimeline("quiet-room"), message.PrivateTimeline("ann"), message.PrivateTimeline("bob")}
@@ -177,7 +176,7 @@ func TestStoreConformance(t *testing.T) {
 				return true
 			})
 		}},
-		{"backlog indexes name each timeline's messages", lua.Config{}, func(t *testing.T, s storeCase) {
+		{"backlog indexes name each timeline's messages", store.Config{}, func(t *testing.T, s storeCase) {
 			a1 := s.send(t, withChannel(pub("alice", "1"), "team-42.general"))
 			a2 := s.send(t, withChannel(pub("bob", "2"), "team-42.general"))
 			s.send(t, withChannel(pub("bob", "3"), "Org:Room~1"))
@@ -221,22 +220,22 @@ func TestStoreConformance(t *testing.T) {
 				}
 			}
 		}},
-		{"a channel's ring holds its messages only", lua.Config{}, func(t *testing.T, s storeCase) {
+		{"a channel's ring holds its messages only", store.Config{}, func(t *testing.T, s storeCase) {
 			a1 := s.send(t, withChannel(pub("alice", "1"), "team-42.general")).CacheID
 			b1 := s.send(t, withChannel(pub("bob", "1"), "Org:Room~1")).CacheID
 			a2 := s.send(t, withChannel(pub("carol", "2"), "team-42.general")).CacheID
 			s.wantRecent(t, message.ChannelTimeline("team-42.general"), []int64{a1, a2})
 			s.wantRecent(t, message.ChannelTimeline("Org:Room~1"), []int64{b1})
 			s.wantRecent(t, message.ChannelTimeline(message.DefaultChannel), nil)
-			if err := s.DeletePublic(context.Background(), "team-42.general", a1); err != nil {
+			if err := s.Delete(context.Background(), message.Ref{Kind: message.Public, ChannelID: "team-42.general", CacheID: a1}); err != nil {
 				t.Fatal(err)
 			}
 			s.wantRecent(t, message.ChannelTimeline("team-42.general"), []int64{a2})
 		}},
-		{"deletions leave the rings and the stream carries them", lua.Config{}, func(t *testing.T, s storeCase) {
+		{"deletions leave the rings and the stream carries them", store.Config{}, func(t *testing.T, s storeCase) {
 			ctx := context.Background()
 			keep, gone := s.send(t, pub("alice", "keep")), s.send(t, pub("alice", "gone"))
-			if err := s.DeletePublic(ctx, "", gone.CacheID); err != nil {
+			if err := s.Delete(ctx, message.Ref{Kind: message.Public, ChannelID: "", CacheID: gone.CacheID}); err != nil {
 				t.Fatal(err)
 			}
 			s.wantRecent(t, message.ChannelTimeline(message.DefaultChannel), []int64{keep.CacheID})
@@ -247,13 +246,13 @@ func TestStoreConformance(t *testing.T) {
 				t.Errorf("the stream's last entry: %v (%v), want the deletion of %d", last, err, gone.CacheID)
 			}
 			p := s.send(t, priv("ann", "bob", "psst"))
-			if err := s.DeletePrivate(ctx, p.CacheID, "ann", "bob"); err != nil {
+			if err := s.Delete(ctx, message.Ref{Kind: message.Private, CacheID: p.CacheID, OwnerID: "ann", RecipientID: "bob"}); err != nil {
 				t.Fatal(err)
 			}
 			s.wantRecent(t, message.PrivateTimeline("ann"), nil)
 			s.wantRecent(t, message.PrivateTimeline("bob"), nil)
 			for _, id := range []int64{0, -1, keep.CacheID + 64*1_000_000_000} {
-				if err := s.DeletePublic(ctx, "", id); !errors.Is(err, store.ErrNotFound) {
+				if err := s.Delete(ctx, message.Ref{Kind: message.Public, ChannelID: "", CacheID: id}); !errors.Is(err, store.ErrNotFound) {
 					t.Errorf("deleting id %d, never issued: %v, want ErrNotFound", id, err)
 				}
 			}
@@ -268,10 +267,10 @@ func TestStoreConformance(t *testing.T) {
 				c := testenv.StartValkey(t).Client(t)
 				cfg := tc.cfg
 				cfg.Layout = layout
-				if cfg.DefaultRate == (lua.RateLimit{}) {
+				if cfg.DefaultRate == (store.RateLimit{}) {
 					cfg.DefaultRate = unlimited
 				}
-				st, err := lua.Open(c, cfg)
+				st, err := store.Open(c, cfg)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -282,13 +281,13 @@ func TestStoreConformance(t *testing.T) {
 }
 
 // withChannel puts a public message of pub in channel.
-func withChannel(m lua.Message, channel string) lua.Message {
+func withChannel(m store.Message, channel string) store.Message {
 	m.ChannelID = channel
 	m.Data = []byte(strings.Replace(string(m.Data), "{", `{"channel_id":"`+channel+`",`, 1))
 	return m
 }
 
-func (s storeCase) send(t *testing.T, m lua.Message) lua.Result {
+func (s storeCase) send(t *testing.T, m store.Message) store.Result {
 	t.Helper()
 	r, err := s.Enqueue(context.Background(), m)
 	if err != nil {
@@ -297,7 +296,7 @@ func (s storeCase) send(t *testing.T, m lua.Message) lua.Result {
 	return r
 }
 
-func (s storeCase) setRate(t *testing.T, rl lua.RateLimit) {
+func (s storeCase) setRate(t *testing.T, rl store.RateLimit) {
 	t.Helper()
 	if err := s.SetRateLimit(context.Background(), rl); err != nil {
 		t.Fatal(err)

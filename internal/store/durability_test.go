@@ -1,4 +1,4 @@
-package lua_test
+package store_test
 
 import (
 	"context"
@@ -9,21 +9,20 @@ import (
 	"time"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
 // replicated starts a primary with one replica in sync and returns Scripts on the primary.
-func replicated(t *testing.T, cfg lua.Config, args ...string) (*testBundle, *testenv.Valkey) {
+func replicated(t *testing.T, cfg store.Config, args ...string) (*testBundle, *testenv.Valkey) {
 	t.Helper()
 	primary := testenv.StartValkey(t, args...)
 	replica := testenv.StartReplica(t, primary, args...)
 	c := primary.Client(t)
 	keys, _ := keyspace.New("t:")
 	cfg.Layout, cfg.DefaultRate = keys, unlimited
-	s, err := lua.New(c, cfg)
+	s, err := store.Open(c, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,12 +38,12 @@ func TestDurableReplica(t *testing.T) {
 	// 1 s: a replica in sync acknowledges at once, but a machine busy with the other suites can
 	// delay that past a shorter timeout.
 	const timeout = time.Second
-	b, replica := replicated(t, lua.Config{Durability: lua.DurableReplica, DurableTimeout: timeout})
+	b, replica := replicated(t, store.Config{Durability: store.DurableReplica, DurableTimeout: timeout})
 	ctx := context.Background()
 	if _, err := b.scripts.Enqueue(ctx, pub("a", "one")); err != nil {
 		t.Fatalf("with a replica in sync: %v", err)
 	}
-	outs := b.scripts.EnqueueMany(ctx, message.Public, []lua.Message{pub("a", "b1"), pub("a", "b2")})
+	outs := b.scripts.EnqueueMany(ctx, message.Public, []store.Message{pub("a", "b1"), pub("a", "b2")})
 	for i, o := range outs {
 		if o.Err != nil {
 			t.Fatalf("batch message %d: %v", i, o.Err)
@@ -69,7 +68,7 @@ func TestDurableReplica(t *testing.T) {
 		t.Fatalf("stream holds %d entries, want 4: a message not durable is still enqueued", n)
 	}
 	start = time.Now()
-	outs = b.scripts.EnqueueMany(ctx, message.Public, []lua.Message{pub("a", "b3"), pub("a", "b4"), pub("a", "b5")})
+	outs = b.scripts.EnqueueMany(ctx, message.Public, []store.Message{pub("a", "b3"), pub("a", "b4"), pub("a", "b5")})
 	if d := time.Since(start); d > 5*timeout/2 {
 		t.Errorf("a batch of 3 took %s: it must wait once (%s), not per message", d, timeout)
 	}
@@ -98,7 +97,7 @@ func TestDurableReplica(t *testing.T) {
 // TestDurableFsync: under appendfsync always WAITAOF confirms each write.
 func TestDurableFsync(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{Durability: lua.DurableFsync})
+	b := setup(t, store.Config{Durability: store.DurableFsync})
 	testenv.Do(t, b.client, "CONFIG", "SET", "appendonly", "yes")
 	testenv.Do(t, b.client, "CONFIG", "SET", "appendfsync", "always")
 	testenv.WaitFor(t, "the AOF rewrite to finish", 10*time.Second, func() bool {
@@ -122,7 +121,7 @@ func TestDurableFsync(t *testing.T) {
 // old primary).
 func TestClockIDs(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{IDs: lua.ClockIDs})
+	b := setup(t, store.Config{IDs: store.ClockIDs})
 	ctx := context.Background()
 	floor := (time.Now().UnixMilli() - 1735689600000) * 1024
 	var last int64
@@ -153,7 +152,7 @@ func TestClockIDs(t *testing.T) {
 // written; the probe fails too; once memory is freed both succeed.
 func TestFull(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{})
+	b := setup(t, store.Config{})
 	ctx := context.Background()
 	mustEnqueue(t, b, pub("a", "before"))
 	testenv.Do(t, b.client, "CONFIG", "SET", "maxmemory-policy", "noeviction")
@@ -161,7 +160,7 @@ func TestFull(t *testing.T) {
 	if _, err := b.scripts.Enqueue(ctx, pub("a", "while full")); !errors.Is(err, store.ErrFull) {
 		t.Fatalf("enqueue while full: %v, want ErrFull", err)
 	}
-	outs := b.scripts.EnqueueMany(ctx, message.Public, []lua.Message{pub("a", "x"), pub("b", "y")})
+	outs := b.scripts.EnqueueMany(ctx, message.Public, []store.Message{pub("a", "x"), pub("b", "y")})
 	for i, o := range outs {
 		if !errors.Is(o.Err, store.ErrFull) {
 			t.Fatalf("batch message %d while full: %v, want ErrFull", i, o.Err)
@@ -185,9 +184,9 @@ func TestFull(t *testing.T) {
 // TestTransientReplies: a replica's READONLY is ErrUnavailable, not a raw error.
 func TestTransientReplies(t *testing.T) {
 	t.Parallel()
-	b, replica := replicated(t, lua.Config{})
+	b, replica := replicated(t, store.Config{})
 	keys, _ := keyspace.New("t:")
-	s, err := lua.New(replica.Client(t), lua.Config{Layout: keys, DefaultRate: unlimited})
+	s, err := store.Open(replica.Client(t), store.Config{Layout: keys, DefaultRate: unlimited})
 	if err != nil {
 		t.Fatal(err)
 	}

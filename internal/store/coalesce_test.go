@@ -1,4 +1,4 @@
-package lua_test
+package store_test
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -22,15 +21,15 @@ import (
 // accepted message one stream entry), and the messages went in fewer calls than messages.
 func TestCoalesce(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{})
-	setRate(t, b, lua.RateLimit{Limit: 5, WindowSeconds: 60, Algorithm: lua.Fixed})
-	co := lua.Coalesce(b.scripts, 1)
+	b := setup(t, store.Config{})
+	setRate(t, b, store.RateLimit{Limit: 5, WindowSeconds: 60, Algorithm: store.Fixed})
+	co := store.Coalesce(b.scripts, 1)
 	ctx := context.Background()
 	const users, distinct = 40, 8
 	type outcome struct {
 		user, msg string
 		kind      message.Kind
-		res       lua.Result
+		res       store.Result
 		err       error
 	}
 	var (
@@ -41,7 +40,7 @@ func TestCoalesce(t *testing.T) {
 	testenv.Do(t, b.client, "CONFIG", "RESETSTAT")
 	for u := range users {
 		user := fmt.Sprintf("u%d", u)
-		send := func(msg string, m lua.Message) {
+		send := func(msg string, m store.Message) {
 			wg.Go(func() {
 				r, err := co.Enqueue(ctx, m)
 				mu.Lock()
@@ -119,8 +118,8 @@ func TestCoalesce(t *testing.T) {
 // as it would have.
 func TestCoalesceCancelled(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{Timeout: 5 * time.Second})
-	co := lua.Coalesce(b.scripts, 1)
+	b := setup(t, store.Config{Timeout: 5 * time.Second})
+	co := store.Coalesce(b.scripts, 1)
 	mustEnqueue(t, b, pub("a", "warm-up")) // loads the script
 	b.server.Pause()
 	resumed := false

@@ -1,4 +1,4 @@
-package lua
+package store
 
 import (
 	"context"
@@ -7,32 +7,29 @@ import (
 	"sync"
 
 	"github.com/chatpipe/chatpipe/internal/message"
-	"github.com/chatpipe/chatpipe/internal/store"
 )
 
-// Coalesce returns store with an Enqueue that sends the single messages arriving while
+// Coalesce returns s with an Enqueue that sends the single messages arriving while
 // inFlight calls are under way together, in the next call (group commit): a message that finds
-// a call free goes at once, alone (one.lua); under load the messages that queued meanwhile go as
+// a call free goes at once, alone; under load the messages that queued meanwhile go as
 // one enqueue.lua batch, which judges each on its own and in order — the rate limit, a known
 // client_msg_id, the backlog cap — exactly as sent one by one (TestBatchMatchesModel), and, with
 // a durability level, waits once for them all. A script call costs Valkey 15-20 µs however few
-// messages it carries and about 3 µs more a message: issue 24 measured single messages at 64
-// clients spending twice the reference's Valkey CPU, one call each. inFlight <= 0: store as it is.
+// messages it carries and about 3 µs more a message: single messages at 64 clients, one call
+// each, were measured spending twice a bare reference's Valkey CPU. inFlight <= 0: s as it is.
 //
 // No goroutine of its own: the request that finds a call free sends it, and when it is done
 // hands the next batch, if any queued, to that batch's first request.
-func Coalesce(store Store, inFlight int) Store {
-	if inFlight <= 0 {
-		return store
-	}
-	return &coalesced{Store: store, max: inFlight}
+func Coalesce(s *Store, inFlight int) *Coalesced {
+	return &Coalesced{Store: s, max: inFlight}
 }
 
 // maxCoalesced bounds one coalesced call: as many messages as one enqueue.lua run takes.
 const maxCoalesced = maxScriptBatch
 
-type coalesced struct {
-	Store
+// Coalesced is a Store whose single messages are sent together under load (Coalesce).
+type Coalesced struct {
+	*Store
 	max int
 
 	mu       sync.Mutex
@@ -52,7 +49,11 @@ type waiter struct {
 	taken bool
 }
 
-func (c *coalesced) Enqueue(ctx context.Context, m Message) (Result, error) {
+// Enqueue accepts one message, in a call of its own or with the messages queued meanwhile.
+func (c *Coalesced) Enqueue(ctx context.Context, m Message) (Result, error) {
+	if c.max <= 0 {
+		return c.Store.Enqueue(ctx, m)
+	}
 	k := m.Kind()
 	w := &waiter{m: m, wake: make(chan struct{}, 1)}
 	c.mu.Lock()
@@ -73,7 +74,7 @@ func (c *coalesced) Enqueue(ctx context.Context, m Message) (Result, error) {
 			i := slices.Index(c.queued[k], w) // there: a waiter not taken is in its queue
 			c.queued[k] = slices.Delete(c.queued[k], i, i+1)
 			c.mu.Unlock()
-			return Result{}, fmt.Errorf("%w: %w", store.ErrUnavailable, ctx.Err())
+			return Result{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
 		c.mu.Unlock()
 		// Its batch is under way (bounded by the call's timeout), or is this waiter's to send:
@@ -87,7 +88,7 @@ func (c *coalesced) Enqueue(ctx context.Context, m Message) (Result, error) {
 }
 
 // take removes up to maxCoalesced waiters of kind k from the queue; the caller holds mu.
-func (c *coalesced) take(k message.Kind) []*waiter {
+func (c *Coalesced) take(k message.Kind) []*waiter {
 	q := c.queued[k]
 	n := min(len(q), maxCoalesced)
 	batch := make([]*waiter, n)
@@ -102,7 +103,7 @@ func (c *coalesced) take(k message.Kind) []*waiter {
 // send sends from's batch (of kind k), sets every outcome, hands the next batch on, and wakes
 // the batch's other waiters. The call is detached from the sender's context: the others'
 // messages go with it, whatever becomes of the sender's request.
-func (c *coalesced) send(ctx context.Context, k message.Kind, from *waiter) {
+func (c *Coalesced) send(ctx context.Context, k message.Kind, from *waiter) {
 	batch := from.batch
 	from.batch = nil
 	ctx = context.WithoutCancel(ctx)

@@ -1,4 +1,4 @@
-package lua_test
+package store_test
 
 import (
 	"context"
@@ -17,7 +17,6 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -28,18 +27,18 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 type testBundle struct {
 	server  *testenv.Valkey
 	client  valkey.Client
-	scripts *lua.Scripts
+	scripts *store.Store
 	keys    keyspace.Keys
 }
 
 // unlimited is a rate limit no test of other things runs into.
-var unlimited = lua.RateLimit{Limit: lua.MaxLimit, WindowSeconds: 1, Algorithm: lua.Fixed}
+var unlimited = store.RateLimit{Limit: store.MaxLimit, WindowSeconds: 1, Algorithm: store.Fixed}
 
-func setup(t testing.TB, cfg lua.Config) *testBundle {
+func setup(t testing.TB, cfg store.Config) *testBundle {
 	t.Helper()
 	srv := testenv.StartValkey(t)
 	c := srv.Client(t)
-	if cfg.DefaultRate == (lua.RateLimit{}) {
+	if cfg.DefaultRate == (store.RateLimit{}) {
 		cfg.DefaultRate = unlimited
 	}
 	keys, err := keyspace.New("t:")
@@ -47,24 +46,24 @@ func setup(t testing.TB, cfg lua.Config) *testBundle {
 		t.Fatal(err)
 	}
 	cfg.Layout = keys
-	s, err := lua.New(c, cfg)
+	s, err := store.Open(c, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &testBundle{server: srv, client: c, scripts: s, keys: keys}
 }
 
-func pub(owner, content string) lua.Message {
+func pub(owner, content string) store.Message {
 	data, _ := json.Marshal(map[string]string{"owner_id": owner, "username": owner, "content": content})
-	return lua.Message{OwnerID: owner, Data: data}
+	return store.Message{OwnerID: owner, Data: data}
 }
 
-func priv(owner, recipient, content string) lua.Message {
+func priv(owner, recipient, content string) store.Message {
 	data, _ := json.Marshal(map[string]string{"owner_id": owner, "recipient_id": recipient, "content": content})
-	return lua.Message{OwnerID: owner, RecipientID: recipient, Data: data}
+	return store.Message{OwnerID: owner, RecipientID: recipient, Data: data}
 }
 
-func mustEnqueue(t *testing.T, b *testBundle, m lua.Message) lua.Result {
+func mustEnqueue(t *testing.T, b *testBundle, m store.Message) store.Result {
 	t.Helper()
 	r, err := b.scripts.Enqueue(context.Background(), m)
 	if err != nil {
@@ -76,7 +75,7 @@ func mustEnqueue(t *testing.T, b *testBundle, m lua.Message) lua.Result {
 // ringIDs returns the cache ids in a ring, oldest first, checking each entry's shape.
 func ringIDs(t *testing.T, b *testBundle, ring string) []int64 {
 	t.Helper()
-	entries, err := b.scripts.RecentRing(context.Background(), ring, 0)
+	entries, err := b.client.Do(context.Background(), b.client.B().Lrange().Key(ring).Start(0).Stop(-1).Build()).AsStrSlice()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +118,7 @@ func streamEntries(t *testing.T, b *testBundle, kind message.Kind) []streamEntry
 
 func TestEnqueuePublic(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{})
+	b := setup(t, store.Config{})
 	r1 := mustEnqueue(t, b, pub("alice", "hello"))
 	r2 := mustEnqueue(t, b, pub("bob", "hi"))
 	if r1.CacheID != 1 || r2.CacheID != 2 || r1.Duplicate {
@@ -139,7 +138,7 @@ func TestEnqueuePublic(t *testing.T) {
 
 func TestRingsCapped(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{RecentSize: 3})
+	b := setup(t, store.Config{RecentSize: 3})
 	for i := range 5 {
 		mustEnqueue(t, b, pub("alice", strconv.Itoa(i)))
 		mustEnqueue(t, b, priv("alice", "bob", strconv.Itoa(i)))
@@ -159,7 +158,7 @@ func TestRingsCapped(t *testing.T) {
 
 func TestEnqueuePrivate(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{})
+	b := setup(t, store.Config{})
 	mustEnqueue(t, b, priv("alice", "bob", "a to b"))
 	mustEnqueue(t, b, priv("carol", "carol", "note to self"))
 	tests := []struct {
@@ -183,7 +182,7 @@ func TestEnqueuePrivate(t *testing.T) {
 	}
 }
 
-func setRate(t *testing.T, b *testBundle, rl lua.RateLimit) {
+func setRate(t *testing.T, b *testBundle, rl store.RateLimit) {
 	t.Helper()
 	if err := b.scripts.SetRateLimit(context.Background(), rl); err != nil {
 		t.Fatal(err)
@@ -201,8 +200,8 @@ func rateLimited(t *testing.T, err error) time.Duration {
 
 func TestFixedWindow(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{})
-	setRate(t, b, lua.RateLimit{Limit: 3, WindowSeconds: 1, Algorithm: lua.Fixed})
+	b := setup(t, store.Config{})
+	setRate(t, b, store.RateLimit{Limit: 3, WindowSeconds: 1, Algorithm: store.Fixed})
 	ctx := context.Background()
 	for i := range 3 {
 		mustEnqueue(t, b, pub("alice", strconv.Itoa(i)))
@@ -229,8 +228,8 @@ func TestFixedWindow(t *testing.T) {
 
 func TestGCRA(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{})
-	setRate(t, b, lua.RateLimit{Limit: 4, WindowSeconds: 1, Algorithm: lua.GCRA})
+	b := setup(t, store.Config{})
+	setRate(t, b, store.RateLimit{Limit: 4, WindowSeconds: 1, Algorithm: store.GCRA})
 	ctx := context.Background()
 	// A burst of the limit is allowed, then one message per window/limit (250ms).
 	for i := range 4 {
@@ -259,27 +258,27 @@ func TestGCRA(t *testing.T) {
 
 func TestRateLimitSettings(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{DefaultRate: lua.RateLimit{Limit: 30, WindowSeconds: 10, Algorithm: lua.Fixed}})
+	b := setup(t, store.Config{DefaultRate: store.RateLimit{Limit: 30, WindowSeconds: 10, Algorithm: store.Fixed}})
 	ctx := context.Background()
 	got, err := b.scripts.RateLimit(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (lua.RateLimit{Limit: 30, WindowSeconds: 10, Algorithm: lua.Fixed}); got != want {
+	if want := (store.RateLimit{Limit: 30, WindowSeconds: 10, Algorithm: store.Fixed}); got != want {
 		t.Fatalf("default = %+v, want %+v", got, want)
 	}
-	bad := []lua.RateLimit{
-		{Limit: 0, WindowSeconds: 10, Algorithm: lua.Fixed},
-		{Limit: 3, WindowSeconds: 0, Algorithm: lua.Fixed},
+	bad := []store.RateLimit{
+		{Limit: 0, WindowSeconds: 10, Algorithm: store.Fixed},
+		{Limit: 3, WindowSeconds: 0, Algorithm: store.Fixed},
 		{Limit: 3, WindowSeconds: 10, Algorithm: "leaky"},
-		{Limit: lua.MaxLimit + 1, WindowSeconds: 10, Algorithm: lua.GCRA},
+		{Limit: store.MaxLimit + 1, WindowSeconds: 10, Algorithm: store.GCRA},
 	}
 	for _, rl := range bad {
 		if err := b.scripts.SetRateLimit(ctx, rl); err == nil {
 			t.Errorf("SetRateLimit(%+v) = nil, want an error", rl)
 		}
 	}
-	want := lua.RateLimit{Limit: 3, WindowSeconds: 7, Algorithm: lua.GCRA}
+	want := store.RateLimit{Limit: 3, WindowSeconds: 7, Algorithm: store.GCRA}
 	setRate(t, b, want)
 	if got, _ := b.scripts.RateLimit(ctx); got != want {
 		t.Fatalf("after set = %+v, want %+v", got, want)
@@ -288,7 +287,7 @@ func TestRateLimitSettings(t *testing.T) {
 
 func TestClientMsgID(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{})
+	b := setup(t, store.Config{})
 	ctx := context.Background()
 	m := pub("alice", "once")
 	m.ClientMsgID = "c-1"
@@ -336,7 +335,7 @@ func TestClientMsgID(t *testing.T) {
 
 func TestIDsUnderConcurrency(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{})
+	b := setup(t, store.Config{})
 	const producers, each = 64, 50
 	got := make([][]int64, producers)
 	var wg sync.WaitGroup
@@ -380,9 +379,9 @@ func TestIDsUnderConcurrency(t *testing.T) {
 
 func TestEnqueueMany(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{})
-	setRate(t, b, lua.RateLimit{Limit: 2, WindowSeconds: 60, Algorithm: lua.Fixed})
-	msgs := []lua.Message{pub("a", "1"), pub("b", "1"), pub("a", "2"), pub("a", "3"), pub("b", "2")}
+	b := setup(t, store.Config{})
+	setRate(t, b, store.RateLimit{Limit: 2, WindowSeconds: 60, Algorithm: store.Fixed})
+	msgs := []store.Message{pub("a", "1"), pub("b", "1"), pub("a", "2"), pub("a", "3"), pub("b", "2")}
 	msgs[4].ClientMsgID = "x"
 	// The first run also proves the reload on NOSCRIPT inside a pipeline.
 	testenv.Do(t, b.client, "SCRIPT", "FLUSH")
@@ -406,7 +405,7 @@ func TestEnqueueMany(t *testing.T) {
 
 func TestReloadAfterScriptFlush(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{})
+	b := setup(t, store.Config{})
 	mustEnqueue(t, b, pub("a", "1"))
 	testenv.Do(t, b.client, "SCRIPT", "FLUSH")
 	if r := mustEnqueue(t, b, pub("a", "2")); r.CacheID != 2 {
@@ -416,13 +415,13 @@ func TestReloadAfterScriptFlush(t *testing.T) {
 
 func TestDelete(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{})
+	b := setup(t, store.Config{})
 	ctx := context.Background()
 	mustEnqueue(t, b, pub("a", "1"))
 	mustEnqueue(t, b, pub("a", "2"))
 	// An entry that another producer wrote with other spacing is found too.
 	testenv.Do(t, b.client, "RPUSH", b.keys.PublicRing(), `{ "cache_id" : 2, "data": {}}`)
-	if err := b.scripts.Delete(ctx, message.Public, 2, "", "", "", b.keys.PublicRing()); err != nil {
+	if err := b.scripts.Delete(ctx, message.Ref{Kind: message.Public, CacheID: 2}); err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff([]int64{1}, ringIDs(t, b, b.keys.PublicRing())); diff != "" {
@@ -433,7 +432,7 @@ func TestDelete(t *testing.T) {
 		t.Errorf("last stream entry = %+v, want a deletion of 2", last)
 	}
 	for _, id := range []int64{0, -1, 3} {
-		if err := b.scripts.Delete(ctx, message.Public, id, "", "", "", b.keys.PublicRing()); !errors.Is(err, store.ErrNotFound) {
+		if err := b.scripts.Delete(ctx, message.Ref{Kind: message.Public, CacheID: id}); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("Delete(%d) = %v, want ErrNotFound", id, err)
 		}
 	}
@@ -441,7 +440,7 @@ func TestDelete(t *testing.T) {
 
 func TestMirrorWhileProducing(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{MirrorChunk: 37})
+	b := setup(t, store.Config{MirrorChunk: 37})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	list := b.keys.LegacyFlushList(message.Public)
@@ -500,7 +499,7 @@ func TestMirrorWhileProducing(t *testing.T) {
 
 func TestMirrorRespectsCap(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{BacklogCap: 5})
+	b := setup(t, store.Config{BacklogCap: 5})
 	list := b.keys.LegacyFlushList(message.Private)
 	for i := range 8 {
 		testenv.Do(t, b.client, "RPUSH", list, fmt.Sprintf(`{"cache_id":%d,"data":{}}`, i+1))
@@ -519,7 +518,7 @@ func TestMirrorRespectsCap(t *testing.T) {
 
 func TestUnavailable(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{Timeout: 300 * time.Millisecond})
+	b := setup(t, store.Config{Timeout: 300 * time.Millisecond})
 	mustEnqueue(t, b, pub("a", "1"))
 	b.server.Stop()
 	start := time.Now()
@@ -532,7 +531,7 @@ func TestUnavailable(t *testing.T) {
 	}
 	b.server.Restart()
 	// The client reconnects by itself; the restarted server has forgotten the scripts.
-	var r lua.Result
+	var r store.Result
 	for range 50 {
 		if r, err = b.scripts.Enqueue(context.Background(), pub("a", "3")); err == nil {
 			break
@@ -547,7 +546,7 @@ func TestUnavailable(t *testing.T) {
 
 func TestHungServerTimesOut(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{Timeout: 200 * time.Millisecond})
+	b := setup(t, store.Config{Timeout: 200 * time.Millisecond})
 	mustEnqueue(t, b, pub("a", "1"))
 	b.server.Pause()
 	defer b.server.Resume()
@@ -564,7 +563,7 @@ func TestHungServerTimesOut(t *testing.T) {
 // TestEnqueueCommand: the command line given to tools does what Enqueue does.
 func TestEnqueueCommand(t *testing.T) {
 	t.Parallel()
-	b := setup(t, lua.Config{})
+	b := setup(t, store.Config{})
 	mustEnqueue(t, b, pub("alice", "first")) // loads the script
 	cmd := b.scripts.EnqueueCommand(pub("bob", "hi"))
 	for _, a := range cmd {

@@ -1,8 +1,9 @@
-package lua_test
+package store_test
 
 import (
 	"context"
 	"fmt"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"math"
 	"strconv"
 	"strings"
@@ -10,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 )
 
@@ -20,7 +20,7 @@ import (
 
 func benchSetup(b *testing.B) *testBundle {
 	b.Helper()
-	return setup(b, lua.Config{BacklogCap: 1 << 40})
+	return setup(b, store.Config{BacklogCap: 1 << 40})
 }
 
 func BenchmarkEnqueueSingle(b *testing.B) {
@@ -63,7 +63,7 @@ func BenchmarkEnqueueBatch(b *testing.B) {
 		b.Run(fmt.Sprintf("size=%d,users=%d,channels=%d", c.size, c.users, c.channels), func(b *testing.B) {
 			bundle := benchSetup(b)
 			ctx := context.Background()
-			msgs := make([]lua.Message, c.size)
+			msgs := make([]store.Message, c.size)
 			for i := range msgs {
 				msgs[i] = pub(fmt.Sprintf("user%d", i%c.users), "a typical chat message of some fifty bytes or so....")
 				if c.channels > 0 { // a few busy channels, many quiet ones: channel k about 1/(k+1) of them

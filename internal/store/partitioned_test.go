@@ -1,4 +1,4 @@
-package lua_test
+package store_test
 
 import (
 	"context"
@@ -14,7 +14,6 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
-	"github.com/chatpipe/chatpipe/internal/lua"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
@@ -23,12 +22,12 @@ import (
 type partBundle struct {
 	c    valkey.Client
 	keys keyspace.Partitioned
-	ops  *lua.Partitioned
+	ops  *store.Store
 }
 
 // partitioned returns the partitioned layout's operations on a real 3+3 cluster, through
 // valkey-go's cluster client from one seed, or on a standalone server.
-func partitioned(t *testing.T, cluster bool, cfg lua.Config) *partBundle {
+func partitioned(t *testing.T, cluster bool, cfg store.Config) *partBundle {
 	t.Helper()
 	var addr string
 	if cluster {
@@ -42,10 +41,11 @@ func partitioned(t *testing.T, cluster bool, cfg lua.Config) *partBundle {
 	}
 	t.Cleanup(c.Close)
 	keys, _ := keyspace.NewPartitioned("t:", keyspace.DefaultPartitions)
-	if cfg.DefaultRate == (lua.RateLimit{}) {
+	if cfg.DefaultRate == (store.RateLimit{}) {
 		cfg.DefaultRate = unlimited
 	}
-	ops, err := lua.NewPartitioned(c, keys, cfg)
+	cfg.Layout = keys
+	ops, err := store.Open(c, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestPartitionedEnqueue(t *testing.T) {
 	for _, cluster := range []bool{true, false} {
 		t.Run(map[bool]string{true: "cluster", false: "standalone"}[cluster], func(t *testing.T) {
 			t.Parallel()
-			b := partitioned(t, cluster, lua.Config{RecentSize: 50})
+			b := partitioned(t, cluster, store.Config{RecentSize: 50})
 			ctx := context.Background()
 			type sent struct {
 				id              int64
@@ -131,7 +131,7 @@ func TestPartitionedEnqueue(t *testing.T) {
 					}
 				}
 			}
-			got, err := b.ops.RecentPublic(ctx, 50)
+			got, err := b.ops.Recent(ctx, message.ChannelTimeline(""), 50)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -147,7 +147,7 @@ func TestPartitionedEnqueue(t *testing.T) {
 						mine = append(mine, s.id)
 					}
 				}
-				ring, err := b.ops.RecentPrivate(ctx, user, 50)
+				ring, err := b.ops.Recent(ctx, message.PrivateTimeline(user), 50)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -177,9 +177,9 @@ func newest(ids []int64, n int) []int64 {
 // the same client_msg_id returns the first id even at the limit, and costs no quota.
 func TestPartitionedRateLimitAndRetry(t *testing.T) {
 	t.Parallel()
-	b := partitioned(t, true, lua.Config{})
+	b := partitioned(t, true, store.Config{})
 	ctx := context.Background()
-	if err := b.ops.SetRateLimit(ctx, lua.RateLimit{Limit: 5, WindowSeconds: 60, Algorithm: lua.Fixed}); err != nil {
+	if err := b.ops.SetRateLimit(ctx, store.RateLimit{Limit: 5, WindowSeconds: 60, Algorithm: store.Fixed}); err != nil {
 		t.Fatal(err)
 	}
 	first := pub("alice", "first")
@@ -209,7 +209,7 @@ func TestPartitionedRateLimitAndRetry(t *testing.T) {
 	if err != nil || !again.Duplicate || again.CacheID != res.CacheID {
 		t.Fatalf("retry at the limit: %+v, %v; want id %d again", again, err, res.CacheID)
 	}
-	if err := b.ops.SetRateLimit(ctx, lua.RateLimit{Limit: 6, WindowSeconds: 60, Algorithm: lua.Fixed}); err != nil {
+	if err := b.ops.SetRateLimit(ctx, store.RateLimit{Limit: 6, WindowSeconds: 60, Algorithm: store.Fixed}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.ops.Enqueue(ctx, pub("alice", "sixth")); err != nil {
@@ -223,12 +223,12 @@ func TestPartitionedRateLimitAndRetry(t *testing.T) {
 // records the deletion on its partition's stream; an id never issued is not found.
 func TestPartitionedBatchAndDelete(t *testing.T) {
 	t.Parallel()
-	b := partitioned(t, true, lua.Config{})
+	b := partitioned(t, true, store.Config{})
 	ctx := context.Background()
-	if err := b.ops.SetRateLimit(ctx, lua.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: lua.Fixed}); err != nil {
+	if err := b.ops.SetRateLimit(ctx, store.RateLimit{Limit: 3, WindowSeconds: 60, Algorithm: store.Fixed}); err != nil {
 		t.Fatal(err)
 	}
-	var msgs []lua.Message
+	var msgs []store.Message
 	for i := range 200 {
 		msgs = append(msgs, pub(fmt.Sprintf("u%d", i), "x"))
 	}
@@ -260,16 +260,16 @@ func TestPartitionedBatchAndDelete(t *testing.T) {
 		t.Fatalf("accepted %d, limited %d, partitions %d; want 204, 2, %d", accepted, limited, len(parts), keyspace.DefaultPartitions)
 	}
 	first := outs[len(outs)-1].CacheID
-	again := b.ops.EnqueueMany(ctx, message.Public, []lua.Message{retry})
+	again := b.ops.EnqueueMany(ctx, message.Public, []store.Message{retry})
 	if again[0].Err != nil || !again[0].Duplicate || again[0].CacheID != first {
 		t.Fatalf("retry in a batch: %+v, want id %d again", again[0], first)
 	}
 
 	victim := outs[0].CacheID
-	if err := b.ops.DeletePublic(ctx, "", victim); err != nil {
+	if err := b.ops.Delete(ctx, message.Ref{Kind: message.Public, ChannelID: "", CacheID: victim}); err != nil {
 		t.Fatal(err)
 	}
-	ring, _ := b.ops.RecentPublic(ctx, 0)
+	ring, _ := b.ops.Recent(ctx, message.ChannelTimeline(""), 0)
 	for _, id := range entryIDs(t, ring) {
 		if id == victim {
 			t.Fatalf("deleted %d is still in the ring", victim)
@@ -281,7 +281,7 @@ func TestPartitionedBatchAndDelete(t *testing.T) {
 		t.Fatalf("partition %d's stream ends with %v, %v; want the deletion of %d", part, xs, err, victim)
 	}
 	for _, id := range []int64{victim + 64*1_000_000, 5, 63, keyspace.IDBase + 63} { // never issued; below the base; partition 63 unused
-		if err := b.ops.DeletePublic(ctx, "", id); !errors.Is(err, store.ErrNotFound) {
+		if err := b.ops.Delete(ctx, message.Ref{Kind: message.Public, ChannelID: "", CacheID: id}); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("delete %d: %v, want ErrNotFound", id, err)
 		}
 	}
@@ -300,7 +300,7 @@ func TestPartitionedDurable(t *testing.T) {
 	}
 	defer c.Close()
 	keys, _ := keyspace.NewPartitioned("", keyspace.DefaultPartitions)
-	ops, err := lua.NewPartitioned(c, keys, lua.Config{DefaultRate: unlimited, Durability: lua.DurableReplica, DurableTimeout: 100 * time.Millisecond})
+	ops, err := store.Open(c, store.Config{Layout: keys, DefaultRate: unlimited, Durability: store.DurableReplica, DurableTimeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +334,7 @@ func TestPartitionedDurable(t *testing.T) {
 		t.Fatalf("replicas stopped: %v, want NotDurableError with an id", err)
 	}
 	first := nde.CacheID
-	var batch []lua.Message
+	var batch []store.Message
 	for i := range 40 {
 		batch = append(batch, pub(fmt.Sprintf("b%d", i), "x"))
 	}
@@ -347,7 +347,7 @@ func TestPartitionedDurable(t *testing.T) {
 		r.Resume()
 	}
 	resumed = true
-	var res lua.Result
+	var res store.Result
 	testenv.WaitFor(t, "the retry to be durable", 10*time.Second, func() bool {
 		res, err = ops.Enqueue(ctx, m)
 		return err == nil
@@ -364,14 +364,14 @@ func TestPartitionedDurable(t *testing.T) {
 // message is ErrNotFound.
 func TestPartitionedEdits(t *testing.T) {
 	t.Parallel()
-	b := partitioned(t, true, lua.Config{})
+	b := partitioned(t, true, store.Config{})
 	ctx := context.Background()
 	type sent struct {
-		m  lua.Message
+		m  store.Message
 		id int64
 	}
 	var msgs []sent
-	for _, m := range []lua.Message{
+	for _, m := range []store.Message{
 		{OwnerID: "ann", ChannelID: "team-42.general"},
 		{OwnerID: "ann", ChannelID: message.DefaultChannel},
 		{OwnerID: "ann", RecipientID: "bob"},
@@ -394,12 +394,12 @@ func TestPartitionedEdits(t *testing.T) {
 		}
 		kind := s.m.Kind()
 		mm.Content, mm.EditedAt = "v2", "2026-12-03T10:00:01Z"
-		v, err := b.ops.Edit(ctx, lua.Edit{Kind: kind, CacheID: s.id, Message: mm, Found: s.id})
+		v, err := b.ops.Edit(ctx, store.Edit{Kind: kind, CacheID: s.id, Message: mm, Found: s.id})
 		if err != nil || v <= s.id {
 			t.Fatalf("editing %d: version %d, %v", s.id, v, err)
 		}
 		var vme *store.VersionMismatchError
-		if _, err := b.ops.Edit(ctx, lua.Edit{Kind: kind, CacheID: s.id, Message: mm, Found: s.id, IfMatch: s.id}); !errors.As(err, &vme) || vme.Current != v {
+		if _, err := b.ops.Edit(ctx, store.Edit{Kind: kind, CacheID: s.id, Message: mm, Found: s.id, IfMatch: s.id}); !errors.As(err, &vme) || vme.Current != v {
 			t.Errorf("a stale If-Match on %d: %v, want a mismatch naming %d", s.id, err, v)
 		}
 		tl := message.ChannelTimeline(mm.ChannelID)
@@ -426,7 +426,7 @@ func TestPartitionedEdits(t *testing.T) {
 	var mm0 message.Message
 	_ = json.Unmarshal(s.m.Data, &mm0)
 	mm0.Content, mm0.EditedAt = `tricky "\ ","created_at":"x"} <b>&`+"  é", "2026-12-03T10:00:02.5Z"
-	v, err := b.ops.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: s.id,
+	v, err := b.ops.Edit(ctx, store.Edit{Kind: message.Public, CacheID: s.id,
 		Message: message.Message{OwnerID: "ann", ChannelID: s.m.ChannelID, Content: mm0.Content, EditedAt: mm0.EditedAt}})
 	if err != nil {
 		t.Fatal(err)
@@ -435,20 +435,20 @@ func TestPartitionedEdits(t *testing.T) {
 	if want := fmt.Sprintf(`{"cache_id":%d,"version":%d,"data":%s}`, s.id, v, mm0.JSON()); err != nil || len(ring) != 1 || ring[0] != want {
 		t.Errorf("the ring after an edit the script found: %q, %v; want %s", ring, err, want)
 	}
-	if _, err := b.ops.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: s.id,
+	if _, err := b.ops.Edit(ctx, store.Edit{Kind: message.Public, CacheID: s.id,
 		Message: message.Message{OwnerID: "bob", ChannelID: s.m.ChannelID, Content: "x", EditedAt: mm0.EditedAt}}); !errors.Is(err, store.ErrNotAuthor) {
 		t.Errorf("another author's edit the script found: %v, want ErrNotAuthor", err)
 	}
-	if _, err := b.ops.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: s.id,
+	if _, err := b.ops.Edit(ctx, store.Edit{Kind: message.Public, CacheID: s.id,
 		Message: message.Message{OwnerID: "ann", ChannelID: "elsewhere", Content: "x", EditedAt: mm0.EditedAt}}); !errors.Is(err, store.ErrLookup) && !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("an edit through another channel: %v, want ErrLookup (not in that channel's index) or ErrNotFound (not in its partition)", err)
 	}
-	if err := b.ops.DeletePublic(ctx, s.m.ChannelID, s.id); err != nil {
+	if err := b.ops.Delete(ctx, message.Ref{Kind: message.Public, ChannelID: s.m.ChannelID, CacheID: s.id}); err != nil {
 		t.Fatal(err)
 	}
 	var mm message.Message
 	_ = json.Unmarshal(s.m.Data, &mm)
-	if _, err := b.ops.Edit(ctx, lua.Edit{Kind: message.Public, CacheID: s.id, Message: mm, Found: s.id}); !errors.Is(err, store.ErrNotFound) {
+	if _, err := b.ops.Edit(ctx, store.Edit{Kind: message.Public, CacheID: s.id, Message: mm, Found: s.id}); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("editing a deleted message: %v, want ErrNotFound", err)
 	}
 }
@@ -470,7 +470,7 @@ func TestPartitionedPrivateRingFailover(t *testing.T) {
 	}
 	defer c.Close()
 	keys, _ := keyspace.NewPartitioned("", keyspace.DefaultPartitions)
-	ops, err := lua.NewPartitioned(c, keys, lua.Config{DefaultRate: unlimited, Durability: lua.DurableReplica,
+	ops, err := store.Open(c, store.Config{Layout: keys, DefaultRate: unlimited, Durability: store.DurableReplica,
 		DurableTimeout: 100 * time.Millisecond, Timeout: time.Second, RecentSize: 50})
 	if err != nil {
 		t.Fatal(err)
@@ -480,7 +480,7 @@ func TestPartitionedPrivateRingFailover(t *testing.T) {
 	// ring on the others, so that only the ring write is held back.
 	owners := slotOwners(t, cl)
 	slot := func(key string) uint16 { cmd := c.B().Get().Key(key).Build(); return cmd.Slot() }
-	var m lua.Message
+	var m store.Message
 	var ring *shard
 	for i := 0; ring == nil && i < 1000; i++ {
 		alice, bob := fmt.Sprintf("alice%d", i), fmt.Sprintf("bob%d", i)
@@ -507,7 +507,7 @@ func TestPartitionedPrivateRingFailover(t *testing.T) {
 	}()
 
 	type answer struct {
-		res lua.Result
+		res store.Result
 		err error
 	}
 	done := make(chan answer, 1)
@@ -539,7 +539,7 @@ func TestPartitionedPrivateRingFailover(t *testing.T) {
 	for _, user := range []string{m.OwnerID, m.RecipientID} {
 		var found bool
 		testenv.WaitFor(t, user+"'s ring readable", 10*time.Second, func() bool {
-			entries, err := ops.RecentPrivate(ctx, user, 50)
+			entries, err := ops.Recent(ctx, message.PrivateTimeline(user), 50)
 			if err != nil {
 				return false
 			}
