@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/chatpipe/chatpipe/internal/store"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/tail"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/chatpipe/chatpipe/internal/store"
 	"maps"
 	"net/http"
 	"os"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/chatpipe/chatpipe/internal/config"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 

@@ -2,13 +2,14 @@ package api_test
 
 import (
 	"fmt"
-	"github.com/chatpipe/chatpipe/internal/store"
 	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/chatpipe/chatpipe/internal/store"
 )
 
 // The HTTP benchmarks measure the whole enqueue path through ingest's handler (decode,

@@ -1,12 +1,12 @@
 package api_test
 
 import (
-	"github.com/chatpipe/chatpipe/internal/store"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 

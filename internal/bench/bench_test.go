@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/chatpipe/chatpipe/internal/store"
 	"io"
 	"net/http"
 	"os"
@@ -27,6 +26,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 

@@ -5,7 +5,6 @@ package bench_test
 import (
 	"context"
 	"fmt"
-	"github.com/chatpipe/chatpipe/internal/store"
 	"log/slog"
 	"math"
 	"net/http"
@@ -22,6 +21,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 

@@ -3,7 +3,6 @@ package flush_test
 import (
 	"context"
 	"fmt"
-	"github.com/chatpipe/chatpipe/internal/store"
 	"log/slog"
 	"os"
 	"slices"
@@ -22,6 +21,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/pg"
+	"github.com/chatpipe/chatpipe/internal/store"
 	"github.com/chatpipe/chatpipe/internal/streams"
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )

@@ -12,74 +12,76 @@ local function settings(hash, def_limit, def_window, def_alg)
   return limit, window, alg
 end
 
--- limits returns the rate limit's operations for the length of a script, on the server's
--- clock now (µs, from TIME; nil for the fixed window, which needs no clock). Each user's state
--- is read once, judged in memory message by message, and written once:
---   new(k_fixed, k_gcra, state, count) makes a user's limiter for up to count messages (state:
---     the GCRA key's value, false when there is none; the fixed window reads its own);
---   check(l) returns 0 when one more message fits, else the ms until it would; it consumes
+-- A limiter is one user's rate limit for the length of a script, on the server's clock now (µs,
+-- from TIME; nil for the fixed window, which needs no clock): its state is read once, judged in
+-- memory message by message, and written once. Plain functions over a plain table, so that a
+-- script run makes no closure for it:
+--   rl_new(alg, limit, window, now, k_fixed, k_gcra, state, count) makes a user's limiter for
+--     up to count messages (state: the GCRA key's value, false when there is none; the fixed
+--     window reads its own);
+--   rl_check(l) returns 0 when one more message fits, else the ms until it would; it consumes
 --     nothing, so a message rejected for another reason costs no quota;
---   take(l) consumes what the last check allowed;
---   commit(l) writes the state back.
--- A limiter is a plain table, the operations are made once: a batch has a limiter per user.
+--   rl_take(l) consumes what the last check allowed;
+--   rl_commit(l) writes the state back.
 --
--- fixed: a window counter expiring a window after the window's first message. new reserves
--- count at once (INCRBY: the reply is the state, so one call reads and writes it) and commit
+-- fixed: a window counter expiring a window after the window's first message. rl_new reserves
+-- count at once (INCRBY: the reply is the state, so one call reads and writes it) and rl_commit
 -- gives back what was not taken — for one message, the INCR the list-based cache made.
 -- gcra: the generic cell rate algorithm on the server's clock, so ingest replicas with skewed
 -- clocks still share one schedule. Its state is the theoretical arrival time (TAT) in µs.
-local function limits(limit, window, alg, now)
-  local ops = {}
+local function rl_new(alg, limit, window, now, k_fixed, k_gcra, state, count)
   if alg == 'gcra' then
-    local period = window * 1000000
-    local step = period / limit
-    ops.new = function(_, k_gcra, state)
-      local tat = tonumber(state or '0')
-      return {key = k_gcra, tat = tat, start = tat, pending = tat}
-    end
-    ops.check = function(l)
-      local base = l.tat
-      if base < now then base = now end
-      local new_tat = base + step
-      local allow_at = new_tat - period
-      if allow_at > now then return math.ceil((allow_at - now) / 1000) end
-      l.pending = new_tat
-      return 0
-    end
-    ops.take = function(l) l.tat = l.pending end
-    ops.commit = function(l)
-      if l.tat == l.start then return end
-      local ttl = math.ceil((l.tat - now) / 1000)
-      if ttl < 1 then ttl = 1 end
-      redis.call('SET', l.key, string.format('%.0f', l.tat), 'PX', ttl)
-    end
-    return ops
+    local tat = tonumber(state or '0')
+    return {gcra = true, period = window * 1000000, step = window * 1000000 / limit, now = now,
+      key = k_gcra, tat = tat, start = tat, pending = tat}
   end
-  ops.new = function(k_fixed, _, _, count)
-    local after = redis.call('INCRBY', k_fixed, count)
-    -- A window starts with its first message; NX keeps a running window's end.
-    if after == count then redis.call('EXPIRE', k_fixed, window, 'NX') end
-    return {key = k_fixed, n = after - count, reserved = count, taken = 0}
+  local after = redis.call('INCRBY', k_fixed, count)
+  -- A window starts with its first message; NX keeps a running window's end.
+  if after == count then redis.call('EXPIRE', k_fixed, window, 'NX') end
+  return {limit = limit, window = window, key = k_fixed, n = after - count, reserved = count, taken = 0}
+end
+
+local function rl_check(l)
+  if l.gcra then
+    local now, base = l.now, l.tat
+    if base < now then base = now end
+    local new_tat = base + l.step
+    local allow_at = new_tat - l.period
+    if allow_at > now then return math.ceil((allow_at - now) / 1000) end
+    l.pending = new_tat
+    return 0
   end
-  ops.check = function(l)
-    if l.n < limit then return 0 end
-    if not l.ttl then
-      local ttl = redis.call('PTTL', l.key)
-      if ttl < 0 then
-        -- A counter without expiry would block its user forever: give it its window back.
-        redis.call('PEXPIRE', l.key, window * 1000)
-        ttl = window * 1000
-      end
-      if ttl < 1 then ttl = 1 end
-      l.ttl = ttl
+  if l.n < l.limit then return 0 end
+  if not l.ttl then
+    local ttl = redis.call('PTTL', l.key)
+    if ttl < 0 then
+      -- A counter without expiry would block its user forever: give it its window back.
+      redis.call('PEXPIRE', l.key, l.window * 1000)
+      ttl = l.window * 1000
     end
-    return l.ttl
+    if ttl < 1 then ttl = 1 end
+    l.ttl = ttl
   end
-  ops.take = function(l) l.n = l.n + 1; l.taken = l.taken + 1 end
-  ops.commit = function(l)
-    if l.taken < l.reserved then redis.call('DECRBY', l.key, l.reserved - l.taken) end
+  return l.ttl
+end
+
+local function rl_take(l)
+  if l.gcra then
+    l.tat = l.pending
+  else
+    l.n, l.taken = l.n + 1, l.taken + 1
   end
-  return ops
+end
+
+local function rl_commit(l)
+  if l.gcra then
+    if l.tat == l.start then return end
+    local ttl = math.ceil((l.tat - l.now) / 1000)
+    if ttl < 1 then ttl = 1 end
+    redis.call('SET', l.key, string.format('%.0f', l.tat), 'PX', ttl)
+  elseif l.taken < l.reserved then
+    redis.call('DECRBY', l.key, l.reserved - l.taken)
+  end
 end
 
 -- now_us is the server's clock in µs.
@@ -95,15 +97,14 @@ local function take_tokens(k_fixed, k_gcra, limit, window, alg, count)
   if alg == 'gcra' then
     now, state = now_us(), redis.call('GET', k_gcra)
   end
-  local rl = limits(limit, window, alg, now)
-  local lim = rl.new(k_fixed, k_gcra, state, count)
+  local lim = rl_new(alg, limit, window, now, k_fixed, k_gcra, state, count)
   local taken, retry = 0, 0
   while taken < count do
-    retry = rl.check(lim)
+    retry = rl_check(lim)
     if retry > 0 then break end
-    rl.take(lim)
+    rl_take(lim)
     taken = taken + 1
   end
-  rl.commit(lim)
+  rl_commit(lim)
   return taken, retry
 end

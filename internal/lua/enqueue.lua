@@ -39,7 +39,6 @@
 local call, format, tonumber = redis.call, string.format, tonumber
 local ring_size, client_ttl, kind = tonumber(ARGV[1]), tonumber(ARGV[3]), ARGV[7]
 local durable, ids = ARGV[8] == '1', ARGV[9]
-local meta = cmsgpack.unpack(ARGV[11])
 local count = #ARGV - 11
 local now -- µs, read once when needed
 
@@ -69,44 +68,45 @@ end
 -- A batch of one, the single-message endpoints' path: the same checks and writes in the same
 -- order, straight, without the batch's bookkeeping (which costs Lua more than its calls).
 if count == 1 then
-  local u, c = meta[2], meta[3]
-  if c then
+  -- Its seven indexes without unpacking: below 128 each is one msgpack byte, false is 0xc2.
+  local set, u, c, r1, r2, x1, x2 = string.byte(ARGV[11], 2, 8)
+  local none = 0xc2
+  if c ~= none then
     local prev = known(KEYS[c], client_ttl, durable)
     if prev then return {1, tonumber(prev)} end
   end
-  local rl, lim
-  if meta[1] then
-    local limit, window, alg = settings(KEYS[meta[1]], ARGV[4], ARGV[5], ARGV[6])
+  local lim
+  if set ~= none then
+    local limit, window, alg = settings(KEYS[set], ARGV[4], ARGV[5], ARGV[6])
     local state = false
     if alg == 'gcra' then now, state = now_us(), call('GET', KEYS[u + 1]) end
-    rl = limits(limit, window, alg, now)
-    lim = rl.new(KEYS[u], KEYS[u + 1], state, 1)
-    local retry = rl.check(lim)
-    if retry > 0 then rl.commit(lim); return {2, retry} end
+    lim = rl_new(alg, limit, window, now, KEYS[u], KEYS[u + 1], state, 1)
+    local retry = rl_check(lim)
+    if retry > 0 then rl_commit(lim); return {2, retry} end
   end
   if tonumber(ARGV[2]) - call('XLEN', KEYS[2]) < 1 then
-    if lim then rl.commit(lim) end
+    if lim then rl_commit(lim) end
     return {3, 0}
   end
-  if lim then rl.take(lim); rl.commit(lim) end
+  if lim then rl_take(lim); rl_commit(lim) end
   local id = id_of(take_ids(1))
   local entry = envelope(id, ARGV[12])
   local sid = add_entry(KEYS[2], id, kind, entry)
   local ttl = tonumber(ARGV[10])
-  for r = 4, 5 do
-    local ring, ix = meta[r], meta[r + 2]
-    if ring and (r == 4 or ring ~= meta[4]) then push_ring(KEYS[ring], {entry}, ring_size, ttl) end
-    if ix and (r == 4 or ix ~= meta[6]) then call('ZADD', KEYS[ix], id, sid) end
-  end
-  if meta[6] then call('SET', KEYS[3], sid, 'NX') end
-  if c then call('SET', KEYS[c], id, 'NX', 'EX', client_ttl) end
+  if r1 ~= none then push_ring(KEYS[r1], {entry}, ring_size, ttl) end
+  if r2 ~= none and r2 ~= r1 then push_ring(KEYS[r2], {entry}, ring_size, ttl) end
+  if x1 ~= none then call('ZADD', KEYS[x1], id, sid); call('SET', KEYS[3], sid, 'NX') end
+  if x2 ~= none and x2 ~= x1 then call('ZADD', KEYS[x2], id, sid) end
+  if c ~= none then call('SET', KEYS[c], id, 'NX', 'EX', client_ttl) end
   return {0, tonumber(id)}
 end
 
+local meta = cmsgpack.unpack(ARGV[11])
 -- The rate limit, where this call holds it: each user's limiter made at its first message.
-local rl, per_user, states, limiters = nil, {}, {}, {}
+local limit, window, alg
+local per_user, states, limiters = {}, {}, {}
 if meta[1] then
-  local limit, window, alg = settings(KEYS[meta[1]], ARGV[4], ARGV[5], ARGV[6])
+  limit, window, alg = settings(KEYS[meta[1]], ARGV[4], ARGV[5], ARGV[6])
   local gcra = {}
   for i = 1, count do
     local u = meta[6 * i - 4]
@@ -123,7 +123,6 @@ if meta[1] then
     local v = call('MGET', unpack(keys))
     for j, u in ipairs(gcra) do states[u] = v[j] end
   end
-  rl = limits(limit, window, alg, now)
 end
 
 -- Pass 1: judge.
@@ -145,17 +144,17 @@ for i = 1, count do
   if code == 0 then
     local lim = u and limiters[u]
     if u and not lim then
-      lim = rl.new(KEYS[u], KEYS[u + 1], states[u], per_user[u])
+      lim = rl_new(alg, limit, window, now, KEYS[u], KEYS[u + 1], states[u], per_user[u])
       limiters[u] = lim
     end
     local retry = 0
-    if lim then retry = rl.check(lim) end
+    if lim then retry = rl_check(lim) end
     if retry > 0 then
       code, value = 2, retry
     elseif room < 1 then
       code = 3
     else
-      if lim then rl.take(lim) end
+      if lim then rl_take(lim) end
       room = room - 1
       accepted[#accepted + 1] = i
       if c then first_of[c] = i end
@@ -163,7 +162,7 @@ for i = 1, count do
   end
   out[2 * i - 1], out[2 * i] = code, value
 end
-for _, lim in pairs(limiters) do rl.commit(lim) end
+for _, lim in pairs(limiters) do rl_commit(lim) end
 
 -- Pass 2: the ids, in one write, and the writes.
 local a = #accepted

@@ -89,11 +89,32 @@ func (m *model) enqueue(b *testBundle, kind message.Kind, msg store.Message) out
 	return outcomeClass{CacheID: m.last, Class: "accepted"}
 }
 
+// ordinals replaces ids by the order of their first appearance, counting on from seen (which it
+// keeps across calls): the partitioned layout's ids are its partitions' own, but which message
+// was accepted, and which retry got which one's id, must be the model's.
+func ordinals(seen map[int64]int64, in []outcomeClass) []outcomeClass {
+	out := make([]outcomeClass, len(in))
+	for i, o := range in {
+		if o.CacheID != 0 {
+			n, ok := seen[o.CacheID]
+			if !ok {
+				n = int64(len(seen) + 1)
+				seen[o.CacheID] = n
+			}
+			o.CacheID = n
+		}
+		out[i] = o
+	}
+	return out
+}
+
 // TestBatchMatchesModel: one enqueue.lua call for a whole batch judges every message as the
 // model does one at a time — ids, client_msg_id retries (also within the batch), rate limits
 // reached within the batch (fixed window and GCRA), the backlog cap reached halfway, rings
 // trimmed, self-DMs stored once — and leaves what the model holds, across two batches in a row;
-// the same messages sent one by one (Enqueue) give the same outcomes.
+// the same messages sent one by one (Enqueue) give the same outcomes, in the single layout and
+// in the partitioned one (its ids taken by their order; the backlog cap, per partition there,
+// left out).
 func TestBatchMatchesModel(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -126,12 +147,25 @@ func TestBatchMatchesModel(t *testing.T) {
 					msgs[i] = pub(owner, strconv.Itoa(i))
 				}
 				if rng.IntN(4) == 0 {
-					msgs[i].ClientMsgID = clients[rng.IntN(len(clients))]
+					// A retry is of the same message: to the same recipient. (The partitioned
+					// layout keeps a private message's record in its conversation's partition,
+					// so an id reused for another conversation is a new message there.)
+					msgs[i].ClientMsgID = clients[rng.IntN(len(clients))] + ">" + msgs[i].RecipientID
 				}
 			}
 			batch, single := setup(t, tt.cfg), setup(t, tt.cfg)
 			setRate(t, batch, tt.rate)
 			setRate(t, single, tt.rate)
+			var parted, partedBatch *store.Store
+			if tt.cfg.BacklogCap == 0 {
+				parted, partedBatch = partitioned(t, false, tt.cfg).ops, partitioned(t, false, tt.cfg).ops
+				for _, s := range []*store.Store{parted, partedBatch} {
+					if err := s.SetRateLimit(ctx, tt.rate); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			wantSeen, partSeen, partBatchSeen := map[int64]int64{}, map[int64]int64{}, map[int64]int64{}
 			if tt.cfg.RecentSize == 0 {
 				tt.cfg.RecentSize = 500
 			}
@@ -143,12 +177,16 @@ func TestBatchMatchesModel(t *testing.T) {
 				if len(got) != len(part) {
 					t.Fatalf("%d outcomes for %d messages", len(got), len(part))
 				}
-				var want, gotC, oneByOne []outcomeClass
+				var want, gotC, oneByOne, partOne []outcomeClass
 				for i, msg := range part {
 					want = append(want, m.enqueue(batch, tt.kind, msg))
 					gotC = append(gotC, classOf(t, got[i], window))
 					r, err := single.scripts.Enqueue(ctx, msg)
 					oneByOne = append(oneByOne, classOf(t, store.Outcome{Result: r, Err: err}, window))
+					if parted != nil {
+						r, err := parted.Enqueue(ctx, msg)
+						partOne = append(partOne, classOf(t, store.Outcome{Result: r, Err: err}, window))
+					}
 					classes[gotC[i].Class]++
 					if gotC[i].Duplicate {
 						classes["duplicate"]++
@@ -159,6 +197,19 @@ func TestBatchMatchesModel(t *testing.T) {
 				}
 				if diff := cmp.Diff(want, oneByOne); diff != "" {
 					t.Fatalf("round %d: one-by-one outcomes (-model +Enqueue):\n%s", round, diff)
+				}
+				if parted != nil {
+					var partBatch []outcomeClass
+					for _, o := range partedBatch.EnqueueMany(ctx, tt.kind, part) {
+						partBatch = append(partBatch, classOf(t, o, window))
+					}
+					w := ordinals(wantSeen, want)
+					if diff := cmp.Diff(w, ordinals(partSeen, partOne)); diff != "" {
+						t.Fatalf("round %d: partitioned one-by-one outcomes (-model +Enqueue), ids by order:\n%s", round, diff)
+					}
+					if diff := cmp.Diff(w, ordinals(partBatchSeen, partBatch)); diff != "" {
+						t.Fatalf("round %d: partitioned batch outcomes (-model +EnqueueMany), ids by order:\n%s", round, diff)
+					}
 				}
 			}
 			t.Logf("%v", classes)

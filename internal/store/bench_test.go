@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"fmt"
-	"github.com/chatpipe/chatpipe/internal/store"
 	"math"
 	"strconv"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/store"
 )
 
 // The enqueue benchmarks report messages per second (msgs/s) through the whole script: rate

@@ -72,9 +72,10 @@ func (s *Store) Enqueue(ctx context.Context, m Message) (Result, error) {
 // at a durability level); in one server's layout that is all. Where the plans put the rate
 // limit apart, it is taken before, in one call per user, and what was not used is given back
 // after, beside the private rings that live apart (two round trips more, and the settings'
-// read). A known client_msg_id is then answered even when its user is over the limit; its
-// token is given back, but within its batch it may have kept a later message of the same user
-// from a token that was then free.
+// read). A client_msg_id already accepted before the batch is then answered even when its user
+// is over the limit; its token is given back, but within its batch it may have kept a later
+// message of the same user from a token that was then free. (A repeat within the batch takes
+// none: TestBatchMatchesModel holds both layouts to the model.)
 func (s *Store) EnqueueMany(ctx context.Context, kind message.Kind, msgs []Message) []Outcome {
 	out := make([]Outcome, len(msgs))
 	if len(msgs) == 0 {
@@ -252,14 +253,26 @@ func (s *Store) takeRate(ctx context.Context, msgs []Message, plans []keyspace.P
 	t := &rateTake{rl: rl, goOn: make([]bool, len(msgs)), taken: make([]bool, len(msgs)), of: map[string][]int{}}
 	var lookups valkey.Commands
 	lookupAt := make([]int, len(msgs)) // index into the look-ups' replies, -1 for none
+	// A repeat of a client_msg_id earlier in the batch is the earlier message's retry: it takes
+	// no token and shares its fate (the enqueue answers it with the earlier one's id).
+	repeatOf := make([]int, len(msgs)) // -1 for none
+	first := map[string]int{}
+	need := map[string]int{} // user → the tokens its messages need
 	for i := range msgs {
 		owner := msgs[i].OwnerID
 		if t.of[owner] == nil {
 			t.users = append(t.users, owner)
 		}
 		t.of[owner] = append(t.of[owner], i)
-		lookupAt[i] = -1
-		if c := plans[i].ClientMsg; c != "" {
+		lookupAt[i], repeatOf[i] = -1, -1
+		c := plans[i].ClientMsg
+		if j, ok := first[c]; ok && c != "" {
+			repeatOf[i] = j
+			continue
+		}
+		need[owner]++
+		if c != "" {
+			first[c] = i
 			lookupAt[i] = len(lookups)
 			lookups = append(lookups, s.c.B().Get().Key(c).Build())
 		}
@@ -267,7 +280,7 @@ func (s *Store) takeRate(ctx context.Context, msgs []Message, plans []keyspace.P
 	rates := make([]lua.Call, len(t.users))
 	cmds := make(valkey.Commands, 0, len(t.users)+len(lookups))
 	for j, name := range t.users {
-		rates[j] = rateCall(plans[t.of[name][0]].Rate, rl, "take", len(t.of[name]))
+		rates[j] = rateCall(plans[t.of[name][0]].Rate, rl, "take", need[name])
 		cmds = append(cmds, lua.RateLimit.Cmd(s.c.B(), rates[j].Keys, rates[j].Args))
 	}
 	res := s.c.DoMulti(ctx, append(cmds, lookups...)...)
@@ -277,8 +290,16 @@ func (s *Store) takeRate(ctx context.Context, msgs []Message, plans []keyspace.P
 			r = lua.RateLimit.Exec(ctx, s.c, rates[j].Keys, rates[j].Args)
 		}
 		taken, retry, err := rateReply(r)
-		for k, i := range t.of[name] {
+		k := 0 // the token of the next message that needs one
+		for _, i := range t.of[name] {
+			if j := repeatOf[i]; j >= 0 {
+				if t.goOn[i] = t.goOn[j]; !t.goOn[i] {
+					out[i] = out[j]
+				}
+				continue
+			}
 			t.taken[i] = err == nil && k < taken
+			k++
 			known := false
 			if at := lookupAt[i]; at >= 0 {
 				if id, lerr := res[len(t.users)+at].AsInt64(); lerr == nil && s.cfg.Durability == DurableNone {
@@ -372,8 +393,9 @@ func markNotDurable(out []Outcome, durable error) {
 }
 
 // msgpackInts encodes ints in [0, 2^16) as a msgpack array for cmsgpack.unpack, 0 as false
-// (an index that is not there: the scripts test it with a plain if). A batch of one with fewer
-// than 128 keys encodes without a NUL byte, so EnqueueCommand's line can be a process argument.
+// (an index that is not there: the scripts test it with a plain if). A batch of one has fewer
+// than 128 keys, so each of its indexes is one byte (enqueue.lua reads them with string.byte)
+// and none is NUL (EnqueueCommand's line can be a process argument).
 func msgpackInts(v []int) []byte {
 	b := make([]byte, 0, 5+3*len(v))
 	switch n := len(v); {
