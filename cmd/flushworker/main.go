@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/chatpipe/chatpipe/internal/config"
+	"github.com/chatpipe/chatpipe/internal/version"
 )
 
 func main() {
@@ -40,11 +41,15 @@ Commands:
   dlq list|replay|purge   show, replay or delete dead letters
   console                 serve the operator console (queues, consumers, dead letters)
 
-Run 'flushworker COMMAND --help' for a command's settings.
+Run 'flushworker COMMAND --help' for a command's settings, 'flushworker --version' for the version.
 `
 
 // run dispatches to a command; main only maps its error to an exit code.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if version.Asked(args) {
+		_, err := fmt.Fprintln(stdout, version.String("flushworker"))
+		return err
+	}
 	cmd := "run"
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]

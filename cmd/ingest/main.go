@@ -29,6 +29,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/tail"
 	"github.com/chatpipe/chatpipe/internal/telemetry"
 	"github.com/chatpipe/chatpipe/internal/valkeyconn"
+	"github.com/chatpipe/chatpipe/internal/version"
 )
 
 func main() {
@@ -168,6 +169,10 @@ func oneOf[T ~string](allowed ...T) func(string) error {
 // in-flight requests finish (bounded by the shutdown timeout) → mirror loop stops → Valkey
 // client closes.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if version.Asked(args) {
+		_, err := fmt.Fprintln(stdout, version.String("ingest"))
+		return err
+	}
 	s, err := parse(args, getenv, stdout)
 	if err != nil {
 		return err

@@ -1,5 +1,5 @@
 // Package api is ingest's HTTP JSON API: it validates and authenticates requests, runs them
-// through package lua on Valkey, and answers with the status codes of the README. Errors are
+// through package store on Valkey, and answers with the status codes of docs/api.md. Errors are
 // {"error":"<code>","detail":"...","field":"..."}, mapped to statuses in one place (errors.go).
 package api
 

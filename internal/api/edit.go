@@ -29,13 +29,12 @@ type editedBody struct {
 // script itself; else ingest finds it (the index, else PostgreSQL) and checks its place and
 // author. The edit script decides the rest (deleted, If-Match, rate limit) atomically.
 func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
-	kind := message.Public
-	if s.placements[r.Pattern] == inPrivate {
-		kind = message.Private
-	}
+	// The timeline the message is looked for in: the path's channel, or (a private message)
+	// its author's own, once the body names the author.
+	private := s.placements[r.Pattern] == inPrivate
 	var tl message.Timeline
 	var err error
-	if kind == message.Public {
+	if !private {
 		if tl, err = s.timeline(r); err != nil {
 			return err
 		}
@@ -58,18 +57,18 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
 	if err := message.ValidateContent(req.Content); err != nil {
 		return err
 	}
-	if kind == message.Private {
-		tl = message.PrivateTimeline(req.OwnerID) // the author's own timeline holds it, if anyone's
+	if private {
+		tl = message.PrivateTimeline(req.OwnerID)
 	}
 	if s.cfg.History == nil || !s.cfg.History.Available() {
 		return &apiError{code: codeHistoryUnavailable, retryAfter: time.Second,
 			detail: "edits find messages no longer in Valkey in PostgreSQL: set DATABASE_URL on ingest"}
 	}
 	now := message.FormatTime(s.cfg.NowFunc())
-	if kind == message.Public {
+	if tl.Kind == message.Public {
 		// The usual edit, of a recent message: the script finds it in its channel's backlog
 		// index, in the same round trip. Else ingest finds it (PostgreSQL) and edits it whole.
-		version, err := s.storeEdit(r, store.Edit{Kind: kind, CacheID: id, IfMatch: ifMatch,
+		version, err := s.storeEdit(r, store.Edit{Kind: tl.Kind, CacheID: id, IfMatch: ifMatch,
 			Message: message.Message{OwnerID: req.OwnerID, ChannelID: tl.Channel, Content: req.Content, EditedAt: now}})
 		if !errors.Is(err, store.ErrLookup) {
 			return s.edited(w, id, version, err)
@@ -81,14 +80,14 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
 		return &apiError{code: codeHistoryUnavailable, retryAfter: time.Second, detail: "finding the message needs PostgreSQL, which did not answer; retry later"}
 	case err != nil:
 		return err
-	case deleted || !found || (kind == message.Public && rec.Message.ChannelID != tl.Channel):
-		return &apiError{code: codeNotFound, detail: fmt.Sprintf("no message %d %s", id, where(kind, tl))}
+	case deleted || !found || !tl.Contains(&rec):
+		return &apiError{code: codeNotFound, detail: fmt.Sprintf("no message %d %s", id, where(tl))}
 	case rec.Message.OwnerID != req.OwnerID:
 		return store.ErrNotAuthor
 	}
 	m := rec.Message
 	m.Content, m.CreatedAt, m.EditedAt = req.Content, message.FormatTime(rec.CreatedAt), now
-	version, err := s.storeEdit(r, store.Edit{Kind: kind, CacheID: id, Message: m, Found: max(rec.Version, id), IfMatch: ifMatch})
+	version, err := s.storeEdit(r, store.Edit{Kind: tl.Kind, CacheID: id, Message: m, Found: max(rec.Version, id), IfMatch: ifMatch})
 	return s.edited(w, id, version, err)
 }
 
@@ -113,8 +112,8 @@ func (s *Server) edited(w http.ResponseWriter, id, version int64, err error) err
 }
 
 // where names a message's place in a not-found answer.
-func where(kind message.Kind, tl message.Timeline) string {
-	if kind == message.Private {
+func where(tl message.Timeline) string {
+	if tl.Kind == message.Private {
 		return "among " + tl.User + "'s private messages"
 	}
 	return "in channel " + tl.Channel

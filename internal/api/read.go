@@ -291,7 +291,7 @@ func (s *Server) getStream(w http.ResponseWriter, r *http.Request) error {
 			continue
 		}
 		// Every event ready leaves in one write and one flush: a write system call per event
-		// cost more CPU than the rest of the fan-out under load (issue 24).
+		// cost more CPU than the rest of the fan-out under load.
 		buf = buf[:0]
 		for _, ev := range evs {
 			buf = appendEvent(buf, ev)

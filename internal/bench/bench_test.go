@@ -579,9 +579,9 @@ func (b *bench) ingest() {
 
 }
 
-// reference runs chatpipe's batch and single-message endpoints beside the bare reference of
-// issue 13: same load generator, sizes and concurrency, each a process on a Valkey of its own:
-// batch 500 × 8 clients (target ≥ 1.5×), single 64 clients (≥ 0.9×). This machine's speed
+// reference runs chatpipe's batch and single-message endpoints beside the bare reference: the
+// same load generator, sizes and concurrency, each a process on a Valkey of its own: batch
+// 500 × 8 clients, single 64 clients. This machine's speed
 // drifts from minute to minute (a shared VM), so the two run in turns, five rounds, and the
 // ratio is the median of the rounds' ratios.
 func (b *bench) reference() {

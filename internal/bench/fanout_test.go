@@ -22,7 +22,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
-// fanout runs the live tail's fan-out shapes of issue 24, each on a fresh Valkey and ingest:
+// fanout runs the live tail's fan-out shapes, each on a fresh Valkey and ingest:
 // 200 and 1 000 SSE subscribers of one channel at 200 messages/s, and 100 channels × 10
 // subscribers plus a firehose at 2 000 messages/s, each for 10 s. Every subscriber must get
 // exactly the messages of what it follows. After each 1 000-subscriber run, ingest gets

@@ -1,4 +1,4 @@
--- reference.lua: the bare reference's script (issue 13), simpler than chatpipe's enqueue: a
+-- reference.lua: the bare reference's script, simpler than chatpipe's enqueue: a
 -- fixed-window rate limit, an id, the ring, the flush stream.
 -- KEYS[1] rate-limit counter  KEYS[2] id counter  KEYS[3] ring  KEYS[4] flush stream
 -- ARGV[1] limit  ARGV[2] window seconds  ARGV[3] the message JSON  ARGV[4] ring size

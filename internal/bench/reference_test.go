@@ -26,7 +26,7 @@ import (
 //go:embed reference.lua
 var referenceSrc string
 
-// reference is the bare Go front of issue 13, the yardstick of ingest's speed: net/http and
+// reference is a bare Go front, the yardstick of ingest's speed: net/http and
 // encoding/json, one EVALSHA of reference.lua per message through valkey-go's auto-pipelining,
 // and for a batch the messages' calls in one DoMulti. No validation beyond JSON, no
 // client_msg_id, no backlog cap, no durability: what chatpipe does on top is what it costs.

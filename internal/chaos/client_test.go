@@ -14,7 +14,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
-// TestClientRidesOutOutages is issue 23's fourth proof, on the real binaries: clients send
+// TestClientRidesOutOutages, on the real binaries: clients send
 // through the Go client while the replica is paused for 3 s (ingest answers 503 not_durable under
 // INGEST_DURABILITY=replica) and then the primary is stopped for 3 s (503 unavailable). Every
 // send the client reported successful is in PostgreSQL exactly once, with its content; the
@@ -111,7 +111,7 @@ func TestClientRidesOutOutages(t *testing.T) {
 	}
 }
 
-// TestClientTailAcrossRestart is issue 23's third proof, on the real binaries: the Go client's
+// TestClientTailAcrossRestart, on the real binaries: the Go client's
 // tail follows a channel while ingest is restarted (the connection is lost; the client resumes
 // with its cursor) and, the second time, stays down while the worker trims past the cursor
 // (FLUSH_TAIL_RETENTION=0: the resume is answered 410, and the client bridges by history). The

@@ -15,7 +15,7 @@ import (
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
-// TestEditsRacing is issue 22's first proof, run as a user would run it, on the real binaries:
+// TestEditsRacing proves edits as a user would see them, on the real binaries:
 // 500 messages in 20 channels, each edited 5 times by two clients racing (one sends its edits
 // 1, 3 and 5, the other 2 and 4, at once), while the one worker is stopped and restarted, and a
 // firehose tail follows from the start. Afterwards PostgreSQL, every channel's history (both

@@ -114,7 +114,7 @@ func Layout(s *Set, name *string, partitions *int) {
 // DefaultChannel defines DEFAULT_CHANNEL, the channel both binaries give the public messages
 // that name none: those of the endpoints from before channels, and the entries written then.
 func DefaultChannel(s *Set, p *string) {
-	s.String(p, "DEFAULT_CHANNEL", message.DefaultChannel, "the channel of /v1/messages and of public messages from before channels; set it before upgrading (README: Channels)", func(v string) error {
+	s.String(p, "DEFAULT_CHANNEL", message.DefaultChannel, "the channel of /v1/messages and of public messages from before channels; set it before upgrading (docs/api.md: Channels)", func(v string) error {
 		return message.ValidateChannel("DEFAULT_CHANNEL", v)
 	})
 }

@@ -170,24 +170,32 @@ if a == 0 then return out end
 local n, part = take_ids(a)
 n = n - 1
 local indexes, rings, ring_order = new_indexes(), {}, {}
-local function push(r, entry)
-  local ring = rings[r]
-  if not ring then ring = {}; rings[r] = ring; ring_order[#ring_order + 1] = r end
-  ring[#ring + 1] = entry
-end
-for _, i in ipairs(accepted) do
+for j = 1, a do
+  local i = accepted[j]
   n = n + 1
-  local id = id_of(n, part)
+  -- The id as a number for the reply and as exact digits for the entries (a partition's ids are
+  -- above 2^52: format, not tostring, writes them whole).
+  local value = n
+  if part then value = partition_value(n, part) end
+  local id = format('%d', value)
   local m = 6 * i - 4
   local entry = envelope(id, ARGV[11 + i])
   local x2 = meta[m + 5]
   add_message(KEYS[2], id, kind, entry, indexes, KEYS[meta[m + 4]], x2 and KEYS[x2])
   local r1, r2 = meta[m + 2], meta[m + 3]
-  if r1 then push(r1, entry) end
-  if r2 and r2 ~= r1 then push(r2, entry) end
+  if r1 then
+    local ring = rings[r1]
+    if not ring then ring = {}; rings[r1] = ring; ring_order[#ring_order + 1] = r1 end
+    ring[#ring + 1] = entry
+  end
+  if r2 and r2 ~= r1 then
+    local ring = rings[r2]
+    if not ring then ring = {}; rings[r2] = ring; ring_order[#ring_order + 1] = r2 end
+    ring[#ring + 1] = entry
+  end
   local c = meta[m + 1]
   if c then call('SET', KEYS[c], id, 'NX', 'EX', client_ttl) end
-  out[2 * i] = tonumber(id)
+  out[2 * i] = value
 end
 for i = 2, 2 * count, 2 do
   if out[i] < 0 then out[i] = out[-2 * out[i]] end -- a repeat of a client_msg_id in the batch

@@ -73,9 +73,10 @@ end
 -- enqueue.lua for why).
 local function id_floor(ms, per_ms) return (ms - 1735689600000) * per_ms end
 
--- partition_id is the id of value n of partition part's sequence: 2^52 + n * 64 + part, written
--- exactly (see enqueue.lua).
-local function partition_id(n, part) return string.format('%d', 4503599627370496 + n * 64 + part) end
+-- partition_value is the id of value n of partition part's sequence: 2^52 + n * 64 + part (exact:
+-- below 2^53); partition_id writes it, exactly (see enqueue.lua).
+local function partition_value(n, part) return 4503599627370496 + n * 64 + part end
+local function partition_id(n, part) return string.format('%d', partition_value(n, part)) end
 
 -- take_id takes the next id of a stream's sequence at counter, as the enqueue scripts take
 -- theirs: a partition's (part, its number) or the single layout's counter, clock-floored when

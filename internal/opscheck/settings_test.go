@@ -12,20 +12,20 @@ import (
 	"github.com/chatpipe/chatpipe/internal/testenv"
 )
 
-// TestREADMESettings holds the README's settings tables and each binary's --help to the same
-// settings and defaults: the first table is ingest's; the second the worker's own, the rest of
+// TestConfigurationSettings holds docs/configuration.md's settings tables and each binary's
+// --help to the same settings and defaults: the first table is ingest's; the second the worker's own, the rest of
 // its settings being those of the first; the console's table comes third, falling back on the
 // worker's and then ingest's. Every setting --help lists must have a row whose default is the
 // binary's, and every row must name a setting the binary has.
-func TestREADMESettings(t *testing.T) {
+func TestConfigurationSettings(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile(filepath.Join(root, "README.md"))
+	b, err := os.ReadFile(filepath.Join(root, "docs/configuration.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	tables := settingsTables(string(b))
 	if len(tables) != 3 {
-		t.Fatalf("found %d settings tables in the README (| variable | default | meaning | twice, | setting | default | meaning | once), want 3", len(tables))
+		t.Fatalf("found %d settings tables in docs/configuration.md (| variable | default | meaning | twice, | setting | default | meaning | once), want 3", len(tables))
 	}
 	ingestT, workerT, consoleT := tables[0], tables[1], tables[2]
 	bins := testenv.Build(t, "", "../../cmd/ingest", "../../cmd/flushworker")
@@ -57,15 +57,15 @@ func TestREADMESettings(t *testing.T) {
 			}
 			switch {
 			case !ok:
-				t.Errorf("%s: %s (default %q) is in --help but in no README table", c.name, env, def)
+				t.Errorf("%s: %s (default %q) is in --help but in no table of docs/configuration.md", c.name, env, def)
 			case readme == "host name", env == "FLUSH_CONSUMER":
 			case !sameDefault(readme, def):
-				t.Errorf("%s: %s defaults to %q in --help, %q in the README", c.name, env, def, readme)
+				t.Errorf("%s: %s defaults to %q in --help, %q in docs/configuration.md", c.name, env, def, readme)
 			}
 		}
 		for env := range c.own {
 			if _, ok := help[env]; !ok {
-				t.Errorf("%s: the README's table names %s, which --help does not list", c.name, env)
+				t.Errorf("%s: docs/configuration.md's table names %s, which --help does not list", c.name, env)
 			}
 		}
 	}
@@ -73,7 +73,7 @@ func TestREADMESettings(t *testing.T) {
 
 var backticked = regexp.MustCompile("`([^`]*)`")
 
-// settingsTables returns each settings table of the README: variable → default ("" for empty).
+// settingsTables returns each settings table of a document: variable → default ("" for empty).
 func settingsTables(readme string) []map[string]string {
 	var tables []map[string]string
 	var cur map[string]string

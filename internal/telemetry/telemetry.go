@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/chatpipe/chatpipe/internal/version"
 )
 
 // LogLevels and LogFormats are the accepted values of LOG_LEVEL and LOG_FORMAT.
@@ -70,26 +72,15 @@ func NewRegistry(component string) (*prometheus.Registry, http.Handler) {
 	return reg, h
 }
 
-// Version returns the module version and VCS revision the binary was built from.
+// Version returns the release and the VCS revision the binary was built from.
 func Version() string {
-	v, rev, _ := buildInfo()
-	return v + " (" + rev + ")"
+	return version.Number + " (" + version.Revision() + ")"
 }
 
-func buildInfo() (version, revision, goVersion string) {
-	version, revision, goVersion = "(devel)", "unknown", "unknown"
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return
-	}
-	goVersion = bi.GoVersion
-	if bi.Main.Version != "" {
-		version = bi.Main.Version
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			revision = s.Value[:12]
-		}
+func buildInfo() (release, revision, goVersion string) {
+	release, revision, goVersion = version.Number, version.Revision(), "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
 	}
 	return
 }
