@@ -61,14 +61,29 @@ func pair(ring func(string) string, owner, recipient string) [2]string {
 	return [2]string{ring(owner), ring(recipient)}
 }
 
-// Plan of the single layout: everything in one slot (one server), the private rings lists.
-func (k Keys) Plan(r Route, m *message.Message, clientMsgID string) Plan {
-	p := newPlan(r, m, k.def)
+// planKeys are the key builders a plan takes from a layout.
+type planKeys interface {
+	RateSettings() string
+	RateLimit(user string) string
+	RateLimitGCRA(user string) string
+	PrivateRing(user string) string
+	ClientMsg(r Route, ownerID, clientMsgID string) string
+}
+
+// plan is a layout's plan of a message on route r. apart says where the layout keeps a user's
+// keys (rate limit, private ring): in slots of their own (the partitioned layout, each user's
+// hash tag), or with everything else (the single layout, one server).
+func plan(k planKeys, def string, apart bool, r Route, m *message.Message, clientMsgID string) Plan {
+	p := newPlan(r, m, def)
 	p.Settings, p.Rate = k.RateSettings(), [2]string{k.RateLimit(m.OwnerID), k.RateLimitGCRA(m.OwnerID)}
-	if r.Kind == message.Private {
-		p.Rings = pair(k.PrivateRing, m.OwnerID, m.RecipientID)
-	} else {
+	p.RateApart = apart
+	switch {
+	case r.Kind != message.Private:
 		p.Rings[0] = r.Ring
+	case apart:
+		p.Apart = pair(k.PrivateRing, m.OwnerID, m.RecipientID)
+	default:
+		p.Rings = pair(k.PrivateRing, m.OwnerID, m.RecipientID)
 	}
 	if clientMsgID != "" {
 		p.ClientMsg = k.ClientMsg(r, m.OwnerID, clientMsgID)
@@ -76,21 +91,15 @@ func (k Keys) Plan(r Route, m *message.Message, clientMsgID string) Plan {
 	return p
 }
 
+// Plan of the single layout: everything in one slot (one server), the private rings lists.
+func (k Keys) Plan(r Route, m *message.Message, clientMsgID string) Plan {
+	return plan(k, k.def, false, r, m, clientMsgID)
+}
+
 // Plan of the partitioned layout: the rate limit on the owner's slot, the private rings each
 // on its user's, the rest on the partition's.
 func (k Partitioned) Plan(r Route, m *message.Message, clientMsgID string) Plan {
-	p := newPlan(r, m, k.def)
-	p.Settings, p.Rate = k.RateSettings(), [2]string{k.RateLimit(m.OwnerID), k.RateLimitGCRA(m.OwnerID)}
-	p.RateApart = true
-	if r.Kind == message.Private {
-		p.Apart = pair(k.PrivateRing, m.OwnerID, m.RecipientID)
-	} else {
-		p.Rings[0] = r.Ring
-	}
-	if clientMsgID != "" {
-		p.ClientMsg = k.ClientMsg(r, m.OwnerID, clientMsgID)
-	}
-	return p
+	return plan(k, k.def, true, r, m, clientMsgID)
 }
 
 // Sequence of the single layout is the id itself.
