@@ -25,6 +25,17 @@ type Keys struct {
 	// def is the default channel ("": message.DefaultChannel), whose ring keeps the list-based
 	// cache's name.
 	def string
+	// shared holds the keys every message of a kind shares, built once by New (nil for a
+	// literal Keys{}: they are built on each call then).
+	shared *sharedKeys
+}
+
+// sharedKeys are the keys a layout would otherwise build again for every message: a route of
+// each kind (its Ring left out), the default channel's ring and the rate-limit settings.
+type sharedKeys struct {
+	routes   []Route // by kind; a partitioned layout's by partition, then kind
+	rings    []string
+	settings string
 }
 
 // New returns a key builder for prefix, which may be empty.
@@ -33,7 +44,13 @@ func New(prefix string) (Keys, error) {
 	if err := ValidatePrefix(prefix); err != nil {
 		return Keys{}, err
 	}
-	return Keys{prefix: prefix}, nil
+	k := Keys{prefix: prefix}
+	shared := &sharedKeys{rings: []string{k.PublicRing()}, settings: k.RateSettings()}
+	for _, kind := range message.Kinds {
+		shared.routes = append(shared.routes, k.route(kind))
+	}
+	k.shared = shared
+	return k, nil
 }
 
 // ValidatePrefix reports whether prefix may be used as a key prefix.
@@ -56,7 +73,12 @@ func (k Keys) Counter(kind message.Kind) string {
 }
 
 // PublicRing is the ring of the last N public messages of the default channel.
-func (k Keys) PublicRing() string { return k.prefix + "recent_messages" }
+func (k Keys) PublicRing() string {
+	if k.shared != nil {
+		return k.shared.rings[0]
+	}
+	return k.prefix + "recent_messages"
+}
 
 // ChannelRing is the ring of a channel: the default channel's is PublicRing.
 func (k Keys) ChannelRing(channel string) string {
@@ -98,7 +120,12 @@ func (k Keys) RateLimit(userID string) string { return k.prefix + "ratelimit:" +
 func (k Keys) RateLimitGCRA(userID string) string { return k.prefix + "ratelimit_gcra:" + userID }
 
 // RateSettings is the hash of rate-limit settings shared by every ingest replica.
-func (k Keys) RateSettings() string { return k.prefix + "chatpipe:ratelimit_settings" }
+func (k Keys) RateSettings() string {
+	if k.shared != nil {
+		return k.shared.settings
+	}
+	return k.prefix + "chatpipe:ratelimit_settings"
+}
 
 // ClientMsg records the cache id given to a client's retry-safe message. Both ids are
 // length-prefixed so that no two (owner, client id) pairs can share a key whatever they hold.

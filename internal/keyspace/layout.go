@@ -112,6 +112,8 @@ type Route struct {
 	PendingDeletes string
 	// Ring is the public ring (shard); "" for a private message.
 	Ring string
+	// IndexedSince is the stream's record of its first indexed entry.
+	IndexedSince string
 }
 
 // Name is single.
@@ -119,11 +121,23 @@ func (k Keys) Name() string { return SingleLayout }
 
 // Route is the single layout's one route of kind, whoever sends, with channel's ring.
 func (k Keys) Route(kind message.Kind, _, _, channel string) Route {
-	r := Route{Kind: kind, Counter: k.Counter(kind), Stream: k.Stream(kind), DeadLetter: k.DeadLetter(kind), PendingDeletes: k.PendingDeletes(kind)}
+	var r Route
+	if k.shared != nil {
+		r = k.shared.routes[kind]
+	} else {
+		r = k.route(kind)
+	}
 	if kind == message.Public {
 		r.Ring = k.ChannelRing(channel)
 	}
 	return r
+}
+
+// route is the single layout's route of kind, without a ring.
+func (k Keys) route(kind message.Kind) Route {
+	stream := k.Stream(kind)
+	return Route{Kind: kind, Counter: k.Counter(kind), Stream: stream, DeadLetter: k.DeadLetter(kind),
+		PendingDeletes: k.PendingDeletes(kind), IndexedSince: IndexedSince(stream)}
 }
 
 // RouteOf is the route of kind: every id of the single layout is in it.
@@ -142,8 +156,12 @@ func (k Partitioned) DefaultChannel() string { return defaultChannel(k.def) }
 
 // route is the route of partition part, with channel's ring for a public message.
 func (k Partitioned) route(kind message.Kind, part int, channel string) Route {
-	r := Route{Kind: kind, Partition: strconv.Itoa(part), Counter: k.Seq(part), Stream: k.Stream(part, kind),
-		DeadLetter: k.DeadLetter(part, kind), PendingDeletes: k.PendingDeletes(part, kind)}
+	var r Route
+	if k.shared != nil {
+		r = k.shared.routes[part*len(message.Kinds)+int(kind)]
+	} else {
+		r = k.bareRoute(kind, part)
+	}
 	switch {
 	case kind == message.Private:
 	case k.IsDefault(channel):
@@ -152,6 +170,13 @@ func (k Partitioned) route(kind message.Kind, part int, channel string) Route {
 		r.Ring = k.ChannelRing(channel)
 	}
 	return r
+}
+
+// bareRoute is the route of partition part of kind, without a ring.
+func (k Partitioned) bareRoute(kind message.Kind, part int) Route {
+	stream := k.Stream(part, kind)
+	return Route{Kind: kind, Partition: strconv.Itoa(part), Counter: k.Seq(part), Stream: stream,
+		DeadLetter: k.DeadLetter(part, kind), PendingDeletes: k.PendingDeletes(part, kind), IndexedSince: IndexedSince(stream)}
 }
 
 // Route is the partition of a named channel, of owner's messages in the default channel, or of

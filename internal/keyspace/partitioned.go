@@ -33,6 +33,7 @@ type Partitioned struct {
 	prefix string
 	p      int
 	def    string // the default channel, as in Keys
+	shared *sharedKeys
 }
 
 // NewPartitioned returns the partitioned key builder for prefix and p partitions. The prefix may
@@ -47,7 +48,16 @@ func NewPartitioned(prefix string, p int) (Partitioned, error) {
 	if p < 1 || p > MaxPartitions {
 		return Partitioned{}, fmt.Errorf("partitions must be 1..%d", MaxPartitions)
 	}
-	return Partitioned{prefix: prefix, p: p}, nil
+	k := Partitioned{prefix: prefix, p: p}
+	shared := &sharedKeys{settings: k.RateSettings()}
+	for part := range p {
+		shared.rings = append(shared.rings, k.PublicRing(part))
+		for _, kind := range message.Kinds {
+			shared.routes = append(shared.routes, k.bareRoute(kind, part))
+		}
+	}
+	k.shared = shared
+	return k, nil
 }
 
 // Partitions is P.
@@ -99,7 +109,12 @@ func (k Partitioned) DeadLetter(part int, kind message.Kind) string {
 
 // PublicRing is partition part's shard of the default channel's ring; the ring is read as a
 // merge of them.
-func (k Partitioned) PublicRing(part int) string { return k.tag(part) + "recent" }
+func (k Partitioned) PublicRing(part int) string {
+	if k.shared != nil {
+		return k.shared.rings[part]
+	}
+	return k.tag(part) + "recent"
+}
 
 // ChannelPartition is the partition of a named channel: all its messages, so its ids rise and
 // its events are ordered in one stream. The default channel is sharded by owner instead.
@@ -144,7 +159,12 @@ func (k Partitioned) RateLimitGCRA(user string) string {
 }
 
 // RateSettings is the rate-limit settings hash shared by every ingest replica.
-func (k Partitioned) RateSettings() string { return k.prefix + "chatpipe:ratelimit_settings" }
+func (k Partitioned) RateSettings() string {
+	if k.shared != nil {
+		return k.shared.settings
+	}
+	return k.prefix + "chatpipe:ratelimit_settings"
+}
 
 // Probe is the short-lived key written in partition part's slot to learn whether its node
 // takes writes again after it answered OOM.

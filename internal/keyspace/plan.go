@@ -26,10 +26,8 @@ type Plan struct {
 	// after the enqueue and repaired by the workers.
 	Apart [2]string
 	// Indexes are the backlog indexes of the message's timelines (its channel's, or its two
-	// users'), IndexedSince the stream's record of its first indexed entry: both in the
-	// stream's slot.
-	Indexes      [2]string
-	IndexedSince string
+	// users'), in the stream's slot beside the route's IndexedSince.
+	Indexes [2]string
 	// ClientMsg records the message's client_msg_id; "" without one.
 	ClientMsg string
 }
@@ -37,7 +35,7 @@ type Plan struct {
 // newPlan is the part of a plan both layouts build alike: the timelines' backlog indexes.
 // A public message naming no channel is the default channel's (def).
 func newPlan(r Route, m *message.Message, def string) Plan {
-	p := Plan{Route: r, IndexedSince: IndexedSince(r.Stream)}
+	p := Plan{Route: r}
 	if r.Kind == message.Private {
 		p.Indexes[0] = BacklogIndex(r.Stream, message.PrivateTimeline(m.OwnerID))
 		if m.RecipientID != m.OwnerID {

@@ -109,7 +109,7 @@ type Config struct {
 
 func (c *Config) setDefaults() error {
 	if c.Layout == nil {
-		c.Layout = keyspace.Keys{}
+		c.Layout, _ = keyspace.New("")
 	}
 	if c.RecentSize == 0 {
 		c.RecentSize = 500

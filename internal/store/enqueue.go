@@ -82,9 +82,10 @@ func (s *Store) EnqueueMany(ctx context.Context, kind message.Kind, msgs []Messa
 		return out
 	}
 	plans := make([]keyspace.Plan, len(msgs))
+	var who message.Message // one for the batch: a plan keeps none of it
 	for i := range msgs {
 		m := &msgs[i]
-		who := message.Message{OwnerID: m.OwnerID, RecipientID: m.RecipientID, ChannelID: m.ChannelID}
+		who.OwnerID, who.RecipientID, who.ChannelID = m.OwnerID, m.RecipientID, m.ChannelID
 		plans[i] = s.layout.Plan(s.layout.Route(kind, m.OwnerID, m.RecipientID, m.ChannelID), &who, m.ClientMsgID)
 	}
 	apart := plans[0].RateApart // the same for every plan of a layout
