@@ -192,7 +192,10 @@ func runWorker(ctx context.Context, args []string, getenv func(string) string, s
 			if err != nil {
 				return err
 			}
-			cfg.RepairFunc, cfg.ForgetFunc = rings.RepairRings, rings.ForgetPrivate
+			cfg.ForgetFunc = rings.ForgetPrivate
+			if rings.KeepsRingsApart() {
+				cfg.RepairFunc = rings.RepairRings
+			}
 		}
 		co, err := flush.New(client, cfg)
 		if err != nil {

@@ -85,12 +85,9 @@ func slugs(doc string) map[string]bool {
 	return out
 }
 
-var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
-
-// TestDocLinks: every relative link of the README, the changelog and docs/ names a file that
-// exists, and every #anchor a heading of its document.
-func TestDocLinks(t *testing.T) {
-	t.Parallel()
+// eachProseLine calls f with every line of every document's prose (code blocks blanked).
+func eachProseLine(t *testing.T, f func(path string, n int, line string)) {
+	t.Helper()
 	for _, path := range documents(t) {
 		raw, err := os.ReadFile(path)
 		if err != nil {
@@ -98,28 +95,39 @@ func TestDocLinks(t *testing.T) {
 		}
 		text, _ := prose(string(raw))
 		for n, line := range strings.Split(text, "\n") {
-			for _, m := range mdLink.FindAllStringSubmatch(line, -1) {
-				target := m[1]
-				if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
-					continue
-				}
-				file, anchor, _ := strings.Cut(target, "#")
-				dest := path
-				if file != "" {
-					dest = filepath.Join(filepath.Dir(path), file)
-				}
-				where := fmt.Sprintf("%s:%d: link %s", rel(path), n+1, target)
-				b, err := os.ReadFile(dest)
-				if info, serr := os.Stat(dest); serr != nil || (err != nil && !info.IsDir()) {
-					t.Errorf("%s: no file %s", where, rel(dest))
-					continue
-				}
-				if anchor != "" && !slugs(string(b))[anchor] {
-					t.Errorf("%s: %s has no heading #%s", where, rel(dest), anchor)
-				}
-			}
+			f(path, n+1, line)
 		}
 	}
+}
+
+var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+
+// TestDocLinks: every relative link of the README, the changelog and docs/ names a file that
+// exists, and every #anchor a heading of its document.
+func TestDocLinks(t *testing.T) {
+	t.Parallel()
+	eachProseLine(t, func(path string, n int, line string) {
+		for _, m := range mdLink.FindAllStringSubmatch(line, -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			file, anchor, _ := strings.Cut(target, "#")
+			dest := path
+			if file != "" {
+				dest = filepath.Join(filepath.Dir(path), file)
+			}
+			where := fmt.Sprintf("%s:%d: link %s", rel(path), n, target)
+			b, err := os.ReadFile(dest)
+			if info, serr := os.Stat(dest); serr != nil || (err != nil && !info.IsDir()) {
+				t.Errorf("%s: no file %s", where, rel(dest))
+				continue
+			}
+			if anchor != "" && !slugs(string(b))[anchor] {
+				t.Errorf("%s: %s has no heading #%s", where, rel(dest), anchor)
+			}
+		}
+	})
 }
 
 func rel(path string) string {
@@ -184,20 +192,13 @@ func TestDocWording(t *testing.T) {
 		{regexp.MustCompile(`(?i)\bnot met\b|\btargets? [<>≤≥=]|\baimed at\b`), "an aim"},
 		{regexp.MustCompile(`(?:^|[\s(])(?:I|[Ww]e|[Oo]ur|[Uu]s)(?:[\s,.;:)]|$)`), "first-person narration"},
 	}
-	for _, path := range documents(t) {
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		text, _ := prose(string(raw))
-		for n, line := range strings.Split(text, "\n") {
-			for _, b := range banned {
-				if m := b.re.FindString(line); m != "" {
-					t.Errorf("%s:%d: %s (%q): %s", rel(path), n+1, b.what, strings.TrimSpace(m), strings.TrimSpace(line))
-				}
+	eachProseLine(t, func(path string, n int, line string) {
+		for _, b := range banned {
+			if m := b.re.FindString(line); m != "" {
+				t.Errorf("%s:%d: %s (%q): %s", rel(path), n, b.what, strings.TrimSpace(m), strings.TrimSpace(line))
 			}
 		}
-	}
+	})
 	issue := banned[0].re
 	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
@@ -411,20 +412,7 @@ func TestREADMEFirstRequests(t *testing.T) {
 	dsn := testenv.Postgres(t)
 	testenv.MigratedPool(t, dsn, 1)
 	addr := testenv.FreeAddr(t)
-	cmd := exec.Command(filepath.Join(bins, "ingest"))
-	cmd.Env = append(os.Environ(), "INGEST_ADDR="+addr, "VALKEY_ADDR="+v.Addr, "DATABASE_URL="+dsn)
-	logs := &testenv.SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("ingest's log:\n%s", logs.String())
-		}
-	})
+	startBinary(t, filepath.Join(bins, "ingest"), "INGEST_ADDR="+addr, "VALKEY_ADDR="+v.Addr, "DATABASE_URL="+dsn)
 	testenv.WaitReady(t, "http://"+addr+"/readyz", 30*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -211,20 +211,7 @@ func scrapeBinaries(t *testing.T) map[string]bool {
 	dsn := testenv.Postgres(t)
 	ingestAddr, workerAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	start := func(name string, env ...string) {
-		cmd := exec.Command(filepath.Join(dir, name))
-		cmd.Env = append(os.Environ(), append([]string{"VALKEY_ADDR=" + v.Addr, "DATABASE_URL=" + dsn}, env...)...)
-		logs := &testenv.SyncBuffer{}
-		cmd.Stderr = logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			if t.Failed() {
-				t.Logf("%s logs:\n%s", name, logs.String())
-			}
-		})
+		startBinary(t, filepath.Join(dir, name), append([]string{"VALKEY_ADDR=" + v.Addr, "DATABASE_URL=" + dsn}, env...)...)
 	}
 	start("ingest", "INGEST_ADDR="+ingestAddr)
 	start("flushworker", "FLUSH_METRICS_ADDR="+workerAddr, "FLUSH_INTERVAL=50ms")
@@ -470,4 +457,24 @@ func TestComposeReplicaRulesBite(t *testing.T) {
 	if got := replicaProblems(p); len(got) != 1 || !strings.Contains(got[0], "host port") {
 		t.Fatalf("replica rules found %v, want the fixed host port", got)
 	}
+}
+
+// startBinary starts a built binary with env added to this process's, kills it when the test
+// ends, and logs its output then if the test failed.
+func startBinary(t *testing.T, bin string, env ...string) {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), env...)
+	logs := &testenv.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s's log:\n%s", filepath.Base(bin), logs.String())
+		}
+	})
 }

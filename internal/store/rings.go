@@ -103,6 +103,12 @@ func (s *Store) privatePlan(m *message.Message) keyspace.Plan {
 	return s.layout.Plan(s.layout.Route(message.Private, m.OwnerID, m.RecipientID, ""), m, "")
 }
 
+// KeepsRingsApart reports whether the layout keeps private rings in slots of their own, written
+// after the enqueue: only then is there anything for RepairRings to repair.
+func (s *Store) KeepsRingsApart() bool {
+	return s.privatePlan(&message.Message{OwnerID: "a", RecipientID: "b"}).Apart[0] != ""
+}
+
 // RepairRings adds written private messages to their users' rings that live apart again, with
 // their ring entries as the flush stream holds them (the members ingest wrote, byte for byte,
 // so an entry already there is not doubled), in one pipelined round trip. The workers call it
