@@ -14,6 +14,7 @@ type Metrics struct {
 	persisted     *prometheus.CounterVec
 	deletes       *prometheus.CounterVec
 	edits         *prometheus.CounterVec
+	reactions     *prometheus.CounterVec
 	deadLettered  *prometheus.CounterVec
 	batchSize     *prometheus.HistogramVec
 	flushDuration *prometheus.HistogramVec
@@ -58,6 +59,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		edits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatpipe_flush_edits_applied_total",
 			Help: "Edits that changed a row (or wrote it ahead of its insert); an edit older than the stored version, or of a deleted message, changes nothing.",
+		}, stream),
+		reactions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatpipe_flush_reactions_applied_total",
+			Help: "Messages whose reaction counts a batch changed; an older reaction than the stored counts, or one of a deleted message, changes nothing.",
 		}, stream),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatpipe_flush_dead_lettered_total",
@@ -116,7 +121,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			since: map[string]heldSince{},
 		},
 	}
-	for _, c := range []prometheus.Collector{m.read, m.persisted, m.deletes, m.edits, m.deadLettered, m.batchSize, m.flushDuration, m.retries, m.reclaimed, m.lost, m.endToEnd, m.trimmed,
+	for _, c := range []prometheus.Collector{m.read, m.persisted, m.deletes, m.edits, m.reactions, m.deadLettered, m.batchSize, m.flushDuration, m.retries, m.reclaimed, m.lost, m.endToEnd, m.trimmed,
 		m.standbysWanted, m.standbysReplaying, m.standbyLag, m.trimHeld} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -127,7 +132,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 // init creates the series of a stream so that dashboards show zeros, not gaps.
 func (m *Metrics) init(stream string) {
-	for _, v := range []*prometheus.CounterVec{m.read, m.persisted, m.deletes, m.edits, m.reclaimed, m.lost, m.trimmed} {
+	for _, v := range []*prometheus.CounterVec{m.read, m.persisted, m.deletes, m.edits, m.reactions, m.reclaimed, m.lost, m.trimmed} {
 		v.WithLabelValues(stream)
 	}
 	for _, r := range []string{ReasonDecode, ReasonRejected, ReasonPoison, ReasonIDReused} {

@@ -116,7 +116,7 @@ func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) erro
 		case message.OpDelete:
 			deletes++
 			continue
-		case message.OpEdit:
+		case message.OpEdit, message.OpReact:
 			continue
 		case message.OpPost:
 		}
@@ -127,6 +127,7 @@ func (co *Consumer) process(ctx context.Context, es []entry, ackAsync bool) erro
 	co.m.persisted.WithLabelValues(co.kind).Add(float64(res.Inserted))
 	co.m.deletes.WithLabelValues(co.kind).Add(float64(deletes))
 	co.m.edits.WithLabelValues(co.kind).Add(float64(res.Edited))
+	co.m.reactions.WithLabelValues(co.kind).Add(float64(res.Reacted))
 	co.m.batchSize.WithLabelValues(co.kind).Observe(float64(len(es)))
 	co.m.flushDuration.WithLabelValues(co.kind).Observe(time.Since(start).Seconds())
 	return nil
@@ -141,7 +142,7 @@ func (co *Consumer) unindex(ctx context.Context, recs []message.Record) {
 	for i := range recs {
 		r := &recs[i]
 		switch r.Op {
-		case message.OpDelete:
+		case message.OpDelete, message.OpReact: // in no backlog index
 			continue
 		case message.OpEdit:
 			// The edit's mark, unless a later edit replaced it (the edit script reads it
@@ -279,7 +280,7 @@ func (co *Consumer) repair(ctx context.Context, recs []message.Record, recIdx []
 	var written []message.Record
 	var entries []string
 	for j, r := range recs {
-		if r.Op == message.OpDelete || rejected[j] {
+		if r.Op == message.OpDelete || r.Op == message.OpReact || rejected[j] {
 			continue // an edit's entry repairs too: the rings keep the higher version
 		}
 		written = append(written, r)

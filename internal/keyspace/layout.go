@@ -95,6 +95,11 @@ func BacklogIndex(stream string, tl message.Timeline) string {
 // version from it; the workers remove a field once its edit is written.
 func Edits(stream string) string { return stream + ":edits" }
 
+// Reactions is the hash beside stream, in its slot, of message id's reactions while they are
+// hot: the emoji in first-added order, their counts, who reacted, and their version. It lives
+// as long as its channel's ring after the last reaction (RING_IDLE_TTL); PostgreSQL has the rest.
+func Reactions(stream string, id int64) string { return stream + ":rx:" + strconv.FormatInt(id, 10) }
+
 // IndexedSince is the key holding the stream id of the first entry of stream written with its
 // backlog indexes: the entries before it (written before the indexes existed) are scanned.
 func IndexedSince(stream string) string { return stream + ":ix_since" }

@@ -1,6 +1,7 @@
 -- delete.lua: delete one message (entry.lua and ring.lua are prepended).
 -- KEYS[1] id counter (the partition's sequence in the partitioned layout)  KEYS[2] flush stream
--- KEYS[3] the kind's pending deletions (sorted set)  KEYS[4..] list rings that may hold the message
+-- KEYS[3] the kind's pending deletions (sorted set)  KEYS[4] the message's reactions hash
+-- KEYS[5..] list rings that may hold the message
 -- ARGV[1] cache id  ARGV[2] backlog cap  ARGV[3] the id's counter value (the id itself in the
 -- single layout, id // 64 in the partitioned one)  ARGV[4], ARGV[5] the private message's owner
 -- and recipient when known ('' otherwise)  ARGV[6] the public message's channel: carried on the
@@ -15,7 +16,8 @@ local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 if id == nil or id < 1 or seq == nil or seq < 1 or seq > last then return -1 end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then return -2 end
 local removed = 0
-for i = 4, #KEYS do
+redis.call('DEL', KEYS[4]) -- a deletion removes the reactions
+for i = 5, #KEYS do
   removed = removed + unring(KEYS[i], ARGV[1])
 end
 -- A deletion whose entry was trimmed was acked, so applied: forget those first. What is left

@@ -99,3 +99,16 @@ end
 local function add_edit(stream, id, payload)
   return redis.call('XADD', stream, '*', 'cache_id', id, 'kind', 'edit', 'payload', payload)
 end
+
+-- add_reaction appends a reaction to message id to stream: payload is the toggle and the
+-- message's counts after it; place is the message's channel, or (private) its users
+-- \31-joined, for the live tails.
+local function add_reaction(stream, id, payload, place, private)
+  if private then
+    local owner, recipient = string.match(place, '^([^\31]*)\31(.*)$')
+    return redis.call('XADD', stream, '*', 'cache_id', id, 'kind', 'reaction', 'payload', payload,
+      'owner_id', owner, 'recipient_id', recipient)
+  end
+  return redis.call('XADD', stream, '*', 'cache_id', id, 'kind', 'reaction', 'payload', payload,
+    'channel_id', place)
+end

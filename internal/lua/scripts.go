@@ -24,6 +24,8 @@ var (
 	deleteSrc string
 	//go:embed edit.lua
 	editSrc string
+	//go:embed react.lua
+	reactSrc string
 	//go:embed unring.lua
 	unringSrc string
 	//go:embed zring.lua
@@ -42,6 +44,8 @@ var (
 	Delete = NewScript("delete", entrySrc, ringSrc, deleteSrc)
 	// Edit accepts an edit of one message.
 	Edit = NewScript("edit", commonSrc, entrySrc, ringSrc, editSrc)
+	// React adds or removes one user's emoji on a message.
+	React = NewScript("react", commonSrc, entrySrc, reactSrc)
 	// Unring removes a message from list rings.
 	Unring = NewScript("unring", ringSrc, unringSrc)
 	// ZRing adds entries to a sorted-set ring, trims it and renews its idle TTL.
@@ -51,4 +55,4 @@ var (
 )
 
 // All are the store's scripts, for loading ahead of their first use.
-var All = []*Script{Enqueue, RateLimit, Delete, Edit, Unring, ZRing, Mirror}
+var All = []*Script{Enqueue, RateLimit, Delete, Edit, React, Unring, ZRing, Mirror}

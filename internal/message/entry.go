@@ -18,6 +18,9 @@ const (
 	// KindEdit is an edit of a message of the stream's kind; its payload is the whole new
 	// ring entry, with its version.
 	KindEdit = "edit"
+	// KindReaction adds or removes one user's emoji on a message of the stream's kind; its
+	// payload is the toggle and the message's whole reaction counts after it (Reaction).
+	KindReaction = "reaction"
 )
 
 // The fields of a flush-stream entry, for Go. The scripts that write entries name them in one
@@ -84,6 +87,12 @@ type Record struct {
 	Version int64
 	// EditedAt is Message.EditedAt parsed; zero until edited.
 	EditedAt time.Time
+	// Reaction is an OpReact's toggle and counts; nil on every other operation.
+	Reaction *Reaction
+	// Reactions are the message's reaction counts as read with it (Counts' JSON), nil when it
+	// has none; ReactionsVersion their version (0: none yet).
+	Reactions        []byte
+	ReactionsVersion int64
 }
 
 // Op is the operation of a flush-stream entry on its message. Code that acts on records
@@ -98,6 +107,10 @@ const (
 	// OpEdit replaces message CacheID with Record.Message at Record.Version, unless a higher
 	// version is stored or the message was deleted.
 	OpEdit
+	// OpReact adds or removes Record.Reaction's emoji of its user on message CacheID, at
+	// Record.Version (the reactions' version, never the message's); Record.Message holds at
+	// most the message's channel or users.
+	OpReact
 )
 
 // String names the operation as the tail's event types do.
@@ -109,6 +122,8 @@ func (o Op) String() string {
 		return "delete"
 	case OpEdit:
 		return "edit"
+	case OpReact:
+		return "reaction"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -147,6 +162,8 @@ func DecodeEntry(streamKind, defaultChannel, streamID string, fields map[string]
 			r.Message.ChannelID = cmp.Or(fields[FieldChannelID], defaultChannel)
 		}
 		return r, nil
+	case KindReaction:
+		return decodeReaction(r, streamKind, defaultChannel, fields)
 	case streamKind:
 	case KindEdit:
 		r.Op = OpEdit
@@ -209,7 +226,8 @@ func DecodeEntry(streamKind, defaultChannel, streamID string, fields map[string]
 	return r, nil
 }
 
-// JSON is the record's ring entry as the read side answers with it, whatever source it came
+// JSON is the record's ring entry as the read side answers with it, with its reactions when it
+// has any, whatever source it came
 // from: {"cache_id":N,"version":V,"data":{...}} with created_at in the one form PostgreSQL gives back (UTC,
 // microseconds), so that a message read from a ring, a stream or a table is the same bytes.
 func (r *Record) JSON() []byte {
@@ -225,5 +243,9 @@ func (r *Record) JSON() []byte {
 	b = strconv.AppendInt(b, max(r.Version, r.CacheID), 10)
 	b = append(b, `,"data":`...)
 	b = m.AppendJSON(b) // in place: AppendEnvelope would copy the data once more
-	return append(b, '}')
+	b = append(b, '}')
+	if len(r.Reactions) > 0 {
+		b = WithReactions(b, r.Reactions, r.ReactionsVersion)
+	}
+	return b
 }

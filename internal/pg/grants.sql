@@ -7,5 +7,9 @@ GRANT USAGE ON SCHEMA public TO chatpipe_writer;
 GRANT SELECT, INSERT, DELETE ON chat_messages, private_messages TO chatpipe_writer;
 GRANT SELECT, INSERT ON deleted_messages TO chatpipe_writer;
 GRANT SELECT ON chatpipe_schema_migrations TO chatpipe_writer;
+--   The reaction tables: the toggles and counts are upserts (INSERT … ON CONFLICT DO UPDATE),
+--   and a deletion removes its message's.
+GRANT SELECT, INSERT, UPDATE, DELETE ON chat_message_reactions, private_message_reactions,
+    chat_message_reaction_counts, private_message_reaction_counts TO chatpipe_writer;
 
 -- Ingest's read-only role for the history endpoints: grants_reader.sql.

@@ -65,9 +65,9 @@ func (h *History) Page(ctx context.Context, q PageQuery) ([]message.Record, erro
 	}
 	out := make([]message.Record, 0, q.Limit)
 	var r message.Record
-	var editedAt *time.Time
-	_, err = pgx.ForEachRow(rows, rowFields(&r, &editedAt), func() error {
-		out = append(out, withEdit(r, editedAt))
+	var x extra
+	_, err = pgx.ForEachRow(rows, rowFields(&r, &x), func() error {
+		out = append(out, x.set(r))
 		return nil
 	})
 	if err != nil {
@@ -78,30 +78,96 @@ func (h *History) Page(ctx context.Context, q PageQuery) ([]message.Record, erro
 
 // One returns the persisted message id of kind, whole; ok is false when no such row exists.
 func (h *History) One(ctx context.Context, kind message.Kind, id int64) (r message.Record, ok bool, err error) {
-	var editedAt *time.Time
-	err = h.pool.QueryRow(ctx, tableOf(kind).one, id).Scan(rowFields(&r, &editedAt)...)
+	var x extra
+	err = h.pool.QueryRow(ctx, tableOf(kind).one, id).Scan(rowFields(&r, &x)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, false, nil
 	}
 	if err != nil {
 		return r, false, fmt.Errorf("reading a %s: %w", kind, err)
 	}
-	return withEdit(r, editedAt), true, nil
+	return x.set(r), true, nil
 }
 
 // rowFields are the scan targets of a row as history and one read it.
-func rowFields(r *message.Record, editedAt **time.Time) []any {
-	return []any{&r.CacheID, &r.Message.OwnerID, &r.Message.RecipientID, &r.Message.ChannelID, &r.Message.Username, &r.Message.Content, &r.CreatedAt, &r.Version, editedAt}
+func rowFields(r *message.Record, x *extra) []any {
+	return []any{&r.CacheID, &r.Message.OwnerID, &r.Message.RecipientID, &r.Message.ChannelID, &r.Message.Username, &r.Message.Content, &r.CreatedAt, &r.Version, &x.editedAt,
+		&x.reactions, &r.ReactionsVersion}
 }
 
-// withEdit sets the record's edit time, NULL until edited.
-func withEdit(r message.Record, editedAt *time.Time) message.Record {
-	r.EditedAt = time.Time{}
-	if editedAt != nil {
-		r.EditedAt = *editedAt
+// extra are the scan targets of a row that a record holds in another form: the edit time
+// (NULL until edited) and the reaction counts ('' without any).
+type extra struct {
+	editedAt  *time.Time
+	reactions string
+}
+
+// set returns r with x's values.
+func (x *extra) set(r message.Record) message.Record {
+	r.EditedAt, r.Reactions = time.Time{}, nil
+	if x.editedAt != nil {
+		r.EditedAt = *x.editedAt
+	}
+	if x.reactions != "" && x.reactions != "[]" {
+		r.Reactions = []byte(x.reactions)
 	}
 	return r
 }
 
 // Ping checks that PostgreSQL answers.
 func (h *History) Ping(ctx context.Context) error { return h.pool.Ping(ctx) }
+
+// Reactions returns message id's reactions as PostgreSQL holds them: the counts (a JSON array,
+// "[]" without any), their version (0: none), and the emoji user has on it.
+func (h *History) Reactions(ctx context.Context, kind message.Kind, id int64, user string) (counts []byte, version int64, mine []string, err error) {
+	var c string
+	if err := h.pool.QueryRow(ctx, tableOf(kind).reactions, id, user).Scan(&c, &version, &mine); err != nil {
+		return nil, 0, nil, fmt.Errorf("reading a %s's reactions: %w", kind, err)
+	}
+	return []byte(c), version, mine, nil
+}
+
+// Reactor is a user who reacted, and the version of the reaction (the page's cursor).
+type Reactor struct {
+	UserID  string `json:"user_id"`
+	Version int64  `json:"-"`
+}
+
+// Reactors returns up to limit users who reacted with emoji on message id, oldest first, after
+// the reaction of version after (0: from the first).
+func (h *History) Reactors(ctx context.Context, kind message.Kind, id int64, emoji string, after int64, limit int) ([]Reactor, error) {
+	rows, err := h.pool.Query(ctx, tableOf(kind).reacted, id, emoji, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading a %s's reactions: %w", kind, err)
+	}
+	var out []Reactor
+	var r Reactor
+	if _, err := pgx.ForEachRow(rows, []any{&r.UserID, &r.Version}, func() error {
+		out = append(out, r)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("reading a %s's reactions: %w", kind, err)
+	}
+	return out, nil
+}
+
+// Mine returns the emoji user has on each of the messages ids, by id.
+func (h *History) Mine(ctx context.Context, kind message.Kind, ids []int64, user string) (map[int64]map[string]bool, error) {
+	rows, err := h.pool.Query(ctx, tableOf(kind).mine, ids, user)
+	if err != nil {
+		return nil, fmt.Errorf("reading a viewer's reactions: %w", err)
+	}
+	out := make(map[int64]map[string]bool)
+	var id int64
+	var emoji string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &emoji}, func() error {
+		if out[id] == nil {
+			out[id] = make(map[string]bool)
+		}
+		out[id][emoji] = true
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("reading a viewer's reactions: %w", err)
+	}
+	return out, nil
+}

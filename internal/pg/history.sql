@@ -3,10 +3,11 @@
 -- keyset pagination, never OFFSET. A channel ($4) is one range scan of (channel_id, cache_id)
 -- (migration 004). A user's private history ($4: sent and received) is two limited seeks, on
 -- (owner_id, cache_id) and (recipient_id, cache_id) (migration 002), merged; UNION also folds a
--- self-DM, which both seeks find, into one row.
+-- self-DM, which both seeks find, into one row. Each row carries its message's reaction counts
+-- (one primary-key look-up a row: the counts are kept, never counted here).
 {{- define "seek"}}
 SELECT {{.T.Read}}
-FROM {{.T.Name}}
+FROM {{.T.Name}} LEFT JOIN {{.T.Counts}} USING (cache_id)
 WHERE {{.Column}} = $4 AND cache_id {{.Op}} $1 AND cache_id <> ALL($3::bigint[])
 ORDER BY cache_id {{.Order}}
 {{- end}}

@@ -3,4 +3,5 @@
 -- their rows) and inserts that start meanwhile wait for it (and then see its tombstones).
 -- Without it, an insert and a deletion of one id in concurrent transactions could each miss
 -- the other's uncommitted write and leave the deleted row behind.
-LOCK TABLE {{.Name}} IN SHARE ROW EXCLUSIVE MODE
+-- The reaction tables likewise: a reaction written meanwhile would outlive its message.
+LOCK TABLE {{.Name}}, {{.Reactions}}, {{.Counts}} IN SHARE ROW EXCLUSIVE MODE

@@ -44,6 +44,8 @@ type Result struct {
 	// Edited counts the edits that changed a row (or wrote it, ahead of its insert); an edit
 	// older than the stored version, or of a deleted message, changes nothing.
 	Edited int64
+	// Reacted counts the messages whose reaction counts a batch's reactions changed.
+	Reacted int64
 	// Rejected lists the records refused for their data.
 	Rejected []Rejection
 	// RoundTrips counts the statements sent, to show what isolation cost.
@@ -63,7 +65,7 @@ type Result struct {
 // Transient): nothing of it is known to be written, and the caller retries the whole batch.
 func (s *Store) Persist(ctx context.Context, kind message.Kind, recs []message.Record) (Result, error) {
 	var res Result
-	var msgs, dels, edits []int
+	var msgs, dels, edits, reacts []int
 	for i, r := range recs {
 		switch r.Op {
 		case message.OpDelete:
@@ -72,6 +74,8 @@ func (s *Store) Persist(ctx context.Context, kind message.Kind, recs []message.R
 			msgs = append(msgs, i)
 		case message.OpEdit:
 			edits = append(edits, i)
+		case message.OpReact:
+			reacts = append(reacts, i)
 		default:
 			return res, fmt.Errorf("record %d: %w: no write for %v", r.CacheID, ErrUnknownOp, r.Op)
 		}
@@ -111,6 +115,12 @@ func (s *Store) Persist(ctx context.Context, kind message.Kind, recs []message.R
 	// and before its deletions (a deletion is final: the tombstone then stops any later edit).
 	if len(edits) > 0 {
 		if err := s.writeIsolated(ctx, kind, t.edit, t.edited, recs, edits, &res.Edited, &res); err != nil {
+			return res, err
+		}
+	}
+	// Reactions likewise: before the batch's deletions, which remove them.
+	if len(reacts) > 0 {
+		if err := s.writeIsolated(ctx, kind, t.react, reacted, recs, reacts, &res.Reacted, &res); err != nil {
 			return res, err
 		}
 	}
@@ -181,6 +191,7 @@ func (s *Store) delete(ctx context.Context, kind message.Kind, recs []message.Re
 		} else {
 			b.Queue(t.delete, ids)
 		}
+		b.Queue(t.unreact, ids)
 		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {

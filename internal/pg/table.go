@@ -31,6 +31,16 @@ var (
 	oneTmpl string
 	//go:embed history.sql
 	historyTmpl string
+	//go:embed react.sql
+	reactTmpl string
+	//go:embed unreact.sql
+	unreactTmpl string
+	//go:embed reactions.sql
+	reactionsTmpl string
+	//go:embed reacted.sql
+	reactedTmpl string
+	//go:embed mine.sql
+	mineTmpl string
 )
 
 // column is a column of a message table and its PostgreSQL type, as the writes' unnest arrays
@@ -53,8 +63,12 @@ type table struct {
 	insert, lock, copyLock, delete, existing string
 	historyBefore, historyAfter              string
 	// one reads one row whole, as history does; edit applies edits (edited's arrays).
-	one, edit    string
-	returnsUsers bool
+	one, edit string
+	// react applies reactions (reacted's arrays); unreact removes deleted messages' reactions;
+	// reactions reads one message's for a user, reacted who reacted with an emoji, mine a
+	// viewer's emoji on a page.
+	react, unreact, reactions, reacted, mine string
+	returnsUsers                             bool
 }
 
 // placement is the column beside owner_id that places a message in its timeline, per kind.
@@ -82,24 +96,33 @@ func newTable(kind message.Kind, name string) table {
 		switch {
 		case c == "version":
 			read = append(read, "GREATEST(version, cache_id) AS version")
+		case c == "reactions":
+			read = append(read, "COALESCE(reactions::text, '') AS reactions")
+		case c == "reactions_version":
+			read = append(read, "COALESCE(reactions_version, 0) AS reactions_version")
 		case (c == "channel_id" || c == "recipient_id") && c != place:
 			read = append(read, "'' AS "+c)
 		default:
 			read = append(read, c)
 		}
 	}
+	singular := strings.TrimSuffix(name, "s")
 	d := sqlTable{Name: name, Kind: kind.String(), Private: kind == message.Private, Insert: insert,
+		Reactions: singular + "_reactions", Counts: singular + "_reaction_counts",
 		Edit: append(slices.Clone(insert), column{"version", "bigint"}, column{"edited_at", "timestamptz"}),
-		Read: strings.Join(read, ", ")}
+		Read: strings.Join(read, ", "), Stored: strings.Join(read[:len(read)-2], ", ")}
 	t.insert, t.edit, t.lock, t.copyLock = render(insertTmpl, d), render(editTmpl, d), render(lockTmpl, d), render(copyLockTmpl, d)
 	t.delete, t.existing, t.one = render(deleteTmpl, d), render(existingTmpl, d), render(oneTmpl, d)
+	t.react, t.unreact, t.reactions = render(reactTmpl, d), render(unreactTmpl, d), render(reactionsTmpl, d)
+	t.reacted, t.mine = render(reactedTmpl, d), render(mineTmpl, d)
 	t.historyBefore = render(historyTmpl, history{T: d, Op: "<", Order: "DESC"})
 	t.historyAfter = render(historyTmpl, history{T: d, Op: ">", Order: "ASC"})
 	return t
 }
 
 // readOrder is the order rowFields scans a row in.
-var readOrder = []string{"cache_id", "owner_id", "recipient_id", "channel_id", "username", "content", "created_at", "version", "edited_at"}
+var readOrder = []string{"cache_id", "owner_id", "recipient_id", "channel_id", "username", "content", "created_at", "version", "edited_at",
+	"reactions", "reactions_version"}
 
 var tables = [...]table{
 	message.Public:  newTable(message.Public, "chat_messages"),
@@ -108,11 +131,14 @@ var tables = [...]table{
 
 // sqlTable is what the statement templates see of a table.
 type sqlTable struct {
-	Name, Kind   string
-	Private      bool
+	Name, Kind string
+	// Reactions and Counts are the table's reaction tables.
+	Reactions, Counts string
+	Private           bool
 	Insert, Edit []column
-	// Read is the select list of a whole row, in rowFields' order.
-	Read string
+	// Read is the select list of a whole row, in rowFields' order, its reaction counts last
+	// (from a join); Stored the message's own columns only.
+	Read, Stored string
 }
 
 // history is the history template's data: the table and the page's direction.
@@ -163,6 +189,11 @@ func render(src string, data any) string {
 // version and the edit time.
 func (t *table) edited(r *message.Record) []any { return append(t.row(r), r.Version, r.EditedAt) }
 
+// reacted is a reaction's values, in the order the react statement takes them.
+func reacted(r *message.Record) []any {
+	return []any{r.CacheID, r.Reaction.Emoji, r.Reaction.UserID, r.Version, !r.Reaction.Add(), string(r.Reactions)}
+}
+
 // tableOf is the table of kind.
 func tableOf(kind message.Kind) *table { return &tables[kind] }
 
@@ -192,6 +223,11 @@ func columnArrays(row func(*message.Record) []any, recs []message.Record, idx []
 					cols[c] = make([]time.Time, len(idx))
 				}
 				cols[c].([]time.Time)[j] = v
+			case bool:
+				if j == 0 {
+					cols[c] = make([]bool, len(idx))
+				}
+				cols[c].([]bool)[j] = v
 			default:
 				return nil, fmt.Errorf("value %d: no array of %T", c, v)
 			}

@@ -105,7 +105,13 @@ type Config struct {
 	IDs IDs
 	// RingTTL is how long a ring lives after its last push (RING_IDLE_TTL). Default 0: forever.
 	RingTTL time.Duration
+	// MaxReactions is the most distinct emoji one message may have (REACTIONS_MAX_DISTINCT).
+	// Default 20, at most MaxReactionsLimit.
+	MaxReactions int
 }
+
+// MaxReactionsLimit bounds MaxReactions: a message's counts travel whole on every reaction.
+const MaxReactionsLimit = 50
 
 func (c *Config) setDefaults() error {
 	if c.Layout == nil {
@@ -141,6 +147,9 @@ func (c *Config) setDefaults() error {
 	if c.IDs == "" {
 		c.IDs = CounterIDs
 	}
+	if c.MaxReactions == 0 {
+		c.MaxReactions = 20
+	}
 	switch {
 	case c.RecentSize < 1:
 		return errors.New("recent size must be at least 1")
@@ -158,6 +167,8 @@ func (c *Config) setDefaults() error {
 		return errors.New("durable replicas must be at least 1")
 	case c.DurableTimeout < time.Millisecond:
 		return errors.New("durability timeout must be at least 1ms")
+	case c.MaxReactions < 1 || c.MaxReactions > MaxReactionsLimit:
+		return fmt.Errorf("reactions max distinct must be 1 to %d", MaxReactionsLimit)
 	case c.IDs != CounterIDs && c.IDs != ClockIDs:
 		return fmt.Errorf("ids %q are not counter or clock", c.IDs)
 	}

@@ -72,6 +72,14 @@ var (
 	ErrNotAuthor = errors.New("not the author")
 )
 
+// Errors of a reaction.
+var (
+	// ErrNotParticipant: a reaction to a private message by neither of its users.
+	ErrNotParticipant = errors.New("not one of the message's users")
+	// ErrTooManyReactions: the message has the most distinct emoji allowed.
+	ErrTooManyReactions = errors.New("too many distinct reactions")
+)
+
 // VersionMismatchError is an edit refused because the message is at another version than the
 // one its If-Match named. It wraps ErrVersionMismatch.
 type VersionMismatchError struct {

@@ -30,7 +30,7 @@ func (s *Store) Delete(ctx context.Context, ref message.Ref) error {
 	p := s.layout.Plan(r, &who, "")
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	keys := append([]string{r.Counter, r.Stream, r.PendingDeletes}, present(p.Rings)...)
+	keys := append([]string{r.Counter, r.Stream, r.PendingDeletes, keyspace.Reactions(r.Stream, ref.CacheID)}, present(p.Rings)...)
 	args := []string{strconv.FormatInt(ref.CacheID, 10), strconv.FormatInt(s.cfg.BacklogCap, 10), strconv.FormatInt(seq, 10),
 		ref.OwnerID, ref.RecipientID, ref.ChannelID}
 	if err := deleteResult(lua.Delete.Exec(ctx, s.c, keys, args)); err != nil {

@@ -22,10 +22,13 @@ local function fields(e)
   return m
 end
 
--- is_message says whether an entry is a message's create. Deletions and edits carry the ids of
+-- is_message says whether an entry is a message's create. Deletions, edits and reactions carry the ids of
 -- earlier messages, out of the stream's order, and are not read here: the pending deletions
--- come from their set, and edits from the backlog indexes (indexed.lua).
-local function is_message(m) return m['kind'] ~= 'delete' and m['kind'] ~= 'edit' end
+-- come from their set, edits from the backlog indexes (indexed.lua), reactions from their hashes.
+local function is_message(m)
+  local k = m['kind']
+  return k ~= 'delete' and k ~= 'edit' and k ~= 'reaction'
+end
 
 -- first_message returns the id, cache id (a number) and cache id as written (exact: a Lua number
 -- would print 2^52 and more in exponent form) of the first message entry at or after start.

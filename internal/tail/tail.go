@@ -802,6 +802,8 @@ func (h *hub) toEvent(e streams.Entry) Event {
 		ev.Data = rec.DeletionJSON()
 	case message.OpPost, message.OpEdit: // an edit carries the whole new message: clients replace
 		ev.Data = rec.JSON()
+	case message.OpReact: // the whole counts: clients replace theirs, never increment
+		ev.Data = rec.ReactionJSON()
 	}
 	return ev
 }

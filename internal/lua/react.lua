@@ -1,0 +1,140 @@
+-- react.lua: add or remove one user's emoji on a message, on the slot of its flush stream, in
+-- both layouts (common.lua and entry.lua are prepended). The message's reactions live in one
+-- hash (keyspace.Reactions) while they are hot:
+--   v the reactions' version; o the emoji (each a JSON string) in first-added order, joined by
+--   \31; c:<emoji> its count; u:<emoji>\31<user> who reacted; j the counts as the JSON array
+--   the read side answers; w the message's place (its channel, or its users \31-joined);
+--   p '1' when the hash was loaded from PostgreSQL, which knows who reacted only for the users
+--   loaded since (l:<user>).
+-- Two modes:
+--   find: the hash is there (with the reacting user known), or the message waits in the
+--     backlog index of the timeline (its channel's, the reacting user's private one), so it
+--     has no reactions in PostgreSQL yet: the hash is started empty. Else it answers so, and
+--     ingest looks the message up (PostgreSQL) and calls again:
+--   load: ARGV[15..19] are what PostgreSQL holds (the counts, their version, the user's own
+--     emoji) and the message's place, as ingest found it; a hash made meanwhile wins.
+-- KEYS[1] id counter (the partition's sequence)  KEYS[2] flush stream  KEYS[3] the kind's
+--   pending deletions  KEYS[4] the reactions hash  KEYS[5] the timeline's backlog index
+-- KEYS[6] rate settings hash, or the stream where the rate limit was taken before (then
+--   KEYS[7], KEYS[8] are the stream too)  KEYS[7], KEYS[8] the user's fixed-window counter
+--   and GCRA state
+-- ARGV[1] cache id  ARGV[2] backlog cap  ARGV[3] the partition ('' in the single layout)
+--   ARGV[4] '1' for clock-floored ids  ARGV[5..7] default limit, window, algorithm
+--   ARGV[8] 'add' or 'remove'  ARGV[9] the emoji as a JSON string  ARGV[10] the user
+--   ARGV[11] the user as a JSON string  ARGV[12] the most distinct emoji a message may have
+--   ARGV[13] the hash's idle TTL (ms; 0: never)  ARGV[14] 'find' or 'load'
+--   ARGV[15] the message's place: a public message's channel, or a private one's users
+--     \31-joined (find: the channel; a private message's users are read from its entry)
+--   ARGV[16] load: the counts, emoji and count \31-joined  ARGV[17] load: their version
+--   ARGV[18] load: the user's emoji, \31-joined  ARGV[19] '1' for a private message
+-- Returns {code, value, changed, counts}: 0, the version, 1 or 0, the counts JSON (accepted, or
+-- nothing to change); 2 (deleted); 3 (backlog full); 4, retry after ms (rate limited); 5 (look
+-- the message up and load it); 6 (not one of the private message's users); 7 (not in this
+-- timeline); 8 (too many distinct emoji). A refusal writes nothing and costs no quota.
+local id, rx, user, emoji = ARGV[1], KEYS[4], ARGV[10], ARGV[9]
+if redis.call('ZSCORE', KEYS[3], id) then return {2, 0, 0, ''} end
+local private = ARGV[19] == '1'
+
+local function split(s)
+  local out = {}
+  if s == nil or s == '' then return out end
+  for part in string.gmatch(s, '[^\31]+') do out[#out + 1] = part end
+  return out
+end
+
+-- counts_json is the counts of the emoji in o as the read side answers them.
+local function counts_json(o)
+  local parts = {}
+  for i, e in ipairs(o) do
+    parts[i] = '{"emoji":' .. e .. ',"count":' .. redis.call('HGET', rx, 'c:' .. e) .. '}'
+  end
+  return '[' .. table.concat(parts, ',') .. ']'
+end
+
+local function load_user()
+  for _, e in ipairs(split(ARGV[18])) do redis.call('HSET', rx, 'u:' .. e .. '\31' .. user, '1') end
+  redis.call('HSET', rx, 'l:' .. user, '1')
+end
+
+local h = redis.call('HMGET', rx, 'v', 'w', 'p')
+if not h[1] then
+  if ARGV[14] == 'load' then
+    local counts, o = split(ARGV[16]), {}
+    for i = 1, #counts, 2 do
+      o[#o + 1] = counts[i]
+      redis.call('HSET', rx, 'c:' .. counts[i], counts[i + 1])
+    end
+    redis.call('HSET', rx, 'v', ARGV[17], 'w', ARGV[15], 'o', table.concat(o, '\31'), 'p', '1', 'j', counts_json(o))
+    load_user()
+  else
+    local sid = redis.call('ZRANGEBYSCORE', KEYS[5], id, id, 'LIMIT', 0, 1)[1]
+    if not sid then return {5, 0, 0, ''} end
+    local w = ARGV[15]
+    if w == '' then
+      -- A private message's users, read from its entry's data as ingest writes it.
+      local e = redis.call('XRANGE', KEYS[2], sid, sid)[1]
+      local payload = ''
+      for j = 1, #(e and e[2] or {}), 2 do
+        if e[2][j] == 'payload' then payload = e[2][j + 1] end
+      end
+      local owner = string.match(payload, '"owner_id":"([^"\\]*)"')
+      local recipient = string.match(payload, '"recipient_id":"([^"\\]*)"')
+      if not recipient then return {5, 0, 0, ''} end
+      if not owner then return {5, 0, 0, ''} end
+      w = owner .. '\31' .. recipient
+    end
+    redis.call('HSET', rx, 'v', '0', 'w', w, 'o', '', 'j', '[]')
+  end
+  if tonumber(ARGV[13]) > 0 then redis.call('PEXPIRE', rx, ARGV[13]) end
+  h = redis.call('HMGET', rx, 'v', 'w', 'p')
+elseif h[3] == '1' and redis.call('HEXISTS', rx, 'l:' .. user) == 0 then
+  if ARGV[14] ~= 'load' then return {5, 0, 0, ''} end
+  load_user()
+end
+
+-- The place: a public message in the path's channel; a private one's users.
+if private then
+  local users = split(h[2])
+  if users[1] ~= user and users[2] ~= user then return {6, 0, 0, ''} end
+elseif h[2] ~= ARGV[15] then
+  return {7, 0, 0, ''}
+end
+
+local uf, cf = 'u:' .. emoji .. '\31' .. user, 'c:' .. emoji
+local add = ARGV[8] == 'add'
+if (redis.call('HEXISTS', rx, uf) == 1) == add then
+  return {0, tonumber(h[1]), 0, redis.call('HGET', rx, 'j') or '[]'}
+end
+local n = tonumber(redis.call('HGET', rx, cf) or '0')
+local o = split(redis.call('HGET', rx, 'o'))
+if add and n == 0 and #o >= tonumber(ARGV[12]) then return {8, 0, 0, ''} end
+if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then return {3, 0, 0, ''} end
+if KEYS[6] ~= KEYS[2] then
+  local limit, window, alg = settings(KEYS[6], ARGV[5], ARGV[6], ARGV[7])
+  local taken, retry = take_tokens(KEYS[7], KEYS[8], limit, window, alg, 1)
+  if taken < 1 then return {4, retry, 0, ''} end
+end
+
+if add then
+  redis.call('HSET', rx, uf, '1', cf, n + 1)
+  if n == 0 then o[#o + 1] = emoji end
+elseif n > 1 then
+  redis.call('HDEL', rx, uf)
+  redis.call('HSET', rx, cf, n - 1)
+else
+  redis.call('HDEL', rx, uf, cf)
+  for i, e in ipairs(o) do
+    if e == emoji then table.remove(o, i); break end
+  end
+end
+local counts = counts_json(o)
+local part = nil
+if ARGV[3] ~= '' then part = tonumber(ARGV[3]) end
+local version = take_id(KEYS[1], part, ARGV[4] == '1')
+redis.call('HSET', rx, 'v', version, 'o', table.concat(o, '\31'), 'j', counts)
+if h[3] == '1' then redis.call('HSET', rx, 'l:' .. user, '1') end
+local ttl = tonumber(ARGV[13])
+if ttl > 0 then redis.call('PEXPIRE', rx, ttl) end
+add_reaction(KEYS[2], id, '{"emoji":' .. emoji .. ',"user_id":' .. ARGV[11] .. ',"op":"' .. ARGV[8] ..
+  '","reactions":' .. counts .. ',"reactions_version":' .. version .. '}', h[2], private)
+return {0, tonumber(version), 1, counts}

@@ -1,0 +1,168 @@
+package message
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxEmojiLen bounds an emoji: a Unicode emoji sequence or a :short_code:.
+const MaxEmojiLen = 64
+
+// Reaction is one toggle of a user's emoji on a message and the message's whole counts after
+// it, as a reaction entry's payload carries them: the worker writes the toggle's row and the
+// counts, the tail sends the counts (clients replace theirs, never increment).
+type Reaction struct {
+	Emoji  string `json:"emoji"`
+	UserID string `json:"user_id"`
+	// Op is "add" or "remove".
+	Op string `json:"op"`
+	// Reactions is the message's counts after the toggle: a JSON array of Count, in the order
+	// each emoji was first added.
+	Reactions json.RawMessage `json:"reactions"`
+	// Version is the reactions' version after the toggle (from the stream's id sequence).
+	Version int64 `json:"reactions_version"`
+}
+
+// Add says whether the toggle adds the emoji (else it removes it).
+func (r *Reaction) Add() bool { return r.Op == ReactAdd }
+
+// The toggles of a reaction.
+const (
+	ReactAdd    = "add"
+	ReactRemove = "remove"
+)
+
+// Count is one emoji's count on a message; Me marks the emoji the viewer reacted with.
+type Count struct {
+	Emoji string `json:"emoji"`
+	Count int64  `json:"count"`
+	Me    bool   `json:"me,omitempty"`
+}
+
+// ValidateEmoji checks an emoji as a reaction names it: 1 to MaxEmojiLen bytes of UTF-8, no
+// whitespace or control characters. No list of emoji is kept: a Unicode emoji and a
+// :short_code: are both fine.
+func ValidateEmoji(e string) error {
+	switch {
+	case e == "":
+		return &FieldError{"emoji", "required"}
+	case len(e) > MaxEmojiLen:
+		return &FieldError{"emoji", fmt.Sprintf("longer than %d bytes", MaxEmojiLen)}
+	case !utf8.ValidString(e):
+		return &FieldError{"emoji", "not valid UTF-8"}
+	case strings.IndexFunc(e, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		return &FieldError{"emoji", "holds whitespace or control characters"}
+	}
+	return nil
+}
+
+// decodeReaction decodes a reaction entry of a stream of streamKind into r (its id is read):
+// the toggle, its version, and the message's channel or users, for the tails.
+func decodeReaction(r Record, streamKind, defaultChannel string, fields map[string]string) (Record, error) {
+	r.Op = OpReact
+	payload := fields[FieldPayload]
+	if len(payload) > MaxPayload {
+		return r, badEntry("payload of %d bytes, more than %d", len(payload), MaxPayload)
+	}
+	var x Reaction
+	d := json.NewDecoder(strings.NewReader(payload))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&x); err != nil {
+		return r, badEntry("reaction payload: %v", err)
+	}
+	if d.More() {
+		return r, badEntry("reaction payload has data after its object")
+	}
+	var counts []Count
+	switch {
+	case ValidateEmoji(x.Emoji) != nil:
+		return r, badEntry("reaction emoji %.40q is not one", x.Emoji)
+	case ValidateID("user_id", x.UserID) != nil:
+		return r, badEntry("reaction user_id %.40q is not one", x.UserID)
+	case x.Op != ReactAdd && x.Op != ReactRemove:
+		return r, badEntry("reaction op %.40q is not add or remove", x.Op)
+	case x.Version < 1:
+		return r, badEntry("reaction has no reactions_version")
+	case json.Unmarshal(x.Reactions, &counts) != nil || counts == nil:
+		return r, badEntry("reaction counts are not a list of counts")
+	}
+	if streamKind == KindPrivateMessage {
+		r.Message.OwnerID, r.Message.RecipientID = fields[FieldOwnerID], fields[FieldRecipientID]
+		if r.Message.OwnerID == "" || r.Message.RecipientID == "" {
+			return r, badEntry("a private reaction names no users")
+		}
+	} else {
+		r.Message.ChannelID = cmp.Or(fields[FieldChannelID], defaultChannel)
+	}
+	r.Reaction, r.Version = &x, x.Version
+	r.Reactions, r.ReactionsVersion = x.Reactions, x.Version
+	return r, nil
+}
+
+// WithReactions returns the ring entry b ({"cache_id":…,"data":{…}}) with the message's reaction
+// counts (a JSON array) and their version after its data, in b's array when it has room.
+func WithReactions(b, reactions []byte, version int64) []byte {
+	b = bytes.TrimRight(b, " \n")
+	if len(b) == 0 || b[len(b)-1] != '}' {
+		return b
+	}
+	b = append(b[:len(b)-1], `,"reactions":`...)
+	b = append(b, reactions...)
+	b = append(b, `,"reactions_version":`...)
+	b = strconv.AppendInt(b, version, 10)
+	return append(b, '}')
+}
+
+// ReactionJSON is the record's reaction event as the live tail sends it: {"cache_id":N,
+// "channel_id":"…" (public),"reactions":[…],"reactions_version":R}.
+func (r *Record) ReactionJSON() []byte {
+	b := append(make([]byte, 0, 64+len(r.Message.ChannelID)+len(r.Reactions)), `{"cache_id":`...)
+	b = strconv.AppendInt(b, r.CacheID, 10)
+	if r.Message.ChannelID != "" {
+		b = append(b, `,"channel_id":`...)
+		b = appendString(b, r.Message.ChannelID)
+	}
+	return WithReactions(append(b, '}'), r.Reactions, r.ReactionsVersion)
+}
+
+// MarkMine returns counts (a JSON array of Count) with Me set on the emoji in mine.
+func MarkMine(counts []byte, mine map[string]bool) ([]byte, error) {
+	if len(mine) == 0 {
+		return counts, nil
+	}
+	var cs []Count
+	if err := json.Unmarshal(counts, &cs); err != nil {
+		return nil, fmt.Errorf("reaction counts: %w", err)
+	}
+	for i := range cs {
+		cs[i].Me = mine[cs[i].Emoji]
+	}
+	return AppendCounts(make([]byte, 0, len(counts)+16*len(mine)), cs), nil
+}
+
+// AppendCounts appends cs as the JSON array the reaction script writes: the emoji encoded as
+// every string of a message (AppendJSONString), so the counts are the same bytes from every
+// source.
+func AppendCounts(b []byte, cs []Count) []byte {
+	b = append(b, '[')
+	for i, c := range cs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"emoji":`...)
+		b = appendString(b, c.Emoji)
+		b = append(b, `,"count":`...)
+		b = strconv.AppendInt(b, c.Count, 10)
+		if c.Me {
+			b = append(b, `,"me":true`...)
+		}
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}

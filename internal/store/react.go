@@ -1,0 +1,173 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/chatpipe/chatpipe/internal/keyspace"
+	"github.com/chatpipe/chatpipe/internal/lua"
+	"github.com/chatpipe/chatpipe/internal/message"
+)
+
+// React is one user's toggle of an emoji on a message.
+type React struct {
+	Kind    message.Kind
+	CacheID int64
+	// ChannelID is a public message's channel (the path's).
+	ChannelID string
+	UserID    string
+	Emoji     string
+	Add       bool
+	// Loaded is what ingest found of a message whose reactions are not hot (ErrLookup): nil
+	// to have the script find it.
+	Loaded *Loaded
+}
+
+// Loaded is a message's reactions as PostgreSQL holds them, and its place.
+type Loaded struct {
+	// OwnerID and RecipientID are a private message's users.
+	OwnerID, RecipientID string
+	Counts               []message.Count
+	// Version is the counts' version (0: none).
+	Version int64
+	// Mine are the emoji the reacting user has on the message.
+	Mine []string
+}
+
+// Reacted is a toggle's outcome: the message's counts after it (a JSON array of
+// message.Count), their version, and whether it changed them (a repeated add, or the removal
+// of a reaction that is not there, changes nothing and writes nothing).
+type Reacted struct {
+	Counts  []byte
+	Version int64
+	Changed bool
+}
+
+// reactCall is react.lua's call for x by its plan p (the reacting user's rate limit, the
+// timeline's backlog index).
+func reactCall(cfg Config, p *keyspace.Plan, x React) lua.Call {
+	rate := [3]string{p.Settings, p.Rate[0], p.Rate[1]}
+	if p.RateApart {
+		rate = [3]string{p.Stream, p.Stream, p.Stream}
+	}
+	op := message.ReactRemove
+	if x.Add {
+		op = message.ReactAdd
+	}
+	mode, place, counts, version, mine := "find", x.ChannelID, "", "", ""
+	if x.Kind == message.Private {
+		place = ""
+	}
+	if l := x.Loaded; l != nil {
+		mode, version = "load", strconv.FormatInt(l.Version, 10)
+		if x.Kind == message.Private {
+			place = l.OwnerID + "\x1f" + l.RecipientID
+		}
+		var b strings.Builder
+		for i, c := range l.Counts {
+			if i > 0 {
+				b.WriteByte('\x1f')
+			}
+			b.Write(message.AppendJSONString(nil, c.Emoji))
+			b.WriteByte('\x1f')
+			b.WriteString(strconv.FormatInt(c.Count, 10))
+		}
+		counts = b.String()
+		quoted := make([]string, len(l.Mine))
+		for i, e := range l.Mine {
+			quoted[i] = string(message.AppendJSONString(nil, e))
+		}
+		mine = strings.Join(quoted, "\x1f")
+	}
+	keys := []string{p.Counter, p.Stream, p.PendingDeletes, keyspace.Reactions(p.Stream, x.CacheID), p.Indexes[0], rate[0], rate[1], rate[2]}
+	return lua.Call{Keys: keys, Args: []string{
+		strconv.FormatInt(x.CacheID, 10), strconv.FormatInt(cfg.BacklogCap, 10), p.Partition, flag(cfg.IDs == ClockIDs),
+		strconv.Itoa(cfg.DefaultRate.Limit), strconv.Itoa(cfg.DefaultRate.WindowSeconds), string(cfg.DefaultRate.Algorithm),
+		op, string(message.AppendJSONString(nil, x.Emoji)), x.UserID, string(message.AppendJSONString(nil, x.UserID)),
+		strconv.Itoa(cfg.MaxReactions), strconv.FormatInt(cfg.RingTTL.Milliseconds(), 10), mode,
+		place, counts, version, mine, flag(x.Kind == message.Private)}}
+}
+
+// reactResult maps react.lua's reply; refused says the toggle wrote nothing (a refusal, or no
+// change), so a token taken apart is given back.
+func reactResult(v []valkey.ValkeyMessage, err error) (_ Reacted, refused bool, _ error) {
+	if err != nil {
+		return Reacted{}, false, classify(err)
+	}
+	if len(v) != 4 {
+		return Reacted{}, false, fmt.Errorf("react: %d values in the answer, want 4", len(v))
+	}
+	code, _ := v[0].AsInt64()
+	value, _ := v[1].AsInt64()
+	switch code {
+	case 0:
+		changed, _ := v[2].AsInt64()
+		counts, _ := v[3].ToString()
+		return Reacted{Counts: []byte(counts), Version: value, Changed: changed == 1}, changed != 1, nil
+	case 2, 7:
+		return Reacted{}, true, ErrNotFound
+	case 3:
+		return Reacted{}, true, ErrBacklogFull
+	case 4:
+		return Reacted{}, true, &RateLimitedError{RetryAfter: time.Duration(value) * time.Millisecond}
+	case 5:
+		return Reacted{}, true, ErrLookup
+	case 6:
+		return Reacted{}, true, ErrNotParticipant
+	case 8:
+		return Reacted{}, true, ErrTooManyReactions
+	}
+	return Reacted{}, false, fmt.Errorf("react: unknown answer %d", code)
+}
+
+// React applies one toggle atomically on its message's stream slot (react.lua): the checks
+// (deleted, place, participant, distinct emoji, backlog cap), the user's rate limit, the
+// reactions' version and the entry. Where the plan puts the rate limit apart the token is
+// taken before and given back when the toggle writes nothing. It returns ErrNotFound,
+// ErrLookup (load the message: x.Loaded), ErrNotParticipant, ErrTooManyReactions, a
+// *RateLimitedError, ErrBacklogFull, or ErrUnavailable / ErrFull.
+func (s *Store) React(ctx context.Context, x React) (Reacted, error) {
+	r, ok := s.layout.RouteOf(x.Kind, x.ChannelID, x.CacheID)
+	if !ok {
+		return Reacted{}, ErrNotFound
+	}
+	// The reacting user's keys: their rate limit, and the timeline the message is looked for
+	// in (the channel's, or the user's own private one).
+	who := message.Message{OwnerID: x.UserID, ChannelID: x.ChannelID}
+	if x.Kind == message.Private {
+		who.RecipientID = x.UserID
+	}
+	p := s.layout.Plan(r, &who, "")
+	trips := 1
+	if p.RateApart {
+		trips = 3
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.callTimeout(trips))
+	defer cancel()
+	var rl RateLimit
+	if p.RateApart {
+		var err error
+		if rl, err = s.settings(ctx); err != nil {
+			return Reacted{}, err
+		}
+		rate := rateCall(p.Rate, rl, "take", 1)
+		switch taken, retry, err := rateReply(lua.RateLimit.Exec(ctx, s.c, rate.Keys, rate.Args)); {
+		case err != nil:
+			return Reacted{}, err
+		case taken < 1:
+			return Reacted{}, &RateLimitedError{RetryAfter: retry}
+		}
+	}
+	c := reactCall(s.cfg, &p, x)
+	out, refused, err := reactResult(lua.React.Exec(ctx, s.c, c.Keys, c.Args).ToArray())
+	if refused && p.RateApart {
+		refund := rateCall(p.Rate, rl, "refund", 1)
+		_ = lua.RateLimit.Exec(ctx, s.c, refund.Keys, refund.Args) // best effort: a lost refund costs quota
+	}
+	return out, err
+}
