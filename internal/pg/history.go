@@ -96,7 +96,7 @@ func rowFields(r *message.Record, x *extra) []any {
 }
 
 // extra are the scan targets of a row that a record holds in another form: the edit time
-// (NULL until edited) and the reaction counts ('' without any).
+// (NULL until edited) and the reaction counts (” without any).
 type extra struct {
 	editedAt  *time.Time
 	reactions string

@@ -135,7 +135,7 @@ type sqlTable struct {
 	// Reactions and Counts are the table's reaction tables.
 	Reactions, Counts string
 	Private           bool
-	Insert, Edit []column
+	Insert, Edit      []column
 	// Read is the select list of a whole row, in rowFields' order, its reaction counts last
 	// (from a join); Stored the message's own columns only.
 	Read, Stored string
