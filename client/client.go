@@ -79,6 +79,10 @@ var (
 	ErrRateLimited     = errors.New("rate limited")     // 429
 	ErrUnavailable     = errors.New("unavailable")      // 503 (and lost connections), after the retries
 	ErrCursorTooOld    = errors.New("cursor too old")   // 410
+	// ErrNotParticipant: a reaction to a private message by neither of its users (403).
+	ErrNotParticipant = errors.New("not a participant")
+	// ErrTooManyReactions: the message has the most distinct emoji allowed (409).
+	ErrTooManyReactions = errors.New("too many reactions")
 )
 
 // Error is an answer of the server other than success.
@@ -109,10 +113,15 @@ func (e *Error) Unwrap() error {
 	case http.StatusUnauthorized:
 		return ErrUnauthorized
 	case http.StatusForbidden:
-		if e.Code == "forbidden" {
+		switch e.Code {
+		case "forbidden":
 			return ErrForbidden
+		case "not_participant":
+			return ErrNotParticipant
 		}
 		return ErrNotAuthor
+	case http.StatusConflict:
+		return ErrTooManyReactions
 	case http.StatusNotFound:
 		return ErrNotFound
 	case http.StatusPreconditionFailed:

@@ -20,11 +20,22 @@ type Message struct {
 	EditedAt    string `json:"edited_at,omitempty"`
 }
 
-// Entry is a message with its id and version (its id until edited).
+// Entry is a message with its id and version (its id until edited), and its reactions when it
+// has any (their version apart: a reaction does not change the message's).
 type Entry struct {
-	CacheID int64   `json:"cache_id"`
-	Version int64   `json:"version"`
-	Data    Message `json:"data"`
+	CacheID          int64      `json:"cache_id"`
+	Version          int64      `json:"version"`
+	Data             Message    `json:"data"`
+	Reactions        []Reaction `json:"reactions,omitempty"`
+	ReactionsVersion int64      `json:"reactions_version,omitempty"`
+}
+
+// Reaction is one emoji's count on a message, in the order the emoji were first added; Me
+// marks the emoji of the viewer a read named.
+type Reaction struct {
+	Emoji string `json:"emoji"`
+	Count int64  `json:"count"`
+	Me    bool   `json:"me,omitempty"`
 }
 
 // Draft is a message to send. ClientMsgID makes a retry return the first id instead of storing
@@ -240,6 +251,8 @@ type HistoryQuery struct {
 	Cursor   int64
 	// Limit is the page size (default 50, at most 200).
 	Limit int
+	// Viewer, when set, marks the emoji this user reacted with (Reaction.Me).
+	Viewer string
 }
 
 // History returns the timeline's pages in the query's direction, each oldest first, until the
@@ -253,6 +266,9 @@ func (c *Client) History(ctx context.Context, t Timeline, q HistoryQuery) func(y
 		}
 		for {
 			v := url.Values{"limit": {strconv.Itoa(limit)}}
+			if q.Viewer != "" {
+				v.Set("viewer", q.Viewer)
+			}
 			switch {
 			case q.Backward && cursor > 0:
 				v.Set("before", strconv.FormatInt(cursor, 10))

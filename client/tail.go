@@ -17,7 +17,9 @@ type Event struct {
 	// ID is the resume cursor after this event.
 	ID string
 	// Type is "message", "edit" (Entry is the whole new version: replace, do not patch),
-	// "delete" (Entry holds the cache id, and the channel of a public message) or "skipped"
+	// "delete" (Entry holds the cache id, and the channel of a public message), "reaction"
+	// (Entry holds the cache id, the channel of a public message, and the message's whole
+	// Reactions at ReactionsVersion: replace the counts, do not add) or "skipped"
 	// (an entry of the stream the server could not read, which the workers dead-letter;
 	// Skipped names it, Entry is empty).
 	Type  string
@@ -173,8 +175,9 @@ func (c *Client) readEvents(res *http.Response, yield func(Event, error) bool, s
 					if ev.ID != "" {
 						cursor = ev.ID
 					}
-					// A deletion has no version of its own: it is never a repeat.
-					if (typ == "delete" || firstSight(seen, lastID, ev.Entry)) && !yield(ev, nil) {
+					// A deletion has no version of its own, and a reaction carries the whole
+					// counts: neither is a repeat to drop.
+					if (typ == "delete" || typ == "reaction" || firstSight(seen, lastID, ev.Entry)) && !yield(ev, nil) {
 						return cursor, true
 					}
 				}

@@ -74,6 +74,7 @@ type settings struct {
 	coalesce        int
 	defaultChannel  string
 	ringTTL         time.Duration
+	maxReactions    int
 }
 
 func parse(args []string, getenv func(string) string, stdout io.Writer) (settings, error) {
@@ -89,6 +90,7 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	config.Layout(cs, &s.layoutName, &s.partitions)
 	config.DefaultChannel(cs, &s.defaultChannel)
 	config.RingTTL(cs, &s.ringTTL)
+	cs.Int(&s.maxReactions, "REACTIONS_MAX_DISTINCT", 20, 1, store.MaxReactionsLimit, "most distinct emoji on one message; one more answers 409 too_many_reactions (a message's counts travel whole with each reaction)")
 	cs.String(&s.addr, "INGEST_ADDR", ":8080", "listen address of the API, /healthz, /readyz and /metrics", config.Addr)
 	cs.Secret(&s.tokens.one, "INGEST_AUTH_TOKEN", "", "bearer token required on /v1/..., for reads and writes (empty, and INGEST_AUTH_TOKENS too: no auth, on a loopback INGEST_ADDR only)", func(v string) error { _, err := auth.One(v); return err })
 	cs.Secret(&s.tokens.list, "INGEST_AUTH_TOKENS", "", "bearer tokens, comma-separated, each prefixed read: (GET endpoints), write: (POST, PUT, PATCH, DELETE) or bare (both); with INGEST_AUTH_TOKEN, any of them is let in; the _FILE form is read again on SIGHUP", func(v string) error { _, err := auth.Parse(v); return err })
@@ -223,6 +225,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		IDs:             store.IDs(s.ids),
 		Layout:          s.layout,
 		RingTTL:         s.ringTTL,
+		MaxReactions:    s.maxReactions,
 	}
 	if key, value := s.layout.Record(); key != "" {
 		if err := valkeyconn.CheckRecord(ctx, client, key, value, "KEY_PARTITIONS"); err != nil {
@@ -250,7 +253,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		log.InfoContext(ctx, "history disabled: no DATABASE_URL; the history endpoints answer 503")
 	}
-	hist, err := history.New(history.Config{Valkey: client, Layout: s.layout, DB: db, Timeout: 2 * s.valkey.Timeout, Registerer: reg, Logger: log, DefaultChannel: s.defaultChannel})
+	hist, err := history.New(history.Config{Valkey: client, Layout: s.layout, DB: db, Timeout: 2 * s.valkey.Timeout, Registerer: reg, Logger: log, DefaultChannel: s.defaultChannel,
+		ReactionsExpire: s.ringTTL > 0})
 	if err != nil {
 		return err
 	}

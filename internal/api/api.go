@@ -40,6 +40,9 @@ type Store interface {
 	// Edit accepts an edit of a message ingest found and returns its version (see
 	// store.Store.Edit for the errors).
 	Edit(ctx context.Context, e store.Edit) (int64, error)
+	// React adds or removes a user's emoji on a message (see store.Store.React for the
+	// errors).
+	React(ctx context.Context, x store.React) (store.Reacted, error)
 	// RateLimit and SetRateLimit read and store the shared rate limit.
 	RateLimit(ctx context.Context) (store.RateLimit, error)
 	SetRateLimit(ctx context.Context, rl store.RateLimit) error
@@ -204,6 +207,13 @@ func (s *Server) routes() http.Handler {
 	v1("/v1/channels/{channel}/messages/history", inChannel, methods{http.MethodGet: s.getHistory})
 	v1("/v1/channels/{channel}/messages/stream", inChannel, methods{http.MethodGet: s.getStream})
 	v1("/v1/channels/{channel}/messages/{cache_id}", inChannel, methods{http.MethodDelete: s.deleteMessage, http.MethodPatch: s.editMessage})
+	for _, base := range []struct {
+		path string
+		p    placement
+	}{{"/v1/messages/{cache_id}", inDefaultChannel}, {"/v1/channels/{channel}/messages/{cache_id}", inChannel}, {"/v1/private-messages/{cache_id}", inPrivate}} {
+		v1(base.path+"/reactions/{emoji}/{user_id}", base.p, methods{http.MethodPut: s.react, http.MethodDelete: s.react})
+		v1(base.path+"/reactions/{emoji}", base.p, methods{http.MethodGet: s.getReactors})
+	}
 	v1("/v1/rate-limit", nowhere, methods{http.MethodGet: s.getRateLimit, http.MethodPut: s.putRateLimit})
 	mux.Handle("/openapi.yaml", s.route(methods{http.MethodGet: s.openapi}))
 	mux.Handle("/healthz", s.route(methods{http.MethodGet: s.healthz}))

@@ -24,6 +24,8 @@ const (
 	codeForbidden            = "forbidden"
 	codeNotFound             = "not_found"
 	codeNotAuthor            = "not_author"
+	codeNotParticipant       = "not_participant"
+	codeTooManyReactions     = "too_many_reactions"
 	codeVersionMismatch      = "version_mismatch"
 	codeMethodNotAllowed     = "method_not_allowed"
 	codeTooLarge             = "body_too_large"
@@ -47,6 +49,8 @@ var statusOf = map[string]int{
 	codeForbidden:            http.StatusForbidden,
 	codeNotFound:             http.StatusNotFound,
 	codeNotAuthor:            http.StatusForbidden,
+	codeNotParticipant:       http.StatusForbidden,
+	codeTooManyReactions:     http.StatusConflict,
 	codeVersionMismatch:      http.StatusPreconditionFailed,
 	codeMethodNotAllowed:     http.StatusMethodNotAllowed,
 	codeTooLarge:             http.StatusRequestEntityTooLarge,
@@ -115,6 +119,10 @@ func toAPIError(err error) *apiError {
 		return &apiError{code: codeUnavailable, detail: "the message store is unreachable, retry later", retryAfter: time.Second}
 	case errors.Is(err, store.ErrNotFound):
 		return &apiError{code: codeNotFound, detail: "no message with that id"}
+	case errors.Is(err, store.ErrNotParticipant):
+		return &apiError{code: codeNotParticipant, detail: "only the two users of a private message react to it"}
+	case errors.Is(err, store.ErrTooManyReactions):
+		return &apiError{code: codeTooManyReactions, detail: "the message has the most distinct emoji allowed (REACTIONS_MAX_DISTINCT); react with one it has"}
 	case errors.Is(err, store.ErrNotAuthor):
 		return &apiError{code: codeNotAuthor, detail: "only the author of a message edits it"}
 	case errors.As(err, &vme):

@@ -245,6 +245,10 @@ func (s *Server) getRecent(w http.ResponseWriter, r *http.Request) error {
 		}
 		limit = n
 	}
+	who, err := viewer(r)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	entries, err := s.cfg.Store.Recent(r.Context(), tl, limit)
 	s.m.script.WithLabelValues("recent").Observe(time.Since(start).Seconds())
@@ -252,20 +256,25 @@ func (s *Server) getRecent(w http.ResponseWriter, r *http.Request) error {
 		s.valkeyFailed(r, "recent", err)
 		return err
 	}
-	var buf bytes.Buffer
-	buf.WriteString(`{"messages":[`)
-	n := 0
+	msgs := make([][]byte, 0, len(entries))
 	for _, e := range entries {
 		// Another producer of the legacy list could have written anything; pass on JSON only.
 		if !json.Valid([]byte(e)) {
 			s.log.WarnContext(r.Context(), "skipping a ring entry that is not JSON", "timeline", tl.Kind.String(), "bytes", len(e))
 			continue
 		}
+		msgs = append(msgs, []byte(e))
+	}
+	if msgs, err = s.decorate(r, tl, msgs, who); err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	buf.WriteString(`{"messages":[`)
+	for n, e := range msgs {
 		if n > 0 {
 			buf.WriteByte(',')
 		}
-		buf.WriteString(e)
-		n++
+		buf.Write(e)
 	}
 	buf.WriteString("]}\n")
 	w.Header().Set("Content-Type", "application/json")

@@ -128,6 +128,10 @@ func (s *Server) getHistory(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	who, err := viewer(r)
+	if err != nil {
+		return err
+	}
 	if s.cfg.History == nil || !s.cfg.History.Available() {
 		return &apiError{code: codeHistoryUnavailable, detail: "history needs PostgreSQL: start ingest with DATABASE_URL (a role with SELECT on the message tables)"}
 	}
@@ -145,10 +149,14 @@ func (s *Server) getHistory(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
+	msgs, err := s.decorate(r, tl, p.Messages, who)
+	if err != nil {
+		return err
+	}
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer putBuf(buf)
 	buf.WriteString(`{"messages":[`)
-	for i, m := range p.Messages {
+	for i, m := range msgs {
 		if i > 0 {
 			buf.WriteByte(',')
 		}

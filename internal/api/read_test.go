@@ -69,7 +69,7 @@ func setupReadLayout(t *testing.T, keys keyspace.Layout, dsn string, recentSize,
 		db, rb.store = pg.NewHistory(pool), pg.New(pool)
 	}
 	reg := prometheus.NewRegistry()
-	hist, err := history.New(history.Config{Valkey: c, Layout: keys, DB: db, Registerer: reg, Timeout: 3 * time.Second})
+	hist, err := history.New(history.Config{Valkey: c, Layout: keys, DB: db, Registerer: reg, Timeout: 3 * time.Second, ReactionsExpire: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,6 +196,12 @@ func (b *readBundle) send(t *testing.T, n int, private bool, got map[int64]sent)
 // flushAll runs real flush consumers of both streams until PostgreSQL holds want rows.
 func (b *readBundle) flushAll(t *testing.T, want int) {
 	t.Helper()
+	b.flushUntil(t, "rows in postgres", "SELECT (SELECT count(*) FROM chat_messages) + (SELECT count(*) FROM private_messages)", want)
+}
+
+// flushUntil runs a flush worker on every stream until query, a count, answers want.
+func (b *readBundle) flushUntil(t *testing.T, what, query string, want int) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	streams := b.layout.FlushStreams()
@@ -210,9 +216,9 @@ func (b *readBundle) flushAll(t *testing.T, want int) {
 	}
 	pool, _ := pg.Connect(ctx, b.dsn, 1)
 	defer pool.Close()
-	testenv.WaitFor(t, "rows in postgres", 20*time.Second, func() bool {
+	testenv.WaitFor(t, what, 20*time.Second, func() bool {
 		var n int
-		_ = pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM chat_messages) + (SELECT count(*) FROM private_messages)").Scan(&n)
+		_ = pool.QueryRow(ctx, query).Scan(&n)
 		return n == want
 	})
 	cancel()

@@ -61,6 +61,9 @@ type Config struct {
 	// DefaultChannel is the channel of public messages that name none (written before
 	// channels).
 	DefaultChannel string
+	// ReactionsExpire says the messages' reaction hashes expire (RING_IDLE_TTL): a message read
+	// from a ring or a stream without one may have counts in PostgreSQL only.
+	ReactionsExpire bool
 }
 
 // Reader reads history pages.

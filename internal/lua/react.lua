@@ -2,7 +2,7 @@
 -- both layouts (common.lua and entry.lua are prepended). The message's reactions live in one
 -- hash (keyspace.Reactions) while they are hot:
 --   v the reactions' version; o the emoji (each a JSON string) in first-added order, joined by
---   \31; c:<emoji> its count; u:<emoji>\31<user> who reacted; j the counts as the JSON array
+--   \31; c:<emoji> its count; u:<emoji>\31<user> who reacted, at what version; j the counts as the JSON array
 --   the read side answers; w the message's place (its channel, or its users \31-joined);
 --   p '1' when the hash was loaded from PostgreSQL, which knows who reacted only for the users
 --   loaded since (l:<user>).
@@ -26,7 +26,7 @@
 --   ARGV[15] the message's place: a public message's channel, or a private one's users
 --     \31-joined (find: the channel; a private message's users are read from its entry)
 --   ARGV[16] load: the counts, emoji and count \31-joined  ARGV[17] load: their version
---   ARGV[18] load: the user's emoji, \31-joined  ARGV[19] '1' for a private message
+--   ARGV[18] load: the user's emoji and the version of each, \31-joined  ARGV[19] '1' for a private message
 -- Returns {code, value, changed, counts}: 0, the version, 1 or 0, the counts JSON (accepted, or
 -- nothing to change); 2 (deleted); 3 (backlog full); 4, retry after ms (rate limited); 5 (look
 -- the message up and load it); 6 (not one of the private message's users); 7 (not in this
@@ -52,7 +52,8 @@ local function counts_json(o)
 end
 
 local function load_user()
-  for _, e in ipairs(split(ARGV[18])) do redis.call('HSET', rx, 'u:' .. e .. '\31' .. user, '1') end
+  local mine = split(ARGV[18])
+  for i = 1, #mine, 2 do redis.call('HSET', rx, 'u:' .. mine[i] .. '\31' .. user, mine[i + 1]) end
   redis.call('HSET', rx, 'l:' .. user, '1')
 end
 
@@ -115,8 +116,11 @@ if KEYS[6] ~= KEYS[2] then
   if taken < 1 then return {4, retry, 0, ''} end
 end
 
+local part = nil
+if ARGV[3] ~= '' then part = tonumber(ARGV[3]) end
+local version = take_id(KEYS[1], part, ARGV[4] == '1')
 if add then
-  redis.call('HSET', rx, uf, '1', cf, n + 1)
+  redis.call('HSET', rx, uf, version, cf, n + 1)
   if n == 0 then o[#o + 1] = emoji end
 elseif n > 1 then
   redis.call('HDEL', rx, uf)
@@ -128,9 +132,6 @@ else
   end
 end
 local counts = counts_json(o)
-local part = nil
-if ARGV[3] ~= '' then part = tonumber(ARGV[3]) end
-local version = take_id(KEYS[1], part, ARGV[4] == '1')
 redis.call('HSET', rx, 'v', version, 'o', table.concat(o, '\31'), 'j', counts)
 if h[3] == '1' then redis.call('HSET', rx, 'l:' .. user, '1') end
 local ttl = tonumber(ARGV[13])

@@ -166,3 +166,42 @@ func AppendCounts(b []byte, cs []Count) []byte {
 	}
 	return append(b, ']')
 }
+
+// ParseCounts decodes reaction counts (a JSON array of Count).
+func ParseCounts(b []byte) ([]Count, error) {
+	var cs []Count
+	if err := json.Unmarshal(b, &cs); err != nil {
+		return nil, fmt.Errorf("reaction counts: %w", err)
+	}
+	return cs, nil
+}
+
+// reactionsKey begins the reactions a ring entry carries (WithReactions): at the entry's top
+// level, after its data, where no string of the message can put an unescaped quote.
+var reactionsKey = []byte(`,"reactions":[`)
+
+// SplitReactions returns the ring entry b without the reactions it carries, and those (nil and
+// 0 when it carries none).
+func SplitReactions(b []byte) (base, counts []byte, version int64) {
+	at := bytes.LastIndex(b, reactionsKey)
+	if at < 0 {
+		return b, nil, 0
+	}
+	rest := b[at+len(reactionsKey)-1:]
+	end := bytes.LastIndex(rest, []byte(`,"reactions_version":`))
+	if end < 0 {
+		return b, nil, 0
+	}
+	v, err := strconv.ParseInt(string(bytes.TrimRight(rest[end+len(`,"reactions_version":`):], "} \n")), 10, 64)
+	if err != nil {
+		return b, nil, 0
+	}
+	return append(b[:at:at], '}'), rest[:end], v
+}
+
+// UnquoteJSONString is the value of the JSON string q ("" when q is not one).
+func UnquoteJSONString(q string) string {
+	var s string
+	_ = json.Unmarshal([]byte(q), &s)
+	return s
+}

@@ -118,13 +118,14 @@ func (x *extra) set(r message.Record) message.Record {
 func (h *History) Ping(ctx context.Context) error { return h.pool.Ping(ctx) }
 
 // Reactions returns message id's reactions as PostgreSQL holds them: the counts (a JSON array,
-// "[]" without any), their version (0: none), and the emoji user has on it.
-func (h *History) Reactions(ctx context.Context, kind message.Kind, id int64, user string) (counts []byte, version int64, mine []string, err error) {
+// "[]" without any), their version (0: none), and the emoji user has on it with the version of
+// each, oldest first.
+func (h *History) Reactions(ctx context.Context, kind message.Kind, id int64, user string) (counts []byte, version int64, mine []string, versions []int64, err error) {
 	var c string
-	if err := h.pool.QueryRow(ctx, tableOf(kind).reactions, id, user).Scan(&c, &version, &mine); err != nil {
-		return nil, 0, nil, fmt.Errorf("reading a %s's reactions: %w", kind, err)
+	if err := h.pool.QueryRow(ctx, tableOf(kind).reactions, id, user).Scan(&c, &version, &mine, &versions); err != nil {
+		return nil, 0, nil, nil, fmt.Errorf("reading a %s's reactions: %w", kind, err)
 	}
-	return []byte(c), version, mine, nil
+	return []byte(c), version, mine, versions, nil
 }
 
 // Reactor is a user who reacted, and the version of the reaction (the page's cursor).
@@ -168,6 +169,31 @@ func (h *History) Mine(ctx context.Context, kind message.Kind, ids []int64, user
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("reading a viewer's reactions: %w", err)
+	}
+	return out, nil
+}
+
+// Counts are a message's reaction counts (a JSON array) and their version.
+type Counts struct {
+	Counts  []byte
+	Version int64
+}
+
+// Counts returns the reaction counts PostgreSQL holds of the messages ids that have any.
+func (h *History) Counts(ctx context.Context, kind message.Kind, ids []int64) (map[int64]Counts, error) {
+	rows, err := h.pool.Query(ctx, tableOf(kind).counts, ids)
+	if err != nil {
+		return nil, fmt.Errorf("reading reaction counts: %w", err)
+	}
+	out := make(map[int64]Counts)
+	var id int64
+	var c string
+	var v int64
+	if _, err := pgx.ForEachRow(rows, []any{&id, &c, &v}, func() error {
+		out[id] = Counts{Counts: []byte(c), Version: v}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("reading reaction counts: %w", err)
 	}
 	return out, nil
 }

@@ -65,7 +65,7 @@ func TestReactionsInAnyOrder(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			counts, version, mine, err := h.Reactions(ctx, kind, id, "ann")
+			counts, version, mine, _, err := h.Reactions(ctx, kind, id, "ann")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -41,6 +41,8 @@ var (
 	reactedTmpl string
 	//go:embed mine.sql
 	mineTmpl string
+	//go:embed counts.sql
+	countsTmpl string
 )
 
 // column is a column of a message table and its PostgreSQL type, as the writes' unnest arrays
@@ -66,9 +68,9 @@ type table struct {
 	one, edit string
 	// react applies reactions (reacted's arrays); unreact removes deleted messages' reactions;
 	// reactions reads one message's for a user, reacted who reacted with an emoji, mine a
-	// viewer's emoji on a page.
-	react, unreact, reactions, reacted, mine string
-	returnsUsers                             bool
+	// viewer's emoji on a page, counts some messages' counts.
+	react, unreact, reactions, reacted, mine, counts string
+	returnsUsers                                     bool
 }
 
 // placement is the column beside owner_id that places a message in its timeline, per kind.
@@ -114,7 +116,7 @@ func newTable(kind message.Kind, name string) table {
 	t.insert, t.edit, t.lock, t.copyLock = render(insertTmpl, d), render(editTmpl, d), render(lockTmpl, d), render(copyLockTmpl, d)
 	t.delete, t.existing, t.one = render(deleteTmpl, d), render(existingTmpl, d), render(oneTmpl, d)
 	t.react, t.unreact, t.reactions = render(reactTmpl, d), render(unreactTmpl, d), render(reactionsTmpl, d)
-	t.reacted, t.mine = render(reactedTmpl, d), render(mineTmpl, d)
+	t.reacted, t.mine, t.counts = render(reactedTmpl, d), render(mineTmpl, d), render(countsTmpl, d)
 	t.historyBefore = render(historyTmpl, history{T: d, Op: "<", Order: "DESC"})
 	t.historyAfter = render(historyTmpl, history{T: d, Op: ">", Order: "ASC"})
 	return t

@@ -35,8 +35,14 @@ type Loaded struct {
 	Counts               []message.Count
 	// Version is the counts' version (0: none).
 	Version int64
-	// Mine are the emoji the reacting user has on the message.
-	Mine []string
+	// Mine are the emoji the reacting user has on the message, with the version of each.
+	Mine []Mine
+}
+
+// Mine is one emoji a user has on a message, and the version it was added at.
+type Mine struct {
+	Emoji   string
+	Version int64
 }
 
 // Reacted is a toggle's outcome: the message's counts after it (a JSON array of
@@ -78,9 +84,9 @@ func reactCall(cfg Config, p *keyspace.Plan, x React) lua.Call {
 			b.WriteString(strconv.FormatInt(c.Count, 10))
 		}
 		counts = b.String()
-		quoted := make([]string, len(l.Mine))
-		for i, e := range l.Mine {
-			quoted[i] = string(message.AppendJSONString(nil, e))
+		quoted := make([]string, 0, 2*len(l.Mine))
+		for _, m := range l.Mine {
+			quoted = append(quoted, string(message.AppendJSONString(nil, m.Emoji)), strconv.FormatInt(m.Version, 10))
 		}
 		mine = strings.Join(quoted, "\x1f")
 	}

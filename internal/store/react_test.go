@@ -94,7 +94,7 @@ func TestReactions(t *testing.T) {
 			if _, err := s.React(ctx, x); !errors.Is(err, store.ErrLookup) {
 				t.Fatalf("a reaction to a message out of Valkey: %v, want ErrLookup", err)
 			}
-			x.Loaded = &store.Loaded{Counts: []message.Count{{Emoji: "👍", Count: 3}}, Version: old + 5, Mine: []string{"👍"}}
+			x.Loaded = &store.Loaded{Counts: []message.Count{{Emoji: "👍", Count: 3}}, Version: old + 5, Mine: []store.Mine{{Emoji: "👍", Version: old + 4}}}
 			if got, err := s.React(ctx, x); err != nil || got.Changed || string(got.Counts) != `[{"emoji":"👍","count":3}]` {
 				t.Fatalf("erin's 👍 that PostgreSQL holds: %+v %s (%v), want no change", got, got.Counts, err)
 			}

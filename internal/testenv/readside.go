@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -29,6 +30,29 @@ type HistoryMessage struct {
 		CreatedAt   string `json:"created_at"`
 		EditedAt    string `json:"edited_at"`
 	} `json:"data"`
+	// Reactions are the message's counts (a reaction event's too), ReactionsVersion their
+	// version.
+	Reactions []struct {
+		Emoji string `json:"emoji"`
+		Count int64  `json:"count"`
+		Me    bool   `json:"me"`
+	} `json:"reactions"`
+	ReactionsVersion int64 `json:"reactions_version"`
+}
+
+// Counts writes the message's reactions as emoji=count pairs in order, "*" after the viewer's.
+func (m HistoryMessage) Counts() string {
+	var b strings.Builder
+	for i, r := range m.Reactions {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%d", r.Emoji, r.Count)
+		if r.Me {
+			b.WriteByte('*')
+		}
+	}
+	return b.String()
 }
 
 // ScanRecent reads a recent endpoint (url: the whole ring) and returns its messages.
