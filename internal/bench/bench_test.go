@@ -137,7 +137,7 @@ func TestBench(t *testing.T) {
 	stages := []struct {
 		name string
 		run  func()
-	}{{"limits", b.limits}, {"flush", b.flush}, {"ingest", b.ingest}, {"reference", b.reference}, {"durability", b.durability}, {"scaling", b.scaling}, {"endtoend", b.endToEnd}, {"channels", b.channels}, {"fanout", b.fanout}, {"edits", b.edits}}
+	}{{"limits", b.limits}, {"flush", b.flush}, {"ingest", b.ingest}, {"reference", b.reference}, {"durability", b.durability}, {"scaling", b.scaling}, {"endtoend", b.endToEnd}, {"channels", b.channels}, {"fanout", b.fanout}, {"edits", b.edits}, {"reactions", b.reactions}}
 	only := os.Getenv("BENCH_STAGES")
 	for _, st := range stages {
 		if only == "" || slices.Contains(strings.Split(only, ","), st.name) {

@@ -31,16 +31,7 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 
 // send posts one request on a kept-alive connection and checks the status.
 func send(t *testing.T, c *rawConn, path, body string, want int) bool {
-	status, answer, err := c.post(path, body)
-	if err != nil {
-		t.Errorf("POST %s: %v", path, err)
-		return false
-	}
-	if status != want {
-		t.Errorf("POST %s: status %d: %s", path, status, answer)
-		return false
-	}
-	return true
+	return do(t, c, want, "POST", path, body)
 }
 
 // dialAll opens n kept-alive connections.
@@ -66,6 +57,13 @@ func closedLoop(t *testing.T, addr, path string, clients, n int, body func(int) 
 
 // closedLoopTo is closedLoop with request i sent to path(i).
 func closedLoopTo(t *testing.T, addr string, path func(int) string, clients, n int, body func(int) string, want int) (float64, string) {
+	rate, lat := closedLoopReq(t, addr, clients, n, func(i int) (string, string, string) { return "POST", path(i), body(i) }, want)
+	return rate, latencies(lat)
+}
+
+// closedLoopReq is closedLoop with request i made by req (method, path, body); it returns the
+// rate and each request's latency.
+func closedLoopReq(t *testing.T, addr string, clients, n int, req func(int) (method, path, body string), want int) (float64, []time.Duration) {
 	conns := dialAll(t, addr, clients)
 	lat := make([]time.Duration, n)
 	var next atomic.Int64
@@ -79,7 +77,8 @@ func closedLoopTo(t *testing.T, addr string, path func(int) string, clients, n i
 					return
 				}
 				s := time.Now()
-				if !send(t, c, path(i), body(i), want) {
+				method, path, body := req(i)
+				if !do(t, c, want, method, path, body) {
 					return
 				}
 				lat[i] = time.Since(s)
@@ -87,13 +86,34 @@ func closedLoopTo(t *testing.T, addr string, path func(int) string, clients, n i
 		})
 	}
 	wg.Wait()
-	return float64(n) / time.Since(start).Seconds(), latencies(lat)
+	return float64(n) / time.Since(start).Seconds(), lat
+}
+
+// do sends one request (method, path, body) on a kept-alive connection and checks the status.
+func do(t *testing.T, c *rawConn, want int, method, path, body string) bool {
+	status, answer, err := c.do(method, path, body)
+	if err != nil {
+		t.Errorf("%s %s: %v", method, path, err)
+		return false
+	}
+	if status != want {
+		t.Errorf("%s %s: status %d: %s", method, path, status, answer)
+		return false
+	}
+	return true
 }
 
 // openLoop sends requests at a fixed rate for d, whatever the answers' speed (no coordinated
 // omission: a request's latency counts from when it was due, not from when a sender was free).
 // It returns the requests sent and the latency percentiles.
 func openLoop(t *testing.T, addr, path string, rate float64, d time.Duration, body func(int) string, want int) (int, string) {
+	lat := openLoopReq(t, addr, rate, d, func(i int) (string, string, string) { return "POST", path, body(i) }, want)
+	return len(lat), latencies(lat)
+}
+
+// openLoopReq is openLoop with request i made by req (method, path, body); it returns each
+// answered request's latency.
+func openLoopReq(t *testing.T, addr string, rate float64, d time.Duration, req func(int) (method, path, body string), want int) []time.Duration {
 	const senders = 256
 	conns := dialAll(t, addr, senders)
 	due := make(chan time.Time, senders*4)
@@ -106,7 +126,8 @@ func openLoop(t *testing.T, addr, path string, rate float64, d time.Duration, bo
 	for _, c := range conns {
 		wg.Go(func() {
 			for at := range due {
-				if send(t, c, path, body(int(seq.Add(1))), want) {
+				method, path, body := req(int(seq.Add(1)) - 1)
+				if do(t, c, want, method, path, body) {
 					l := time.Since(at)
 					mu.Lock()
 					lat = append(lat, l)
@@ -131,5 +152,5 @@ func openLoop(t *testing.T, addr, path string, rate float64, d time.Duration, bo
 	tick.Stop()
 	close(due)
 	wg.Wait()
-	return sent, latencies(lat)
+	return lat
 }
