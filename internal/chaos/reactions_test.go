@@ -408,7 +408,6 @@ func sum(m map[string]int) int {
 	return n
 }
 
-
 // explain lists the reactions present in one set only, each with its answers (add or remove,
 // version).
 func (l *reactLedger) explain(id int64, stored, answered map[[2]string]bool) string {
