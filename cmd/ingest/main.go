@@ -254,7 +254,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.InfoContext(ctx, "history disabled: no DATABASE_URL; the history endpoints answer 503")
 	}
 	hist, err := history.New(history.Config{Valkey: client, Layout: s.layout, DB: db, Timeout: 2 * s.valkey.Timeout, Registerer: reg, Logger: log, DefaultChannel: s.defaultChannel,
-		ReactionsExpire: s.ringTTL > 0})
+		ReactionsTTL: s.ringTTL})
 	if err != nil {
 		return err
 	}

@@ -69,7 +69,7 @@ func setupReadLayout(t *testing.T, keys keyspace.Layout, dsn string, recentSize,
 		db, rb.store = pg.NewHistory(pool), pg.New(pool)
 	}
 	reg := prometheus.NewRegistry()
-	hist, err := history.New(history.Config{Valkey: c, Layout: keys, DB: db, Registerer: reg, Timeout: 3 * time.Second, ReactionsExpire: true})
+	hist, err := history.New(history.Config{Valkey: c, Layout: keys, DB: db, Registerer: reg, Timeout: 3 * time.Second, ReactionsTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

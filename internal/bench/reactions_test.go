@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -36,7 +37,9 @@ var benchEmoji = func() []string {
 func (b *bench) reactions() {
 	t := b.t
 	v := testenv.StartValkey(t)
-	in := b.startIngest(v.Addr, "DATABASE_URL="+b.newDB(), "RECENT_SIZE=500")
+	dsn := b.newDB()
+	testenv.Migrate(t, filepath.Join(b.dir, "flushworker"), dsn)
+	in := b.startIngest(v.Addr, "DATABASE_URL="+dsn, "RECENT_SIZE=500")
 	pids := map[string]int{"ingest": in.pid, "valkey": v.Pid()}
 	c := dialAll(t, in.addr, 1)[0]
 	post := func(channel string, i int) int64 {
@@ -58,12 +61,21 @@ func (b *bench) reactions() {
 	d := time.Duration(sized(10, 4)) * time.Second
 	const rate = 2000.0
 	sends := func(i int) (string, string, string) { return "POST", "/v1/channels/hot/messages", singleBody(i) }
-	var alone, with []float64
+	var alone, busier, with []float64
 	var cpu string
 	for round := range 3 {
 		alone = append(alone, p99(openLoopReq(t, in.addr, rate, d, sends, http.StatusAccepted)))
-		meter := meterCPU(pids)
+		// The same added load as sends to another channel: what any 2 000 more requests a
+		// second cost this 2-core machine.
 		var wg sync.WaitGroup
+		wg.Go(func() {
+			openLoopReq(t, in.addr, rate, d, func(i int) (string, string, string) {
+				return "POST", "/v1/channels/elsewhere/messages", singleBody(i)
+			}, http.StatusAccepted)
+		})
+		busier = append(busier, p99(openLoopReq(t, in.addr, rate, d, sends, http.StatusAccepted)))
+		wg.Wait()
+		meter := meterCPU(pids)
 		var toggled []time.Duration
 		wg.Go(func() {
 			toggled = openLoopReq(t, in.addr, rate, d, func(i int) (string, string, string) {
@@ -74,16 +86,21 @@ func (b *bench) reactions() {
 		wg.Wait()
 		cpu = fmt.Sprintf("toggles %s; %s", latencies(toggled), meter)
 	}
+	// Each row keeps a flag of its own (a shared variable would give every row the last one).
+	flag := func(b bool) *bool { return &b }
 	ratio := median(with) / median(alone)
-	met := ratio <= 1.1
 	b.add(row{Stage: "reactions: send p99 beside 2 000 toggles/s on one message of the channel", Value: median(with), Unit: "ms",
-		Limit: "the same sends alone", Ratio: ratio, Target: "≤ 1.1×", Met: &met,
-		Detail: fmt.Sprintf("2 000 sends/s; p99 %.2f ms alone, %.2f ms with the toggles (medians of 3 rounds in turns); %s", median(alone), median(with), cpu)})
+		Limit: "the same sends alone", Ratio: ratio, Target: "≤ 1.1×", Met: flag(ratio <= 1.1),
+		Detail: fmt.Sprintf("2 000 sends/s; p99 %.2f ms alone, %.2f ms beside 2 000 sends/s to another channel (%.2f×), %.2f ms beside the toggles (medians of 3 rounds in turns); %s",
+			median(alone), median(busier), median(busier)/median(alone), median(with), cpu)})
 
-	// A page of reacted messages against a bare one.
-	for i := range 50 {
+	// A page of reacted messages against a bare one: the newest 50 of 60, from the ring.
+	for i := range 60 {
 		post("bare", i)
 		id := post("reacted", i)
+		if i < 10 {
+			continue
+		}
 		for _, e := range benchEmoji {
 			for u := range 3 {
 				status, answer, err := c.do("PUT", fmt.Sprintf("/v1/channels/reacted/messages/%d/reactions/%s/p%d", id, e, u), "")
@@ -109,9 +126,8 @@ func (b *bench) reactions() {
 		viewerPage = append(viewerPage, p99(lat))
 	}
 	ratio = median(reactedPage) / median(barePage)
-	met = ratio <= 1.2
 	b.add(row{Stage: "reactions: history page of 50 messages with 20 emoji each, p99", Value: median(reactedPage), Unit: "ms",
-		Limit: "a page of 50 bare messages", Ratio: ratio, Target: "≤ 1.2×", Met: &met,
+		Limit: "a page of 50 bare messages", Ratio: ratio, Target: "≤ 1.2×", Met: flag(ratio <= 1.2),
 		Detail: fmt.Sprintf("8 clients, closed loop, %d pages each round; bare p99 %.2f ms; with ?viewer= %.2f ms (%.2f×); medians of 3 rounds in turns",
 			n, median(barePage), median(viewerPage), median(viewerPage)/median(barePage))})
 
@@ -128,6 +144,9 @@ func (b *bench) reactions() {
 		}, http.StatusAccepted)
 		sent = append(sent, r)
 		meter := meterCPU(pids)
+		if profile && round == 0 {
+			go b.cpuProfile(in.pprof, "ingest-reactions", 3*time.Second)
+		}
 		r, lat := closedLoopReq(t, in.addr, 64, m, func(i int) (string, string, string) {
 			return "PUT", fmt.Sprintf("/v1/channels/rate/messages/%d/reactions/%s/x%d", ids[i%len(ids)], benchEmoji[(i/len(ids))%20], round), ""
 		}, http.StatusOK)
@@ -135,8 +154,7 @@ func (b *bench) reactions() {
 		cpu = fmt.Sprintf("toggles %s; %s", latencies(lat), meter)
 	}
 	ratio = median(reacted) / median(sent)
-	met = ratio >= 0.8
 	b.add(row{Stage: "reactions: toggles (PUT, 64 clients, each a change)", Value: median(reacted), Unit: "toggles/s",
-		Limit: "single-message endpoint", Ratio: ratio, Target: "≥ 80%", Met: &met,
+		Limit: "single-message endpoint", Ratio: ratio, Target: "≥ 80%", Met: flag(ratio >= 0.8),
 		Detail: fmt.Sprintf("sends %.0f msgs/s (medians of 3 rounds in turns); %s", median(sent), cpu)})
 }

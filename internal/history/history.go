@@ -61,9 +61,10 @@ type Config struct {
 	// DefaultChannel is the channel of public messages that name none (written before
 	// channels).
 	DefaultChannel string
-	// ReactionsExpire says the messages' reaction hashes expire (RING_IDLE_TTL): a message read
-	// from a ring or a stream without one may have counts in PostgreSQL only.
-	ReactionsExpire bool
+	// ReactionsTTL is how long a message's hot reactions live after its last one (RING_IDLE_TTL;
+	// 0: forever). When they expire, a message read from a ring or a stream without them may
+	// have counts in PostgreSQL only.
+	ReactionsTTL time.Duration
 }
 
 // Reader reads history pages.
@@ -71,6 +72,7 @@ type Reader struct {
 	cfg     Config
 	flights singleflight.Group
 	m       metrics
+	cold    coldCache
 }
 
 // New returns a Reader.
@@ -91,7 +93,7 @@ func New(cfg Config) (*Reader, error) {
 	if cfg.NowFunc == nil {
 		cfg.NowFunc = time.Now
 	}
-	r := &Reader{cfg: cfg}
+	r := &Reader{cfg: cfg, cold: coldCache{ttl: min(cfg.ReactionsTTL/2, time.Hour), max: 200_000}}
 	if err := r.m.register(cfg.Registerer); err != nil {
 		return nil, err
 	}

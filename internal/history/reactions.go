@@ -8,11 +8,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/chatpipe/chatpipe/internal/keyspace"
 	"github.com/chatpipe/chatpipe/internal/message"
+	"github.com/chatpipe/chatpipe/internal/pg"
 	"github.com/chatpipe/chatpipe/internal/store"
 )
 
@@ -42,8 +45,8 @@ type hot struct {
 	found   bool
 	version int64
 	counts  []byte
-	// order is the emoji, each a JSON string, in first-added order.
-	order []string
+	// mine is the viewer's emoji, each a JSON string.
+	mine []string
 	// knows says the hash knows who reacted (every user, or the viewer: loaded).
 	knows bool
 }
@@ -59,9 +62,9 @@ func (r *Reader) readHot(ctx context.Context, kind message.Kind, ids []int64, vi
 		if !ok {
 			continue
 		}
-		fields := []string{"v", "j", "o", "p"}
+		fields := []string{"v", "j", "p"}
 		if viewer != "" {
-			fields = append(fields, "l:"+viewer)
+			fields = append(fields, "l:"+viewer, "m:"+viewer)
 		}
 		cmds = append(cmds, r.cfg.Valkey.B().Hmget().Key(keyspace.Reactions(route.Stream, id)).Field(fields...).Build())
 		at = append(at, i)
@@ -82,14 +85,14 @@ func (r *Reader) readHot(ctx context.Context, kind message.Kind, ids []int64, vi
 		h.version, _ = strconv.ParseInt(v, 10, 64)
 		j2, _ := vals[1].ToString()
 		h.counts = []byte(cmp.Or(j2, "[]"))
-		if o, _ := vals[2].ToString(); o != "" {
-			h.order = strings.Split(o, "\x1f")
-		}
-		p, _ := vals[3].ToString()
+		p, _ := vals[2].ToString()
 		h.knows = p != "1"
-		if viewer != "" && !h.knows {
-			l, _ := vals[4].ToString()
-			h.knows = l != ""
+		if viewer != "" {
+			l, _ := vals[3].ToString()
+			h.knows = h.knows || l != ""
+			if m, _ := vals[4].ToString(); m != "" {
+				h.mine = strings.Split(m, "\x1f")
+			}
 		}
 		out[at[j]] = h
 	}
@@ -130,10 +133,16 @@ func (r *Reader) Decorate(ctx context.Context, tl message.Timeline, msgs [][]byt
 		}
 	}
 	var dbErr error
-	if len(cold) > 0 && r.cfg.ReactionsExpire && r.cfg.DB != nil {
+	if r.cfg.ReactionsTTL > 0 && r.cfg.DB != nil {
+		cold = r.cold.unknown(tl.Kind, cold, r.cfg.NowFunc())
+	}
+	if len(cold) > 0 && r.cfg.ReactionsTTL > 0 && r.cfg.DB != nil {
+		asked := r.cfg.NowFunc()
 		stored, err := r.cfg.DB.Counts(ctx, tl.Kind, cold)
 		if err != nil {
 			dbErr = fmt.Errorf("%w: %v", ErrDatabase, err)
+		} else {
+			r.cold.add(tl.Kind, cold, stored, asked)
 		}
 		for i := range ids {
 			if c, ok := stored[ids[i]]; ok && counts[i] == nil {
@@ -158,70 +167,35 @@ func (r *Reader) Decorate(ctx context.Context, tl message.Timeline, msgs [][]byt
 	return out, dbErr
 }
 
-// markMine sets "me" on the emoji viewer has: read from the hashes that know the viewer (a
-// second round trip), else from PostgreSQL.
+// markMine sets "me" on the emoji viewer has: from the hashes that know the viewer, else
+// from PostgreSQL (one query for the page).
 func (r *Reader) markMine(ctx context.Context, kind message.Kind, ids []int64, hots []hot, counts [][]byte, viewer string) error {
-	mine := make([]map[string]bool, len(ids))
-	var cmds valkey.Commands
-	var at []int
 	var fromDB []int64
 	for i, h := range hots {
 		switch {
 		case len(counts[i]) <= 2:
 		case h.found && h.knows:
-			route, _ := r.cfg.Layout.RouteOf(kind, "", ids[i])
-			fields := make([]string, len(h.order))
-			for k, e := range h.order {
-				fields[k] = "u:" + e + "\x1f" + viewer
-			}
-			cmds = append(cmds, r.cfg.Valkey.B().Hmget().Key(keyspace.Reactions(route.Stream, ids[i])).Field(fields...).Build())
-			at = append(at, i)
+			counts[i] = message.MarkMine(counts[i], h.mine)
 		default:
 			fromDB = append(fromDB, ids[i])
 		}
 	}
-	for j, res := range r.cfg.Valkey.DoMulti(ctx, cmds...) {
-		vals, err := res.ToArray()
-		if err != nil {
-			return unavailable(err)
-		}
-		i := at[j]
-		for k, v := range vals {
-			if s, err := v.ToString(); err == nil && s != "" {
-				if mine[i] == nil {
-					mine[i] = map[string]bool{}
-				}
-				mine[i][message.UnquoteJSONString(hots[i].order[k])] = true
-			}
-		}
+	if len(fromDB) == 0 || r.cfg.DB == nil {
+		return nil
 	}
-	if len(fromDB) > 0 && r.cfg.DB != nil {
-		stored, err := r.cfg.DB.Mine(ctx, kind, fromDB, viewer)
-		if err != nil {
-			// The counts stand; only "me" is missing where PostgreSQL had to say it.
-			markAll(ids, mine, counts)
-			return fmt.Errorf("%w: %v", ErrDatabase, err)
-		}
-		for i, id := range ids {
-			if m, ok := stored[id]; ok && mine[i] == nil {
-				mine[i] = m
-			}
-		}
+	stored, err := r.cfg.DB.Mine(ctx, kind, fromDB, viewer)
+	if err != nil {
+		// The counts stand; only "me" is missing where PostgreSQL had to say it.
+		return fmt.Errorf("%w: %v", ErrDatabase, err)
 	}
-	return markAll(ids, mine, counts)
-}
-
-// markAll sets "me" on counts[i] for the emoji of mine[i].
-func markAll(ids []int64, mine []map[string]bool, counts [][]byte) error {
-	for i := range ids {
-		if mine[i] == nil {
-			continue
+	for i, id := range ids {
+		if h := hots[i]; len(stored[id]) > 0 && !(h.found && h.knows) {
+			quoted := make([]string, 0, len(stored[id]))
+			for e := range stored[id] {
+				quoted = append(quoted, string(message.AppendJSONString(nil, e)))
+			}
+			counts[i] = message.MarkMine(counts[i], quoted)
 		}
-		marked, err := message.MarkMine(counts[i], mine[i])
-		if err != nil {
-			return fmt.Errorf("message %d: %w", ids[i], err)
-		}
-		counts[i] = marked
 	}
 	return nil
 }
@@ -276,4 +250,55 @@ func (r *Reader) Reactors(ctx context.Context, kind message.Kind, id int64, emoj
 	}
 	slices.SortFunc(out, func(a, b Reactor) int { return cmp.Compare(a.Version, b.Version) })
 	return out[:min(len(out), limit)], nil
+}
+
+// coldCache remembers the messages PostgreSQL held no reaction counts for, so that reading a
+// ring asks PostgreSQL once per message, not on every read. An entry is good for half the
+// hashes' TTL: a message that gains reactions after it was asked has a hash until a TTL after
+// its last reaction, and the hash is read first.
+type coldCache struct {
+	mu   sync.Mutex
+	ttl  time.Duration
+	max  int
+	at   map[coldKey]time.Time // until when a message is known to have none
+	fifo []coldKey
+}
+
+type coldKey struct {
+	kind message.Kind
+	id   int64
+}
+
+// unknown returns the ids of kind not known at now to have no counts.
+func (c *coldCache) unknown(kind message.Kind, ids []int64, now time.Time) []int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := ids[:0:0]
+	for _, id := range ids {
+		if until, ok := c.at[coldKey{kind, id}]; !ok || now.After(until) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// add records that PostgreSQL, asked at asked, held no counts for the ids not in stored.
+func (c *coldCache) add(kind message.Kind, ids []int64, stored map[int64]pg.Counts, asked time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at == nil {
+		c.at = make(map[coldKey]time.Time)
+	}
+	for _, id := range ids {
+		if _, ok := stored[id]; ok {
+			continue
+		}
+		k := coldKey{kind, id}
+		c.at[k] = asked.Add(c.ttl)
+		c.fifo = append(c.fifo, k)
+	}
+	for len(c.fifo) > c.max {
+		delete(c.at, c.fifo[0])
+		c.fifo = c.fifo[1:]
+	}
 }

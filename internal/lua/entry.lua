@@ -83,6 +83,10 @@ local function partition_id(n, part) return string.format('%d', partition_value(
 -- floored. An edit's version is one: above its message's id and every id and version before it
 -- in the stream.
 local function take_id(counter, part, floored)
+  if not part and not floored then
+    -- A plain counter: one call (no clock to floor it by).
+    return string.format('%d', redis.call('INCR', counter))
+  end
   local t = redis.call('TIME')
   local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local n = tonumber(redis.call('GET', counter) or '0')

@@ -1,8 +1,8 @@
 -- react.lua: add or remove one user's emoji on a message, on the slot of its flush stream, in
 -- both layouts (common.lua and entry.lua are prepended). The message's reactions live in one
 -- hash (keyspace.Reactions) while they are hot:
---   v the reactions' version; o the emoji (each a JSON string) in first-added order, joined by
---   \31; c:<emoji> its count; u:<emoji>\31<user> who reacted, at what version; j the counts as the JSON array
+--   v the reactions' version; o the emoji (each a JSON string) in first-added order, each with
+--   its count, all \31-joined; u:<emoji>\31<user> who reacted, at what version; j the counts as the JSON array
 --   the read side answers; w the message's place (its channel, or its users \31-joined);
 --   p '1' when the hash was loaded from PostgreSQL, which knows who reacted only for the users
 --   loaded since (l:<user>).
@@ -37,35 +37,50 @@ local private = ARGV[19] == '1'
 
 local function split(s)
   local out = {}
-  if s == nil or s == '' then return out end
+  if not s or s == '' then return out end
   for part in string.gmatch(s, '[^\31]+') do out[#out + 1] = part end
   return out
 end
 
--- counts_json is the counts of the emoji in o as the read side answers them.
-local function counts_json(o)
-  local parts = {}
-  for i, e in ipairs(o) do
-    parts[i] = '{"emoji":' .. e .. ',"count":' .. redis.call('HGET', rx, 'c:' .. e) .. '}'
+-- parse reads o: the emoji in order and their counts.
+local function parse(o)
+  local order, count, parts = {}, {}, split(o)
+  for i = 1, #parts, 2 do
+    order[#order + 1] = parts[i]
+    count[parts[i]] = tonumber(parts[i + 1])
   end
-  return '[' .. table.concat(parts, ',') .. ']'
+  return order, count
+end
+
+-- encode writes o back, and the counts as the read side answers them.
+local function encode(order, count)
+  local o, j = {}, {}
+  for i, e in ipairs(order) do
+    o[#o + 1] = e
+    o[#o + 1] = count[e]
+    j[i] = '{"emoji":' .. e .. ',"count":' .. count[e] .. '}'
+  end
+  return table.concat(o, '\31'), '[' .. table.concat(j, ',') .. ']'
 end
 
 local function load_user()
-  local mine = split(ARGV[18])
-  for i = 1, #mine, 2 do redis.call('HSET', rx, 'u:' .. mine[i] .. '\31' .. user, mine[i + 1]) end
-  redis.call('HSET', rx, 'l:' .. user, '1')
+  local mine, emoji = split(ARGV[18]), {}
+  for i = 1, #mine, 2 do
+    redis.call('HSET', rx, 'u:' .. mine[i] .. '\31' .. user, mine[i + 1])
+    emoji[#emoji + 1] = mine[i]
+  end
+  redis.call('HSET', rx, 'l:' .. user, '1', 'm:' .. user, table.concat(emoji, '\31'))
 end
 
-local h = redis.call('HMGET', rx, 'v', 'w', 'p')
+local uf = 'u:' .. emoji .. '\31' .. user
+-- One read of what the toggle needs: the version, the place, whether loaded from PostgreSQL,
+-- the counts (o, j), whether the user has the emoji, whether the user was loaded.
+local function read() return redis.call('HMGET', rx, 'v', 'w', 'p', 'o', 'j', uf, 'l:' .. user, 'm:' .. user) end
+local h = read()
 if not h[1] then
   if ARGV[14] == 'load' then
-    local counts, o = split(ARGV[16]), {}
-    for i = 1, #counts, 2 do
-      o[#o + 1] = counts[i]
-      redis.call('HSET', rx, 'c:' .. counts[i], counts[i + 1])
-    end
-    redis.call('HSET', rx, 'v', ARGV[17], 'w', ARGV[15], 'o', table.concat(o, '\31'), 'p', '1', 'j', counts_json(o))
+    local o, j = encode(parse(ARGV[16]))
+    redis.call('HSET', rx, 'v', ARGV[17], 'w', ARGV[15], 'o', o, 'p', '1', 'j', j)
     load_user()
   else
     local sid = redis.call('ZRANGEBYSCORE', KEYS[5], id, id, 'LIMIT', 0, 1)[1]
@@ -87,10 +102,11 @@ if not h[1] then
     redis.call('HSET', rx, 'v', '0', 'w', w, 'o', '', 'j', '[]')
   end
   if tonumber(ARGV[13]) > 0 then redis.call('PEXPIRE', rx, ARGV[13]) end
-  h = redis.call('HMGET', rx, 'v', 'w', 'p')
-elseif h[3] == '1' and redis.call('HEXISTS', rx, 'l:' .. user) == 0 then
+  h = read()
+elseif h[3] == '1' and not h[7] then
   if ARGV[14] ~= 'load' then return {5, 0, 0, ''} end
   load_user()
+  h = read()
 end
 
 -- The place: a public message in the path's channel; a private one's users.
@@ -101,14 +117,13 @@ elseif h[2] ~= ARGV[15] then
   return {7, 0, 0, ''}
 end
 
-local uf, cf = 'u:' .. emoji .. '\31' .. user, 'c:' .. emoji
 local add = ARGV[8] == 'add'
-if (redis.call('HEXISTS', rx, uf) == 1) == add then
-  return {0, tonumber(h[1]), 0, redis.call('HGET', rx, 'j') or '[]'}
+if (h[6] ~= false) == add then
+  return {0, tonumber(h[1]), 0, h[5] or '[]'}
 end
-local n = tonumber(redis.call('HGET', rx, cf) or '0')
-local o = split(redis.call('HGET', rx, 'o'))
-if add and n == 0 and #o >= tonumber(ARGV[12]) then return {8, 0, 0, ''} end
+local order, count = parse(h[4])
+local n = count[emoji] or 0
+if add and n == 0 and #order >= tonumber(ARGV[12]) then return {8, 0, 0, ''} end
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[2]) then return {3, 0, 0, ''} end
 if KEYS[6] ~= KEYS[2] then
   local limit, window, alg = settings(KEYS[6], ARGV[5], ARGV[6], ARGV[7])
@@ -120,20 +135,32 @@ local part = nil
 if ARGV[3] ~= '' then part = tonumber(ARGV[3]) end
 local version = take_id(KEYS[1], part, ARGV[4] == '1')
 if add then
-  redis.call('HSET', rx, uf, version, cf, n + 1)
-  if n == 0 then o[#o + 1] = emoji end
-elseif n > 1 then
-  redis.call('HDEL', rx, uf)
-  redis.call('HSET', rx, cf, n - 1)
+  if n == 0 then order[#order + 1] = emoji end
+  count[emoji] = n + 1
 else
-  redis.call('HDEL', rx, uf, cf)
-  for i, e in ipairs(o) do
-    if e == emoji then table.remove(o, i); break end
+  count[emoji] = n - 1
+  if n == 1 then
+    for i, e in ipairs(order) do
+      if e == emoji then table.remove(order, i); break end
+    end
+  end
+  redis.call('HDEL', rx, uf)
+end
+local o, counts = encode(order, count)
+-- The user's own emoji, for "me".
+local mine = split(h[8])
+if add then
+  mine[#mine + 1] = emoji
+else
+  for i, e in ipairs(mine) do
+    if e == emoji then table.remove(mine, i); break end
   end
 end
-local counts = counts_json(o)
-redis.call('HSET', rx, 'v', version, 'o', table.concat(o, '\31'), 'j', counts)
-if h[3] == '1' then redis.call('HSET', rx, 'l:' .. user, '1') end
+if add then
+  redis.call('HSET', rx, 'v', version, 'o', o, 'j', counts, uf, version, 'm:' .. user, table.concat(mine, '\31'))
+else
+  redis.call('HSET', rx, 'v', version, 'o', o, 'j', counts, 'm:' .. user, table.concat(mine, '\31'))
+end
 local ttl = tonumber(ARGV[13])
 if ttl > 0 then redis.call('PEXPIRE', rx, ttl) end
 add_reaction(KEYS[2], id, '{"emoji":' .. emoji .. ',"user_id":' .. ARGV[11] .. ',"op":"' .. ARGV[8] ..

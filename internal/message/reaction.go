@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -131,19 +132,27 @@ func (r *Record) ReactionJSON() []byte {
 	return WithReactions(append(b, '}'), r.Reactions, r.ReactionsVersion)
 }
 
-// MarkMine returns counts (a JSON array of Count) with Me set on the emoji in mine.
-func MarkMine(counts []byte, mine map[string]bool) ([]byte, error) {
+// MarkMine returns counts (a JSON array of Count, as AppendCounts writes it) with "me":true on
+// the emoji of mine, each a JSON string as AppendJSONString writes it; counts itself is not
+// changed. An emoji of mine the counts do not have is skipped.
+func MarkMine(counts []byte, mine []string) []byte {
 	if len(mine) == 0 {
-		return counts, nil
+		return counts
 	}
-	var cs []Count
-	if err := json.Unmarshal(counts, &cs); err != nil {
-		return nil, fmt.Errorf("reaction counts: %w", err)
+	out := slices.Clone(counts)
+	for _, q := range mine {
+		key := append(append([]byte(`{"emoji":`), q...), `,"count":`...)
+		at := bytes.Index(out, key)
+		if at < 0 {
+			continue
+		}
+		end := at + len(key) + bytes.IndexByte(out[at+len(key):], '}')
+		if end < at+len(key) || bytes.HasSuffix(out[:end], []byte(`,"me":true`)) {
+			continue
+		}
+		out = slices.Insert(out, end, []byte(`,"me":true`)...)
 	}
-	for i := range cs {
-		cs[i].Me = mine[cs[i].Emoji]
-	}
-	return AppendCounts(make([]byte, 0, len(counts)+16*len(mine)), cs), nil
+	return out
 }
 
 // AppendCounts appends cs as the JSON array the reaction script writes: the emoji encoded as
