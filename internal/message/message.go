@@ -77,12 +77,16 @@ func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
 
 // ValidateID checks an id (user or client message id): 1 to 128 bytes of valid UTF-8 with no
 // whitespace or control characters.
-func ValidateID(field, v string) error {
+func ValidateID(field, v string) error { return validateToken(field, v, MaxIDLen) }
+
+// validateToken checks v as a name without spaces: 1 to max bytes of UTF-8, no whitespace or
+// control characters.
+func validateToken(field, v string, max int) error {
 	switch {
 	case v == "":
 		return &FieldError{field, "required"}
-	case len(v) > MaxIDLen:
-		return &FieldError{field, fmt.Sprintf("longer than %d bytes", MaxIDLen)}
+	case len(v) > max:
+		return &FieldError{field, fmt.Sprintf("longer than %d bytes", max)}
 	case !utf8.ValidString(v):
 		return &FieldError{field, "not valid UTF-8"}
 	case strings.IndexFunc(v, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:

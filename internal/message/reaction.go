@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 )
 
 // MaxEmojiLen bounds an emoji: a Unicode emoji sequence or a :short_code:.
@@ -49,19 +47,7 @@ type Count struct {
 // ValidateEmoji checks an emoji as a reaction names it: 1 to MaxEmojiLen bytes of UTF-8, no
 // whitespace or control characters. No list of emoji is kept: a Unicode emoji and a
 // :short_code: are both fine.
-func ValidateEmoji(e string) error {
-	switch {
-	case e == "":
-		return &FieldError{"emoji", "required"}
-	case len(e) > MaxEmojiLen:
-		return &FieldError{"emoji", fmt.Sprintf("longer than %d bytes", MaxEmojiLen)}
-	case !utf8.ValidString(e):
-		return &FieldError{"emoji", "not valid UTF-8"}
-	case strings.IndexFunc(e, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
-		return &FieldError{"emoji", "holds whitespace or control characters"}
-	}
-	return nil
-}
+func ValidateEmoji(e string) error { return validateToken("emoji", e, MaxEmojiLen) }
 
 // decodeReaction decodes a reaction entry of a stream of streamKind into r (its id is read):
 // the toggle, its version, and the message's channel or users, for the tails.

@@ -115,25 +115,14 @@ func (s *Store) Edit(ctx context.Context, e Edit) (int64, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.callTimeout(trips))
 	defer cancel()
-	var rl RateLimit
-	if p.RateApart {
-		var err error
-		if rl, err = s.settings(ctx); err != nil {
-			return 0, err
-		}
-		rate := rateCall(p.Rate, rl, "take", 1)
-		switch taken, retry, err := rateReply(lua.RateLimit.Exec(ctx, s.c, rate.Keys, rate.Args)); {
-		case err != nil:
-			return 0, err
-		case taken < 1:
-			return 0, &RateLimitedError{RetryAfter: retry}
-		}
+	token, err := s.takeApart(ctx, &p)
+	if err != nil {
+		return 0, err
 	}
 	c := editCall(s.cfg, &p, e)
 	version, refused, err := editResult(lua.Edit.Exec(ctx, s.c, c.Keys, c.Args).AsIntSlice())
-	if refused && p.RateApart {
-		refund := rateCall(p.Rate, rl, "refund", 1)
-		_ = lua.RateLimit.Exec(ctx, s.c, refund.Keys, refund.Args) // best effort: a lost refund costs quota
+	if refused {
+		token.giveBack(ctx, s)
 	}
 	if err != nil || p.Apart[0] == "" {
 		return version, err

@@ -367,6 +367,42 @@ func rateCall(rate [2]string, rl RateLimit, mode string, count int) lua.Call {
 		Args: []string{strconv.Itoa(rl.Limit), strconv.Itoa(rl.WindowSeconds), string(rl.Algorithm), mode, strconv.Itoa(count)}}
 }
 
+// apartToken is one user's token taken in a call of its own, where the plan keeps the rate
+// limit apart from the stream's slot (an edit's, a reaction's): give it back when the script
+// then writes nothing.
+type apartToken struct {
+	rate [2]string
+	rl   RateLimit
+}
+
+// takeApart takes one token of the user of plan p when p keeps the rate limit apart (nil when
+// it does not: the script takes it); a *RateLimitedError when there is none.
+func (s *Store) takeApart(ctx context.Context, p *keyspace.Plan) (*apartToken, error) {
+	if !p.RateApart {
+		return nil, nil
+	}
+	rl, err := s.settings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rate := rateCall(p.Rate, rl, "take", 1)
+	switch taken, retry, err := rateReply(lua.RateLimit.Exec(ctx, s.c, rate.Keys, rate.Args)); {
+	case err != nil:
+		return nil, err
+	case taken < 1:
+		return nil, &RateLimitedError{RetryAfter: retry}
+	}
+	return &apartToken{rate: p.Rate, rl: rl}, nil
+}
+
+// giveBack returns the token, when one was taken apart; best effort: a lost refund costs quota.
+func (t *apartToken) giveBack(ctx context.Context, s *Store) {
+	if t != nil {
+		refund := rateCall(t.rate, t.rl, "refund", 1)
+		_ = lua.RateLimit.Exec(ctx, s.c, refund.Keys, refund.Args)
+	}
+}
+
 // rateReply reads ratelimit.lua's answer to a take: the tokens taken, and the wait before the
 // next one when not all were.
 func rateReply(r valkey.ValkeyResult) (taken int, retry time.Duration, err error) {

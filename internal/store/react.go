@@ -155,25 +155,14 @@ func (s *Store) React(ctx context.Context, x React) (Reacted, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.callTimeout(trips))
 	defer cancel()
-	var rl RateLimit
-	if p.RateApart {
-		var err error
-		if rl, err = s.settings(ctx); err != nil {
-			return Reacted{}, err
-		}
-		rate := rateCall(p.Rate, rl, "take", 1)
-		switch taken, retry, err := rateReply(lua.RateLimit.Exec(ctx, s.c, rate.Keys, rate.Args)); {
-		case err != nil:
-			return Reacted{}, err
-		case taken < 1:
-			return Reacted{}, &RateLimitedError{RetryAfter: retry}
-		}
+	token, err := s.takeApart(ctx, &p)
+	if err != nil {
+		return Reacted{}, err
 	}
 	c := reactCall(s.cfg, &p, x)
 	out, refused, err := reactResult(lua.React.Exec(ctx, s.c, c.Keys, c.Args).ToArray())
-	if refused && p.RateApart {
-		refund := rateCall(p.Rate, rl, "refund", 1)
-		_ = lua.RateLimit.Exec(ctx, s.c, refund.Keys, refund.Args) // best effort: a lost refund costs quota
+	if refused {
+		token.giveBack(ctx, s)
 	}
 	return out, err
 }
