@@ -104,7 +104,7 @@ func parse(args []string, getenv func(string) string, stdout io.Writer) (setting
 	cs.Int(&s.tailWrites, "INGEST_TAIL_WRITES", 50_000, 0, 10_000_000, "writes a second the live-tail streams of this replica make together before events to busy streams are grouped (each stream writes at most every subscribers/this); a lone event is never held (0: no pacing)")
 	cs.Int(&s.recentSize, "RECENT_SIZE", 500, 1, 100_000, "size of each recent-messages ring")
 	cs.Int(&s.backlogCap, "INGEST_BACKLOG_CAP", 1_000_000, 1, 1_000_000_000, "most entries a flush stream may hold; past it messages get 503")
-	cs.Int(&s.coalesce, "INGEST_COALESCE", 1, 0, 64, "script calls of single messages under way at once; the messages that arrive meanwhile go together in the next call, each still judged on its own (0: a call per message)")
+	cs.Int(&s.coalesce, "INGEST_COALESCE", 1, 0, 64, "script calls of single messages (and of reactions) under way at once; those that arrive meanwhile go together in the next call, each still judged on its own (0: a call each)")
 	cs.Int(&s.batchSlots, "INGEST_BATCH_CONCURRENCY", 8, 1, 1024, "most batch requests worked on at once; the others wait (bounds memory, not throughput: Valkey runs one script at a time)")
 	cs.Duration(&s.batchWait, "INGEST_BATCH_WAIT", 5*time.Second, time.Millisecond, time.Minute, "longest a batch request waits for its turn before it gets 503")
 	cs.Duration(&s.clientMsgTTL, "INGEST_CLIENT_MSG_TTL", 24*time.Hour, time.Second, 30*24*time.Hour, "how long a client_msg_id is remembered for retries")

@@ -26,6 +26,10 @@ var (
 	editSrc string
 	//go:embed react.lua
 	reactSrc string
+	//go:embed react_one.lua
+	reactOneSrc string
+	//go:embed react_many.lua
+	reactManySrc string
 	//go:embed unring.lua
 	unringSrc string
 	//go:embed zring.lua
@@ -45,7 +49,9 @@ var (
 	// Edit accepts an edit of one message.
 	Edit = NewScript("edit", commonSrc, entrySrc, ringSrc, editSrc)
 	// React adds or removes one user's emoji on a message.
-	React = NewScript("react", commonSrc, entrySrc, reactSrc)
+	React = NewScript("react", commonSrc, entrySrc, reactSrc, reactOneSrc)
+	// ReactMany applies toggles in order in one call.
+	ReactMany = NewScript("react_many", commonSrc, entrySrc, reactSrc, reactManySrc)
 	// Unring removes a message from list rings.
 	Unring = NewScript("unring", ringSrc, unringSrc)
 	// ZRing adds entries to a sorted-set ring, trims it and renews its idle TTL.
@@ -55,4 +61,4 @@ var (
 )
 
 // All are the store's scripts, for loading ahead of their first use.
-var All = []*Script{Enqueue, RateLimit, Delete, Edit, React, Unring, ZRing, Mirror}
+var All = []*Script{Enqueue, RateLimit, Delete, Edit, React, ReactMany, Unring, ZRing, Mirror}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,16 +98,7 @@ func TestCoalesce(t *testing.T) {
 	if entries != len(ids) {
 		t.Errorf("%d stream entries for %d accepted messages", entries, len(ids))
 	}
-	calls := 0
-	info, _ := testenv.Do(t, b.client, "INFO", "commandstats").ToString()
-	for line := range strings.SplitSeq(info, "\r\n") {
-		for _, cmd := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
-			if rest, ok := strings.CutPrefix(line, cmd); ok {
-				n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-				calls += n
-			}
-		}
-	}
+	calls := scriptCalls(t, b)
 	t.Logf("%d messages in %d script calls", len(out), calls)
 	if calls >= len(out) {
 		t.Errorf("%d messages took %d script calls: none went together", len(out), calls)
@@ -154,5 +146,114 @@ func TestCoalesceCancelled(t *testing.T) {
 	got := streamEntries(t, b, message.Public)
 	if len(got) != 2 || !strings.Contains(got[1].Payload, "under way") {
 		t.Errorf("stream after: %+v, want the warm-up and the message under way, not the cancelled one", got)
+	}
+}
+
+// scriptCalls counts the script calls since the last CONFIG RESETSTAT.
+func scriptCalls(t *testing.T, b *testBundle) int {
+	t.Helper()
+	calls := 0
+	info, _ := testenv.Do(t, b.client, "INFO", "commandstats").ToString()
+	for line := range strings.SplitSeq(info, "\r\n") {
+		for _, cmd := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
+			if rest, ok := strings.CutPrefix(line, cmd); ok {
+				n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+				calls += n
+			}
+		}
+	}
+	return calls
+}
+
+// TestCoalesceReactions: 32 concurrent users toggling emoji on four messages through one call
+// at a time: each toggle judged as if alone (every answer's counts are what the toggles
+// answered before it leave: per message, the answer of the highest version equals the present
+// reactions the answers imply, and a repeat changes nothing), the distinct-emoji limit held,
+// and the toggles went in fewer calls than toggles.
+func TestCoalesceReactions(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{MaxReactions: 4})
+	co := store.Coalesce(b.scripts, 1)
+	ctx := context.Background()
+	var ids []int64
+	for i := range 4 {
+		ids = append(ids, mustEnqueue(t, b, pub("alice", strconv.Itoa(i))).CacheID)
+	}
+	type answer struct {
+		id          int64
+		emoji, user string
+		add         bool
+		r           store.Reacted
+	}
+	var (
+		mu      sync.Mutex
+		answers []answer
+		refused int
+		wg      sync.WaitGroup
+	)
+	testenv.Do(t, b.client, "CONFIG", "RESETSTAT")
+	for u := range 32 {
+		wg.Go(func() {
+			for k := range 20 {
+				x := store.React{Kind: message.Public, CacheID: ids[(u+k)%4], ChannelID: message.DefaultChannel, UserID: fmt.Sprintf("u%d", u),
+					Emoji: fmt.Sprintf(":e%d:", (u/4+k/4)%7), Add: k%3 != 2}
+				r, err := co.React(ctx, x)
+				mu.Lock()
+				switch {
+				case errors.Is(err, store.ErrTooManyReactions):
+					refused++
+				case err != nil:
+					t.Errorf("toggle %+v: %v", x, err)
+				default:
+					answers = append(answers, answer{x.CacheID, x.Emoji, x.UserID, x.Add, r})
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	calls := scriptCalls(t, b)
+	t.Logf("%d toggles (%d refused: too many emoji) in %d script calls", len(answers)+refused, refused, calls)
+	if calls >= len(answers)+refused {
+		t.Errorf("%d toggles took %d script calls: none went together", len(answers)+refused, calls)
+	}
+	if refused == 0 {
+		t.Error("no toggle met the distinct-emoji limit: the run does not test it")
+	}
+	for _, id := range ids {
+		last := map[[2]string]answer{}
+		var newest answer
+		for _, a := range answers {
+			if a.id != id {
+				continue
+			}
+			if a.r.Version >= newest.r.Version {
+				newest = a
+			}
+			k := [2]string{a.emoji, a.user}
+			if p, ok := last[k]; !ok || a.r.Version >= p.r.Version {
+				last[k] = a
+			}
+		}
+		count := map[string]int64{}
+		for k, a := range last {
+			if a.add {
+				count[k[0]]++
+			}
+		}
+		var want []message.Count
+		got, _ := message.ParseCounts(newest.r.Counts)
+		for _, c := range got {
+			want = append(want, message.Count{Emoji: c.Emoji, Count: count[c.Emoji]})
+			delete(count, c.Emoji)
+		}
+		for e, n := range count {
+			if n > 0 {
+				t.Errorf("message %d: %s present %d times by the answers, not in the last counts %s", id, e, n, newest.r.Counts)
+			}
+		}
+		if len(got) > 4 || !slices.Equal(got, want) {
+			t.Errorf("message %d: the last counts %s, the answers imply %v", id, newest.r.Counts, want)
+		}
 	}
 }

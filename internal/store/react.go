@@ -138,17 +138,10 @@ func reactResult(v []valkey.ValkeyMessage, err error) (_ Reacted, refused bool, 
 // ErrLookup (load the message: x.Loaded), ErrNotParticipant, ErrTooManyReactions, a
 // *RateLimitedError, ErrBacklogFull, or ErrUnavailable / ErrFull.
 func (s *Store) React(ctx context.Context, x React) (Reacted, error) {
-	r, ok := s.layout.RouteOf(x.Kind, x.ChannelID, x.CacheID)
+	p, ok := s.reactPlan(x)
 	if !ok {
 		return Reacted{}, ErrNotFound
 	}
-	// The reacting user's keys: their rate limit, and the timeline the message is looked for
-	// in (the channel's, or the user's own private one).
-	who := message.Message{OwnerID: x.UserID, ChannelID: x.ChannelID}
-	if x.Kind == message.Private {
-		who.RecipientID = x.UserID
-	}
-	p := s.layout.Plan(r, &who, "")
 	trips := 1
 	if p.RateApart {
 		trips = 3
@@ -165,4 +158,69 @@ func (s *Store) React(ctx context.Context, x React) (Reacted, error) {
 		token.giveBack(ctx, s)
 	}
 	return out, err
+}
+
+// reactPlan is the plan of x's keys: its message's route, and the reacting user's keys (their
+// rate limit, and the timeline the message is looked for in: the channel's, or the user's own
+// private one); false when no message of x's place can have its id.
+func (s *Store) reactPlan(x React) (keyspace.Plan, bool) {
+	r, ok := s.layout.RouteOf(x.Kind, x.ChannelID, x.CacheID)
+	if !ok {
+		return keyspace.Plan{}, false
+	}
+	who := message.Message{OwnerID: x.UserID, ChannelID: x.ChannelID}
+	if x.Kind == message.Private {
+		who.RecipientID = x.UserID
+	}
+	return s.layout.Plan(r, &who, ""), true
+}
+
+// ReactOutcome is one toggle's outcome in a batch.
+type ReactOutcome struct {
+	Reacted
+	Err error
+}
+
+// ReactMany applies toggles in order, each exactly as React would: in one react_many.lua call
+// when they all share one stream and its slot keeps their users' rate limits (the single
+// layout), else one by one.
+func (s *Store) ReactMany(ctx context.Context, xs []React) []ReactOutcome {
+	out := make([]ReactOutcome, len(xs))
+	var keys, args []string
+	var at []int
+	stream := ""
+	for i, x := range xs {
+		p, ok := s.reactPlan(x)
+		if !ok {
+			out[i].Err = ErrNotFound
+			continue
+		}
+		if p.RateApart || x.Loaded != nil || (stream != "" && p.Stream != stream) {
+			for i, x := range xs {
+				out[i].Reacted, out[i].Err = s.React(ctx, x)
+			}
+			return out
+		}
+		stream = p.Stream
+		c := reactCall(s.cfg, &p, x)
+		keys, args = append(keys, c.Keys...), append(args, c.Args...)
+		at = append(at, i)
+	}
+	if len(at) == 0 {
+		return out
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.callTimeout(1))
+	defer cancel()
+	v, err := lua.ReactMany.Exec(ctx, s.c, keys, args).ToArray()
+	if err == nil && len(v) != 4*len(at) {
+		err = fmt.Errorf("react: %d values in the answer to %d toggles", len(v), len(at))
+	}
+	for j, i := range at {
+		if err != nil {
+			_, _, out[i].Err = reactResult(nil, err)
+			continue
+		}
+		out[i].Reacted, _, out[i].Err = reactResult(v[4*j:4*j+4], nil)
+	}
+	return out
 }
