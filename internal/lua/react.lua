@@ -61,6 +61,10 @@ local function encode(order, count)
   return table.concat(o, '\31'), '[' .. table.concat(j, ',') .. ']'
 end
 
+-- memo keeps what a call's toggles share, read once a call: the backlog's length by stream
+-- (counted on as entries are added) and the rate-limit settings.
+local memo = {len = {}, settings = {}}
+
 local function react(K, A)
   local id, rx, user, emoji = A[1], K[4], A[10], A[9]
   if redis.call('ZSCORE', K[3], id) then return {2, 0, 0, ''} end
@@ -127,9 +131,13 @@ local function react(K, A)
   local order, count = parse(h[4])
   local n = count[emoji] or 0
   if add and n == 0 and #order >= tonumber(A[12]) then return {8, 0, 0, ''} end
-  if redis.call('XLEN', K[2]) >= tonumber(A[2]) then return {3, 0, 0, ''} end
+  local len = memo.len[K[2]] or redis.call('XLEN', K[2])
+  memo.len[K[2]] = len
+  if len >= tonumber(A[2]) then return {3, 0, 0, ''} end
   if K[6] ~= K[2] then
-    local limit, window, alg = settings(K[6], A[5], A[6], A[7])
+    local rate = memo.settings[K[6]] or {settings(K[6], A[5], A[6], A[7])}
+    memo.settings[K[6]] = rate
+    local limit, window, alg = rate[1], rate[2], rate[3]
     local taken, retry = take_tokens(K[7], K[8], limit, window, alg, 1)
     if taken < 1 then return {4, retry, 0, ''} end
   end
@@ -166,6 +174,7 @@ local function react(K, A)
   end
   local ttl = tonumber(A[13])
   if ttl > 0 then redis.call('PEXPIRE', rx, ttl) end
+  memo.len[K[2]] = len + 1
   add_reaction(K[2], id, '{"emoji":' .. emoji .. ',"user_id":' .. A[11] .. ',"op":"' .. A[8] ..
     '","reactions":' .. counts .. ',"reactions_version":' .. version .. '}', h[2], private)
   return {0, tonumber(version), 1, counts}

@@ -142,3 +142,32 @@ func TestReactions(t *testing.T) {
 		})
 	}
 }
+
+// TestReactionBacklogCap: a toggle into a stream at its cap is refused and writes nothing, alone
+// or coalesced with others.
+func TestReactionBacklogCap(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := testenv.StartValkey(t).Client(t)
+	layout, _ := keyspace.New("cap:")
+	st, err := store.Open(c, store.Config{Layout: layout, DefaultRate: unlimited, BacklogCap: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := storeCase{Store: st, c: c, layout: layout}
+	id := s.send(t, withChannel(pub("alice", "hi"), "room")).CacheID
+	x := func(user string) store.React {
+		return store.React{Kind: message.Public, CacheID: id, ChannelID: "room", UserID: user, Emoji: "👍", Add: true}
+	}
+	outs := st.ReactMany(ctx, []store.React{x("a"), x("b"), x("c"), x("a")})
+	if outs[0].Err != nil || outs[1].Err != nil || !errors.Is(outs[2].Err, store.ErrBacklogFull) || outs[3].Err != nil || outs[3].Changed {
+		t.Fatalf("four toggles into a stream with room for two: %+v", outs)
+	}
+	if _, err := st.React(ctx, x("d")); !errors.Is(err, store.ErrBacklogFull) {
+		t.Errorf("a toggle into a full stream: %v", err)
+	}
+	r, _ := layout.RouteOf(message.Public, "room", id)
+	if n, _ := testenv.Do(t, c, "XLEN", r.Stream).AsInt64(); n != 3 {
+		t.Errorf("the stream holds %d entries, want the message and two toggles", n)
+	}
+}
