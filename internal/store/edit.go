@@ -109,13 +109,8 @@ func (s *Store) Edit(ctx context.Context, e Edit) (int64, error) {
 		return 0, ErrNotFound
 	}
 	p := s.layout.Plan(r, &e.Message, "")
-	trips := 1
-	if p.RateApart {
-		trips = 3
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.callTimeout(trips))
+	ctx, cancel, token, err := s.withToken(ctx, &p)
 	defer cancel()
-	token, err := s.takeApart(ctx, &p)
 	if err != nil {
 		return 0, err
 	}

@@ -375,6 +375,18 @@ type apartToken struct {
 	rl   RateLimit
 }
 
+// withToken bounds ctx for one write of plan p (three calls where p keeps the rate limit
+// apart: the take, the script, a refund) and takes the user's token there (takeApart).
+func (s *Store) withToken(ctx context.Context, p *keyspace.Plan) (context.Context, context.CancelFunc, *apartToken, error) {
+	trips := 1
+	if p.RateApart {
+		trips = 3
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.callTimeout(trips))
+	token, err := s.takeApart(ctx, p)
+	return ctx, cancel, token, err
+}
+
 // takeApart takes one token of the user of plan p when p keeps the rate limit apart (nil when
 // it does not: the script takes it); a *RateLimitedError when there is none.
 func (s *Store) takeApart(ctx context.Context, p *keyspace.Plan) (*apartToken, error) {

@@ -142,13 +142,8 @@ func (s *Store) React(ctx context.Context, x React) (Reacted, error) {
 	if !ok {
 		return Reacted{}, ErrNotFound
 	}
-	trips := 1
-	if p.RateApart {
-		trips = 3
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.callTimeout(trips))
+	ctx, cancel, token, err := s.withToken(ctx, &p)
 	defer cancel()
-	token, err := s.takeApart(ctx, &p)
 	if err != nil {
 		return Reacted{}, err
 	}
