@@ -531,6 +531,9 @@ func TestValkeyDown(t *testing.T) {
 	wantStatus(t, b.do(t, http.MethodGet, "/healthz", "", ""), http.StatusOK)
 	batch := b.post(t, "/v1/messages/batch", `{"messages":[{"owner_id":"a","content":"x"}]}`)
 	wantStatus(t, batch, http.StatusServiceUnavailable)
+	if r := b.do(t, http.MethodPut, "/v1/messages/1/reactions/ok/u1", "", ""); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || r.body["error"] != "unavailable" {
+		t.Errorf("a reaction with Valkey down: %d %v %s, want 503 unavailable with Retry-After", r.status, r.header, r.raw)
+	}
 	b.server.Restart()
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -32,6 +32,10 @@ func TestValkeyFull(t *testing.T) {
 			t.Errorf("%s while full: %v %s, want valkey_full with Retry-After: 1", req.path, r.header, r.raw)
 		}
 	}
+	// A reaction's first write is refused before the script wrote anything.
+	if r := b.do(t, http.MethodPut, "/v1/messages/1/reactions/ok/a", "", ""); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") != "1" || r.body["error"] != "valkey_full" {
+		t.Errorf("a reaction while full: %d %v %s, want valkey_full with Retry-After: 1", r.status, r.header, r.raw)
+	}
 	// A deletion still goes through: its script's first write (LREM) is one Valkey allows
 	// when full, and a deletion must not be lost.
 	wantStatus(t, b.do(t, http.MethodDelete, "/v1/messages/1", "", ""), http.StatusNoContent)
