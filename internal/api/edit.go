@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/store"
 )
@@ -76,10 +75,8 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) error {
 	}
 	rec, found, deleted, err := s.cfg.History.Find(r.Context(), tl, id)
 	switch {
-	case errors.Is(err, history.ErrDatabase):
-		return &apiError{code: codeHistoryUnavailable, retryAfter: time.Second, detail: "finding the message needs PostgreSQL, which did not answer; retry later"}
 	case err != nil:
-		return err
+		return err // PostgreSQL unreachable: 503 history_unavailable (errors.go)
 	case deleted || !found || !tl.Contains(&rec):
 		return &apiError{code: codeNotFound, detail: fmt.Sprintf("no message %d %s", id, where(tl))}
 	case rec.Message.OwnerID != req.OwnerID:

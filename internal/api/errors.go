@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chatpipe/chatpipe/internal/history"
 	"github.com/chatpipe/chatpipe/internal/message"
 	"github.com/chatpipe/chatpipe/internal/store"
 )
@@ -115,6 +116,8 @@ func toAPIError(err error) *apiError {
 			detail: "the message was accepted but its write was not confirmed durable in time (" + nde.Detail + "); retry with the same client_msg_id"}
 	case errors.Is(err, store.ErrFull):
 		return &apiError{code: codeValkeyFull, detail: "valkey is out of memory until the flush workers drain the backlog, retry later", retryAfter: time.Second}
+	case errors.Is(err, history.ErrDatabase):
+		return &apiError{code: codeHistoryUnavailable, detail: "PostgreSQL is unreachable, retry later", retryAfter: time.Second}
 	case errors.Is(err, store.ErrUnavailable):
 		return &apiError{code: codeUnavailable, detail: "the message store is unreachable, retry later", retryAfter: time.Second}
 	case errors.Is(err, store.ErrNotFound):

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/chatpipe/chatpipe/internal/history"
@@ -88,10 +88,8 @@ func (s *Server) loadReactions(r *http.Request, tl message.Timeline, id int64, u
 		}
 	}
 	switch {
-	case errors.Is(err, history.ErrDatabase), errors.Is(err, history.ErrNoDatabase):
-		return nil, &apiError{code: codeHistoryUnavailable, retryAfter: time.Second, detail: "finding the message needs PostgreSQL, which did not answer; retry later"}
 	case err != nil:
-		return nil, err
+		return nil, err // PostgreSQL unreachable: 503 history_unavailable (errors.go)
 	case deleted || !found:
 		return nil, &apiError{code: codeNotFound, detail: fmt.Sprintf("no message %d %s", id, where(tl))}
 	case tl.Kind == message.Private && !tl.Contains(&rec):
@@ -101,7 +99,7 @@ func (s *Server) loadReactions(r *http.Request, tl message.Timeline, id int64, u
 	}
 	counts, version, mine, err := h.Reactions(r.Context(), tl.Kind, id, user)
 	if err != nil {
-		return nil, &apiError{code: codeHistoryUnavailable, retryAfter: time.Second, detail: "reading the message's reactions needs PostgreSQL, which did not answer; retry later"}
+		return nil, err
 	}
 	return &store.Loaded{OwnerID: rec.Message.OwnerID, RecipientID: rec.Message.RecipientID, Counts: counts, Version: version, Mine: mine}, nil
 }
@@ -133,43 +131,30 @@ func (s *Server) getReactors(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	limit, after := 50, int64(0)
-	for _, p := range []struct {
-		name string
-		max  int64
-		to   func(int64)
-	}{
-		{"limit", maxReactorsLimit, func(n int64) { limit = int(n) }},
-		{"after", 1<<63 - 1, func(n int64) { after = n }},
-	} {
-		v, ok := q[p.name]
-		if !ok {
-			continue
-		}
-		n, valid := int64(0), len(v) == 1
-		if valid {
-			n, valid = parseCursor(v[0])
-		}
-		if !valid || n > p.max || (p.name == "limit" && n < 1) {
-			return &apiError{code: codeInvalid, field: p.name, detail: p.name + ": " + map[string]string{
-				"limit": "must be an integer in 1.." + strconv.Itoa(maxReactorsLimit), "after": "must be a cursor from a previous page's next"}[p.name]}
-		}
-		p.to(n)
+	limit, given, err := queryInt(q, "limit", 1, maxReactorsLimit, fmt.Sprintf("must be an integer in 1..%d", maxReactorsLimit))
+	if err != nil {
+		return err
+	}
+	if !given {
+		limit = 50
+	}
+	after, _, err := queryInt(q, "after", 0, math.MaxInt64, "must be a cursor from a previous page's next")
+	if err != nil {
+		return err
 	}
 	if s.cfg.History == nil || !s.cfg.History.Available() {
 		return &apiError{code: codeHistoryUnavailable, retryAfter: time.Second, detail: "who reacted is read from PostgreSQL too: set DATABASE_URL on ingest"}
 	}
-	rs, err := s.cfg.History.Reactors(r.Context(), tl.Kind, id, emoji, after, limit+1)
-	switch {
-	case errors.Is(err, history.ErrDatabase), errors.Is(err, history.ErrNoDatabase):
-		return &apiError{code: codeHistoryUnavailable, retryAfter: time.Second, detail: "PostgreSQL is unreachable, retry later"}
-	case err != nil:
+	rs, err := s.cfg.History.Reactors(r.Context(), tl.Kind, id, emoji, after, int(limit)+1)
+	if err != nil && !errors.Is(err, history.ErrDatabase) {
 		s.valkeyFailed(r, "reactors", err)
+	}
+	if err != nil {
 		return err
 	}
 	body := reactorsBody{CacheID: id, Emoji: emoji, Users: []string{}}
 	for i, x := range rs {
-		if i == limit {
+		if i == int(limit) {
 			next := rs[i-1].Version
 			body.Next = &next
 			break
@@ -182,17 +167,11 @@ func (s *Server) getReactors(w http.ResponseWriter, r *http.Request) error {
 
 // viewer reads ?viewer=, the user whose own reactions a read marks ("me"); "" for none.
 func viewer(r *http.Request) (string, error) {
-	v, ok := r.URL.Query()["viewer"]
-	switch {
-	case !ok:
-		return "", nil
-	case len(v) != 1:
-		return "", &apiError{code: codeInvalid, field: "viewer", detail: "viewer: given more than once"}
-	}
-	if err := message.ValidateID("viewer", v[0]); err != nil {
+	v, ok, err := queryOne(r.URL.Query(), "viewer")
+	if err != nil || !ok {
 		return "", err
 	}
-	return v[0], nil
+	return v, message.ValidateID("viewer", v)
 }
 
 // decorate puts the messages' reactions on a read's entries (history.Reader.Decorate); without

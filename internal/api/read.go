@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -54,16 +55,7 @@ func (s *Server) timeline(r *http.Request) (message.Timeline, error) {
 func historyQuery(r *http.Request) (history.Query, error) {
 	q := history.Query{Before: true, Limit: defaultHistoryLimit}
 	vals := r.URL.Query()
-	one := func(name string) (string, bool, error) {
-		v, ok := vals[name]
-		switch {
-		case !ok:
-			return "", false, nil
-		case len(v) != 1:
-			return "", false, &apiError{code: codeInvalid, field: name, detail: name + ": given more than once"}
-		}
-		return v[0], true, nil
-	}
+	one := func(name string) (string, bool, error) { return queryOne(vals, name) }
 	before, hasBefore, err := one("before")
 	if err != nil {
 		return q, err
@@ -100,6 +92,32 @@ func historyQuery(r *http.Request) (history.Query, error) {
 		q.Limit = int(n)
 	}
 	return q, nil
+}
+
+// queryOne reads a query parameter given at most once: its value and whether it was given.
+func queryOne(vals url.Values, name string) (string, bool, error) {
+	v, ok := vals[name]
+	switch {
+	case !ok:
+		return "", false, nil
+	case len(v) != 1:
+		return "", false, &apiError{code: codeInvalid, field: name, detail: name + ": given more than once"}
+	}
+	return v[0], true, nil
+}
+
+// queryInt reads an integer query parameter given at most once, written plainly (parseCursor),
+// in lo..hi; detail says what it must be.
+func queryInt(vals url.Values, name string, lo, hi int64, detail string) (n int64, given bool, err error) {
+	v, given, err := queryOne(vals, name)
+	if err != nil || !given {
+		return 0, given, err
+	}
+	n, ok := parseCursor(v)
+	if !ok || n < lo || n > hi {
+		return 0, true, &apiError{code: codeInvalid, field: name, detail: name + ": " + detail}
+	}
+	return n, true, nil
 }
 
 // parseCursor reads a decimal integer written plainly: digits only, no sign, no spaces, no
@@ -143,7 +161,6 @@ func (s *Server) getHistory(w http.ResponseWriter, r *http.Request) error {
 		switch {
 		case errors.Is(err, history.ErrDatabase):
 			s.log.WarnContext(r.Context(), "reading history from postgres failed", "err", err)
-			return &apiError{code: codeHistoryUnavailable, retryAfter: time.Second, detail: "PostgreSQL is unreachable, retry later"}
 		default:
 			s.valkeyFailed(r, "history", err)
 		}

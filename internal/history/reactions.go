@@ -57,14 +57,14 @@ func (r *Reader) readHot(ctx context.Context, kind message.Kind, ids []int64, vi
 	out := make([]hot, len(ids))
 	cmds := make(valkey.Commands, 0, len(ids))
 	at := make([]int, 0, len(ids))
+	fields := []string{"v", "j", "p"}
+	if viewer != "" {
+		fields = append(fields, "l:"+viewer, "m:"+viewer)
+	}
 	for i, id := range ids {
 		route, ok := r.cfg.Layout.RouteOf(kind, "", id)
 		if !ok {
 			continue
-		}
-		fields := []string{"v", "j", "p"}
-		if viewer != "" {
-			fields = append(fields, "l:"+viewer, "m:"+viewer)
 		}
 		cmds = append(cmds, r.cfg.Valkey.B().Hmget().Key(keyspace.Reactions(route.Stream, id)).Field(fields...).Build())
 		at = append(at, i)
@@ -135,8 +135,10 @@ func (r *Reader) Decorate(ctx context.Context, tl message.Timeline, msgs [][]byt
 	var dbErr error
 	if r.cfg.ReactionsTTL > 0 && r.cfg.DB != nil {
 		cold = r.cold.unknown(tl.Kind, cold, r.cfg.NowFunc())
+	} else {
+		cold = nil // hashes that never expire: no hash, no reactions
 	}
-	if len(cold) > 0 && r.cfg.ReactionsTTL > 0 && r.cfg.DB != nil {
+	if len(cold) > 0 {
 		asked := r.cfg.NowFunc()
 		stored, err := r.cfg.DB.Counts(ctx, tl.Kind, cold)
 		if err != nil {

@@ -53,8 +53,11 @@ func AppendEnvelope(b []byte, id, version int64, data []byte) []byte {
 
 // DeletionJSON is the record's deletion as the live tail sends it: {"cache_id":N}, with the
 // channel of a public message ({"cache_id":N,"channel_id":"…"}).
-func (r *Record) DeletionJSON() []byte {
-	b := append(make([]byte, 0, 40+len(r.Message.ChannelID)), `{"cache_id":`...)
+func (r *Record) DeletionJSON() []byte { return r.refJSON(0) }
+
+// refJSON is {"cache_id":N} with a public message's "channel_id", in room for extra more bytes.
+func (r *Record) refJSON(extra int) []byte {
+	b := append(make([]byte, 0, 40+len(r.Message.ChannelID)+extra), `{"cache_id":`...)
 	b = strconv.AppendInt(b, r.CacheID, 10)
 	if r.Message.ChannelID != "" {
 		b = append(b, `,"channel_id":`...)

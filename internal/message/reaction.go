@@ -109,13 +109,7 @@ func WithReactions(b, reactions []byte, version int64) []byte {
 // ReactionJSON is the record's reaction event as the live tail sends it: {"cache_id":N,
 // "channel_id":"…" (public),"reactions":[…],"reactions_version":R}.
 func (r *Record) ReactionJSON() []byte {
-	b := append(make([]byte, 0, 64+len(r.Message.ChannelID)+len(r.Reactions)), `{"cache_id":`...)
-	b = strconv.AppendInt(b, r.CacheID, 10)
-	if r.Message.ChannelID != "" {
-		b = append(b, `,"channel_id":`...)
-		b = appendString(b, r.Message.ChannelID)
-	}
-	return WithReactions(append(b, '}'), r.Reactions, r.ReactionsVersion)
+	return WithReactions(r.refJSON(len(r.Reactions)+40), r.Reactions, r.ReactionsVersion)
 }
 
 // MarkMine returns counts (a JSON array of Count, as AppendCounts writes it) with "me":true on
